@@ -1,0 +1,19 @@
+"""EGTEA Gaze+ in the standard TAS layout (as SVTAS prepares it): 3 splits, 24 fps, frames between
+actions labelled `background`, which Edit/F1 ignore."""
+
+from dataclasses import dataclass
+
+from streamseg.config import TrainParams
+from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+
+
+@dataclass
+class Params(FeatureDatasetParams):
+    root: str = "data/egtea"
+    fps: float = 24.0
+    sample_rate: int = 1
+    bg_classes: tuple[str, ...] = ("background",)
+
+
+def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
+    return FeatureDataModule.from_params(p, train, name="egtea")

@@ -1,0 +1,25 @@
+"""The built-in synthetic dataset: generated into `root` on first use (standard TAS layout, mp4 videos
+and 64-d per-frame features). Grammar-ordered actions, background gaps and actions that look alike frame
+by frame, so temporal models beat frame-wise ones. See `streamseg.data.synth`."""
+
+from dataclasses import dataclass
+from functools import partial
+
+from streamseg.config import TrainParams
+from streamseg.data.synth import SynthSpec, ensure
+from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+
+
+@dataclass
+class Params(FeatureDatasetParams):
+    root: str = "data/synth"
+    fps: float = 15.0
+    bg_classes: tuple[str, ...] = ("background",)
+    num_videos: int = 40  # train/val/test split inside the generator
+    synth_seed: int = 0
+    with_videos: bool = True
+
+
+def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
+    spec = SynthSpec(num_videos=p.num_videos, seed=p.synth_seed, with_videos=p.with_videos)
+    return FeatureDataModule.from_params(p, train, name="synth", prepare=partial(ensure, p.root, spec))

@@ -1,0 +1,110 @@
+"""`streamseg train` and `streamseg test`.
+
+One process:         streamseg train -D synth -M mstcn -E quick
+N processes, 1 node: streamseg train ... --devices N   (re-launches itself under torchrun)
+                     tools/run_singlenode.sh train N -D synth -M mstcn -E quick
+Multi-node:          tools/run_multinode.sh train GPUS_PER_NODE NUM_NODES NODE_RANK MASTER_ADDR PORT ...
+SLURM:               tools/slurm_train.sbatch (srun starts one task per GPU)
+On a machine without GPUs, "devices" are CPU processes talking over gloo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from ..config import ConfigError
+from .common import add_config_args, load_run_params, print_metrics
+
+console = Console()
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train, then test the best checkpoint", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--new", action="store_true", help="start a fresh version instead of resuming")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--devices", type=int, default=1, help="processes per node (GPUs, or CPU processes)")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.set_defaults(func=run_train)
+
+    t = sub.add_parser("test", help="score a trained run's checkpoint on the test split")
+    add_config_args(t)
+    t.add_argument("--version", type=int, default=None, help="run version (default: newest)")
+    t.add_argument("--ckpt", default="best", help="best, last, or a checkpoint path")
+    t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    t.set_defaults(func=run_test)
+
+
+def _accelerator(value: str) -> str:
+    if value != "auto":
+        return value
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _relaunch_under_torchrun(devices: int) -> int:
+    """Run this same command as `devices` processes with torchrun (standalone, one node)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+           "-m", "streamseg.cli.main", *sys.argv[1:]]
+    return subprocess.call(cmd)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..engine import dist
+    from ..engine.runner import Hardware, train_and_test
+
+    world = args.devices * args.num_nodes
+    if world > 1 and not dist.launched_by_launcher():
+        if args.num_nodes > 1:
+            raise SystemExit("multi-node runs need a launcher: use tools/run_multinode.sh or SLURM (srun)")
+        return _relaunch_under_torchrun(args.devices)
+    try:
+        configs, params, applied = load_run_params(args)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    hw = Hardware(_accelerator(args.accelerator), args.devices, args.num_nodes)
+    try:
+        run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    if dist.detect_launch().is_zero:
+        print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} (test)")
+        console.print(f"run directory: {run.path}")
+    return 0
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from ..engine.rundir import experiment_dir, versions, write_json
+    from ..engine.runner import test_checkpoint
+
+    try:
+        configs, params, _ = load_run_params(args)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    exp_dir = experiment_dir(args.root, configs.dataset_name, configs.model_name, configs.exp_name)
+    found = versions(exp_dir)
+    if not found:
+        raise SystemExit(f"error: no runs in {exp_dir}; train first")
+    version = args.version if args.version is not None else found[-1]
+    run_path = exp_dir / f"version_{version}"
+    if args.ckpt in ("best", "last"):
+        ckpt = run_path / "checkpoints" / f"{args.ckpt}.ckpt"
+        if args.ckpt == "best" and not ckpt.is_file():
+            ckpt = run_path / "checkpoints" / "last.ckpt"
+    else:
+        ckpt = Path(args.ckpt)
+    if not ckpt.is_file():
+        raise SystemExit(f"error: checkpoint {ckpt} does not exist")
+    metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override)
+    write_json(run_path / "metrics.json", metrics)
+    print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} ({ckpt.name})")
+    return 0

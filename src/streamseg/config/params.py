@@ -1,0 +1,246 @@
+"""Typed run parameters and `-o dotted.key=value` overrides.
+
+A run's parameters are a tree of dataclasses::
+
+    RunParams
+      data   -> the dataset config's `Params`
+      model  -> the model config's `Params`
+      train  -> `TrainParams` (below)
+
+Overrides are parsed against the annotated field type (int, float, bool, str, `X | None`, `Literal[...]`,
+`tuple[T, ...]`, `list[T]`); an unknown key is rejected with the list of valid keys, never added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A config module or override is wrong; the message names the file or key and what was expected."""
+
+
+@dataclass
+class TrainParams:
+    """What the engine reads. Every key is listed here; nothing else is read.
+
+    epochs: passes over the training split. batch_size: videos (offline) or streams (streaming) per step
+    and per process. lr / weight_decay: Adam defaults of MS-TCN (5e-4, 0). seed: seeds python, numpy and
+    torch (and the data order). chunk_size: sampled frames per chunk for streaming training and evaluation;
+    0 = whole videos (offline). tbptt_chunks: gradients flow through the state over this many chunks before
+    it is detached (1 = SVTAS's SETE). grad_clip: max grad norm, 0 = off. accumulate: optimizer step every
+    N batches. precision: Lightning precision string. monitor: validation metric that picks `best.ckpt`
+    (a key of metrics.json). select_on: the split that metric is computed on: "val" (a validation split;
+    with none, `best` = last epoch) or "test" (explicit opt-in to test-set model selection, which
+    published TAS numbers must not use). num_workers: DataLoader workers. val_every: validate every N
+    epochs. log_every: optimizer steps between logged training losses.
+    """
+
+    epochs: int = 50
+    batch_size: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    chunk_size: int = 0
+    tbptt_chunks: int = 1
+    grad_clip: float = 0.0
+    accumulate: int = 1
+    precision: str = "32-true"
+    monitor: str = "f1@50"
+    select_on: Literal["val", "test"] = "val"
+    num_workers: int = 0
+    val_every: int = 1
+    log_every: int = 10
+    deterministic: bool = False
+
+
+@dataclass
+class RunParams:
+    data: Any
+    model: Any
+    train: TrainParams = field(default_factory=TrainParams)
+
+
+# ----------------------------------------------------------------------------------------------------
+# flattening and overrides
+
+
+def _field_types(obj: Any) -> dict[str, Any]:
+    """Resolved annotations of a dataclass instance (handles `from __future__ import annotations`)."""
+    try:
+        hints = typing.get_type_hints(type(obj))
+    except Exception as e:  # a config with an unresolvable annotation
+        raise ConfigError(f"cannot resolve the field types of {type(obj).__qualname__}: {e}") from e
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(obj)}
+
+
+def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"train.lr": 0.0005, ...}` for every leaf of a dataclass tree."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+
+def to_jsonable(params: Any) -> dict[str, Any]:
+    """A JSON-safe nested dict of a dataclass tree (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(params), default=str))
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_value(text: str, tp: Any, key: str) -> Any:
+    """Parse the override string `text` as type `tp`; errors name `key` and the expected type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return text
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() in {"none", "null"}:
+            return None
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"override {key}={text!r}: expected {_type_name(tp)}")
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ConfigError(f"override {key}={text!r}: expected one of {list(args)}")
+    if origin in (tuple, list):
+        items = _split_list(text, key)
+        elem = args[0] if args else Any
+        values = [parse_value(item, elem, key) for item in items]
+        return tuple(values) if origin is tuple else values
+    if tp is bool:
+        low = text.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigError(f"override {key}={text!r}: expected a bool (true/false)")
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"override {key}={text!r}: expected an int") from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"override {key}={text!r}: expected a float") from None
+    if tp is str:
+        return text
+    raise ConfigError(f"override {key}: fields of type {_type_name(tp)} cannot be set from the command line")
+
+
+def _split_list(text: str, key: str) -> list[str]:
+    """`a,b,c`, `[a, b]` or a JSON list; `[]` or empty is the empty list."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+            if isinstance(value, list):
+                return [str(v) for v in value]
+        except json.JSONDecodeError:
+            text = text[1:-1] if text.endswith("]") else text
+    if text in ("", "[]"):
+        return []
+    return [t.strip() for t in text.split(",")]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. train.lr=1e-3")
+    key, _, value = item.partition("=")
+    return key.strip(), value.strip()
+
+
+def apply_overrides(params: RunParams, overrides: list[str]) -> dict[str, Any]:
+    """Apply `-o` items in order; returns {key: parsed value}. Unknown keys raise with the valid keys."""
+    valid = flatten(params)
+    applied: dict[str, Any] = {}
+    for item in overrides:
+        key, text = parse_override(item)
+        if key not in valid:
+            keys = "\n  ".join(sorted(valid))
+            raise ConfigError(f"unknown override key {key!r}. Valid keys:\n  {keys}")
+        *path, leaf = key.split(".")
+        node = params
+        for part in path:
+            node = getattr(node, part)
+        value = parse_value(text, _field_types(node)[leaf], key)
+        setattr(node, leaf, value)
+        applied[key] = value
+    return applied
+
+
+def check_types(params: Any, prefix: str = "") -> None:
+    """Reject values a config set with the wrong type (e.g. `params.train.epochs = "10"`)."""
+    types_ = _field_types(params)
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_types(value, key + ".")
+            continue
+        if not _matches(value, types_[f.name]):
+            raise ConfigError(f"{key} = {value!r}: expected {_type_name(types_[f.name])}")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if origin in (tuple, list):
+        return isinstance(value, origin) and (not args or all(_matches(v, args[0]) for v in value))
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def load_jsonable(params: Any, data: dict[str, Any], prefix: str = "") -> None:
+    """Set a dataclass tree from a nested dict written by `to_jsonable` (lists become tuples where typed so)."""
+    types_ = _field_types(params)
+    for f in dataclasses.fields(params):
+        key = f"{prefix}{f.name}"
+        if f.name not in data:
+            raise ConfigError(f"saved params lack {key!r}")
+        value = getattr(params, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            load_jsonable(value, data[f.name], key + ".")
+            continue
+        new = data[f.name]
+        if isinstance(new, list) and typing.get_origin(types_[f.name]) is tuple:
+            new = tuple(new)
+        setattr(params, f.name, new)
+    check_types(params, prefix)

@@ -1,0 +1,190 @@
+"""LightningDataModule over the standard TAS layout (features + frame labels), one video per item.
+
+Splits: `train`, `test` from `splits/<split>.split<k>.bundle`; validation from `val.split<k>.bundle` when
+the dataset has one, else `val_fraction` of the training videos held out (a seeded, sorted draw, so the
+same videos every run). With no validation videos, `best.ckpt` is the last epoch (MS-TCN's protocol).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import TrainParams
+from ..data import FeatureVideoDataset, TASLayout, collate_videos
+
+
+@dataclass
+class FeatureDatasetParams:
+    """Parameters shared by datasets in the standard TAS layout (dataset configs subclass this).
+
+    root: dataset folder. split: split number k of `splits/*.split<k>.bundle`. sample_rate: keep every
+    n-th feature frame (MS-TCN uses 2 on 50Salads); predictions are upsampled back and scored at the
+    original rate. fps: original frame rate (for latency in seconds). bg_classes: label names dropped
+    from Edit/F1 (the MS-TCN protocol ignores only GTEA's `background`). val_fraction: share of the
+    training videos held out for model selection when the dataset has no `val` split.
+    """
+
+    root: str = "data"
+    split: int = 1
+    sample_rate: int = 1
+    fps: float = 15.0
+    bg_classes: tuple[str, ...] = ()
+    val_fraction: float = 0.0
+
+
+@dataclass
+class DatasetInfo:
+    """What models and metrics need to know about a dataset."""
+
+    name: str
+    class_names: list[str]
+    bg_ids: list[int]
+    in_channels: int
+    fps: float
+    sample_rate: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone: the order does not depend on any global RNG state,
+    so a resumed run sees the same order as an uninterrupted one. Lightning calls `set_epoch`."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos."""
+
+    def __init__(
+        self,
+        root: str,
+        split: int,
+        *,
+        name: str = "dataset",
+        sample_rate: int = 1,
+        bg_classes: Sequence[str] = (),
+        fps: float = 15.0,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        seed: int = 0,
+        val_fraction: float = 0.0,
+        select_on: str = "val",
+        prepare: Callable[[], object] | None = None,
+    ):
+        super().__init__()
+        self.root, self.split, self.name = root, split, name
+        self.sample_rate, self.bg_classes, self.fps = sample_rate, tuple(bg_classes), fps
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.val_fraction, self.select_on = val_fraction, select_on
+        self._prepare = prepare
+        self.layout: TASLayout | None = None
+        self.names: dict[str, list[str]] = {}
+
+    # Lightning calls prepare_data on one process per node; the CLI also calls it before launching work.
+    def prepare_data(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.layout is not None:
+            return
+        layout = TASLayout(self.root)
+        train = layout.split_names("train", self.split)
+        val = layout.split_names("val", self.split) if layout.has_split("val", self.split) else []
+        if not val and self.val_fraction > 0:
+            rng = np.random.default_rng(self.seed)
+            ordered = sorted(train)
+            n_val = max(1, round(self.val_fraction * len(ordered)))
+            held = set(rng.choice(len(ordered), size=n_val, replace=False).tolist())
+            val = [n for i, n in enumerate(ordered) if i in held]
+            train = [n for i, n in enumerate(ordered) if i not in held]
+        test = layout.split_names("test", self.split)
+        if self.select_on == "test":
+            val = test
+        self.names = {"train": train, "val": val, "test": test}
+        self.layout = layout
+
+    @classmethod
+    def from_params(
+        cls, p: FeatureDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
+    ) -> "FeatureDataModule":
+        return cls(
+            p.root,
+            p.split,
+            name=name,
+            sample_rate=p.sample_rate,
+            bg_classes=p.bg_classes,
+            fps=p.fps,
+            batch_size=train.batch_size,
+            num_workers=train.num_workers,
+            seed=train.seed,
+            val_fraction=p.val_fraction,
+            select_on=train.select_on,
+            prepare=prepare,
+        )
+
+    @property
+    def info(self) -> DatasetInfo:
+        self.setup()
+        assert self.layout is not None
+        classes = list(self.layout.classes)
+        missing = [b for b in self.bg_classes if b not in classes]
+        if missing:
+            raise ValueError(f"{self.root}/mapping.txt: background classes {missing} are not in the mapping")
+        return DatasetInfo(
+            name=self.name,
+            class_names=classes,
+            bg_ids=[classes.index(b) for b in self.bg_classes],
+            in_channels=self.layout.feature_dim,
+            fps=self.fps,
+            sample_rate=self.sample_rate,
+        )
+
+    @property
+    def has_val(self) -> bool:
+        self.setup()
+        return bool(self.names["val"])
+
+    def _dataset(self, split: str) -> FeatureVideoDataset:
+        self.setup()
+        return FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self._dataset(split)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(ds), self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            collate_fn=collate_videos,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if self.names.get("val") else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,200 @@
+"""Assemble and run training and testing: reads top to bottom, like a reference training script.
+
+    configs + params -> run directory (rank 0 decides, all ranks agree) -> data -> model -> module
+      -> Trainer(fit, resume from last.ckpt) -> test with best.ckpt -> metrics.json, predictions, DONE
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from ..config import ConfigSet, RunParams, to_jsonable
+from . import dist
+from .datamodule import DatasetInfo
+from .module import SegmentationModule
+from .recipes import default_module
+from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
+
+METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
+
+
+@dataclasses.dataclass
+class Hardware:
+    accelerator: str = "cpu"  # "cpu" or "gpu"
+    devices: int = 1  # processes per node
+    num_nodes: int = 1
+
+
+def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[Any, DatasetInfo, SegmentationModule]:
+    """DataModule, dataset info and LightningModule for `params`, data prepared once per node."""
+    dm = configs.dataset.build_datamodule(params.data, params.train)
+    if launch.local_rank == 0:
+        dm.prepare_data()
+    dist.barrier()
+    info = dm.info
+    net = configs.model.build_model(params.model, info.in_channels, info.num_classes)
+    builder = getattr(configs.exp, "build_module", default_module)
+    module = builder(net, params, info)
+    return dm, info, module
+
+
+def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callbacks: list) -> pl.Trainer:
+    t = params.train
+    world = hw.devices * hw.num_nodes
+    return pl.Trainer(
+        max_epochs=t.epochs,
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.num_nodes,
+        strategy="ddp" if world > 1 else "auto",
+        precision=t.precision,
+        gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=t.accumulate,
+        check_val_every_n_epoch=t.val_every,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        deterministic=t.deterministic,
+        default_root_dir=str(run.path),
+        logger=[
+            TensorBoardLogger(str(run.logs), name="", version="tensorboard"),
+            CSVLogger(str(run.logs), name="", version="csv"),
+        ],
+        callbacks=callbacks,
+        enable_model_summary=False,
+    )
+
+
+def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
+    last = ModelCheckpoint(
+        dirpath=run.checkpoints, filename="last", save_top_k=1, monitor=None, enable_version_counter=False
+    )
+    callbacks: list = [last]
+    if has_val:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run.checkpoints,
+                filename="best",
+                monitor=f"val/{params.train.monitor}",
+                mode="max",
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
+    try:
+        from pytorch_lightning.callbacks import RichProgressBar
+
+        callbacks.append(RichProgressBar(leave=True))
+    except Exception:  # rich missing or unusable terminal: Lightning's default bar
+        pass
+    return callbacks
+
+
+def train_and_test(
+    configs: ConfigSet,
+    params: RunParams,
+    overrides: dict[str, Any],
+    root: str | Path,
+    hw: Hardware,
+    new: bool = False,
+) -> tuple[RunDir, dict[str, Any]]:
+    """Train (resuming an unfinished run), test the best checkpoint, write metrics. Returns (run, metrics)."""
+    launch = dist.detect_launch()
+    dist.init_process_group(launch, hw.accelerator)
+    params_json = to_jsonable(params)
+    exp_dir = experiment_dir(root, configs.dataset_name, configs.model_name, configs.exp_name)
+
+    run = choose_run_dir(exp_dir, params_json, new=new) if launch.is_zero else None
+    if launch.is_zero:
+        write_snapshot(run, configs.paths(), params_json, overrides)
+    run = dist.broadcast(run)
+
+    pl.seed_everything(params.train.seed, workers=True, verbose=False)
+    started = time.time()
+    dm, info, module = build(configs, params, launch)
+    has_val = dm.has_val
+    callbacks = _callbacks(params, run, has_val)
+    trainer = _trainer(params, run, hw, has_val, callbacks)
+    trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
+
+    best = run.checkpoints / "best.ckpt"
+    ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
+    metrics = test(trainer, module, dm, run, ckpt)
+    if trainer.is_global_zero:
+        metrics["checkpoint"] = ckpt.name
+        metrics["train_seconds"] = round(time.time() - started, 1)
+        write_json(run.metrics, metrics)
+        run.done.write_text("finished\n")
+    dist.barrier()
+    return run, metrics
+
+
+def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path) -> dict[str, Any]:
+    """Score `ckpt` on the test split; predictions into `run.predictions`, plots into `run.plots`."""
+    module.predictions_dir = run.predictions
+    trainer.test(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=True, verbose=False)
+    results = dict(module.test_results or {})
+    summary = {k: results[k] for k in METRIC_KEYS if k in results}
+    summary["num_videos"] = results.get("num_videos", 0)
+    summary["per_class"] = results.get("per_class", {})
+    summary["split"] = "test"
+    summary["latency"] = latency(module, dm.info)
+    if trainer.is_global_zero:
+        _plots(module, run)
+    return summary
+
+
+def latency(module: SegmentationModule, info: DatasetInfo) -> dict[str, Any]:
+    """Algorithmic latency: frames between a frame's arrival and its label (chunk wait + look-ahead)."""
+    lookahead = getattr(module.net, "lookahead", None)
+    if lookahead is None or not module.streaming:
+        return {"online": False, "frames": None, "seconds": None}
+    # a frame waits for the rest of its chunk (at most chunk_size - 1 sampled frames), then for the
+    # model's look-ahead; both in sampled frames, times sample_rate for original frames.
+    frames = (module.chunk_size - 1 + lookahead) * info.sample_rate
+    return {"online": True, "frames": frames, "seconds": round(frames / info.fps, 3)}
+
+
+def _plots(module: SegmentationModule, run: RunDir) -> None:
+    videos = getattr(module, "_test_videos", [])
+    if not videos:
+        return
+    try:
+        from ..viz import plots
+    except ImportError:
+        return
+    names = module.info.class_names
+    run.plots.mkdir(parents=True, exist_ok=True)
+    for name, pred, gt in videos[:8]:
+        plots.plot_segmentation(run.plots / f"seg_{name}.png", gt, pred, names, title=name)
+    if module.test_results and "confusion" in module.test_results:
+        import numpy as np
+
+        plots.plot_confusion(run.plots / "confusion.png", np.asarray(module.test_results["confusion"]), names)
+
+
+def test_checkpoint(
+    configs: ConfigSet, run_path: Path, ckpt: Path, accelerator: str, overrides: list[str] = ()
+) -> dict[str, Any]:
+    """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split."""
+    import json
+
+    from ..config import apply_overrides, load_jsonable
+
+    params = configs.default_params()
+    load_jsonable(params, json.loads((run_path / "config" / "params.json").read_text()))
+    apply_overrides(params, list(overrides))
+    run = RunDir(run_path, int(run_path.name.split("_")[-1]), None)
+    dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
+                         default_root_dir=str(run.path), enable_checkpointing=False)
+    module_metrics = test(trainer, module, dm, run, ckpt)
+    module_metrics["checkpoint"] = str(ckpt)
+    return module_metrics

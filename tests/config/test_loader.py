@@ -1,0 +1,112 @@
+"""Config module resolution: names, paths, user config roots, and the errors for missing pieces."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from streamseg.config import ConfigError, load_configs, resolve_params
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+DATASET = """
+    from dataclasses import dataclass
+    @dataclass
+    class Params:
+        root: str = "data/toy"
+        split: int = 1
+    def build_datamodule(params, train):
+        raise NotImplementedError
+"""
+MODEL = """
+    from dataclasses import dataclass
+    @dataclass
+    class Params:
+        width: int = 8
+    def build_model(params, in_channels, num_classes):
+        raise NotImplementedError
+"""
+EXP = """
+    def configure(params):
+        params.train.epochs = 3
+        params.model.width = 16
+"""
+
+
+@pytest.fixture
+def user_root(tmp_path: Path) -> Path:
+    write(tmp_path / "dataset_configs" / "toy.py", DATASET)
+    write(tmp_path / "model_configs" / "tiny.py", MODEL)
+    write(tmp_path / "exp_configs" / "toy" / "tiny_fast.py", EXP)
+    return tmp_path
+
+
+def test_every_repo_experiment_resolves_with_required_keys():
+    exps = sorted((REPO / "exp_configs").glob("*/*.py"))
+    assert len(exps) >= 5
+    for exp in exps:
+        dataset = exp.parent.name
+        model, _, name = exp.stem.partition("_")
+        configs = load_configs(dataset, model, name, None)
+        params, _ = resolve_params(configs)
+        for key in ("data.root", "data.split", "train.epochs", "train.batch_size", "train.lr", "train.seed"):
+            node = params
+            for part in key.split("."):
+                node = getattr(node, part)
+        assert configs.exp_name == name and configs.model_name == model
+
+
+def test_names_resolve_in_user_root_and_configure_runs(user_root):
+    configs = load_configs("toy", "tiny", "fast", user_root)
+    params, applied = resolve_params(configs, ["train.lr=0.01"])
+    assert params.train.epochs == 3 and params.model.width == 16 and params.train.lr == 0.01
+    assert applied == {"train.lr": 0.01}
+    assert configs.paths()["exp"] == user_root / "exp_configs" / "toy" / "tiny_fast.py"
+
+
+def test_paths_are_accepted(user_root):
+    configs = load_configs(
+        str(user_root / "dataset_configs" / "toy.py"),
+        str(user_root / "model_configs" / "tiny.py"),
+        str(user_root / "exp_configs" / "toy" / "tiny_fast.py"),
+    )
+    assert (configs.dataset_name, configs.model_name, configs.exp_name) == ("toy", "tiny", "fast")
+
+
+def test_missing_experiment_lists_available(user_root):
+    with pytest.raises(ConfigError) as e:
+        load_configs("toy", "tiny", "slow", user_root)
+    msg = str(e.value)
+    assert "no exp config 'slow'" in msg and "tiny_slow.py" in msg and "Available: fast" in msg
+
+
+def test_module_without_required_function_is_named(user_root):
+    write(user_root / "model_configs" / "broken.py", "from dataclasses import dataclass\n@dataclass\nclass Params:\n    a: int = 1\n")
+    write(user_root / "exp_configs" / "toy" / "broken_x.py", EXP)
+    with pytest.raises(ConfigError) as e:
+        load_configs("toy", "broken", "x", user_root)
+    assert "broken.py" in str(e.value) and "build_model" in str(e.value)
+
+
+def test_configure_with_wrong_type_names_the_file(user_root):
+    write(user_root / "exp_configs" / "toy" / "tiny_bad.py", "def configure(p):\n    p.train.epochs = 'many'\n")
+    configs = load_configs("toy", "tiny", "bad", user_root)
+    with pytest.raises(ConfigError) as e:
+        resolve_params(configs)
+    assert "tiny_bad.py" in str(e.value) and "train.epochs" in str(e.value)
+
+
+def test_dataset_params_must_have_root_and_split(user_root):
+    write(user_root / "dataset_configs" / "noroot.py", DATASET.replace('root: str = "data/toy"', "path: str = 'x'"))
+    write(user_root / "exp_configs" / "noroot" / "tiny_fast.py", EXP)
+    with pytest.raises(ConfigError, match="root"):
+        load_configs("noroot", "tiny", "fast", user_root)
