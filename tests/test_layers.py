@@ -1,0 +1,59 @@
+"""The import rule of docs/architecture.md: lower layers never import higher ones or Lightning."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "streamseg"
+
+# package -> streamseg packages it must not import
+FORBIDDEN = {
+    "models": {"data", "metrics", "engine", "config", "cli", "viz"},
+    "data": {"models", "metrics", "engine", "config", "cli", "viz"},
+    "metrics": {"models", "data", "engine", "config", "cli", "viz"},
+    "config": {"models", "data", "metrics", "engine", "cli", "viz"},
+    "engine": {"cli"},
+    "viz": {"engine", "cli", "models", "data"},
+}
+NO_LIGHTNING = {"models", "data", "metrics", "config", "viz"}
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute module names imported by `path` (relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = ["streamseg", *path.relative_to(SRC).parent.parts]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_layer_imports(package):
+    bad = []
+    for path in sorted((SRC / package).rglob("*.py")):
+        for mod in imports_of(path):
+            parts = mod.split(".")
+            if parts[0] == "streamseg" and len(parts) > 1 and parts[1] in FORBIDDEN[package]:
+                bad.append(f"{path.relative_to(SRC)} imports {mod}")
+            if package in NO_LIGHTNING and parts[0] in {"pytorch_lightning", "lightning", "lightning_fabric"}:
+                bad.append(f"{path.relative_to(SRC)} imports {mod}")
+    assert not bad, "\n".join(bad)
+
+
+def test_checker_sees_relative_imports(tmp_path):
+    # the rule is only as good as the parser: a relative import must resolve to its absolute name
+    mods = imports_of(SRC / "engine" / "module.py")
+    assert "streamseg.metrics" in mods
