@@ -123,6 +123,7 @@ def train_and_test(
     callbacks = _callbacks(params, run, has_val)
     trainer = _trainer(params, run, hw, has_val, callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
+    check_ranks_agree(module)
 
     best = run.checkpoints / "best.ckpt"
     ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
@@ -130,10 +131,21 @@ def train_and_test(
     if trainer.is_global_zero:
         metrics["checkpoint"] = ckpt.name
         metrics["train_seconds"] = round(time.time() - started, 1)
+        metrics["world_size"] = trainer.world_size
         write_json(run.metrics, metrics)
         run.done.write_text("finished\n")
     dist.barrier()
     return run, metrics
+
+
+def check_ranks_agree(module: SegmentationModule) -> None:
+    """After DDP training every rank must hold the same weights; a mismatch means a broken setup
+    (e.g. ranks that saw different data counts), so fail loudly instead of saving rank 0's silently."""
+
+    summary = [float(p.detach().double().sum()) for p in module.net.parameters()]
+    gathered = dist.all_gather(summary)
+    if any(g != gathered[0] for g in gathered):
+        raise RuntimeError(f"DDP ranks ended training with different weights: {[g[:3] for g in gathered]}")
 
 
 def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path) -> dict[str, Any]:
@@ -163,21 +175,24 @@ def latency(module: SegmentationModule, info: DatasetInfo) -> dict[str, Any]:
 
 
 def _plots(module: SegmentationModule, run: RunDir) -> None:
+    """Segmentation bars for the first test videos, the confusion matrix and per-class scores."""
+    import numpy as np
+
+    from ..viz import plots
+
     videos = getattr(module, "_test_videos", [])
+    results = module.test_results or {}
     if not videos:
         return
-    try:
-        from ..viz import plots
-    except ImportError:
-        return
-    names = module.info.class_names
+    info = module.info
     run.plots.mkdir(parents=True, exist_ok=True)
     for name, pred, gt in videos[:8]:
-        plots.plot_segmentation(run.plots / f"seg_{name}.png", gt, pred, names, title=name)
-    if module.test_results and "confusion" in module.test_results:
-        import numpy as np
-
-        plots.plot_confusion(run.plots / "confusion.png", np.asarray(module.test_results["confusion"]), names)
+        plots.plot_segmentation(run.plots / f"seg_{name}.png", gt, pred, info.class_names, info.bg_ids,
+                                title=name, fps=info.fps)
+    if "confusion" in results:
+        plots.plot_confusion_matrix(run.plots / "confusion.png", np.asarray(results["confusion"]), info.class_names)
+    if results.get("per_class"):
+        plots.plot_per_class(run.plots / "per_class.png", results["per_class"])
 
 
 def test_checkpoint(
