@@ -104,8 +104,11 @@ def train_and_test(
     root: str | Path,
     hw: Hardware,
     new: bool = False,
+    extra_callbacks: list[pl.Callback] = (),
 ) -> tuple[RunDir, dict[str, Any]]:
-    """Train (resuming an unfinished run), test the best checkpoint, write metrics. Returns (run, metrics)."""
+    """Train (resuming an unfinished run), test the best checkpoint, write metrics. Returns (run, metrics).
+
+    `extra_callbacks` (e.g. Telegram reports) are added to the Trainer's callbacks."""
     launch = dist.detect_launch()
     dist.init_process_group(launch, hw.accelerator)
     params_json = to_jsonable(params)
@@ -120,7 +123,7 @@ def train_and_test(
     started = time.time()
     dm, info, module = build(configs, params, launch)
     has_val = dm.has_val
-    callbacks = _callbacks(params, run, has_val)
+    callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
     trainer = _trainer(params, run, hw, has_val, callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
     check_ranks_agree(module)
