@@ -1,0 +1,183 @@
+"""`check_dataset`: find every problem of a dataset in the standard layout in one pass.
+
+Training on a broken dataset fails on the first bad file, often an hour in; this check reads every
+file the chosen splits reference (feature files only up to their header, via memory mapping) and
+reports all problems together, each with its file and, where one line is at fault, its line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamseg.data.errors import DataError
+from streamseg.data.layout import (
+    DEFAULT_LENGTH_TOLERANCE,
+    SPLITS,
+    VIDEO_SUFFIXES,
+    find_split_indices,
+    load_feature_array,
+    scan_labels,
+    scan_mapping,
+    scan_split,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the file, the 1-based line (None when no single line is at fault) and what is wrong."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
+
+    @classmethod
+    def from_error(cls, error: DataError) -> Problem:
+        return cls(error.path, error.line, error.reason)
+
+
+def check_dataset(
+    root: str | Path,
+    splits: Sequence[int] | None = None,
+    length_tolerance: int = DEFAULT_LENGTH_TOLERANCE,
+    features_dir: str = "features",
+) -> list[Problem]:
+    """Every problem of the dataset at ``root``, in discovery order ([] when it is sound).
+
+    Checks ``mapping.txt`` (present, lines ``<index> <name>`` with indices 0..K-1); the split files of
+    ``splits`` (default: every k found in ``splits/``): train and test present, none empty, no repeated
+    video; and for every listed video: the label file (present, non-empty, every label in the mapping),
+    the feature file (a readable ``.npy`` holding a 2-D float array (D, T), D the same for all videos),
+    ``abs(T_features - T_labels) <= length_tolerance`` (default `DEFAULT_LENGTH_TOLERANCE` = 8 frames,
+    the 50Salads I3D offset), and, when ``Videos/`` exists, a video that PyAV can open and decode.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return [Problem(str(root), None, "dataset root is not a directory")]
+    problems: list[Problem] = []
+
+    classes, errors = scan_mapping(root / "mapping.txt")
+    problems += [Problem.from_error(e) for e in errors]
+    # Unknown labels can only be told apart when the mapping parsed; otherwise skip that check.
+    class_to_index = {name: i for i, name in enumerate(classes)} if classes else None
+
+    names, split_problems = _check_splits(root / "splits", splits)
+    problems += split_problems
+
+    first_dim: tuple[int, str] | None = None  # (D, file it was first seen in)
+    videos_dir = root / "Videos"
+    for name, listed_in in names.items():
+        num_labels = _check_labels(root / "groundTruth" / f"{name}.txt", listed_in, class_to_index, problems)
+        features_path = root / features_dir / f"{name}.npy"
+        if not features_path.is_file():
+            problems.append(Problem(str(features_path), None, f"missing features of '{name}' (listed in {listed_in})"))
+        else:
+            try:
+                shape = load_feature_array(features_path).shape
+            except DataError as exc:
+                problems.append(Problem.from_error(exc))
+            else:
+                if first_dim is None:
+                    first_dim = (shape[0], str(features_path))
+                elif shape[0] != first_dim[0]:
+                    problems.append(Problem(str(features_path), None, f"feature dim D={shape[0]} differs from "
+                                            f"D={first_dim[0]} of {first_dim[1]}"))
+                if num_labels is not None:
+                    problems += _length_problems(features_path, shape, num_labels, length_tolerance)
+        if videos_dir.is_dir():
+            problems += _video_problems(videos_dir, name)
+    return problems
+
+
+def _check_splits(splits_dir: Path, ks: Sequence[int] | None) -> tuple[dict[str, str], list[Problem]]:
+    """(video name -> first split file listing it, problems) over the split files of ``ks``."""
+    problems: list[Problem] = []
+    names: dict[str, str] = {}
+    if not splits_dir.is_dir():
+        return names, [Problem(str(splits_dir), None, "missing splits directory")]
+    if ks is None:
+        ks = find_split_indices(splits_dir)
+        if not ks:
+            return names, [Problem(str(splits_dir), None, "no split files; expected train.split<k>.bundle, "
+                                   "test.split<k>.bundle (and optionally val.split<k>.bundle)")]
+    for k in ks:
+        for split in SPLITS:
+            path = splits_dir / f"{split}.split{k}.bundle"
+            if not path.is_file():
+                if split != "val":  # val is optional
+                    problems.append(Problem(str(path), None, f"missing {split} split file of split {k}"))
+                continue
+            listed, errors = scan_split(path)
+            problems += [Problem.from_error(e) for e in errors]
+            if not listed and not errors:
+                problems.append(Problem(str(path), None, "empty split file; expected one '<video>.txt' per line"))
+            for name in listed:
+                names.setdefault(name, str(path))
+    return names, problems
+
+
+def _check_labels(path: Path, listed_in: str, class_to_index: dict[str, int] | None,
+                  problems: list[Problem]) -> int | None:
+    """Append the label file's problems; return its frame count T, or None when unreadable or empty."""
+    if not path.is_file():
+        problems.append(Problem(str(path), None, f"missing label file of '{path.stem}' (listed in {listed_in})"))
+        return None
+    if class_to_index is None:
+        # No usable mapping: accept every label name so that emptiness and length are still checked.
+        labels_text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        while labels_text and not labels_text[-1].strip():
+            labels_text.pop()
+        if not labels_text:
+            problems.append(Problem(str(path), None, "empty label file; expected one label per frame"))
+            return None
+        return len(labels_text)
+    labels, errors = scan_labels(path, class_to_index)
+    problems += [Problem.from_error(e) for e in errors]
+    return len(labels) or None
+
+
+def _length_problems(path: Path, shape: tuple[int, ...], num_labels: int, tolerance: int) -> list[Problem]:
+    num_features = shape[1]
+    if abs(num_features - num_labels) <= tolerance:
+        return []
+    message = (f"features have T={num_features} frames but the labels have {num_labels} "
+               f"(|difference| {abs(num_features - num_labels)} > tolerance {tolerance})")
+    if shape[0] == num_labels:
+        message += f"; the array looks transposed: expected (D, T), got {shape}"
+    return [Problem(str(path), None, message)]
+
+
+def _video_problems(videos_dir: Path, name: str) -> list[Problem]:
+    """The video of ``name`` exists and PyAV decodes its first frame."""
+    # Imported here: PyAV is only needed for datasets that ship videos.
+    import av
+
+    candidates = [videos_dir / f"{name}{suffix}" for suffix in VIDEO_SUFFIXES]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        return [Problem(str(videos_dir / f"{name}.mp4"), None,
+                        f"missing video of '{name}' (Videos/ exists; expected {' or '.join(VIDEO_SUFFIXES)})")]
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return [Problem(str(path), None, "no video stream")]
+            next(container.decode(video=0))
+    except StopIteration:
+        return [Problem(str(path), None, "video stream has no decodable frame")]
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        return [Problem(str(path), None, f"PyAV cannot open or decode it: {exc}")]
+    return []
+
+
+def format_problems(problems: Sequence[Problem]) -> str:
+    """A human-readable report: one ``path:line: message`` per problem, or "no problems found"."""
+    if not problems:
+        return "no problems found"
+    lines = [f"{len(problems)} problem(s) found:"]
+    lines += [f"  {p}" for p in problems]
+    return "\n".join(lines)

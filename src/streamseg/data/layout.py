@@ -1,0 +1,297 @@
+"""Reader for the standard temporal-action-segmentation dataset layout (the MS-TCN data bundle).
+
+::
+
+    <root>/
+      mapping.txt                      "<index> <name>" per line, indices 0..K-1 in file order
+      splits/train.split<k>.bundle     one "<video>.txt" per line (k = 1, 2, ...)
+      splits/val.split<k>.bundle       optional
+      splits/test.split<k>.bundle
+      groundTruth/<video>.txt          one label name per frame, one per line
+      features/<video>.npy             float array (D, T): D channels, T frames
+      Videos/<video>.mp4 | .avi        optional raw videos
+
+GTEA, 50Salads and Breakfast ship in this layout, and so does the built-in synthetic dataset
+(`streamseg.data.synth`). Each ``scan_*`` function returns what it could parse *and* every problem it
+found (`streamseg.data.check` reports them all at once); each ``read_*`` function raises the first
+problem as a `DataError` instead.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from streamseg.data.errors import DataError
+
+SPLITS = ("train", "val", "test")
+"""Split kinds a layout may hold; ``val`` is optional."""
+
+DEFAULT_LENGTH_TOLERANCE = 8
+"""Largest accepted ``abs(T_features - T_labels)``, in frames.
+
+8 because 50Salads' I3D features are exactly 8 frames shorter than its raw videos (yabufarha/ms-tcn
+issue #44: e.g. rgb-01-1 has 11,687 video frames and 11,679 feature frames), so labels made from the
+videos must still load against the shipped features. The bundle's own labels match the features."""
+
+VIDEO_SUFFIXES = (".mp4", ".avi")
+
+
+def _more(errors: list[DataError]) -> str:
+    """Suffix for a raised first error that says how many others the same file has."""
+    if len(errors) <= 1:
+        return ""
+    return f" (and {len(errors) - 1} more problem(s) in this file; `streamseg data check` lists all)"
+
+
+def _raise_first(errors: list[DataError]) -> None:
+    if errors:
+        first = errors[0]
+        raise DataError(first.path, first.reason + _more(errors), first.line)
+
+
+def _read_lines(path: Path) -> list[str] | DataError:
+    """The file's lines with line endings and surrounding whitespace stripped, or the error."""
+    if not path.is_file():
+        return DataError(path, "file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return DataError(path, f"cannot read as UTF-8 text: {exc}")
+    return [line.strip() for line in text.splitlines()]
+
+
+def scan_mapping(path: str | Path) -> tuple[list[str], list[DataError]]:
+    """Parse ``mapping.txt``: returns (class names in index order, problems).
+
+    Blank lines are skipped. A line with a wrong index is still counted, so one typo gives one
+    problem rather than shifting every later line.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    if isinstance(lines, DataError):
+        return [], [DataError(path, "missing class mapping; expected lines '<index> <name>'")]
+    names: list[str] = []
+    first_line: dict[str, int] = {}
+    errors: list[DataError] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            errors.append(DataError(path, f"expected '<index> <name>', got {line!r}", lineno))
+            continue
+        index, name = parts
+        expected = len(names)
+        if not index.isdigit() or int(index) != expected:
+            errors.append(
+                DataError(path, f"index {index!r} out of order; expected {expected} "
+                          f"(indices must run 0..K-1 in file order)", lineno)
+            )
+        if name in first_line:
+            errors.append(
+                DataError(path, f"class name {name!r} repeated (first at line {first_line[name]})", lineno)
+            )
+        first_line.setdefault(name, lineno)
+        names.append(name)
+    if not names and not errors:
+        errors.append(DataError(path, "no classes; expected lines '<index> <name>'"))
+    return names, errors
+
+
+def read_mapping(path: str | Path) -> list[str]:
+    """Class names in index order from ``mapping.txt``; raises `DataError` naming file:line."""
+    names, errors = scan_mapping(path)
+    _raise_first(errors)
+    return names
+
+
+def scan_labels(path: str | Path, class_to_index: dict[str, int]) -> tuple[np.ndarray, list[DataError]]:
+    """Parse a ground-truth file: returns (int64 (T,) class indices, problems).
+
+    Trailing blank lines are ignored; a blank line before the last label is a problem. Each distinct
+    unknown label is reported once, at its first line, with its line count; its frames read as -1.
+    """
+    path = Path(path)
+    lines = _read_lines(path)
+    if isinstance(lines, DataError):
+        return np.zeros(0, dtype=np.int64), [lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        return np.zeros(0, dtype=np.int64), [DataError(path, "empty label file; expected one label per frame")]
+    errors: list[DataError] = []
+    unknown: dict[str, list[int]] = {}  # label -> [first line, count]
+    labels = np.empty(len(lines), dtype=np.int64)
+    for t, name in enumerate(lines):
+        index = class_to_index.get(name)
+        if index is None:
+            if not name:
+                errors.append(DataError(path, "empty line; expected one label name per frame", t + 1))
+            else:
+                seen = unknown.setdefault(name, [t + 1, 0])
+                seen[1] += 1
+            index = -1
+        labels[t] = index
+    valid = ", ".join(class_to_index)
+    for name, (lineno, count) in unknown.items():
+        errors.append(
+            DataError(path, f"unknown label {name!r} ({count} line(s), first here); valid: {valid}", lineno)
+        )
+    errors.sort(key=lambda e: e.line or 0)
+    return labels, errors
+
+
+def read_labels(path: str | Path, class_to_index: dict[str, int]) -> np.ndarray:
+    """int64 (T,) class indices of a ground-truth file; raises `DataError` naming file:line."""
+    labels, errors = scan_labels(path, class_to_index)
+    _raise_first(errors)
+    return labels
+
+
+def scan_split(path: str | Path) -> tuple[list[str], list[DataError]]:
+    """Parse a split file (lines like ``S1_Cheese_C1.txt``): returns (video names without ``.txt``,
+    problems). Blank lines are skipped; a repeated video is a problem (it would be scored twice)."""
+    path = Path(path)
+    lines = _read_lines(path)
+    if isinstance(lines, DataError):
+        return [], [lines]
+    names: list[str] = []
+    first_line: dict[str, int] = {}
+    errors: list[DataError] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        name = line.removesuffix(".txt")
+        if name in first_line:
+            errors.append(DataError(path, f"video {name!r} repeated (first at line {first_line[name]})", lineno))
+            continue
+        first_line[name] = lineno
+        names.append(name)
+    return names, errors
+
+
+def read_split(path: str | Path) -> list[str]:
+    """Video names (without ``.txt``) of a split file, in file order; raises `DataError`."""
+    names, errors = scan_split(path)
+    _raise_first(errors)
+    return names
+
+
+def load_feature_array(path: str | Path) -> np.ndarray:
+    """Memory-map a ``.npy`` feature file and check it is a 2-D float array (D, T).
+
+    Raises `DataError` if it is missing, unreadable or of the wrong rank / dtype. Pickled objects are
+    refused (``allow_pickle=False``): a feature file must never run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "feature file not found")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(path, f"cannot read as .npy: {exc}") from None
+    if array.ndim != 2 or array.dtype.kind != "f":
+        raise DataError(path, f"expected a 2-D float array (D, T), got shape {array.shape} dtype {array.dtype}")
+    return array
+
+
+class TASLayout:
+    """One dataset in the standard layout (see the module docstring).
+
+    Args:
+        root: the dataset directory.
+        features_dir: sub-directory holding ``<video>.npy``; change it to pick one of several feature
+            sets kept side by side (e.g. ``"features_i3d"``).
+
+    Raises:
+        DataError: ``root`` is not a directory, or ``mapping.txt`` is missing or malformed.
+    """
+
+    def __init__(self, root: str | Path, features_dir: str = "features") -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(self.root, "dataset root is not a directory")
+        self.features_dir = self.root / features_dir
+        self.labels_dir = self.root / "groundTruth"
+        self.splits_dir = self.root / "splits"
+        self.videos_dir = self.root / "Videos"
+        self.mapping_path = self.root / "mapping.txt"
+        self.classes: list[str] = read_mapping(self.mapping_path)
+        self.class_to_index: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
+
+    def __repr__(self) -> str:
+        return f"TASLayout({str(self.root)!r}, {len(self.classes)} classes)"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split_path(self, split: str, k: int) -> Path:
+        """``splits/<split>.split<k>.bundle``; split in {"train", "val", "test"}, k >= 1."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.splits_dir / f"{split}.split{k}.bundle"
+
+    def has_split(self, split: str, k: int) -> bool:
+        return self.split_path(split, k).is_file()
+
+    def split_indices(self) -> list[int]:
+        """Sorted k of every ``<split>.split<k>.bundle`` present (any split kind)."""
+        return find_split_indices(self.splits_dir)
+
+    def split_names(self, split: str, k: int) -> list[str]:
+        """Video names of one split file. A missing ``val`` file gives []; a missing train/test file
+        raises `DataError` listing the split files that do exist."""
+        path = self.split_path(split, k)
+        if not path.is_file():
+            if split == "val":
+                return []
+            present = sorted(p.name for p in self.splits_dir.glob("*.bundle")) if self.splits_dir.is_dir() else []
+            raise DataError(path, f"split file not found; present: {', '.join(present) or 'none'}")
+        return read_split(path)
+
+    def features_path(self, name: str) -> Path:
+        return self.features_dir / f"{name}.npy"
+
+    def labels_path(self, name: str) -> Path:
+        return self.labels_dir / f"{name}.txt"
+
+    def video_path(self, name: str) -> Path | None:
+        """``Videos/<name>.mp4`` or ``.avi``, whichever exists first, else None."""
+        for suffix in VIDEO_SUFFIXES:
+            path = self.videos_dir / f"{name}{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+    def load_features(self, name: str) -> np.ndarray:
+        """Float array (D, T), memory-mapped read-only (copy before writing to it)."""
+        return load_feature_array(self.features_path(name))
+
+    def load_labels(self, name: str) -> np.ndarray:
+        """int64 (T,) class indices at the original frame rate."""
+        return read_labels(self.labels_path(name), self.class_to_index)
+
+    @cached_property
+    def feature_dim(self) -> int:
+        """D of the first ``.npy`` (by name) in the features directory."""
+        first = min(self.features_dir.glob("*.npy"), default=None)
+        if first is None:
+            raise DataError(self.features_dir, "no .npy feature files")
+        return int(load_feature_array(first).shape[0])
+
+
+def find_split_indices(splits_dir: str | Path) -> list[int]:
+    """Sorted k of every ``<split>.split<k>.bundle`` (any split kind) in ``splits_dir``."""
+    found: set[int] = set()
+    splits_dir = Path(splits_dir)
+    if splits_dir.is_dir():
+        for path in splits_dir.glob("*.split*.bundle"):
+            kind, _, rest = path.name.partition(".split")
+            number = rest.removesuffix(".bundle")
+            if kind in SPLITS and number.isdigit():
+                found.add(int(number))
+    return sorted(found)

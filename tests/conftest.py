@@ -1,0 +1,38 @@
+"""Shared fixtures: a small synthetic dataset (features only) generated once per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny settings that keep a train+test run to seconds on 2 CPU cores.
+TINY = [
+    "-o", "train.epochs=2",
+    "-o", "model.num_stages=2",
+    "-o", "model.num_layers=3",
+    "-o", "model.num_maps=8",
+    "-o", "data.num_videos=8",
+    "-o", "data.with_videos=false",
+]
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    from streamseg.data.synth import SynthSpec, ensure
+
+    root = tmp_path_factory.mktemp("data") / "synth"
+    ensure(root, SynthSpec(num_videos=8, with_videos=False))
+    return root
+
+
+def streamseg(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in a fresh process, as a user would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "streamseg.cli.main", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=full_env)

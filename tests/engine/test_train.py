@@ -1,0 +1,117 @@
+"""Train + test end to end on tiny synthetic data: run directory, metrics, predictions, resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..conftest import REPO, TINY, streamseg
+
+
+def _args(root: Path, data: Path, *extra: str) -> list[str]:
+    return ["train", "-D", "synth", "-M", "mstcn", "-E", "quick", "-R", str(root), "-o", f"data.root={data}", *TINY, *extra]
+
+
+def test_train_writes_the_run_directory(tmp_path, synth_root):
+    out = streamseg(*_args(tmp_path, synth_root))
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "synth" / "mstcn_quick" / "version_0"
+    for rel in ("config/dataset.py", "config/model.py", "config/exp.py", "config/params.json",
+                "config/overrides.json", "config/run.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                "logs/csv/metrics.csv", "DONE"):
+        assert (run / rel).is_file(), rel
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("acc", "edit", "f1@10", "f1@25", "f1@50"):
+        assert 0.0 <= metrics[key] <= 100.0
+    test_names = (synth_root / "splits" / "test.split1.bundle").read_text().split()
+    assert metrics["num_videos"] == len(test_names)
+    # predictions: MS-TCN results format, one per test video, at the ground truth's length
+    for name in (n.removesuffix(".txt") for n in test_names):
+        header, labels = (run / "predictions" / name).read_text().splitlines()
+        assert header == "### Frame level recognition: ###"
+        gt = (synth_root / "groundTruth" / f"{name}.txt").read_text().split()
+        assert len(labels.split()) == len(gt)
+    params = json.loads((run / "config" / "params.json").read_text())
+    assert params["train"]["epochs"] == 2 and params["model"]["num_maps"] == 8
+    assert json.loads((run / "config" / "overrides.json").read_text())["model.num_maps"] == 8
+    run_info = json.loads((run / "config" / "run.json").read_text())
+    assert "torch" in run_info["versions"] and run_info["command"][1] == "train"
+    assert "F1@50" in out.stdout
+
+    # the same command again starts a new version (the first is finished); test re-scores the run
+    again = streamseg(*_args(tmp_path, synth_root, "-o", "train.epochs=1"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "synth" / "mstcn_quick" / "version_1" / "DONE").is_file()
+    rescored = streamseg("test", "-D", "synth", "-M", "mstcn", "-E", "quick", "-R", str(tmp_path),
+                         "--version", "0", "--ckpt", "best")
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    after = json.loads((run / "metrics.json").read_text())
+    for key in ("acc", "edit", "f1@50"):
+        assert abs(after[key] - metrics[key]) < 1e-9
+
+
+def test_bad_override_fails_before_any_work(tmp_path, synth_root):
+    out = streamseg(*_args(tmp_path, synth_root, "-o", "train.epoch=3"))
+    assert out.returncode != 0
+    assert "unknown override key 'train.epoch'" in out.stderr and "train.epochs" in out.stderr
+    assert not (tmp_path / "synth").exists()
+
+
+def test_unfinished_run_with_other_params_is_not_resumed(tmp_path, synth_root):
+    run = tmp_path / "synth" / "mstcn_quick" / "version_0" / "config"
+    run.mkdir(parents=True)
+    (run / "params.json").write_text(json.dumps({"train": {"epochs": 99}}))
+    out = streamseg(*_args(tmp_path, synth_root))
+    assert out.returncode != 0 and "--new" in out.stderr and "different params" in out.stderr
+    out = streamseg(*_args(tmp_path, synth_root, "--new", "-o", "train.epochs=1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "synth" / "mstcn_quick" / "version_1" / "DONE").is_file()
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_kill_and_rerun_resumes_to_the_same_weights(tmp_path, synth_root):
+    """kill -9 after the first epoch's checkpoint, re-run: same version, same final weights as a clean run."""
+    epochs = ["-o", "train.epochs=4", "-o", "train.deterministic=true"]
+    clean = streamseg(*_args(tmp_path / "clean", synth_root, *epochs))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+
+    root = tmp_path / "killed"
+    argv = [sys.executable, "-m", "streamseg.cli.main", *_args(root, synth_root, *epochs)]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = root / "synth" / "mstcn_quick" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file():
+            try:
+                if torch.load(last, map_location="cpu", weights_only=True)["epoch"] >= 0:
+                    break
+            except Exception:  # being written
+                pass
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (last.parent.parent / "DONE").exists()
+    killed_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+
+    resumed = streamseg(*_args(root, synth_root, *epochs))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
+    assert sorted(p.name for p in (root / "synth" / "mstcn_quick").iterdir()) == ["version_0"]
+    final = last.parent / "last.ckpt"
+    assert torch.load(final, map_location="cpu", weights_only=True)["epoch"] == 3 > killed_epoch
+    a = _weights(final)
+    b = _weights(tmp_path / "clean" / "synth" / "mstcn_quick" / "version_0" / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
