@@ -11,12 +11,13 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "streamseg"
 
 # package -> streamseg packages it must not import
 FORBIDDEN = {
-    "models": {"data", "metrics", "engine", "config", "cli", "viz"},
-    "data": {"models", "metrics", "engine", "config", "cli", "viz"},
-    "metrics": {"models", "data", "engine", "config", "cli", "viz"},
-    "config": {"models", "data", "metrics", "engine", "cli", "viz"},
-    "engine": {"cli"},
-    "viz": {"engine", "cli", "models", "data"},
+    "models": {"data", "metrics", "engine", "config", "cli", "viz", "integrations"},
+    "data": {"models", "metrics", "engine", "config", "cli", "viz", "integrations"},
+    "metrics": {"models", "data", "engine", "config", "cli", "viz", "integrations"},
+    "config": {"models", "data", "metrics", "engine", "cli", "viz", "integrations"},
+    "engine": {"cli", "integrations"},
+    "integrations": {"cli"},
+    "viz": {"engine", "cli", "models", "data", "integrations"},
 }
 NO_LIGHTNING = {"models", "data", "metrics", "config", "viz"}
 

@@ -7,6 +7,6 @@ from streamseg.config import RunParams
 
 
 def configure(params: RunParams) -> None:
-    params.train.epochs = 40
+    params.train.epochs = 30
     params.train.batch_size = 4
     params.train.lr = 1e-3

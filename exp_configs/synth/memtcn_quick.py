@@ -8,8 +8,11 @@ from streamseg.config import RunParams
 
 
 def configure(params: RunParams) -> None:
-    params.train.epochs = 40
+    params.model.num_stages = 3  # same size as synth/mstcn_quick, for a like-for-like comparison
+    params.model.num_layers = 8
+    params.model.num_maps = 32
+    params.train.epochs = 30
     params.train.batch_size = 4
-    params.train.lr = 5e-4
+    params.train.lr = 1e-3
     params.train.chunk_size = 32
     params.train.tbptt_chunks = 2

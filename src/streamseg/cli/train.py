@@ -31,6 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--devices", type=int, default=1, help="processes per node (GPUs, or CPU processes)")
     p.add_argument("--num-nodes", type=int, default=1)
+    add_telegram_args(p)
     p.set_defaults(func=run_train)
 
     t = sub.add_parser("test", help="score a trained run's checkpoint on the test split")
@@ -38,7 +39,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--version", type=int, default=None, help="run version (default: newest)")
     t.add_argument("--ckpt", default="best", help="best, last, or a checkpoint path")
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    add_telegram_args(t)
     t.set_defaults(func=run_test)
+
+
+def add_telegram_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-B", "--telegram", type=int, default=None, metavar="N",
+                   help="report progress to Telegram with the [TelegramN] section of --telegram-keys "
+                        "(or STREAMSEG_TELEGRAM_TOKEN / _CHAT_ID); see docs/telegram.md")
+    p.add_argument("--telegram-keys", default="tools/key.ini", help="key file (default: tools/key.ini)")
+    p.add_argument("--telegram-every", type=int, default=10, help="epochs between progress reports")
+
+
+def _telegram(args: argparse.Namespace) -> list:
+    if args.telegram is None:
+        return []
+    from ..integrations.telegram import telegram_callback_from_cli
+
+    cb = telegram_callback_from_cli(args.telegram, args.telegram_keys, every_n_epochs=args.telegram_every)
+    return [cb] if cb is not None else []
 
 
 def _accelerator(value: str) -> str:
@@ -73,7 +92,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {e}") from None
     hw = Hardware(_accelerator(args.accelerator), args.devices, args.num_nodes)
     try:
-        run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new)
+        run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new,
+                                      extra_callbacks=_telegram(args))
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     if dist.detect_launch().is_zero:
@@ -104,7 +124,8 @@ def run_test(args: argparse.Namespace) -> int:
         ckpt = Path(args.ckpt)
     if not ckpt.is_file():
         raise SystemExit(f"error: checkpoint {ckpt} does not exist")
-    metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override)
+    metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override,
+                              extra_callbacks=_telegram(args))
     write_json(run_path / "metrics.json", metrics)
     print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} ({ckpt.name})")
     return 0

@@ -68,3 +68,12 @@ def broadcast(obj: Any) -> Any:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-element list in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

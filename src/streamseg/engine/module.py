@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..metrics import SegmentationMetrics, upsample
-from ..metrics.io import write_prediction
+from ..metrics.io import write_results
 from .datamodule import DatasetInfo
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -161,7 +161,7 @@ class SegmentationModule(pl.LightningModule):
         if self.predictions_dir is not None and self.trainer.is_global_zero:
             self.predictions_dir.mkdir(parents=True, exist_ok=True)
             for name, pred, _ in videos:
-                write_prediction(self.predictions_dir / name, pred, self.info.class_names)
+                write_results(self.predictions_dir / name, pred, self.info.class_names)
         self._test_videos = videos
 
     # ------------------------------------------------------------------ resume: RNG state

@@ -199,7 +199,12 @@ def _plots(module: SegmentationModule, run: RunDir) -> None:
 
 
 def test_checkpoint(
-    configs: ConfigSet, run_path: Path, ckpt: Path, accelerator: str, overrides: list[str] = ()
+    configs: ConfigSet,
+    run_path: Path,
+    ckpt: Path,
+    accelerator: str,
+    overrides: list[str] = (),
+    extra_callbacks: list[pl.Callback] = (),
 ) -> dict[str, Any]:
     """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split."""
     import json
@@ -212,7 +217,8 @@ def test_checkpoint(
     run = RunDir(run_path, int(run_path.name.split("_")[-1]), None)
     dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
-                         default_root_dir=str(run.path), enable_checkpointing=False)
+                         default_root_dir=str(run.path), enable_checkpointing=False,
+                         callbacks=list(extra_callbacks))
     module_metrics = test(trainer, module, dm, run, ckpt)
     module_metrics["checkpoint"] = str(ckpt)
     return module_metrics
