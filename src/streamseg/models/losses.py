@@ -1,0 +1,101 @@
+"""The MS-TCN segmentation loss: per-stage cross-entropy plus a truncated temporal smoothing term.
+
+For stage logits y (B, K, T), labels (B, T) and mask (B, T), summed over the S stages:
+
+    CE(y, labels)  +  smooth_weight * mean_{b,k,t>=1}( clamp((log_softmax(y)_t - log_softmax(y)_{t-1}.detach())**2,
+                                                          0, smooth_clamp) * mask_t )
+
+This is the official MS-TCN loss (yabufarha/ms-tcn ``model.py``, Trainer.train), including its
+denominator: the smoothing mean divides by B * K * (T - 1), padding frames included, so a padded
+batch smooths less than its valid frames alone would. Defaults: weight 0.15, clamp 16 (= tau**2, tau 4).
+Frames whose label is ``ignore_index`` or whose mask is 0 take no part in the cross-entropy.
+
+``reduction="sum"`` is for normalising over chunks of a stream: it returns sums instead of means, so the
+engine can divide by the valid frames of the whole video (``parts["frames"]``, summed over chunks):
+    loss = sum_stages( sum_{valid t} CE_t  +  smooth_weight * sum_{b, t>=1} mask_t * mean_k(clamped sq. diff) )
+(for a single unpadded video, ``loss / frames`` equals the mean loss up to the smoothing denominator,
+T rather than T - 1). In both modes the smoothing only sees transitions inside the call: the step from
+the previous chunk's last frame to this chunk's first is not penalised.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["SegmentationLoss"]
+
+
+class SegmentationLoss:
+    """Cross-entropy + truncated MSE smoothing, summed over stages.
+
+    Args:
+        num_classes: K; the logits' class dimension is checked against it.
+        smooth_weight: lambda of the smoothing term (MS-TCN: 0.15).
+        smooth_clamp: upper clamp of the squared log-probability difference (MS-TCN: 16 = 4**2).
+        ignore_index: label value that takes no part in the cross-entropy (padding: -100).
+        reduction: "mean" (the official loss, per call) or "sum" (sums; see the module docstring).
+
+    Call: ``(logits (S, B, K, T), labels (B, T) int64, mask (B, T) or (B, 1, T) float) -> (loss, parts)``,
+    where ``loss`` is a scalar with gradient and ``parts`` holds detached scalars: ``"ce"`` and
+    ``"smooth"`` (the two terms as added into ``loss``, summed over stages; ``smooth`` already weighted),
+    ``"frames"`` (the number of frames that count in the cross-entropy, over the batch).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        smooth_weight: float = 0.15,
+        smooth_clamp: float = 16.0,
+        ignore_index: int = -100,
+        reduction: Literal["mean", "sum"] = "mean",
+    ) -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"SegmentationLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.num_classes = num_classes
+        self.smooth_weight = smooth_weight
+        self.smooth_clamp = smooth_clamp
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+
+    def __call__(self, logits: Tensor, labels: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        if logits.dim() != 4 or logits.shape[2] != self.num_classes:
+            raise ValueError(
+                f"SegmentationLoss: expected logits (S, B, {self.num_classes}, T), got {tuple(logits.shape)}"
+            )
+        _, batch, _, length = logits.shape
+        if mask.dim() == 3 and mask.shape[1] == 1:
+            mask = mask[:, 0]
+        if labels.shape != (batch, length) or mask.shape != (batch, length):
+            raise ValueError(
+                f"SegmentationLoss: expected labels and mask of shape (B, T) = {(batch, length)}, "
+                f"got {tuple(labels.shape)} and {tuple(mask.shape)}"
+            )
+        mask = mask.to(logits.dtype)
+        # Masked frames are ignored even if a label is there (padding labels are -100 anyway).
+        targets = torch.where(mask > 0, labels, torch.full_like(labels, self.ignore_index))
+        valid = targets != self.ignore_index
+        frames = valid.sum()
+
+        ce_total = logits.new_zeros(())
+        smooth_total = logits.new_zeros(())
+        for stage_logits in logits:  # (B, K, T)
+            ce_sum = F.cross_entropy(stage_logits, targets, ignore_index=self.ignore_index, reduction="sum")
+            log_p = F.log_softmax(stage_logits, dim=1)
+            # The previous frame is detached, as in the official code: only y_t is pulled towards y_{t-1}.
+            sq = (log_p[:, :, 1:] - log_p.detach()[:, :, :-1]) ** 2
+            sq = torch.clamp(sq, min=0, max=self.smooth_clamp) * mask[:, None, 1:]  # (B, K, T - 1)
+            if self.reduction == "mean":
+                # An all-ignored batch gives 0, not the 0/0 = NaN of the official code.
+                ce_total = ce_total + ce_sum / frames.clamp(min=1)
+                smooth_total = smooth_total + (sq.mean() if length > 1 else sq.sum())
+            else:
+                ce_total = ce_total + ce_sum
+                smooth_total = smooth_total + sq.mean(dim=1).sum()
+        smooth_total = self.smooth_weight * smooth_total
+        loss = ce_total + smooth_total
+        parts = {"ce": ce_total.detach(), "smooth": smooth_total.detach(), "frames": frames.detach()}
+        return loss, parts

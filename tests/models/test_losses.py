@@ -1,0 +1,104 @@
+"""SegmentationLoss against a literal transcription of the official MS-TCN loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from streamseg.models import SegmentationLoss
+
+K = 6
+
+
+def _official_loss(predictions, batch_target, mask, num_classes):
+    """yabufarha/ms-tcn model.py Trainer.train, verbatim but for names; mask is (B, K, T)."""
+    ce = nn.CrossEntropyLoss(ignore_index=-100)
+    mse = nn.MSELoss(reduction="none")
+    loss = 0
+    for p in predictions:
+        loss += ce(p.transpose(2, 1).contiguous().view(-1, num_classes), batch_target.view(-1))
+        loss += 0.15 * torch.mean(
+            torch.clamp(
+                mse(F.log_softmax(p[:, :, 1:], dim=1), F.log_softmax(p.detach()[:, :, :-1], dim=1)), min=0, max=16
+            )
+            * mask[:, :, 1:]
+        )
+    return loss
+
+
+def _batch(lengths: list[int], stages: int = 3, seed: int = 0):
+    """Padded logits (S, B, K, T) scaled so the clamp engages, labels (B, T) with -100 pad, mask (B, T)."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, length = len(lengths), max(lengths)
+    logits = 6 * torch.randn(stages, batch, K, length, generator=gen)
+    labels = torch.randint(0, K, (batch, length), generator=gen)
+    mask = torch.zeros(batch, length)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+        labels[b, n:] = -100
+    return logits, labels, mask
+
+
+@pytest.mark.parametrize("lengths", [[40], [40, 25, 9]], ids=["one_video", "padded_batch"])
+def test_mean_matches_official_loss_and_gradient(lengths: list[int]) -> None:
+    logits, labels, mask = _batch(lengths)
+    ours_in = logits.clone().requires_grad_(True)
+    ref_in = logits.clone().requires_grad_(True)
+    loss, parts = SegmentationLoss(K)(ours_in, labels, mask)
+    expected = _official_loss(ref_in, labels, mask[:, None].expand(-1, K, -1), K)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    expected.backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad)
+    assert parts["frames"].item() == sum(lengths)
+    torch.testing.assert_close(parts["ce"] + parts["smooth"], loss.detach())
+    clamped = SegmentationLoss(K, smooth_clamp=1e9)(logits, labels, mask)[1]["smooth"]
+    assert clamped > parts["smooth"]  # the test data do reach the clamp
+
+
+def test_mask_may_carry_the_channel_dim_and_masked_labels_are_ignored() -> None:
+    logits, labels, mask = _batch([30, 20])
+    loss_fn = SegmentationLoss(K)
+    loss, _ = loss_fn(logits, labels, mask)
+    torch.testing.assert_close(loss_fn(logits, labels, mask[:, None])[0], loss)
+    real_labels = labels.clone()
+    real_labels[1, 20:] = 0  # a label under a mask of 0 must not count
+    torch.testing.assert_close(loss_fn(logits, real_labels, mask)[0], loss)
+
+
+def test_sum_reduction_adds_up_over_chunks() -> None:
+    """Chunk sums add to the whole video's; divided by the frames they give the mean-mode terms."""
+    logits, labels, mask = _batch([37, 30], stages=2, seed=1)
+    mean_parts = SegmentationLoss(K)(logits, labels, mask)[1]
+    summed = SegmentationLoss(K, reduction="sum")
+    whole, whole_parts = summed(logits, labels, mask)
+    ce, frames = 0.0, 0
+    for start in range(0, 37, 8):
+        _, p = summed(logits[..., start : start + 8], labels[:, start : start + 8], mask[:, start : start + 8])
+        ce, frames = ce + p["ce"], frames + p["frames"]
+    torch.testing.assert_close(ce, whole_parts["ce"])
+    assert frames == whole_parts["frames"] == 67
+    torch.testing.assert_close(whole_parts["ce"] / 67, mean_parts["ce"])
+    # The official smoothing mean divides by B * K * (T - 1); the sum mode averages over K only.
+    torch.testing.assert_close(whole_parts["smooth"] / (2 * 36), mean_parts["smooth"])
+    torch.testing.assert_close(whole, whole_parts["ce"] + whole_parts["smooth"])
+
+
+def test_all_ignored_chunk_gives_zero_cross_entropy_not_nan() -> None:
+    logits, labels, mask = _batch([10])
+    mask[:] = 0
+    loss, parts = SegmentationLoss(K)(logits.requires_grad_(True), labels, mask)
+    assert parts["frames"] == 0 and parts["ce"] == 0 and torch.isfinite(loss)
+    loss.backward()
+
+
+def test_shapes_and_reduction_are_checked() -> None:
+    logits, labels, mask = _batch([10])
+    with pytest.raises(ValueError, match=r"logits \(S, B, 5, T\)"):
+        SegmentationLoss(5)(logits, labels, mask)
+    with pytest.raises(ValueError, match=r"labels and mask of shape \(B, T\)"):
+        SegmentationLoss(K)(logits, labels[:, :5], mask)
+    with pytest.raises(ValueError, match="reduction"):
+        SegmentationLoss(K, reduction="frames")  # type: ignore[arg-type]
