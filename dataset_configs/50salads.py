@@ -4,17 +4,19 @@
 
 from dataclasses import dataclass
 
+from pytorch_lightning import LightningDataModule
+
 from streamseg.config import TrainParams
-from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+from streamseg.engine import TASDatasetParams, build_tas_datamodule
 
 
 @dataclass
-class Params(FeatureDatasetParams):
+class Params(TASDatasetParams):
     root: str = "data/50salads"
     fps: float = 30.0
     sample_rate: int = 2
     bg_classes: tuple[str, ...] = ()
 
 
-def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
-    return FeatureDataModule.from_params(p, train, name="50salads")
+def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
+    return build_tas_datamodule(p, train, name="50salads")

@@ -4,17 +4,19 @@ C2F-TCN instead; the numbers are then not comparable)."""
 
 from dataclasses import dataclass
 
+from pytorch_lightning import LightningDataModule
+
 from streamseg.config import TrainParams
-from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+from streamseg.engine import TASDatasetParams, build_tas_datamodule
 
 
 @dataclass
-class Params(FeatureDatasetParams):
+class Params(TASDatasetParams):
     root: str = "data/breakfast"
     fps: float = 15.0
     sample_rate: int = 1
     bg_classes: tuple[str, ...] = ()
 
 
-def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
-    return FeatureDataModule.from_params(p, train, name="breakfast")
+def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
+    return build_tas_datamodule(p, train, name="breakfast")

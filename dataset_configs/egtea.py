@@ -3,17 +3,19 @@ actions labelled `background`, which Edit/F1 ignore."""
 
 from dataclasses import dataclass
 
+from pytorch_lightning import LightningDataModule
+
 from streamseg.config import TrainParams
-from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+from streamseg.engine import TASDatasetParams, build_tas_datamodule
 
 
 @dataclass
-class Params(FeatureDatasetParams):
+class Params(TASDatasetParams):
     root: str = "data/egtea"
     fps: float = 24.0
     sample_rate: int = 1
     bg_classes: tuple[str, ...] = ("background",)
 
 
-def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
-    return FeatureDataModule.from_params(p, train, name="egtea")
+def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
+    return build_tas_datamodule(p, train, name="egtea")

@@ -3,17 +3,19 @@
 
 from dataclasses import dataclass
 
+from pytorch_lightning import LightningDataModule
+
 from streamseg.config import TrainParams
-from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+from streamseg.engine import TASDatasetParams, build_tas_datamodule
 
 
 @dataclass
-class Params(FeatureDatasetParams):
+class Params(TASDatasetParams):
     root: str = "data/gtea"
     fps: float = 15.0
     sample_rate: int = 1
     bg_classes: tuple[str, ...] = ("background",)
 
 
-def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
-    return FeatureDataModule.from_params(p, train, name="gtea")
+def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
+    return build_tas_datamodule(p, train, name="gtea")

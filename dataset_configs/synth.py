@@ -5,13 +5,15 @@ by frame, so temporal models beat frame-wise ones. See `streamseg.data.synth`.""
 from dataclasses import dataclass
 from functools import partial
 
+from pytorch_lightning import LightningDataModule
+
 from streamseg.config import TrainParams
 from streamseg.data.synth import SynthSpec, ensure
-from streamseg.engine import FeatureDataModule, FeatureDatasetParams
+from streamseg.engine import TASDatasetParams, build_tas_datamodule
 
 
 @dataclass
-class Params(FeatureDatasetParams):
+class Params(TASDatasetParams):
     root: str = "data/synth"
     fps: float = 15.0
     bg_classes: tuple[str, ...] = ("background",)
@@ -20,6 +22,6 @@ class Params(FeatureDatasetParams):
     with_videos: bool = True
 
 
-def build_datamodule(p: Params, train: TrainParams) -> FeatureDataModule:
+def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
     spec = SynthSpec(num_videos=p.num_videos, seed=p.synth_seed, with_videos=p.with_videos)
-    return FeatureDataModule.from_params(p, train, name="synth", prepare=partial(ensure, p.root, spec))
+    return build_tas_datamodule(p, train, name="synth", prepare=partial(ensure, p.root, spec))

@@ -1,7 +1,9 @@
 """The generic LightningModule, DataModules and Trainer assembly."""
 
-from .datamodule import DatasetInfo, FeatureDataModule, FeatureDatasetParams
+from .datamodule import DatasetInfo, FeatureDataModule, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module
+from .stream_datamodule import VideoStreamDataModule, build_tas_datamodule
 
-__all__ = ["DatasetInfo", "FeatureDataModule", "FeatureDatasetParams", "SegmentationModule", "default_module"]
+__all__ = ["DatasetInfo", "FeatureDataModule", "TASDatasetParams", "SegmentationModule", "default_module",
+           "VideoStreamDataModule", "build_tas_datamodule"]

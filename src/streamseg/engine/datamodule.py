@@ -8,7 +8,7 @@ same videos every run). With no validation videos, `best.ckpt` is the last epoch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,14 +20,15 @@ from ..data import FeatureVideoDataset, TASLayout, collate_videos
 
 
 @dataclass
-class FeatureDatasetParams:
+class TASDatasetParams:
     """Parameters shared by datasets in the standard TAS layout (dataset configs subclass this).
 
     root: dataset folder. split: split number k of `splits/*.split<k>.bundle`. sample_rate: keep every
     n-th feature frame (MS-TCN uses 2 on 50Salads); predictions are upsampled back and scored at the
     original rate. fps: original frame rate (for latency in seconds). bg_classes: label names dropped
     from Edit/F1 (the MS-TCN protocol ignores only GTEA's `background`). val_fraction: share of the
-    training videos held out for model selection when the dataset has no `val` split.
+    training videos held out for model selection when the dataset has no `val` split. input: what the
+    model consumes: pre-extracted `features` (whole videos per item) or `video` streams (chunk batches).
     """
 
     root: str = "data"
@@ -36,6 +37,11 @@ class FeatureDatasetParams:
     fps: float = 15.0
     bg_classes: tuple[str, ...] = ()
     val_fraction: float = 0.0
+    # Streaming from raw video (`input="video"`, needs `Videos/` and train.chunk_size > 0): frames are
+    # decoded with PyAV, resized to frame_size (H, W), and augmented once per video in training.
+    input: Literal["features", "video"] = "features"
+    frame_size: tuple[int, ...] = (224, 224)
+    augment: bool = True
 
 
 @dataclass
@@ -52,6 +58,33 @@ class DatasetInfo:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+
+def split_names(layout: TASLayout, split: int, val_fraction: float, seed: int, select_on: str) -> dict[str, list[str]]:
+    """Video names of the train / val / test splits (see the module docstring for where val comes from)."""
+    train = layout.split_names("train", split)
+    val = layout.split_names("val", split) if layout.has_split("val", split) else []
+    if not val and val_fraction > 0:
+        rng = np.random.default_rng(seed)
+        ordered = sorted(train)
+        n_val = max(1, round(val_fraction * len(ordered)))
+        held = set(rng.choice(len(ordered), size=n_val, replace=False).tolist())
+        val = [n for i, n in enumerate(ordered) if i in held]
+        train = [n for i, n in enumerate(ordered) if i not in held]
+    test = layout.split_names("test", split)
+    if select_on == "test":
+        val = test
+    return {"train": train, "val": val, "test": test}
+
+
+def dataset_info(
+    layout: TASLayout, name: str, bg_classes: Sequence[str], in_channels: int, fps: float, sample_rate: int, root: str
+) -> DatasetInfo:
+    classes = list(layout.classes)
+    missing = [b for b in bg_classes if b not in classes]
+    if missing:
+        raise ValueError(f"{root}/mapping.txt: background classes {missing} (data.bg_classes) are not in the mapping")
+    return DatasetInfo(name, classes, [classes.index(b) for b in bg_classes], in_channels, fps, sample_rate)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -109,24 +142,12 @@ class FeatureDataModule(pl.LightningDataModule):
         if self.layout is not None:
             return
         layout = TASLayout(self.root)
-        train = layout.split_names("train", self.split)
-        val = layout.split_names("val", self.split) if layout.has_split("val", self.split) else []
-        if not val and self.val_fraction > 0:
-            rng = np.random.default_rng(self.seed)
-            ordered = sorted(train)
-            n_val = max(1, round(self.val_fraction * len(ordered)))
-            held = set(rng.choice(len(ordered), size=n_val, replace=False).tolist())
-            val = [n for i, n in enumerate(ordered) if i in held]
-            train = [n for i, n in enumerate(ordered) if i not in held]
-        test = layout.split_names("test", self.split)
-        if self.select_on == "test":
-            val = test
-        self.names = {"train": train, "val": val, "test": test}
+        self.names = split_names(layout, self.split, self.val_fraction, self.seed, self.select_on)
         self.layout = layout
 
     @classmethod
     def from_params(
-        cls, p: FeatureDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
+        cls, p: TASDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
     ) -> "FeatureDataModule":
         return cls(
             p.root,
@@ -147,18 +168,8 @@ class FeatureDataModule(pl.LightningDataModule):
     def info(self) -> DatasetInfo:
         self.setup()
         assert self.layout is not None
-        classes = list(self.layout.classes)
-        missing = [b for b in self.bg_classes if b not in classes]
-        if missing:
-            raise ValueError(f"{self.root}/mapping.txt: background classes {missing} are not in the mapping")
-        return DatasetInfo(
-            name=self.name,
-            class_names=classes,
-            bg_ids=[classes.index(b) for b in self.bg_classes],
-            in_channels=self.layout.feature_dim,
-            fps=self.fps,
-            sample_rate=self.sample_rate,
-        )
+        return dataset_info(self.layout, self.name, self.bg_classes, self.layout.feature_dim, self.fps,
+                            self.sample_rate, self.root)
 
     @property
     def has_val(self) -> bool:

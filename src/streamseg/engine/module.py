@@ -48,8 +48,21 @@ class SegmentationModule(pl.LightningModule):
         chunk_size: int = 0,
         tbptt_chunks: int = 1,
         scheduler_monitor: str | None = None,
+        stream_batches: bool = False,
+        grad_clip: float = 0.0,
     ):
         super().__init__()
+        # Stream batches (chunks of B parallel streams, see engine/stream_datamodule.py) carry the state
+        # from one training step to the next, so the backward pass runs every `tbptt_chunks` steps:
+        # manual optimisation. `loss` must then sum (SegmentationLoss(reduction="sum")); the module
+        # divides by the valid frames of the whole truncation window.
+        self.stream_batches = stream_batches
+        self.automatic_optimization = not stream_batches
+        self.grad_clip = grad_clip
+        self._train_state: tuple[Tensor, ...] | None = None
+        self._eval_state: tuple[Tensor, ...] | None = None
+        self._window: dict[str, Any] = {}
+        self._partial: dict[str, list[np.ndarray]] = {}
         self.net, self.info, self.loss_fn = net, info, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_monitor = scheduler_monitor
@@ -63,7 +76,8 @@ class SegmentationModule(pl.LightningModule):
     # ------------------------------------------------------------------ forward
     @property
     def streaming(self) -> bool:
-        return self.chunk_size > 0 and getattr(self.net, "lookahead", None) is not None
+        """Predictions are made online, chunk by chunk (for latency reporting)."""
+        return self.stream_batches or (self.chunk_size > 0 and getattr(self.net, "lookahead", None) is not None)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x (B, C, T[, H, W]), mask (B, T) -> logits (S, B, K, T)."""
@@ -80,8 +94,77 @@ class SegmentationModule(pl.LightningModule):
             outs.append(logits)
         return torch.cat(outs, dim=-1)
 
+    # ------------------------------------------------------------------ streams: state per slot
+    def _slot_state(self, state: tuple[Tensor, ...] | None, batch: dict) -> tuple[Tensor, ...]:
+        """`state` with the rows of slots that start a new video (batch["reset"]) set to the initial state."""
+        x = batch["x"]
+        init = self.net.init_state(x.shape[0], x.device)
+        if state is None or len(state) != len(init) or any(s.shape != i.shape for s, i in zip(state, init)):
+            return init
+        reset = batch["reset"].to(x.device)
+        return tuple(torch.where(reset.view(-1, *([1] * (s.dim() - 1))), i, s) for s, i in zip(state, init))
+
+    def _stream_forward(self, batch: dict, state: tuple[Tensor, ...] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        state = self._slot_state(state, batch)
+        return self.net(batch["x"], state, batch["mask"].unsqueeze(1))
+
+    def _stream_training_step(self, batch: dict) -> None:
+        logits, self._train_state = self._stream_forward(batch, self._train_state)
+        loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
+        w = self._window
+        w["loss"] = w.get("loss", 0.0) + loss_sum
+        w["frames"] = w.get("frames", 0) + parts["frames"]
+        w["chunks"] = w.get("chunks", 0) + 1
+        last_step = self.trainer.is_last_batch
+        if w["chunks"] < self.tbptt_chunks and not last_step:
+            return
+        loss = w["loss"] / w["frames"].clamp(min=1)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}, videos {batch['names']}")
+        opt = self.optimizers()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        # truncate: gradients never flow further back than this window
+        self._train_state = tuple(s.detach() for s in self._train_state)
+        self._window = {}
+        bs = len(batch["names"])
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs, sync_dist=True)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_state, self._window = None, {}
+
+    def on_train_epoch_end(self) -> None:
+        if self.stream_batches and self.lr_schedulers() is not None:
+            sched = self.lr_schedulers()
+            if self.scheduler_monitor:
+                value = self.trainer.callback_metrics.get(self.scheduler_monitor)
+                if value is not None:
+                    sched.step(value)
+            else:
+                sched.step()
+
+    def _stream_collect(self, batch: dict) -> None:
+        logits, self._eval_state = self._stream_forward(batch, self._eval_state)
+        pred = logits[-1].argmax(dim=1).cpu().numpy()  # (B, T)
+        mask = batch["mask"].cpu().numpy() > 0
+        for b, name in enumerate(batch["names"]):
+            if name is None:
+                continue
+            if batch["reset"][b]:
+                self._partial[name] = []
+            self._partial[name].append(pred[b][mask[b]])
+            if batch["last"][b]:
+                gt = self.trainer.datamodule.full_labels(name)
+                full = upsample(np.concatenate(self._partial.pop(name)), self.info.sample_rate, len(gt))
+                self._outputs.append((name, full, gt))
+
     # ------------------------------------------------------------------ training
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
+        if self.stream_batches:
+            return self._stream_training_step(batch)
         logits = self(batch["features"], batch["mask"])
         loss, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
         if not torch.isfinite(loss):
@@ -107,6 +190,8 @@ class SegmentationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _collect(self, batch: dict) -> None:
+        if self.stream_batches:
+            return self._stream_collect(batch)
         logits = self(batch["features"], batch["mask"])
         pred = logits[-1].argmax(dim=1).cpu().numpy()  # (B, T) at the sample rate
         for b, name in enumerate(batch["names"]):
@@ -122,7 +207,7 @@ class SegmentationModule(pl.LightningModule):
         self._collect(batch)
 
     def on_validation_epoch_start(self) -> None:
-        self._outputs = []
+        self._outputs, self._partial, self._eval_state = [], {}, None
 
     on_test_epoch_start = on_validation_epoch_start
 

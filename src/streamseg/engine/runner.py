@@ -15,11 +15,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
-from ..config import ConfigSet, RunParams, to_jsonable
+from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from . import dist
 from .datamodule import DatasetInfo
 from .module import SegmentationModule
-from .recipes import default_module
+from .recipes import default_module, is_stream_input
 from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
 
 METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
@@ -47,6 +47,9 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[A
 
 def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callbacks: list) -> pl.Trainer:
     t = params.train
+    streams = is_stream_input(params)
+    if streams and t.accumulate != 1:
+        raise ConfigError("train.accumulate must be 1 with video streams: use train.tbptt_chunks (chunks per step)")
     world = hw.devices * hw.num_nodes
     return pl.Trainer(
         max_epochs=t.epochs,
@@ -55,8 +58,9 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
         num_nodes=hw.num_nodes,
         strategy="ddp" if world > 1 else "auto",
         precision=t.precision,
-        gradient_clip_val=t.grad_clip or None,
-        accumulate_grad_batches=t.accumulate,
+        # with stream batches the module optimises manually (TBPTT) and clips gradients itself
+        gradient_clip_val=None if streams else (t.grad_clip or None),
+        accumulate_grad_batches=1 if streams else t.accumulate,
         check_val_every_n_epoch=t.val_every,
         limit_val_batches=None if has_val else 0,
         num_sanity_val_steps=0,

@@ -225,15 +225,18 @@ def tsm_mobilenet_v2(
     causal: bool = True,
     weights: str | None = None,
     frame_size: tuple[int, int] = (224, 224),
+    shift: bool = True,
 ) -> TSMEncoder:
     """TSM on torchvision MobileNetV2 (width 1.0): 10 shift layers, D = 1280.
 
     ``weights``: local file with a ``torchvision.models.mobilenet_v2`` state dict (classifier included).
+    ``shift=False``: the plain per-frame MobileNetV2 (no temporal shift, stateless): the frame-wise
+    baseline with the same backbone.
     """
     net = mobilenet_v2(weights=None)
     _load_weights(net, weights, "tsm_mobilenet_v2")
     blocks: list[nn.Module] = [
-        _ShiftedInvertedResidual(b) if isinstance(b, InvertedResidual) and b.use_res_connect else b
+        _ShiftedInvertedResidual(b) if shift and isinstance(b, InvertedResidual) and b.use_res_connect else b
         for b in net.features
     ]
     return TSMEncoder(blocks, out_channels=net.last_channel, shift_div=shift_div, causal=causal, frame_size=frame_size)

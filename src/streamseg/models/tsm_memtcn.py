@@ -97,7 +97,10 @@ def tsm_framewise_mobilenet_v2(
     causal: bool = True,
     weights: str | None = None,
     frame_size: tuple[int, int] = (224, 224),
+    shift: bool = True,
 ) -> TSMMemoryTCN:
-    """MobileNetV2-TSM + a frame-wise head: the same backbone without a temporal model (the baseline)."""
-    encoder = tsm_mobilenet_v2(shift_div=shift_div, causal=causal, weights=weights, frame_size=frame_size)
+    """MobileNetV2(-TSM) + a frame-wise head; with ``shift=False`` no temporal context at all (the
+    frame-wise baseline of the same backbone)."""
+    encoder = tsm_mobilenet_v2(shift_div=shift_div, causal=causal, weights=weights, frame_size=frame_size,
+                               shift=shift)
     return TSMMemoryTCN(encoder, FramewiseHead(encoder.out_channels, num_classes, hidden_channels, dropout))
