@@ -20,8 +20,11 @@ class Params(TASDatasetParams):
     num_videos: int = 40  # train/val/test split inside the generator
     synth_seed: int = 0
     with_videos: bool = True
+    min_frames: int = 200  # video lengths at 15 fps
+    max_frames: int = 600
 
 
 def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
-    spec = SynthSpec(num_videos=p.num_videos, seed=p.synth_seed, with_videos=p.with_videos)
+    spec = SynthSpec(num_videos=p.num_videos, seed=p.synth_seed, with_videos=p.with_videos,
+                     min_frames=p.min_frames, max_frames=p.max_frames)
     return build_tas_datamodule(p, train, name="synth", prepare=partial(ensure, p.root, spec))

@@ -36,3 +36,25 @@ def streamseg(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "streamseg.cli.main", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def synth_video_root(tmp_path_factory) -> Path:
+    """6 synthetic videos with mp4 files (64x64, 15 fps) for the streaming tests."""
+    from streamseg.data.synth import SynthSpec, ensure
+
+    root = tmp_path_factory.mktemp("data") / "synth_video"
+    ensure(root, SynthSpec(num_videos=6, with_videos=True, min_frames=60, max_frames=140))
+    return root
+
+
+# Tiny end-to-end streaming settings: 16x16 frames, chunks of 8 sampled frames.
+TINY_STREAM = [
+    "-o", "train.epochs=1",
+    "-o", "train.chunk_size=8",
+    "-o", "data.num_videos=6",
+    "-o", "data.frame_size=16,16",
+    "-o", "model.frame_size=16,16",
+    "-o", "data.min_frames=60",
+    "-o", "data.max_frames=140",
+]

@@ -1,0 +1,452 @@
+"""The stream sampler: B parallel video streams advanced chunk by chunk, sharded by video over ranks.
+
+A batch holds one chunk of ``T`` sampled frames from each of ``B`` *slots*. A slot plays one video from
+its first chunk to its last, then immediately takes the next video from the epoch's queue, so short
+videos never pad the batch while a long one finishes (lockstep batching wastes up to half the compute on
+datasets like Breakfast whose lengths differ tenfold). A slot with no video left is padded (mask 0)
+until the epoch's last step.
+
+The schedule is decided before anything is decoded, from the video lengths alone (`plan_epoch`):
+videos, in shuffled order (seed, epoch) or given order, go one by one to whichever of the
+``world_size * B`` global slots frees first (ties: lowest global slot; global slot ``g`` is slot
+``g // world_size`` of rank ``g % world_size``). Every rank computes the same plan, so
+
+* every video is played exactly once per epoch over all ranks (no DistributedSampler-style duplicates);
+* all ranks yield the same number of batches, the plan's last step (ranks that finish earlier yield
+  fully masked batches), so DDP never waits on a rank that has stopped; greedy assignment keeps the
+  ranks within one video's length of each other, so that padding is small;
+* the order depends on (seed, epoch) only, never on DataLoader workers.
+
+Decoding. Each video is opened once, when its slot starts it, and read sequentially until its last
+chunk (`streamseg.data.video`). `StreamLoader` runs the batcher in the main process (``num_workers=0``)
+or in worker processes that each own a fixed block of slots and decode only those slots' videos; the
+parts of a step are merged by their step tag, not by the order workers answer in.
+
+Batch (``StreamBatcher`` with ``sample_shape=(C, H, W)`` for frames or ``(D,)`` for features)::
+
+    x        float32 (B, C, T, H, W) frames normalised ((v/255 - mean) / std), or (B, D, T) features;
+             uint8 (B, C, T, H, W) with uint8_frames=True (normalise on the GPU with `normalize_frames`)
+    labels   int64 (B, T), labels at the sample rate, -100 where mask is 0
+    mask     float32 (B, T), 1 for real frames
+    reset    bool (B,), the slot starts a new video in this chunk: reset its model state first
+    last     bool (B,), the slot's video ends in this chunk
+    names    list[str | None] (B,), None for an empty slot
+    index    int64 (B,), the video's index in ``videos`` (-1 for an empty slot)
+    start    int64 (B,), index of the chunk's first sampled frame within its video (-1 empty)
+    full_length int64 (B,), the video's length at the original frame rate (0 empty)
+    step     int, the batch's index within the epoch
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from streamseg.data.errors import DataError
+from streamseg.data.features import IGNORE_INDEX  # -100: torch's cross_entropy default ignore_index
+from streamseg.data.video import FrameSource
+
+__all__ = [
+    "IGNORE_INDEX",
+    "SlotRun",
+    "StreamBatcher",
+    "StreamLoader",
+    "StreamVideo",
+    "normalize_frames",
+    "plan_epoch",
+    "upsample_to_full",
+]
+
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StreamVideo:
+    """One video of a stream epoch.
+
+    Args:
+        name: the video's id (used in predictions and errors).
+        open: a factory returning a fresh `FrameSource` for this video at the batcher's sample rate;
+            called once per video per epoch.
+        labels: int64 ``(L,)`` per-frame labels at the ORIGINAL frame rate, or None when unlabelled.
+        length: ``L``; taken from ``labels`` when omitted (and must agree with it when given).
+    """
+
+    name: str
+    open: Callable[[], FrameSource]
+    labels: np.ndarray | None = None
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            labels = np.asarray(self.labels)
+            if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(
+                    f"video {self.name!r}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+                )
+            if self.length is not None and self.length != len(labels):
+                raise ValueError(f"video {self.name!r}: length={self.length} but {len(labels)} labels")
+            object.__setattr__(self, "labels", labels.astype(np.int64, copy=False))
+            object.__setattr__(self, "length", len(labels))
+        if self.length is None or self.length < 1:
+            raise ValueError(f"video {self.name!r}: needs labels or a length >= 1, got length={self.length}")
+
+
+@dataclass(frozen=True)
+class SlotRun:
+    """One video played by one slot: chunks ``0..num_chunks-1`` at steps ``first_step..``."""
+
+    video: int
+    rank: int
+    slot: int
+    first_step: int
+    num_chunks: int
+
+
+def plan_epoch(
+    num_chunks: Sequence[int], order: Sequence[int], batch_size: int, world_size: int = 1
+) -> tuple[list[SlotRun], int]:
+    """Assign videos (in ``order``) to ``world_size * batch_size`` slots, each to the slot that frees first.
+
+    Returns:
+        (runs, num_steps): one `SlotRun` per video, and the number of steps (batches) every rank yields.
+    """
+    free = [(0, g) for g in range(world_size * batch_size)]  # (step at which it frees, global slot)
+    runs = []
+    for video in order:
+        step, g = heapq.heappop(free)
+        runs.append(SlotRun(int(video), g % world_size, g // world_size, step, int(num_chunks[video])))
+        heapq.heappush(free, (step + int(num_chunks[video]), g))
+    return runs, max((step for step, _ in free), default=0)
+
+
+def normalize_frames(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``uint8 (B, C, T, H, W)`` (or already-[0, 1] float) -> ``(x/255 - mean) / std`` as float32.
+
+    Padded frames are not masked here; the loss and metrics ignore them through ``mask``.
+    """
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return x.sub_(m).div_(s)
+
+
+def upsample_to_full(pred: torch.Tensor | np.ndarray, sample_rate: int, full_length: int) -> torch.Tensor | np.ndarray:
+    """Per-sample predictions ``(T',)`` to the original frame rate ``(full_length,)``.
+
+    Each prediction covers the ``sample_rate`` original frames from its sample on (sample ``i`` is frame
+    ``i * sample_rate``); the result is truncated to ``full_length``, or padded with the last prediction
+    if ``T' * sample_rate`` falls short. Works on torch tensors and numpy arrays alike.
+    """
+    if len(pred) == 0:
+        raise ValueError(f"upsample_to_full: empty prediction for a video of {full_length} frames")
+    if isinstance(pred, torch.Tensor):
+        full = pred.repeat_interleave(sample_rate)[:full_length]
+        missing = full_length - len(full)
+        return torch.cat([full, full[-1:].expand(missing)]) if missing > 0 else full
+    full = np.repeat(np.asarray(pred), sample_rate)[:full_length]
+    missing = full_length - len(full)
+    return np.concatenate([full, np.full(missing, full[-1], full.dtype)]) if missing > 0 else full
+
+
+class StreamBatcher(IterableDataset):
+    """Batches of ``batch_size`` parallel streams, one chunk of ``chunk_size`` sampled frames per step.
+
+    Args:
+        videos: the epoch's videos (every rank passes the same list).
+        batch_size: slots per rank, ``B``.
+        chunk_size: sampled frames per chunk, ``T``.
+        sample_shape: one sample's shape after augmentation: ``(C, H, W)`` for frames, ``(D,)`` for
+            features; sets the shape of ``x`` (also for ranks that get no video).
+        sample_rate: keep every ``sample_rate``-th original frame; each video's sources must use it.
+        stride: sampled frames between chunk starts; only ``chunk_size`` (no overlap) is supported.
+        shuffle: shuffle the video order per epoch (training); else the given order.
+        longest_first: without shuffle, play the longest videos first (less padding at the end of an
+            evaluation epoch; the classic longest-processing-time rule).
+        seed: seeds the order and each video's augmentation together with the epoch.
+        rank, world_size: this process's place in DDP; videos are sharded across ranks.
+        augment_factory: ``augment_factory(rng)`` is called ONCE per video and epoch, with a
+            ``numpy.random.Generator`` seeded by (seed, epoch, video index), and returns a callable
+            applied to every chunk of that video: ``uint8 (n, 3, H, W) -> (n, C, H', W')`` uint8 or
+            float in [0, 1]; draw the crop/flip/colour parameters from ``rng`` when the factory runs, so
+            that a video keeps one augmentation throughout.
+        mean, std: per-channel normalisation of frames on the [0, 1] scale (None: leave v/255).
+        uint8_frames: yield frames as uint8 (4x less memory to move; call `normalize_frames` on device).
+    """
+
+    def __init__(
+        self,
+        videos: Sequence[StreamVideo],
+        batch_size: int,
+        chunk_size: int,
+        sample_shape: Sequence[int],
+        sample_rate: int = 1,
+        stride: int | None = None,
+        shuffle: bool = False,
+        longest_first: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment_factory: Callable[[np.random.Generator], Augment] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        uint8_frames: bool = False,
+    ) -> None:
+        super().__init__()
+        sizes = dict(batch_size=batch_size, chunk_size=chunk_size, sample_rate=sample_rate, world_size=world_size)
+        for key, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"StreamBatcher: {key} must be an int >= 1, got {value!r}")
+        if stride is not None and stride != chunk_size:
+            raise ValueError(
+                f"StreamBatcher: stride={stride} != chunk_size={chunk_size}; overlapping chunks are not supported yet"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(f"StreamBatcher: rank={rank} outside 0..{world_size - 1}")
+        if len(sample_shape) not in (1, 3):
+            raise ValueError(f"StreamBatcher: sample_shape must be (C, H, W) or (D,), got {tuple(sample_shape)}")
+        if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+            raise ValueError("StreamBatcher: give both mean and std, of the same length, or neither")
+        if mean is not None and len(sample_shape) == 3 and len(mean) != sample_shape[0]:
+            raise ValueError(f"StreamBatcher: {len(mean)} mean/std values for {sample_shape[0]} channels")
+        if seed < 0:
+            raise ValueError(f"StreamBatcher: seed must be >= 0, got {seed}")
+        names = [v.name for v in videos]
+        if len(set(names)) != len(names):
+            raise ValueError(f"StreamBatcher: duplicate video names {sorted({n for n in names if names.count(n) > 1})}")
+        self.videos = list(videos)
+        self.batch_size, self.chunk_size, self.sample_rate = batch_size, chunk_size, sample_rate
+        self.sample_shape = tuple(sample_shape)
+        self.shuffle, self.longest_first, self.seed = shuffle, longest_first, seed
+        self.rank, self.world_size = rank, world_size
+        self.augment_factory = augment_factory
+        self.mean, self.std, self.uint8_frames = mean, std, uint8_frames
+        if mean is not None:  # (C, 1, 1, 1), broadcast over (C, n, H, W)
+            self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1)
+            self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1)
+        self.epoch = 0
+        self.worker_parts = False  # set by StreamLoader: worker processes yield parts of batches
+        # samples per video: frames 0, s, 2s, ... < L  ->  ceil(L / s); chunks: ceil(samples / T)
+        self.num_samples = [math.ceil(v.length / sample_rate) for v in self.videos]
+        self.num_chunks = [math.ceil(n / chunk_size) for n in self.num_samples]
+
+    @property
+    def is_features(self) -> bool:
+        return len(self.sample_shape) == 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order and augmentations; call before iterating (the engine does, per epoch)."""
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        """Video indices in the order they are handed to slots this epoch."""
+        if self.shuffle:
+            return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.videos)).tolist()
+        if self.longest_first:
+            return sorted(range(len(self.videos)), key=lambda i: -self.num_chunks[i])  # stable: ties keep order
+        return list(range(len(self.videos)))
+
+    def plan(self) -> tuple[list[SlotRun], int]:
+        """This epoch's plan for ALL ranks: (runs, number of steps every rank yields)."""
+        return plan_epoch(self.num_chunks, self.order(), self.batch_size, self.world_size)
+
+    def __len__(self) -> int:
+        return self.plan()[1]
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        slots = list(range(self.batch_size))
+        if info is not None:
+            if not self.worker_parts:
+                raise RuntimeError(
+                    "StreamBatcher in a DataLoader worker: wrap it in StreamLoader(batcher, num_workers=...), "
+                    "which merges each step's parts; a plain DataLoader would yield partial batches"
+                )
+            # contiguous blocks of slots per worker; workers beyond batch_size get none and yield nothing
+            slots = np.array_split(np.arange(self.batch_size), info.num_workers)[info.id].tolist()
+            if not slots:
+                return
+        for part in self._iter_slots(slots):
+            if info is None:
+                del part["slots"]
+            yield part
+
+    def _iter_slots(self, slots: list[int]) -> Iterator[dict]:
+        """Yield one (part of a) batch per step for the given local slots, decoding only their videos."""
+        runs, num_steps = self.plan()
+        queues = {s: [r for r in runs if r.rank == self.rank and r.slot == s] for s in slots}  # by first_step
+        playing: dict[int, tuple[SlotRun, FrameSource, Augment | None]] = {}
+        try:
+            for step in range(num_steps):
+                part = self._empty_part(slots, step)
+                for i, s in enumerate(slots):
+                    if s not in playing and queues[s] and queues[s][0].first_step == step:
+                        run = queues[s].pop(0)
+                        playing[s] = (run, *self._start(run))
+                    if s in playing:
+                        run, source, augment = playing[s]
+                        self._fill(part, i, run, step - run.first_step, source, augment)
+                        if step - run.first_step == run.num_chunks - 1:
+                            source.close()
+                            del playing[s]
+                yield part
+        finally:  # also when the consumer stops early: close what is still open
+            for _, source, _ in playing.values():
+                source.close()
+
+    def _start(self, run: SlotRun) -> tuple[FrameSource, Augment | None]:
+        video = self.videos[run.video]
+        source = video.open()
+        if getattr(source, "sample_rate", self.sample_rate) != self.sample_rate:
+            source.close()
+            raise ValueError(
+                f"video {video.name!r}: its source samples every {source.sample_rate} frames, "
+                f"the batcher every {self.sample_rate}; build the source with sample_rate={self.sample_rate}"
+            )
+        augment = None
+        if self.augment_factory is not None:
+            augment = self.augment_factory(np.random.default_rng([self.seed, self.epoch, run.video]))
+        return source, augment
+
+    def _empty_part(self, slots: list[int], step: int) -> dict:
+        m, t = len(slots), self.chunk_size
+        if self.is_features:
+            x = torch.zeros((m, self.sample_shape[0], t), dtype=torch.float32)
+        else:
+            c, h, w = self.sample_shape
+            x = torch.zeros((m, c, t, h, w), dtype=torch.uint8 if self.uint8_frames else torch.float32)
+        return {
+            "x": x,
+            "labels": torch.full((m, t), IGNORE_INDEX, dtype=torch.int64),
+            "mask": torch.zeros((m, t), dtype=torch.float32),
+            "reset": torch.zeros(m, dtype=torch.bool),
+            "last": torch.zeros(m, dtype=torch.bool),
+            "names": [None] * m,
+            "index": torch.full((m,), -1, dtype=torch.int64),
+            "start": torch.full((m,), -1, dtype=torch.int64),
+            "full_length": torch.zeros(m, dtype=torch.int64),
+            "step": step,
+            "slots": torch.tensor(slots, dtype=torch.int64),
+        }
+
+    def _fill(self, part: dict, i: int, run: SlotRun, chunk: int, source: FrameSource, augment: Augment | None) -> None:
+        """Read chunk ``chunk`` of ``run``'s video into row ``i`` of ``part``."""
+        video = self.videos[run.video]
+        start = chunk * self.chunk_size
+        n = min(self.chunk_size, self.num_samples[run.video] - start)
+        data = source.read(n)
+        where = getattr(source, "path", None) or getattr(source, "folder", None) or video.name
+        if data.shape[0] != n:
+            raise DataError(
+                where,
+                f"video {video.name!r} ended after {start + data.shape[0]} sampled frames; its {video.length} "
+                f"labels need {self.num_samples[run.video]} (= ceil({video.length} / sample_rate {self.sample_rate}))",
+            )
+        if augment is not None:
+            data = augment(data)
+        if tuple(data.shape[1:]) != self.sample_shape:
+            shape = tuple(data.shape[1:])
+            raise DataError(where, f"samples of shape {shape}; the batcher's sample_shape is {self.sample_shape}")
+        x = part["x"]
+        if self.is_features:
+            x[i, :, :n] = data.T
+        elif self.uint8_frames:
+            if data.dtype != torch.uint8:
+                raise DataError(where, f"uint8_frames=True but the frames (after augmentation) are {data.dtype}")
+            x[i, :, :n] = data.permute(1, 0, 2, 3)
+        else:
+            view = x[i, :, :n]  # (C, n, H, W), written in place
+            view.copy_(data.permute(1, 0, 2, 3))  # uint8 -> float32, still on the 0..255 scale
+            if data.dtype == torch.uint8:
+                view.div_(255.0)
+            if self.mean is not None:
+                view.sub_(self._mean).div_(self._std)
+        if video.labels is not None:
+            sampled = video.labels[start * self.sample_rate : (start + n) * self.sample_rate : self.sample_rate]
+            part["labels"][i, :n] = torch.from_numpy(sampled)
+        part["mask"][i, :n] = 1.0
+        part["reset"][i] = chunk == 0
+        part["last"][i] = chunk == run.num_chunks - 1
+        part["names"][i] = video.name
+        part["index"][i] = run.video
+        part["start"][i] = start
+        part["full_length"][i] = video.length
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Concatenate one step's parts (contiguous slot blocks) into the full batch."""
+    parts = sorted(parts, key=lambda p: int(p["slots"][0]))
+    batch = {"step": parts[0]["step"], "names": [n for p in parts for n in p["names"]]}
+    for key in ("x", "labels", "mask", "reset", "last", "index", "start", "full_length"):
+        batch[key] = parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
+    return batch
+
+
+class StreamLoader:
+    """Iterates a `StreamBatcher`, decoding in the main process or in ``num_workers`` worker processes.
+
+    With workers, worker ``w`` owns a fixed contiguous block of the ``B`` slots and decodes only those
+    slots' videos (each video still opened once); the step-tagged parts are merged here in step order,
+    so batches are identical for any ``num_workers`` (only ``min(num_workers, B)`` workers have work).
+    A fresh DataLoader is made per epoch (no persistent workers), so `set_epoch` reaches the workers.
+    """
+
+    def __init__(
+        self, batcher: StreamBatcher, num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2
+    ) -> None:
+        if num_workers < 0:
+            raise ValueError(f"StreamLoader: num_workers must be >= 0, got {num_workers}")
+        self.batcher, self.num_workers = batcher, num_workers
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batcher.set_epoch(epoch)
+
+    @property
+    def sampler(self) -> StreamBatcher:
+        """The batcher, under the name Lightning's fit loop looks for: before each training epoch it calls
+        ``loader.sampler.set_epoch(epoch)`` on every train dataloader, so no engine hook is needed."""
+        return self.batcher
+
+    @property
+    def dataset(self) -> StreamBatcher:
+        """The batcher (an IterableDataset), under DataLoader's name: Lightning then knows not to look
+        for samplers or shuffling on evaluation loaders."""
+        return self.batcher
+
+    def __len__(self) -> int:
+        return len(self.batcher)
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.num_workers == 0:
+            for batch in self.batcher:
+                yield self._pin(batch)
+            return
+        batcher = copy.copy(self.batcher)
+        batcher.worker_parts = True
+        loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers,
+                            prefetch_factor=self.prefetch_factor)
+        expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
+        pending: dict[int, list[dict]] = {}
+        next_step = 0
+        for part in loader:
+            pending.setdefault(part["step"], []).append(part)
+            while len(pending.get(next_step, ())) == expected:
+                yield self._pin(_merge(pending.pop(next_step)))
+                next_step += 1
+        if pending:
+            raise RuntimeError(f"StreamLoader: incomplete steps {sorted(pending)} (a worker stopped early)")
+
+    def _pin(self, batch: dict) -> dict:
+        if self.pin_memory:
+            batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return batch

@@ -1,0 +1,470 @@
+"""Frame sources: sequential readers of one video's frames (or features) at a sample rate.
+
+Every source has the same small interface (`FrameSource`): ``read(n)`` returns the next ``n`` *sampled*
+frames (every ``sample_rate``-th original frame, starting at frame 0), fewer at the end, and nothing
+once the video is exhausted. A stream sampler (`streamseg.data.streams`) opens a source when a stream
+slot starts a video and keeps it open until the video's last chunk, so each file is opened and decoded
+exactly once per pass: never reopened and re-seeked per chunk.
+
+* `VideoFileSource`: a video file through PyAV; one container per video, decoded front to back.
+* `FrameFolderSource`: a folder of numbered images (``img_00001.jpg`` ...).
+* `FeatureSource`: a ``(D, T)`` ``.npy`` feature file, memory-mapped once.
+
+Frames come back as ``uint8 (n, 3, H, W)`` RGB; features as ``float32 (n, D)``.
+
+Colour conversion and resizing, measured (docs/benchmarks.md, ``tools/bench_decode.py``): on the CPUs we
+measured, FFmpeg's swscale yuv420p->rgb24 conversion at the native size followed by a torch ``uint8``
+bilinear resize is faster than converting yuv420p planes in torch, because swscale converts in one SIMD
+pass while torch needs ~10 elementwise passes over float tensors. So ``pixel_path="rgb24"`` is the
+default and ``"yuv420p"`` (planes to torch, colour matrix in torch) is kept for measurement and for
+hosts where it wins. Resizing is always torch bilinear, ``antialias=False``, ``align_corners=False``,
+so training, evaluation and deployment resize identically whatever FFmpeg build is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import ClassVar, Literal, Protocol, runtime_checkable
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from streamseg.data.errors import DataError
+
+__all__ = [
+    "FeatureSource",
+    "FrameFolderSource",
+    "FrameSource",
+    "VideoFileSource",
+    "open_source",
+    "probe",
+    "resize_frames",
+    "yuv420p_to_rgb",
+]
+
+PixelPath = Literal["rgb24", "yuv420p"]
+
+# PyAV 17 made swscale conversion multithreaded, default "auto" (one thread per CPU); older PyAV has
+# no ``threads`` argument and converts on one thread.
+_SWS_HAS_THREADS = int(av.__version__.split(".")[0]) >= 17
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """A sequential reader of one video at a fixed sample rate.
+
+    Attributes:
+        num_frames: frames at the ORIGINAL rate, best known (a container's frame count may be an
+            estimate until the video has been decoded to its end; sources then correct it).
+        fps: original frames per second (0.0 when unknown, e.g. for features).
+        sample_rate: keep every ``sample_rate``-th original frame, starting at frame 0.
+    """
+
+    num_frames: int
+    fps: float
+    sample_rate: int
+
+    def read(self, n: int) -> torch.Tensor:
+        """The next ``n`` sampled frames: ``uint8 (n', 3, H, W)`` (or ``float32 (n', D)``), ``n' <= n``."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> FrameSource: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def _check_sampling(path: Path, sample_rate: int, size: tuple[int, int] | None) -> None:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+        raise DataError(path, f"sample_rate must be an int >= 1, got {sample_rate!r}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise DataError(path, f"size must be (H, W) with H, W >= 1, got {size!r}")
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+    """Bilinear resize (``antialias=False``, ``align_corners=False``) of ``uint8 (n, C, H, W)`` to ``size``.
+
+    torch resizes ``uint8`` directly on CPU (rounding to nearest), which is several times cheaper than a
+    float round trip; the result may be channels-last in memory (it is copied into the batch anyway).
+    """
+    if size is None or tuple(frames.shape[-2:]) == tuple(size) or frames.shape[0] == 0:
+        return frames
+    return F.interpolate(frames, size=tuple(size), mode="bilinear", antialias=False, align_corners=False)
+
+
+# Y'CbCr -> R'G'B' matrices from the standard luma weights (Kr, Kb): R = Y + 2(1-Kr)·Cr,
+# B = Y + 2(1-Kb)·Cb, G = (Y - Kr·R - Kb·B) / Kg. FFmpeg colorspace ids: 1 = BT.709; 5, 6 = BT.601;
+# 2 = unspecified, which swscale (and we) treat as BT.601.
+_LUMA_WEIGHTS = {1: (0.2126, 0.0722)}
+_BT601 = (0.299, 0.114)
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+
+
+def _ycbcr_matrix(colorspace: int, full_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3x3 matrix M, offset vector o) with rgb = M @ yuv + o, yuv in [0, 255] code values."""
+    kr, kb = _LUMA_WEIGHTS.get(colorspace, _BT601)
+    kg = 1.0 - kr - kb
+    m = torch.tensor(
+        [
+            [1.0, 0.0, 2 * (1 - kr)],
+            [1.0, -2 * (1 - kb) * kb / kg, -2 * (1 - kr) * kr / kg],
+            [1.0, 2 * (1 - kb), 0.0],
+        ]
+    )
+    if full_range:
+        y0, y_scale, c_scale = 0.0, 1.0, 1.0
+    else:
+        # limited ("TV") range: Y in [16, 235] (219 steps), Cb/Cr in [16, 240] (224 steps)
+        y0, y_scale, c_scale = 16.0, 255.0 / 219.0, 255.0 / 224.0
+    m = m * torch.tensor([y_scale, c_scale, c_scale])  # scales columns Y, Cb, Cr
+    o = -(m @ torch.tensor([y0, 128.0, 128.0]))  # chroma is centred on 128
+    return m, o
+
+
+def yuv420p_to_rgb(
+    y: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    size: tuple[int, int] | None = None,
+    colorspace: int = 2,
+    full_range: bool = False,
+) -> torch.Tensor:
+    """Planar 4:2:0 Y'CbCr to RGB in torch, resizing first (both steps are linear, so they commute).
+
+    Args:
+        y: ``uint8 (n, H, W)`` luma. u, v: ``uint8 (n, ceil(H/2), ceil(W/2))`` chroma.
+        size: output ``(h, w)``; None keeps ``(H, W)``. Chroma is upsampled bilinearly straight to it.
+        colorspace: FFmpeg colorspace id (1 = BT.709, else BT.601). full_range: JPEG range (yuvj420p).
+
+    Returns:
+        ``uint8 (n, 3, h, w)``.
+    """
+    out = tuple(size) if size is not None else tuple(y.shape[-2:])
+    luma = F.interpolate(y[:, None].float(), size=out, mode="bilinear", antialias=False, align_corners=False)
+    chroma = torch.stack([u, v], 1).float()
+    chroma = F.interpolate(chroma, size=out, mode="bilinear", antialias=False, align_corners=False)
+    yuv = torch.cat([luma, chroma], 1)  # (n, 3, h, w)
+    m, o = _ycbcr_matrix(colorspace, full_range)
+    rgb = torch.einsum("ij,njhw->nihw", m, yuv) + o[:, None, None]
+    return rgb.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
+    """One plane as a ``(height, width)`` uint8 view, dropping the row padding (``line_size``)."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+
+
+def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open ``path`` and return it with its first video stream; errors name the file."""
+    if not path.is_file():
+        raise DataError(path, "video file not found" if not path.exists() else "not a regular file")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as e:
+        raise DataError(path, f"cannot open as a video (truncated or not a video file?): {e}") from e
+    if not container.streams.video:
+        container.close()
+        raise DataError(path, "no video stream in the file (truncated, or audio only?)")
+    return container, container.streams.video[0]
+
+
+def _stream_info(path: Path, container, stream) -> tuple[int, bool, float, int, int]:
+    """(num_frames, count_is_exact, fps, height, width) from the container header."""
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    if stream.frames > 0:  # mp4/mov store an exact sample count (stts)
+        num_frames, exact = int(stream.frames), True
+    else:  # estimate from the duration; corrected once the file has been decoded to its end
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / av.time_base  # container duration is in microseconds
+        else:
+            seconds = 0.0
+        num_frames, exact = int(round(seconds * fps)), False
+    height, width = stream.codec_context.height, stream.codec_context.width
+    if height <= 0 or width <= 0:
+        raise DataError(path, f"video stream has no frame size ({width}x{height})")
+    return num_frames, exact, fps, height, width
+
+
+def probe(path: str | Path) -> tuple[int, float, int, int]:
+    """``(num_frames, fps, H, W)`` of a video file from its header, without decoding.
+
+    ``num_frames`` is exact for mp4/mov and estimated from the duration otherwise. Raises `DataError`
+    naming the file when it is missing, unreadable or has no video stream.
+    """
+    path = Path(path)
+    container, stream = _open_container(path)
+    try:
+        num_frames, _, fps, height, width = _stream_info(path, container, stream)
+    finally:
+        container.close()
+    return num_frames, fps, height, width
+
+
+class VideoFileSource:
+    """Sequential decoding of one video file through ONE PyAV container kept open across all reads.
+
+    Every original frame is decoded (inter-coded video cannot skip frames), but only every
+    ``sample_rate``-th one is colour-converted and resized, which is where the time goes.
+
+    Args:
+        path: the video file.
+        sample_rate: keep frames 0, s, 2s, ... .
+        size: output ``(H, W)`` (torch bilinear, no antialias); None keeps the native size.
+        pixel_path: ``"rgb24"`` (swscale colour conversion, default: faster on the CPUs we measured) or
+            ``"yuv420p"`` (planes converted in torch; frames of any other pixel format fall back to rgb24).
+        convert_threads: swscale threads per conversion (PyAV >= 17; 0 = one per CPU). 1 by default:
+            parallelism comes from decoding several streams at once (DataLoader workers), and on a busy
+            2-core machine one thread cost 200 us/frame of CPU against 320 us for "auto".
+
+    Raises:
+        DataError: naming the file, when it cannot be opened, and naming the file and the frame index
+            when decoding fails or the file ends before the frame count its header promises.
+
+    ``VideoFileSource.opens`` counts opens per path (a `collections.Counter`) so tests can check that a
+    pass opens each file once.
+    """
+
+    opens: ClassVar[Counter[str]] = Counter()
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int = 1,
+        size: tuple[int, int] | None = None,
+        pixel_path: PixelPath = "rgb24",
+        convert_threads: int = 1,
+    ) -> None:
+        self.path = Path(path)
+        _check_sampling(self.path, sample_rate, size)
+        if pixel_path not in ("rgb24", "yuv420p"):
+            raise DataError(self.path, f"pixel_path must be 'rgb24' or 'yuv420p', got {pixel_path!r}")
+        self.sample_rate = sample_rate
+        self.size = tuple(size) if size is not None else None
+        self.pixel_path = pixel_path
+        self._sws_options = {"threads": convert_threads} if _SWS_HAS_THREADS else {}
+        self._container, stream = _open_container(self.path)
+        VideoFileSource.opens[str(self.path)] += 1
+        self.num_frames, self._count_exact, self.fps, self.height, self.width = _stream_info(
+            self.path, self._container, stream
+        )
+        self._frames = self._container.decode(stream)
+        self._next = 0  # original-rate index of the next frame the decoder will return
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"VideoFileSource({str(self.path)!r}, sample_rate={self.sample_rate}, size={self.size})"
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the frames `read` returns."""
+        return self.size if self.size is not None else (self.height, self.width)
+
+    def read(self, n: int) -> torch.Tensor:
+        """Decode the next ``n`` sampled frames: ``uint8 (n', 3, H, W)``, ``n' < n`` only at the end."""
+        if self._container is None:
+            raise DataError(self.path, "read() after close()")
+        kept: list[av.VideoFrame] = []
+        while len(kept) < n and not self._ended:
+            try:
+                frame = next(self._frames)
+            except StopIteration:
+                self._finish()
+                break
+            except av.FFmpegError as e:
+                raise DataError(self.path, f"decoding failed at frame {self._next}: {e}") from e
+            if self._next % self.sample_rate == 0:
+                kept.append(frame)
+            self._next += 1
+        return self._convert(kept)
+
+    def _finish(self) -> None:
+        """End of stream: check the header's frame count (a cut file may end without any error)."""
+        self._ended = True
+        if self._count_exact and self._next < self.num_frames:
+            raise DataError(
+                self.path,
+                f"decoding stopped at frame {self._next}, but the header says {self.num_frames} frames "
+                "(truncated file?)",
+            )
+        self.num_frames = self._next
+
+    def _convert(self, frames: list[av.VideoFrame]) -> torch.Tensor:
+        if not frames:
+            return torch.empty((0, 3, *self.out_size), dtype=torch.uint8)
+        fmt = frames[0].format.name
+        if len({(f.width, f.height, f.format.name) for f in frames}) != 1:  # a mid-stream format change
+            raise DataError(self.path, f"frame size or pixel format changes before frame {self._next}")
+        if self.pixel_path == "yuv420p" and fmt in ("yuv420p", "yuvj420p"):
+            planes = [torch.from_numpy(np.stack([_plane(f.planes[i]) for f in frames])) for i in range(3)]
+            full = fmt == "yuvj420p" or frames[0].color_range == _FULL_RANGE
+            return yuv420p_to_rgb(*planes, size=self.size, colorspace=frames[0].colorspace, full_range=full)
+        # (n, H, W, 3) -> (n, 3, H, W): a channels-last view, which torch's uint8 resize handles fastest
+        rgb = torch.from_numpy(np.stack([f.to_ndarray(format="rgb24", **self._sws_options) for f in frames])).permute(0, 3, 1, 2)
+        return resize_frames(rgb, self.size)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> VideoFileSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """``img_%05d.jpg`` -> a regex capturing the number; exactly one ``%d``/``%0Nd`` field is allowed."""
+    fields = re.findall(r"%0?\d*d", pattern)
+    if len(fields) != 1:
+        raise ValueError(f"frame pattern {pattern!r} must contain exactly one %d or %0Nd field")
+    head, tail = pattern.split(fields[0])
+    return re.compile(re.escape(head) + r"(\d+)" + re.escape(tail) + r"\Z")
+
+
+class FrameFolderSource:
+    """Numbered images in one folder (``img_00001.jpg``, ...), decoded with torchvision.
+
+    Args:
+        folder: the frame folder.
+        pattern: printf-style file name with one integer field.
+        sample_rate: keep images ``start_index``, ``start_index + s``, ... .
+        size: output ``(H, W)`` (torch bilinear, no antialias); None keeps the native size.
+        start_index: number of the first frame (1 for the common ``img_00001.jpg``).
+
+    Raises:
+        DataError: naming the folder when it is missing, empty or has a gap in the numbering (naming
+            the first missing file), and naming the image when it cannot be decoded.
+    """
+
+    opens: ClassVar[Counter[str]] = Counter()
+
+    def __init__(
+        self,
+        folder: str | Path,
+        pattern: str = "img_%05d.jpg",
+        sample_rate: int = 1,
+        size: tuple[int, int] | None = None,
+        start_index: int = 1,
+    ) -> None:
+        self.folder = Path(folder)
+        _check_sampling(self.folder, sample_rate, size)
+        if not self.folder.is_dir():
+            raise DataError(self.folder, "frame folder not found")
+        regex = _pattern_regex(pattern)
+        numbers = sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := regex.match(p.name)))
+        if not numbers:
+            raise DataError(self.folder, f"no frames matching {pattern!r}")
+        expected = list(range(start_index, start_index + len(numbers)))
+        if numbers != expected:
+            missing = next(e for e, got in zip(expected, numbers) if e != got)
+            raise DataError(self.folder / (pattern % missing), "frame missing (numbering has a gap)")
+        FrameFolderSource.opens[str(self.folder)] += 1
+        self.pattern, self.start_index = pattern, start_index
+        self.sample_rate, self.size = sample_rate, tuple(size) if size is not None else None
+        self.num_frames, self.fps = len(numbers), 0.0
+        self._next = 0  # original-rate index of the next frame to return
+        self._closed = False
+
+    def read(self, n: int) -> torch.Tensor:
+        """The next ``n`` sampled images as ``uint8 (n', 3, H, W)``."""
+        if self._closed:
+            raise DataError(self.folder, "read() after close()")
+        indices = range(self._next, self.num_frames, self.sample_rate)[:n]
+        images = [self._decode(self.folder / (self.pattern % (self.start_index + i))) for i in indices]
+        self._next = indices[-1] + self.sample_rate if len(indices) else self.num_frames
+        if not images:
+            return torch.empty((0, 3, *(self.size or (0, 0))), dtype=torch.uint8)
+        if len({im.shape for im in images}) != 1:
+            raise DataError(self.folder, f"images of different sizes: {sorted({tuple(im.shape) for im in images})}")
+        return resize_frames(torch.stack(images), self.size)
+
+    @staticmethod
+    def _decode(path: Path) -> torch.Tensor:
+        import torchvision.io as tvio
+
+        try:
+            with warnings.catch_warnings():
+                # torchvision 0.29 deprecates its image codecs in favour of torchcodec, which we do not
+                # depend on; the functions still work on every torchvision we support (0.26-0.29).
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
+                return tvio.decode_image(tvio.read_file(str(path)), mode=tvio.ImageReadMode.RGB)
+        except (RuntimeError, OSError) as e:
+            raise DataError(path, f"cannot decode image: {e}") from e
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> FrameFolderSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FeatureSource:
+    """Per-frame features from a ``(D, T)`` ``.npy`` file (the MS-TCN layout), memory-mapped once.
+
+    ``read(n)`` returns ``float32 (n', D)``: frames ``t, t+s, ...`` of the original ``T``.
+    """
+
+    opens: ClassVar[Counter[str]] = Counter()
+
+    def __init__(self, npy_path: str | Path, sample_rate: int = 1, fps: float = 0.0) -> None:
+        self.path = Path(npy_path)
+        _check_sampling(self.path, sample_rate, None)
+        if not self.path.is_file():
+            raise DataError(self.path, "feature file not found")
+        try:
+            self._array = np.load(self.path, mmap_mode="r")
+        except (ValueError, OSError) as e:
+            raise DataError(self.path, f"cannot load as .npy: {e}") from e
+        if self._array.ndim != 2:
+            raise DataError(self.path, f"features must be 2-D (D, T), got shape {self._array.shape}")
+        FeatureSource.opens[str(self.path)] += 1
+        self.sample_rate, self.fps = sample_rate, fps
+        self.dim, self.num_frames = (int(s) for s in self._array.shape)
+        self._next = 0
+
+    def read(self, n: int) -> torch.Tensor:
+        """The next ``n`` sampled feature vectors, ``float32 (n', D)``."""
+        if self._array is None:
+            raise DataError(self.path, "read() after close()")
+        stop = min(self._next + n * self.sample_rate, self.num_frames)
+        block = self._array[:, self._next : stop : self.sample_rate]
+        self._next = max(stop, self._next)
+        return torch.from_numpy(np.ascontiguousarray(block.T, dtype=np.float32))
+
+    def close(self) -> None:
+        self._array = None  # drops the memory map
+
+    def __enter__(self) -> FeatureSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(
+    path: str | Path,
+    sample_rate: int = 1,
+    size: tuple[int, int] | None = None,
+    pattern: str = "img_%05d.jpg",
+) -> FrameSource:
+    """The source for ``path`` by what it is: a ``.npy`` file (features), a folder (images), else a video."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return FeatureSource(path, sample_rate)
+    if path.is_dir():
+        return FrameFolderSource(path, pattern, sample_rate, size)
+    return VideoFileSource(path, sample_rate, size)

@@ -1,0 +1,189 @@
+"""Frame sources: order and sampling, one open per file, errors that name the file and the frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from streamseg.data.errors import DataError
+from streamseg.data.video import (
+    FeatureSource,
+    FrameFolderSource,
+    VideoFileSource,
+    open_source,
+    probe,
+    yuv420p_to_rgb,
+)
+
+SIDE = 32  # frame side in pixels; two 16-px halves match mpeg4's 16x16 macroblocks
+
+
+def index_image(i: int) -> np.ndarray:
+    """A grey frame encoding ``i``: left half (i % 16), right half (i // 16), 16 grey levels apart."""
+    img = np.empty((SIDE, SIDE, 3), np.uint8)
+    img[:, : SIDE // 2] = (i % 16) * 16 + 8
+    img[:, SIDE // 2 :] = (i // 16) * 16 + 8
+    return img
+
+
+def decode_index(frames: torch.Tensor) -> list[int]:
+    """Recover ``i`` from ``index_image(i)`` frames ``(n, 3, H, W)`` (any size: reads the halves' centres)."""
+    w = frames.shape[-1]
+    left = frames[:, :, :, 2 : w // 2 - 2].float().mean(dim=(1, 2, 3))
+    right = frames[:, :, :, w // 2 + 2 : w - 2].float().mean(dim=(1, 2, 3))
+    lo, hi = ((left - 8) / 16).round().long(), ((right - 8) / 16).round().long()
+    return (hi * 16 + lo).tolist()
+
+
+def write_clip(path: Path, n: int, fps: int = 25, options: dict | None = None) -> Path:
+    with av.open(str(path), "w", options=options or {}) as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = SIDE, SIDE, "yuv420p"
+        for i in range(n):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(index_image(i), format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def read_in_chunks(source, sizes: list[int]) -> list[torch.Tensor]:
+    return [source.read(k) for k in sizes]
+
+
+@pytest.mark.parametrize("pixel_path", ["rgb24", "yuv420p"])
+@pytest.mark.parametrize("sample_rate", [1, 3])
+def test_video_frames_in_order_with_sample_rate(tmp_path, sample_rate, pixel_path):
+    clip = write_clip(tmp_path / "v.mp4", 40)
+    with VideoFileSource(clip, sample_rate=sample_rate, pixel_path=pixel_path) as source:
+        assert (source.num_frames, source.fps) == (40, 25.0)
+        chunks = read_in_chunks(source, [5, 5, 100, 5])
+    got = [i for c in chunks for i in decode_index(c)]
+    assert got == list(range(0, 40, sample_rate))
+    assert [len(c) for c in chunks][:2] == [5, 5] and len(chunks[-1]) == 0
+    assert chunks[0].dtype == torch.uint8 and chunks[0].shape[1:] == (3, SIDE, SIDE)
+
+
+def test_video_resize_and_pixel_paths_agree(tmp_path):
+    clip = write_clip(tmp_path / "v.mp4", 20)
+    a = VideoFileSource(clip, size=(24, 40), pixel_path="rgb24").read(20)
+    b = VideoFileSource(clip, size=(24, 40), pixel_path="yuv420p").read(20)
+    assert a.shape == b.shape == (20, 3, 24, 40)
+    assert decode_index(a) == decode_index(b) == list(range(20))
+    # same colour matrix as swscale: grey frames agree to a few code values (rounding, chroma siting)
+    assert (a.int() - b.int()).abs().float().mean() < 2.0
+
+
+def test_yuv_matrix_limited_and_full_range():
+    y = torch.tensor([16, 235, 126], dtype=torch.uint8).view(3, 1, 1).expand(3, 2, 2)
+    u = v = torch.full((3, 1, 1), 128, dtype=torch.uint8)
+    rgb = yuv420p_to_rgb(y, u, v)  # BT.601 limited range: 16 -> black, 235 -> white
+    assert rgb[:, :, 0, 0].tolist() == [[0, 0, 0], [255, 255, 255], [128, 128, 128]]
+    red = yuv420p_to_rgb(*(torch.tensor([[[v]]], dtype=torch.uint8) for v in (81, 90, 240)))
+    assert (red[0, :, 0, 0].int() - torch.tensor([255, 0, 0])).abs().max() <= 2  # BT.601 (255, 0, 0)
+    full = yuv420p_to_rgb(*(torch.tensor([[[v]]], dtype=torch.uint8) for v in (200, 128, 128)), full_range=True)
+    assert full[0, :, 0, 0].tolist() == [200, 200, 200]
+
+
+def test_video_opened_once_per_source(tmp_path):
+    clip = write_clip(tmp_path / "v.mp4", 12)
+    before = VideoFileSource.opens[str(clip)]
+    with VideoFileSource(clip, sample_rate=2) as source:
+        while len(source.read(2)):
+            pass
+    assert VideoFileSource.opens[str(clip)] - before == 1
+
+
+def test_truncated_file_raises_naming_file(tmp_path):
+    clip = write_clip(tmp_path / "v.mp4", 30)  # moov atom at the end: a cut file cannot be opened
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 6 // 10])
+    with pytest.raises(DataError, match="cut.mp4"):
+        VideoFileSource(cut)
+    with pytest.raises(DataError, match="cut.mp4"):
+        probe(cut)
+
+
+def test_truncated_faststart_file_raises_naming_file_and_frame(tmp_path):
+    # moov atom first: the cut file opens, and decoding ends early WITHOUT an FFmpeg error;
+    # the header's frame count is what reveals the truncation
+    clip = write_clip(tmp_path / "v.mp4", 30, options={"movflags": "faststart"})
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 6 // 10])
+    source = VideoFileSource(cut)
+    assert source.num_frames == 30
+    with pytest.raises(DataError, match=r"cut\.mp4: decoding stopped at frame \d+, but the header says 30"):
+        while len(source.read(4)):
+            pass
+
+
+def test_corrupt_packet_raises_naming_file_and_frame(tmp_path):
+    clip = write_clip(tmp_path / "v.mp4", 30, options={"movflags": "faststart"})
+    data = bytearray(clip.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"bad\.mp4: decoding (failed|stopped) at frame \d+"):
+        with VideoFileSource(bad) as source:
+            while len(source.read(8)):
+                pass
+
+
+def test_probe(tmp_path):
+    clip = write_clip(tmp_path / "v.mp4", 17, fps=15)
+    assert probe(clip) == (17, 15.0, SIDE, SIDE)
+    with pytest.raises(DataError, match="missing.mp4: video file not found"):
+        probe(tmp_path / "missing.mp4")
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    with pytest.raises(DataError, match="notes.mp4"):
+        probe(text)
+
+
+def write_frames(folder: Path, n: int, pattern: str = "img_%05d.jpg", start: int = 1) -> Path:
+    import torchvision.io as tvio
+
+    folder.mkdir()
+    for i in range(n):
+        image = torch.from_numpy(index_image(i)).permute(2, 0, 1).contiguous()
+        tvio.write_jpeg(image, str(folder / (pattern % (start + i))), quality=95)
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_frame_folder_in_order_with_sample_rate_and_resize(tmp_path):
+    folder = write_frames(tmp_path / "frames", 11)
+    source = open_source(folder, sample_rate=2, size=(16, 48))
+    assert isinstance(source, FrameFolderSource) and source.num_frames == 11
+    chunks = read_in_chunks(source, [4, 4, 4])
+    assert [c.shape[0] for c in chunks] == [4, 2, 0]
+    assert chunks[0].shape[1:] == (3, 16, 48)
+    assert [i for c in chunks for i in decode_index(c)] == [0, 2, 4, 6, 8, 10]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_frame_folder_gap_names_missing_file(tmp_path):
+    folder = write_frames(tmp_path / "frames", 5)
+    (folder / "img_00003.jpg").unlink()
+    with pytest.raises(DataError, match="img_00003.jpg: frame missing"):
+        FrameFolderSource(folder)
+
+
+def test_feature_source_slices_with_sample_rate(tmp_path):
+    features = np.arange(4 * 10, dtype=np.float64).reshape(4, 10)  # (D, T)
+    np.save(tmp_path / "f.npy", features)
+    source = open_source(tmp_path / "f.npy", sample_rate=3)
+    assert isinstance(source, FeatureSource) and (source.dim, source.num_frames) == (4, 10)
+    chunks = read_in_chunks(source, [2, 2, 2])
+    assert [tuple(c.shape) for c in chunks] == [(2, 4), (2, 4), (0, 4)]
+    assert chunks[0].dtype == torch.float32
+    np.testing.assert_array_equal(torch.cat(chunks).numpy(), features[:, ::3].T)
+
+
+def test_feature_source_rejects_wrong_shape(tmp_path):
+    np.save(tmp_path / "f.npy", np.zeros((2, 3, 4)))
+    with pytest.raises(DataError, match=r"f\.npy: features must be 2-D"):
+        FeatureSource(tmp_path / "f.npy")
