@@ -135,6 +135,7 @@ def train_and_test(
     best = run.checkpoints / "best.ckpt"
     ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
     metrics = test(trainer, module, dm, run, ckpt)
+    metrics["best_val"] = _best_val(callbacks, params)
     if trainer.is_global_zero:
         metrics["checkpoint"] = ckpt.name
         metrics["train_seconds"] = round(time.time() - started, 1)
@@ -143,6 +144,47 @@ def train_and_test(
         run.done.write_text("finished\n")
     dist.barrier()
     return run, metrics
+
+
+def _best_val(callbacks: list, params: RunParams) -> float | None:
+    """The best validation value of `train.monitor` (what model selection and search optimise)."""
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.monitor and cb.best_model_score is not None:
+            return float(cb.best_model_score)
+    return None
+
+
+def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: list[str] = ()):
+    """A finished or unfinished run as it ran: (configs, params, datamodule, module with trained weights).
+
+    The config modules are the run's snapshot (`config/*.py`), the params its `params.json` plus
+    `overrides`; weights come from `checkpoints/<ckpt>.ckpt` (best falls back to last) or a path, loaded
+    with `weights_only=True`, so a checkpoint file cannot run code.
+    """
+    import json
+
+    import torch
+
+    from ..config import apply_overrides, load_configs, load_jsonable
+
+    run_path = Path(run_path)
+    cfg = run_path / "config"
+    configs = load_configs(str(cfg / "dataset.py"), str(cfg / "model.py"), str(cfg / "exp.py"))
+    params = configs.default_params()
+    load_jsonable(params, json.loads((cfg / "params.json").read_text()))
+    apply_overrides(params, list(overrides))
+    if str(ckpt) in ("best", "last"):
+        path = run_path / "checkpoints" / f"{ckpt}.ckpt"
+        if not path.is_file():
+            path = run_path / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    dm, _, module = build(configs, params, dist.Launch(0, 0, 1, 0))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    return configs, params, dm, module.eval()
 
 
 def check_ranks_agree(module: SegmentationModule) -> None:
