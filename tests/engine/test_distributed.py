@@ -75,3 +75,22 @@ def test_launch_scripts_reject_bad_arguments():
     for cmd in bad:
         out = subprocess.run(["bash", *cmd], cwd=REPO, capture_output=True, text=True)
         assert out.returncode == 2 and out.stderr, cmd
+
+
+def test_slurm_environment_two_tasks(tmp_path, synth_root):
+    """What `srun` sets for 2 tasks on one node: streamseg takes ranks from SLURM, no torchrun involved."""
+    job_id = str(_free_port())  # Lightning derives the rendezvous port from the job id's last digits
+    procs = []
+    for rank in (0, 1):
+        env = {**_env(), "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "1",
+               "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0",
+               "SLURM_NODELIST": "localhost", "SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": "streamseg"}
+        for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+            env.pop(var, None)
+        cmd = [os.sys.executable, "-m", "streamseg.cli.main", "train", "--devices", "2", *_args(tmp_path, synth_root)]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    metrics = json.loads((tmp_path / "synth" / "mstcn_quick" / "version_0" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
