@@ -53,9 +53,12 @@ def user_root(tmp_path: Path) -> Path:
 def test_every_repo_experiment_resolves_with_required_keys():
     exps = sorted((REPO / "exp_configs").glob("*/*.py"))
     assert len(exps) >= 5
+    models = sorted((p.stem for p in (REPO / "model_configs").glob("*.py")), key=len, reverse=True)
     for exp in exps:
         dataset = exp.parent.name
-        model, _, name = exp.stem.partition("_")
+        # <model>_<exp>: model names may hold underscores, so take the longest model that prefixes the stem
+        model = next(m for m in models if exp.stem.startswith(m + "_"))
+        name = exp.stem[len(model) + 1 :]
         configs = load_configs(dataset, model, name, None)
         params, _ = resolve_params(configs)
         for key in ("data.root", "data.split", "train.epochs", "train.batch_size", "train.lr", "train.seed"):
