@@ -113,3 +113,15 @@ def test_json_round_trip():
     load_jsonable(q, to_jsonable(p))
     assert flatten(q) == flatten(p)
     assert q.data.bg_classes == ("a", "b")
+
+
+def test_saved_params_missing_a_new_field_keep_its_default_and_say_so():
+    saved = to_jsonable(make())
+    del saved["model"]["causal"]
+    q = make()
+    q.model.causal = False  # will be reset? no: missing keys keep the current (default) value
+    defaulted = load_jsonable(q, saved)
+    assert defaulted == ["model.causal"] and q.model.causal is False
+    saved["model"]["gone"] = 1
+    with pytest.raises(ConfigError, match="model.gone"):
+        load_jsonable(make(), saved)

@@ -228,19 +228,30 @@ def _matches(value: Any, tp: Any) -> bool:
     return True
 
 
-def load_jsonable(params: Any, data: dict[str, Any], prefix: str = "") -> None:
-    """Set a dataclass tree from a nested dict written by `to_jsonable` (lists become tuples where typed so)."""
+def load_jsonable(params: Any, data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Set a dataclass tree from a nested dict written by `to_jsonable` (lists become tuples where typed so).
+
+    Keys the saved dict lacks (a field added to a config after the run) keep their defaults and are
+    returned, so a caller can say so; saved keys the dataclass no longer has are an error naming them.
+    """
     types_ = _field_types(params)
+    names = {f.name for f in dataclasses.fields(params)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"saved params have keys the config no longer defines: {[prefix + k for k in unknown]}")
+    defaulted: list[str] = []
     for f in dataclasses.fields(params):
         key = f"{prefix}{f.name}"
         if f.name not in data:
-            raise ConfigError(f"saved params lack {key!r}")
+            defaulted.append(key)
+            continue
         value = getattr(params, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            load_jsonable(value, data[f.name], key + ".")
+            defaulted += load_jsonable(value, data[f.name], key + ".")
             continue
         new = data[f.name]
         if isinstance(new, list) and typing.get_origin(types_[f.name]) is tuple:
             new = tuple(new)
         setattr(params, f.name, new)
     check_types(params, prefix)
+    return defaulted

@@ -146,6 +146,18 @@ def train_and_test(
     return run, metrics
 
 
+def _load_saved_params(params: RunParams, run_path: Path) -> None:
+    """The run's params.json into `params`; fields added to the configs since then keep their defaults."""
+    import json
+    import warnings
+
+    from ..config import load_jsonable
+
+    defaulted = load_jsonable(params, json.loads((run_path / "config" / "params.json").read_text()))
+    if defaulted:
+        warnings.warn(f"{run_path}/config/params.json predates fields {defaulted}; using their defaults", stacklevel=2)
+
+
 def _best_val(callbacks: list, params: RunParams) -> float | None:
     """The best validation value of `train.monitor` (what model selection and search optimise)."""
     for cb in callbacks:
@@ -161,17 +173,15 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
     `overrides`; weights come from `checkpoints/<ckpt>.ckpt` (best falls back to last) or a path, loaded
     with `weights_only=True`, so a checkpoint file cannot run code.
     """
-    import json
-
     import torch
 
-    from ..config import apply_overrides, load_configs, load_jsonable
+    from ..config import apply_overrides, load_configs
 
     run_path = Path(run_path)
     cfg = run_path / "config"
     configs = load_configs(str(cfg / "dataset.py"), str(cfg / "model.py"), str(cfg / "exp.py"))
     params = configs.default_params()
-    load_jsonable(params, json.loads((cfg / "params.json").read_text()))
+    _load_saved_params(params, run_path)
     apply_overrides(params, list(overrides))
     if str(ckpt) in ("best", "last"):
         path = run_path / "checkpoints" / f"{ckpt}.ckpt"
@@ -253,12 +263,10 @@ def test_checkpoint(
     extra_callbacks: list[pl.Callback] = (),
 ) -> dict[str, Any]:
     """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split."""
-    import json
-
-    from ..config import apply_overrides, load_jsonable
+    from ..config import apply_overrides
 
     params = configs.default_params()
-    load_jsonable(params, json.loads((run_path / "config" / "params.json").read_text()))
+    _load_saved_params(params, run_path)
     apply_overrides(params, list(overrides))
     run = RunDir(run_path, int(run_path.name.split("_")[-1]), None)
     dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
