@@ -1,9 +1,13 @@
 """MS-TCN (Farha & Gall, CVPR'19) on pre-extracted features: paper defaults (4 stages x 10 layers,
-64 maps, dropout 0.5). Offline: every output frame sees the whole video (lookahead None)."""
+64 maps, dropout 0.5). Offline: every output frame sees the whole video (lookahead None).
+
+`weights`: a state dict saved by the official code (yabufarha/ms-tcn, `epoch-N.model`), loaded strictly
+(`-o model.weights=models/gtea/split_1/epoch-50.model`); the parameter names are the official ones.
+"""
 
 from dataclasses import dataclass
 
-from streamseg.models import MSTCN
+from streamseg.models import MSTCN, load_weights
 
 
 @dataclass
@@ -12,7 +16,9 @@ class Params:
     num_layers: int = 10
     num_maps: int = 64
     dropout: float = 0.5
+    weights: str | None = None
 
 
 def build_model(p: Params, in_channels: int, num_classes: int) -> MSTCN:
-    return MSTCN(in_channels, num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout)
+    model = MSTCN(in_channels, num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout)
+    return model if p.weights is None else load_weights(model, p.weights)

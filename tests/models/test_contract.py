@@ -17,7 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from streamseg.models import (
+    ASRF,
     MSTCN,
+    MSTCN2,
+    ASFormer,
+    C2FTCN,
     FramewiseHead,
     MemoryTCN,
     tsm_framewise_mobilenet_v2,
@@ -36,10 +40,23 @@ class Case:
     stages: int
     length: int = 20  # T of the test videos; long enough to cross the models' dilations and shifts
     marks: tuple = ()
+    # A model with outputs besides the logits (ASRF's boundaries) adds a term on them, so the gradient
+    # check reaches the parameters that only those outputs use.
+    aux_loss: Callable[[nn.Module], Tensor] | None = None
 
 
 CASES = [
     Case("mstcn", lambda: MSTCN(D, K, num_stages=2, num_layers=3, num_maps=8), (D,), 2),
+    Case("mstcn2", lambda: MSTCN2(D, K, num_layers_pg=4, num_layers_r=3, num_refinements=2, num_maps=8), (D,), 3),
+    Case("asformer", lambda: ASFormer(D, K, num_decoders=2, num_layers=4, num_maps=8), (D,), 3),
+    Case(
+        "asrf",
+        lambda: ASRF(D, K, num_layers=3, num_maps=8, num_stages_asb=3, num_stages_brb=2),
+        (D,),
+        3,
+        aux_loss=lambda m: m.boundary_logits.square().mean(),
+    ),
+    Case("c2ftcn", lambda: C2FTCN(D, K, window=384, wide=8, narrow=8), (D,), 1),
     Case("memtcn_1stage", lambda: MemoryTCN(D, K, num_stages=1, num_layers=4, num_maps=8), (D,), 1),
     Case("memtcn_3stages", lambda: MemoryTCN(D, K, num_stages=3, num_layers=4, num_maps=8), (D,), 3),
     Case("framewise_linear", lambda: FramewiseHead(D, K), (D,), 1),
@@ -160,7 +177,10 @@ def test_forward_backward_shapes(case: Case) -> None:
     assert torch.isfinite(logits).all()
     assert isinstance(new_state, tuple)
     assert [t.shape for t in new_state] == [t.shape for t in state]
-    logits.square().mean().backward()
+    loss = logits.square().mean()
+    if case.aux_loss is not None:
+        loss = loss + case.aux_loss(model)
+    loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
 

@@ -5,10 +5,15 @@ tensor), ``forward(x, state, mask (B, 1, T) | None) -> (logits (S, B, K, T), new
 ``lookahead: int | None`` (0 = causal, None = needs the whole video).
 """
 
+from streamseg.models.asformer import ASFormer
+from streamseg.models.asrf import ASRF, ASRFLoss, refine_with_boundaries
+from streamseg.models.c2ftcn import C2FTCN
+from streamseg.models.checkpoint import WeightsError, load_weights
 from streamseg.models.framewise import FramewiseHead
 from streamseg.models.losses import SegmentationLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
+from streamseg.models.mstcn2 import MSTCN2
 from streamseg.models.tsm import TSMEncoder, tsm_mobilenet_v2, tsm_resnet50
 from streamseg.models.tsm_memtcn import (
     TSMMemoryTCN,
@@ -19,6 +24,14 @@ from streamseg.models.tsm_memtcn import (
 
 __all__ = [
     "MSTCN",
+    "MSTCN2",
+    "ASFormer",
+    "ASRF",
+    "ASRFLoss",
+    "refine_with_boundaries",
+    "C2FTCN",
+    "load_weights",
+    "WeightsError",
     "MemoryTCN",
     "FramewiseHead",
     "SegmentationLoss",

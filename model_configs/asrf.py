@@ -1,0 +1,33 @@
+"""ASRF (Ishikawa et al., WACV'21) on pre-extracted features: the official config (shared 10-layer trunk,
+4 class + 4 boundary stages, 64 maps); 1,292,784 parameters for 2048-d input and 11 classes. In eval mode
+the last stage is the boundary-refined prediction (`refine=false` for the raw one). Offline. Train it with
+its own loss (ASRFLoss): see exp_configs/*/asrf_*.py.
+
+`weights`: a state dict saved by the official code (yiskw713/asrf, `final_model.prm`), loaded strictly
+after renaming its `conv_in` 1x1 convs to ours (`streamseg.models.asrf.official_key`).
+"""
+
+from dataclasses import dataclass
+
+from streamseg.models import ASRF, load_weights
+from streamseg.models.asrf import official_key
+
+
+@dataclass
+class Params:
+    num_layers: int = 10
+    num_maps: int = 64
+    num_stages_asb: int = 4
+    num_stages_brb: int = 4
+    dropout: float = 0.5
+    refine: bool = True
+    boundary_threshold: float = 0.5
+    weights: str | None = None
+
+
+def build_model(p: Params, in_channels: int, num_classes: int) -> ASRF:
+    model = ASRF(
+        in_channels, num_classes, p.num_layers, p.num_maps, p.num_stages_asb, p.num_stages_brb, p.dropout,
+        refine_in_eval=p.refine, boundary_threshold=p.boundary_threshold,
+    )
+    return model if p.weights is None else load_weights(model, p.weights, rename=official_key)
