@@ -71,8 +71,11 @@ def test_online_evaluation_equals_whole_video_inference(synth_video_root):
 
 
 def test_stream_training_through_the_cli(tmp_path, synth_video_root):
+    # mixed precision and gradient clipping on the manual-optimisation (TBPTT) path; fp32 is covered by
+    # the two-process test below
     out = streamseg("train", "-D", "synth", "-M", "tsm_memtcn", "-E", "chunk32", "-R", str(tmp_path),
-                    "-o", f"data.root={synth_video_root}", *TINY_STREAM)
+                    "-o", f"data.root={synth_video_root}", *TINY_STREAM,
+                    "-o", "train.precision=bf16-mixed", "-o", "train.grad_clip=1.0")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "synth" / "tsm_memtcn_chunk32" / "version_0" / "metrics.json").read_text())
     test_names = (synth_video_root / "splits" / "test.split1.bundle").read_text().split()
