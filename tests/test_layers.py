@@ -17,6 +17,7 @@ FORBIDDEN = {
     "config": {"models", "data", "metrics", "engine", "cli", "viz", "integrations"},
     "engine": {"cli", "integrations"},
     "integrations": {"cli"},
+    "deploy": {"cli", "integrations"},
     "viz": {"engine", "cli", "models", "data", "integrations"},
 }
 NO_LIGHTNING = {"models", "data", "metrics", "config", "viz"}
