@@ -8,15 +8,8 @@ training split (the official trains on train + its held-out val).
     streamseg train -D 50salads -M asrf -E paper -o data.split=1   # then the other splits and average
 """
 
-from functools import partial
-
-import torch
-from torch import nn
-
 from streamseg.config import RunParams
-from streamseg.engine.datamodule import DatasetInfo
-from streamseg.engine.module import SegmentationModule
-from streamseg.models import ASRF, ASRFLoss
+from streamseg.engine.recipes import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:
@@ -25,19 +18,3 @@ def configure(params: RunParams) -> None:
     params.train.lr = 5e-4
     params.train.weight_decay = 1e-4
     params.train.seed = 0  # train.py --seed default
-
-
-def build_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
-    """Adam (lr, weight decay 1e-4) and ASRF's own loss: class stages CE + 0.15 T-MSE, boundary BCE x 0.1."""
-    if not isinstance(net, ASRF):
-        raise TypeError(f"this experiment trains ASRF (-M asrf) with its boundary loss, got {type(net).__name__}")
-    t = params.train
-    return SegmentationModule(
-        net,
-        info,
-        loss=ASRFLoss(net, info.num_classes, smooth_weight=0.15, boundary_weight=0.1),
-        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
-        chunk_size=t.chunk_size,
-        tbptt_chunks=t.tbptt_chunks,
-        grad_clip=t.grad_clip,
-    )

@@ -8,15 +8,8 @@ attention makes a block ~2.5x an MS-TCN layer of the same width on a CPU, so thi
 per epoch, and trains 25 epochs instead of 30.
 """
 
-from functools import partial
-
-import torch
-from torch import nn
-
 from streamseg.config import RunParams
-from streamseg.engine.datamodule import DatasetInfo
-from streamseg.engine.module import SegmentationModule
-from streamseg.models.losses import SegmentationLoss
+from streamseg.engine.recipes import asformer_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:
@@ -28,19 +21,3 @@ def configure(params: RunParams) -> None:
     params.train.lr = 1e-3
     params.train.weight_decay = 1e-5
     params.train.seed = 0
-
-
-def build_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
-    """Adam with weight decay and ReduceLROnPlateau(0.5, patience 3) on `train/loss`, as the paper recipe."""
-    t = params.train
-    return SegmentationModule(
-        net,
-        info,
-        loss=SegmentationLoss(info.num_classes),
-        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
-        scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min", factor=0.5, patience=3),
-        scheduler_monitor="train/loss",
-        chunk_size=t.chunk_size,
-        tbptt_chunks=t.tbptt_chunks,
-        grad_clip=t.grad_clip,
-    )

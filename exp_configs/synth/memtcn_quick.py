@@ -16,3 +16,14 @@ def configure(params: RunParams) -> None:
     params.train.lr = 1e-3
     params.train.chunk_size = 32
     params.train.tbptt_chunks = 2
+
+
+def search_space(trial) -> dict:
+    """`streamseg search -D synth -M memtcn -E quick --trials 20 --cost latency`: accuracy against
+    latency; the chunk size sets the algorithmic latency ((chunk - 1) x sample rate frames)."""
+    return {
+        "train.lr": trial.suggest_float("train.lr", 1e-4, 1e-2, log=True),
+        "model.num_layers": trial.suggest_int("model.num_layers", 4, 10),
+        "model.num_maps": trial.suggest_categorical("model.num_maps", [16, 32, 64]),
+        "train.chunk_size": trial.suggest_categorical("train.chunk_size", [8, 16, 32, 64]),
+    }

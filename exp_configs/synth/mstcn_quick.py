@@ -18,3 +18,14 @@ def configure(params: RunParams) -> None:
     params.train.batch_size = 4  # videos per step; the paper uses 1, 4 is faster on a CPU
     params.train.lr = 1e-3
     params.train.seed = 0
+
+
+def search_space(trial) -> dict:
+    """`streamseg search -D synth -M mstcn -E quick --trials 20`: learning rate and network size.
+    Names of the suggestions are the override keys, so Optuna's tables read like `-o` flags."""
+    return {
+        "train.lr": trial.suggest_float("train.lr", 1e-4, 1e-2, log=True),
+        "model.num_layers": trial.suggest_int("model.num_layers", 4, 10),
+        "model.num_maps": trial.suggest_categorical("model.num_maps", [16, 32, 64]),
+        "model.dropout": trial.suggest_float("model.dropout", 0.0, 0.5, step=0.1),
+    }
