@@ -18,6 +18,7 @@ FORBIDDEN = {
     "engine": {"cli", "integrations"},
     "integrations": {"cli"},
     "deploy": {"cli", "integrations"},
+    "search": {"cli"},
     "viz": {"engine", "cli", "models", "data", "integrations"},
 }
 NO_LIGHTNING = {"models", "data", "metrics", "config", "viz"}

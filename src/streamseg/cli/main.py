@@ -5,6 +5,10 @@
     streamseg evaluate --pred-dir P --gt-dir G [--bg background] [--json out.json]
     streamseg data synth [--root data/synth]
     streamseg data check ROOT
+    streamseg search   -D synth -M mstcn -E quick --trials 20 [--storage URL] [--cost flops]
+    streamseg export onnx RUN_DIR [--out model.onnx]
+    streamseg infer    VIDEO --model (RUN_DIR | model.onnx) [--events events.jsonl]
+    streamseg bench    -D synth -M tsm_memtcn -E chunk32 [--streams 16 --chunk 32 --device cuda]
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import bench as bench_cmd
 from . import data as data_cmd
 from . import evaluate as evaluate_cmd
+from . import export as export_cmd
+from . import infer as infer_cmd
+from . import search as search_cmd
 from . import train as train_cmd
 
 
@@ -25,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parsers(sub)
     evaluate_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
+    search_cmd.add_parser(sub)
+    export_cmd.add_parser(sub)
+    bench_cmd.add_parser(sub)
+    infer_cmd.add_parser(sub)
     return parser
 
 

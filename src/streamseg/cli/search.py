@@ -1,0 +1,158 @@
+"""`streamseg search`: hyper-parameter / architecture search over the experiment's `search_space(trial)`.
+
+    streamseg search -D synth -M mstcn -E quick --trials 20                       # SQLite in the study folder
+    streamseg search ... --trials 50 --storage postgresql://user:pw@db:5432/optuna   # run on every machine
+    streamseg search ... --trials 50 --storage journal:/shared/optuna.journal        # shared filesystem
+    streamseg search ... --objective f1@50 --cost flops                              # Pareto front
+    streamseg search ... --objective f1@50 --cost params --max-cost 2e5              # budget as a constraint
+    streamseg search ... --report                                                    # table and plots only
+
+Every worker runs the same command; together they run `--trials` trials (complete or pruned). Each
+trial trains on the train split and is scored on the validation split (never test); the best trial's
+`streamseg train ... -o ...` command is printed. Study folder:
+<root>/<dataset>/<model>_<exp>/search/<study>/ (study.db, trials/, plots/, best.json). See docs/search.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from rich.console import Console
+
+from ..config import ConfigError, load_configs, resolve_params
+
+console = Console()
+METRICS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from .common import add_config_args
+    from .train import add_telegram_args
+
+    p = sub.add_parser("search", help="hyper-parameter / architecture search with Optuna", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--trials", type=int, required=True, help="trials of the whole study (complete or pruned)")
+    p.add_argument("--study", default=None, help="study name (default: <dataset>-<model>_<exp>)")
+    p.add_argument("--storage", default=None,
+                   help="sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB or journal:PATH "
+                        "(default: sqlite study.db in the study folder)")
+    p.add_argument("--objective", choices=METRICS, default=None,
+                   help="validation metric to maximise (default: the experiment's train.monitor)")
+    p.add_argument("--cost", choices=("params", "flops", "latency"), default=None,
+                   help="a cost to minimise as a second objective (or, with --max-cost, a constraint)")
+    p.add_argument("--max-cost", type=float, default=None, help="budget on --cost: one objective, cost <= budget")
+    p.add_argument("--sampler", choices=("tpe", "random", "nsga2"), default="tpe")
+    p.add_argument("--seed", type=int, default=None,
+                   help="sampler seed (default: random; give each concurrent worker its own)")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--devices", type=int, default=1, help="processes per trial (>1: a DDP run per trial)")
+    p.add_argument("--heartbeat", type=int, default=10, help="seconds between heartbeats of a running trial")
+    p.add_argument("--grace", type=int, default=120,
+                   help="seconds without a heartbeat after which a trial's worker is taken as dead")
+    p.add_argument("--max-retry", type=int, default=2, help="re-runs of a dead worker's trial")
+    p.add_argument("--report", action="store_true", help="print the table and write the plots; run no trial")
+    add_telegram_args(p)
+    p.set_defaults(func=run_search, telegram_every=1)
+
+
+def _fixed_overrides(args: argparse.Namespace, configs: Any) -> tuple[list[str], str]:
+    """The command line's -o items with the objective as `train.monitor`; returns (items, metric)."""
+    fixed = list(args.override)
+    params, applied = resolve_params(configs, fixed)
+    if params.train.select_on != "val":
+        raise ConfigError("train.select_on must be 'val' for a search: trials are compared on validation scores")
+    metric = args.objective or params.train.monitor
+    if args.objective and "train.monitor" in applied and applied["train.monitor"] != args.objective:
+        raise ConfigError(f"--objective {args.objective} contradicts -o train.monitor={applied['train.monitor']}")
+    if metric not in METRICS:
+        raise ConfigError(f"train.monitor = {metric!r}: expected one of {list(METRICS)}")
+    if "train.monitor" not in applied:
+        fixed.append(f"train.monitor={metric}")
+    return fixed, metric
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ..engine.rundir import experiment_dir
+    from ..engine.runner import Hardware
+    from ..search import Objective, SearchSpec, StudyConfig, open_storage, open_study, print_report, run_worker
+    from ..search.report import save_plots, write_best
+    from .train import _accelerator
+
+    logging.getLogger("optuna").setLevel(logging.INFO)
+    if args.max_cost is not None and args.cost is None:
+        raise SystemExit("error: --max-cost needs --cost (params, flops or latency)")
+    try:
+        configs = load_configs(args.dataset, args.model, args.exp, args.config_root)
+        fixed, metric = _fixed_overrides(args, configs)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    name = args.study or f"{configs.dataset_name}-{configs.model_name}_{configs.exp_name}"
+    study_dir = experiment_dir(args.root, configs.dataset_name, configs.model_name, configs.exp_name) / "search" / name
+    try:
+        storage, url = open_storage(args.storage, study_dir, args.heartbeat, args.grace, args.max_retry)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    multi = args.cost is not None and args.max_cost is None
+    cfg = StudyConfig(
+        name=name,
+        directions=["maximize", "minimize"] if multi else ["maximize"],
+        defining={"objective": metric, "cost": args.cost, "max_cost": args.max_cost, "fixed_overrides": sorted(fixed),
+                  "configs": [configs.dataset_name, configs.model_name, configs.exp_name]},
+        sampler=args.sampler, seed=args.seed, pruner=args.pruner, max_cost=args.max_cost,
+    )
+    try:
+        study = open_study(storage, cfg)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    console.print(f"study {name!r} in {url}; folder {study_dir}")
+    if not args.report:
+        if multi and args.pruner != "none":
+            console.print("note: no pruning with two objectives (Optuna cannot prune multi-objective trials)")
+        hw = Hardware(_accelerator(args.accelerator), args.devices, 1)
+        spec = SearchSpec(args.dataset, args.model, args.exp, args.config_root, fixed, study_dir, args.root, hw,
+                          cost=args.cost, multi_objective=multi, max_cost=args.max_cost,
+                          prune=not multi)
+        notify = _telegram_progress(args, metric)
+        try:
+            ran = run_worker(study, Objective(spec, configs), args.trials, on_trial_end=notify)
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
+        console.print(f"this worker ran {ran} trial(s)")
+        if notify is not None:
+            notify(study, None)
+    print_report(console, study, metric, args.cost)
+    write_best(study, study_dir / "best.json")
+    for path in save_plots(study, study_dir / "plots", metric, args.cost):
+        console.print(f"plot: {path}")
+    return 0
+
+
+def _telegram_progress(args: argparse.Namespace, metric: str):
+    """A trial-end hook that sends a search report every `--telegram-every` finished trials (None: off).
+    Called with trial None at the end for the final report."""
+    if args.telegram is None:
+        return None
+    from ..integrations.telegram import telegram_notifier_from_cli
+    from ..search.report import best_trials
+    from ..search.study import DONE, count
+
+    notifier = telegram_notifier_from_cli(args.telegram, args.telegram_keys, None)
+    if notifier is None:
+        return None
+
+    def notify(study, trial) -> None:
+        done = count(study, DONE)
+        if trial is not None and done % max(1, args.telegram_every) != 0:
+            return
+        best = best_trials(study)
+        top = best[0] if best else None
+        params = dict(item.split("=", 1) for item in top.user_attrs.get("overrides", [])) if top else {}
+        notifier.search_progress(study.study_name, done, args.trials, f"val {metric}",
+                                 top.values[0] if top else None, top.number if top else None, params,
+                                 finished=trial is None)
+
+    return notify

@@ -1,0 +1,143 @@
+"""One trial: the experiment's search space -> params -> (cost) -> train on the train split -> best
+validation value of `train.monitor` (never a test-split number).
+
+A trial trains in this process with `engine.runner.train_and_test` into its own run root,
+`<study folder>/trials/trial_<number>/`, as a fresh version, with a `PruningCallback`. With
+`devices > 1` it runs `streamseg train ... --devices N` as a child process instead (torchrun under
+the hood): the trial's parameters are on the command line, so every rank gets the same ones by
+construction; such trials are not pruned per epoch (see docs/search.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from ..config import ConfigError, ConfigSet
+from ..engine.recipes import is_stream_input
+from ..engine.runner import METRIC_KEYS, Hardware, train_and_test
+from .cost import model_cost
+from .pruning import PruningCallback
+from .space import override_args, sample_overrides, train_command
+
+# user attributes every trial carries (read by the report and by optuna-dashboard)
+ATTR_OVERRIDES = "overrides"  # the trial's searched -o items
+ATTR_COMMAND = "command"  # `streamseg train ...` that re-runs it
+ATTR_SEED = "seed"  # train.seed of the run
+ATTR_COST = "cost"
+ATTR_RUN = "run_dir"
+ATTR_TEST = "test_metrics"  # shown for information only; never optimised
+ATTR_SKIPPED = "skipped"  # why a trial did not train (over the cost budget, budget of trials reached)
+
+
+@dataclass
+class SearchSpec:
+    """What every trial of a search shares.
+
+    dataset / model / exp / config_root: as given to `-D/-M/-E/--config-root`. fixed: the command line's
+    `-o` items (the objective's `train.monitor` included). study_dir: the study folder (trial runs go in
+    `trials/`). root: the `-R` printed in re-run commands. cost: "params" | "flops" | "latency" | None;
+    multi_objective: the cost is a second objective (else, with max_cost, a constraint). prune: report
+    each validation epoch to the trial (learning curves in the study; the study's pruner decides whether
+    to stop; Optuna cannot do this for multi-objective studies)."""
+
+    dataset: str
+    model: str
+    exp: str
+    config_root: str | None
+    fixed: list[str]
+    study_dir: Path
+    root: str
+    hw: Hardware = field(default_factory=Hardware)
+    cost: str | None = None
+    multi_objective: bool = False
+    max_cost: float | None = None
+    prune: bool = True
+
+
+class Objective:
+    """`objective(trial)` for `study.optimize`: the trial's validation score (and cost).
+
+    before_trial(trial) runs first (the study's trial budget check; it may raise to skip the trial)."""
+
+    def __init__(self, spec: SearchSpec, configs: ConfigSet,
+                 before_trial: Callable[[optuna.Trial], None] | None = None) -> None:
+        self.spec = spec
+        self.configs = configs
+        self.before_trial = before_trial
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        spec = self.spec
+        if self.before_trial is not None:
+            self.before_trial(trial)
+        overrides, params, applied = sample_overrides(self.configs, trial, spec.fixed)
+        args = [*spec.fixed, *override_args(overrides)]
+        if "train.seed" not in applied:  # the seed is part of what ran: always in the re-run command
+            args.append(f"train.seed={params.train.seed}")
+        trial.set_user_attr(ATTR_OVERRIDES, override_args(overrides))
+        trial.set_user_attr(ATTR_SEED, params.train.seed)
+        trial.set_user_attr(ATTR_COMMAND, train_command(spec.dataset, spec.model, spec.exp, args, spec.root,
+                                                        spec.config_root))
+        cost = self._cost(params) if spec.cost else None
+        if cost is not None:
+            trial.set_user_attr(ATTR_COST, cost)
+            if spec.max_cost is not None and hasattr(trial, "set_constraint"):  # Optuna >= 5; <= 0 is feasible
+                trial.set_constraint(spec.cost, cost - spec.max_cost)
+            if spec.max_cost is not None and cost > spec.max_cost:
+                trial.set_user_attr(ATTR_SKIPPED, f"{spec.cost} {cost:.4g} > budget {spec.max_cost:.4g}")
+                raise optuna.TrialPruned(f"over the {spec.cost} budget")
+        run_root = spec.study_dir / "trials" / f"trial_{trial.number:04d}"
+        if spec.hw.devices * spec.hw.num_nodes > 1:
+            metrics = self._run_ddp(args, run_root)
+        else:
+            metrics = self._run_here(trial, params, applied, run_root)
+        trial.set_user_attr(ATTR_TEST, {k: metrics[k] for k in METRIC_KEYS if k in metrics})
+        value = metrics.get("best_val")
+        if value is None:
+            raise ConfigError(
+                f"trial {trial.number} has no validation score: the dataset has no validation split. "
+                "Search needs one: a splits/val.split<k>.bundle, or -o data.val_fraction=0.2"
+            )
+        if not spec.multi_objective:
+            return float(value)
+        return float(value), float(cost)
+
+    def _cost(self, params: Any) -> float:
+        """The model's cost from its params (the data is prepared once to learn channels and classes)."""
+        if self.spec.cost == "flops" and is_stream_input(params):
+            raise ConfigError("--cost flops is implemented for feature inputs only (this dataset streams video)")
+        dm = self.configs.dataset.build_datamodule(params.data, params.train)
+        dm.prepare_data()
+        info = dm.info
+        net = self.configs.model.build_model(params.model, info.in_channels, info.num_classes)
+        return model_cost(self.spec.cost, net, info.in_channels, params.train.chunk_size, info.sample_rate)
+
+    def _run_here(self, trial: optuna.Trial, params: Any, applied: dict, run_root: Path) -> dict[str, Any]:
+        callbacks = [PruningCallback(trial, params.train.monitor)] if self.spec.prune else []
+        run, metrics = train_and_test(self.configs, params, applied, run_root, self.spec.hw, new=True,
+                                      extra_callbacks=callbacks)
+        trial.set_user_attr(ATTR_RUN, str(run.path))
+        return metrics
+
+    def _run_ddp(self, args: list[str], run_root: Path) -> dict[str, Any]:
+        spec = self.spec
+        cmd = [sys.executable, "-m", "streamseg.cli.main", "train", "-D", spec.dataset, "-M", spec.model,
+               "-E", spec.exp, "-R", str(run_root), "--new", "--devices", str(spec.hw.devices),
+               "--num-nodes", str(spec.hw.num_nodes), "--accelerator", spec.hw.accelerator]
+        if spec.config_root:
+            cmd += ["--config-root", spec.config_root]
+        for item in args:
+            cmd += ["-o", item]
+        code = subprocess.call(cmd)
+        if code != 0:
+            raise RuntimeError(f"trial run failed (exit code {code}): {' '.join(cmd)}")
+        found = sorted(run_root.glob("*/*/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise RuntimeError(f"trial run wrote no metrics.json under {run_root}")
+        return json.loads(found[-1].read_text())
