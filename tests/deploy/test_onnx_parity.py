@@ -51,7 +51,9 @@ def test_onnx_matches_torch_over_a_stream(case: Case, tmp_path) -> None:
         return
     onnx_path, meta_path = export_onnx(net, meta_for(net, case.frame_shape), tmp_path / "m.onnx")
     meta = DeployMeta.from_json(meta_path)
-    assert meta.parity is not None and meta.parity["max_abs_diff"] <= 1e-4
+    # export_onnx already enforced atol + rtol * max|torch| per tensor; the recorded worst case must be
+    # small in absolute terms too (1e-7 for small models, 4e-4 for the ResNet-50 TSM at random init)
+    assert meta.parity is not None and meta.parity["max_abs_diff"] <= 1e-3
     assert meta.lookahead == net.lookahead and meta.opset is not None
     # the graph's state I/O is what the metadata says, and dynamic in batch and time
     streamer = OnnxStreamer(onnx_path, threads=1)
