@@ -91,10 +91,15 @@ def run_train(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     hw = Hardware(_accelerator(args.accelerator), args.devices, args.num_nodes)
+    from ..data.errors import DataError
+    from ..engine.checkpoint_io import CheckpointError, CheckpointWriteError
+
     try:
         run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new,
                                       extra_callbacks=_telegram(args))
-    except ConfigError as e:
+    except (ConfigError, DataError, CheckpointError, CheckpointWriteError, FloatingPointError) as e:
+        # expected failures (bad config or data, damaged checkpoint, full disk, NaN loss): the message
+        # names the file / step; a traceback would only bury it
         raise SystemExit(f"error: {e}") from None
     if dist.detect_launch().is_zero:
         print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} (test)")

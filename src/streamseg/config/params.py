@@ -38,7 +38,10 @@ class TrainParams:
     (a key of metrics.json). select_on: the split that metric is computed on: "val" (a validation split;
     with none, `best` = last epoch) or "test" (explicit opt-in to test-set model selection, which
     published TAS numbers must not use). num_workers: DataLoader workers. val_every: validate every N
-    epochs. log_every: optimizer steps between logged training losses.
+    epochs. log_every: optimizer steps between logged training losses. deterministic: Lightning's
+    deterministic mode (bit-exact resume on CPU). nonfinite: what a NaN/inf training loss does: "stop" the
+    run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
+    details, no optimizer step, counted in `train/skipped_steps`); never trained on.
     """
 
     epochs: int = 50
@@ -57,6 +60,7 @@ class TrainParams:
     val_every: int = 1
     log_every: int = 10
     deterministic: bool = False
+    nonfinite: Literal["stop", "skip"] = "stop"
 
 
 @dataclass

@@ -14,11 +14,19 @@ Evaluation upsamples last-stage predictions back to the original frame rate (eac
 `sample_rate` times, cut to the ground-truth length), gathers (video, prediction, ground truth) from all
 ranks, keeps one copy per video (DistributedSampler pads with duplicates), and scores them with
 `streamseg.metrics`.
+
+A non-finite training loss (NaN/inf) is never trained on. `nonfinite="stop"` raises `FloatingPointError`
+naming the epoch, batch, optimiser step and videos; `"skip"` warns (`NonFiniteLossWarning`, same details),
+contributes no gradient, makes no optimiser step for that batch (under DDP: for that step on every rank,
+so the ranks' weights stay equal), restores the network's buffers (BatchNorm statistics) to their values
+before the batch, restarts carried stream states that went non-finite, and counts the skips in
+`train/skipped_steps` (saved in checkpoints).
 """
 
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,6 +42,11 @@ from .datamodule import DatasetInfo
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """A training batch had a NaN/inf loss and was skipped (train.nonfinite="skip")."""
 
 
 class SegmentationModule(pl.LightningModule):
@@ -50,8 +63,15 @@ class SegmentationModule(pl.LightningModule):
         scheduler_monitor: str | None = None,
         stream_batches: bool = False,
         grad_clip: float = 0.0,
+        nonfinite: str = "stop",
     ):
         super().__init__()
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"train.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
+        self.nonfinite = nonfinite  # the runner sets it from train.nonfinite, whatever build_module passed
+        self.skipped_steps = 0
+        self._window_good = 0  # batches with a finite loss since the last optimiser step (skip mode)
+        self._buffer_snapshot: list[Tensor] = []  # skip mode: buffers before the current batch / window
         # Stream batches (chunks of B parallel streams, see engine/stream_datamodule.py) carry the state
         # from one training step to the next, so the backward pass runs every `tbptt_chunks` steps:
         # manual optimisation. `loss` must then sum (SegmentationLoss(reduction="sum")); the module
@@ -108,19 +128,29 @@ class SegmentationModule(pl.LightningModule):
         state = self._slot_state(state, batch)
         return self.net(batch["x"], state, batch["mask"].unsqueeze(1))
 
-    def _stream_training_step(self, batch: dict) -> None:
+    def _stream_training_step(self, batch: dict, batch_idx: int) -> None:
+        if not self._window:
+            self._snapshot_buffers()
         logits, self._train_state = self._stream_forward(batch, self._train_state)
         loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
         w = self._window
         w["loss"] = w.get("loss", 0.0) + loss_sum
         w["frames"] = w.get("frames", 0) + parts["frames"]
         w["chunks"] = w.get("chunks", 0) + 1
+        w.setdefault("names", []).extend(n for n in batch["names"] if n is not None and n not in w["names"])
         last_step = self.trainer.is_last_batch
         if w["chunks"] < self.tbptt_chunks and not last_step:
             return
         loss = w["loss"] / w["frames"].clamp(min=1)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.global_step}, videos {batch['names']}")
+        if self._nonfinite(loss, w["names"], batch_idx):
+            # no backward, no step; a state that went non-finite would poison every later chunk of its
+            # streams, so all slots restart from the initial state
+            if any(not torch.isfinite(s).all() for s in self._train_state):
+                self._train_state = None
+            else:
+                self._train_state = tuple(s.detach() for s in self._train_state)
+            self._window = {}
+            return
         opt = self.optimizers()
         opt.zero_grad()
         self.manual_backward(loss)
@@ -132,11 +162,14 @@ class SegmentationModule(pl.LightningModule):
         self._window = {}
         bs = len(batch["names"])
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("train/epoch_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
         self._train_state, self._window = None, {}
 
     def on_train_epoch_end(self) -> None:
+        # the same count on every rank (skip decisions are reduced), so no sync is needed
+        self.log("train/skipped_steps", float(self.skipped_steps), sync_dist=False)
         if self.stream_batches and self.lr_schedulers() is not None:
             sched = self.lr_schedulers()
             if self.scheduler_monitor:
@@ -164,19 +197,71 @@ class SegmentationModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         if self.stream_batches:
-            return self._stream_training_step(batch)
+            return self._stream_training_step(batch, batch_idx)
+        self._snapshot_buffers()
         logits = self(batch["features"], batch["mask"])
         loss, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss {loss.item()} at step {self.global_step}, videos {batch['names']}"
-            )
+        if self._nonfinite(loss, list(batch["names"]), batch_idx):
+            # Returning None is not allowed under DDP, so return a zero that reaches every parameter: the
+            # backward pass (and DDP's all-reduce) runs on every rank, adding zero gradients, and
+            # optimizer_step leaves the weights alone when no batch since the last step was finite.
+            return sum(p.sum() for p in self.net.parameters() if p.requires_grad) * 0.0
+        self._window_good += 1
         bs = len(batch["names"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        # the epoch mean, for schedulers stepped on the training loss (ReduceLROnPlateau in ASFormer)
+        self.log("train/epoch_loss", loss, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         for k, v in parts.items():
             if torch.is_tensor(v) and v.ndim == 0 and k != "frames":
                 self.log(f"train/{k}", v, batch_size=bs, sync_dist=True)
         return loss
+
+    # ------------------------------------------------------------------ non-finite losses
+    def _nonfinite(self, loss: Tensor, names: list, batch_idx: int) -> bool:
+        """True when this step must be skipped (train.nonfinite="skip" and a loss on any rank is NaN/inf);
+        raises FloatingPointError for "stop". The message names epoch, batch, step and videos."""
+        bad = not bool(torch.isfinite(loss.detach()))
+        where = (f"epoch {self.current_epoch}, batch {batch_idx}, optimizer step {self.global_step}, "
+                 f"videos {[n for n in names if n is not None]}")
+        if self.nonfinite == "stop":
+            if bad:
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at {where} "
+                                         "(set train.nonfinite=skip to skip such batches)")
+            return False
+        # every rank must take the same decision, or their optimiser steps (and weights) would differ
+        skip = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if skip:
+            self._restore_buffers()
+            self.skipped_steps += 1
+            what = f"non-finite training loss {loss.item()} at {where}" if bad else (
+                f"a non-finite loss on another rank at {where}")
+            warnings.warn(f"{what}: skipped ({self.skipped_steps} skipped so far)", NonFiniteLossWarning,
+                          stacklevel=2)
+        return skip
+
+    def _snapshot_buffers(self) -> None:
+        """Copy the float buffers (BatchNorm running statistics: per-channel vectors, a few KB) so that a
+        skipped batch's forward pass cannot leave NaN in them; skip mode only."""
+        if self.nonfinite == "skip":
+            self._buffer_snapshot = [b.detach().clone() for b in self.net.buffers() if b.is_floating_point()]
+
+    @torch.no_grad()
+    def _restore_buffers(self) -> None:
+        buffers = [b for b in self.net.buffers() if b.is_floating_point()]
+        for b, saved in zip(buffers, self._buffer_snapshot):
+            b.copy_(saved)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Lightning's step, except in skip mode: no step when every batch since the last one was skipped."""
+        if self.nonfinite != "skip" or optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        result = optimizer_closure()  # training_step + backward, as Lightning's own step would run them
+        good, self._window_good = self._window_good, 0
+        if good == 0:
+            optimizer.zero_grad()
+            return None
+        # the closure already ran; precision plugins call this one, and clip gradients after it
+        return optimizer.step(closure=lambda: result)
 
     def configure_optimizers(self) -> Any:
         opt = self.optimizer_factory(self.net.parameters())
@@ -258,8 +343,10 @@ class SegmentationModule(pl.LightningModule):
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
+        checkpoint["skipped_steps"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         rng = checkpoint.get("rng")
         if not rng:
             return

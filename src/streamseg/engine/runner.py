@@ -1,7 +1,12 @@
 """Assemble and run training and testing: reads top to bottom, like a reference training script.
 
-    configs + params -> run directory (rank 0 decides, all ranks agree) -> data -> model -> module
-      -> Trainer(fit, resume from last.ckpt) -> test with best.ckpt -> metrics.json, predictions, DONE
+    configs + params -> run directory (rank 0 decides, all ranks agree) -> data (prepared, then checked:
+      every problem at once, before any training) -> model -> module
+      -> Trainer(fit, resume from last.ckpt, or last.prev.ckpt when last is damaged)
+      -> test with best.ckpt -> metrics.json, predictions, DONE
+
+Checkpoints are written atomically with the previous generation kept (`checkpoint_io`); what is
+guaranteed under crashes and bad input, and the tests that hold it, is in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from . import dist
-from .datamodule import DatasetInfo
+from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
+from .datacheck import DatasetProblems, run_data_problems
+from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
@@ -33,16 +40,33 @@ class Hardware:
 
 
 def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[Any, DatasetInfo, SegmentationModule]:
-    """DataModule, dataset info and LightningModule for `params`, data prepared once per node."""
+    """DataModule, dataset info and LightningModule for `params`, data prepared once per node and checked.
+
+    Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout."""
     dm = configs.dataset.build_datamodule(params.data, params.train)
     if launch.local_rank == 0:
         dm.prepare_data()
     dist.barrier()
+    check_data(params, launch)
     info = dm.info
     net = configs.model.build_model(params.model, info.in_channels, info.num_classes)
     builder = getattr(configs.exp, "build_module", default_module)
     module = builder(net, params, info)
+    # the policy is the run's, whatever the experiment's build_module passed
+    module.nonfinite = params.train.nonfinite
     return dm, info, module
+
+
+def check_data(params: RunParams, launch: dist.Launch) -> None:
+    """`streamseg.engine.datacheck` on rank 0 (datasets in the standard layout), result shared by all
+    ranks so that they all stop together with the same report."""
+    if not isinstance(params.data, TASDatasetParams):
+        return  # a custom layout: its DataModule is responsible for its own checks
+    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params)) \
+        if launch.is_zero else None
+    problems = dist.broadcast(problems)
+    if problems:
+        raise DatasetProblems(params.data.root, problems)
 
 
 def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callbacks: list) -> pl.Trainer:
@@ -72,6 +96,7 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
             CSVLogger(str(run.logs), name="", version="csv"),
         ],
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
     )
 
@@ -118,14 +143,17 @@ def train_and_test(
     params_json = to_jsonable(params)
     exp_dir = experiment_dir(root, configs.dataset_name, configs.model_name, configs.exp_name)
 
-    run = choose_run_dir(exp_dir, params_json, new=new) if launch.is_zero else None
-    if launch.is_zero:
-        write_snapshot(run, configs.paths(), params_json, overrides)
-    run = dist.broadcast(run)
-
     pl.seed_everything(params.train.seed, workers=True, verbose=False)
     started = time.time()
+    # data prepared and checked before a run directory exists: a broken dataset leaves nothing behind
     dm, info, module = build(configs, params, launch)
+
+    run = choose_run_dir(exp_dir, params_json, new=new) if launch.is_zero else None
+    if launch.is_zero:
+        if run.resume_from is not None:  # a damaged last.ckpt falls back to last.prev.ckpt, with a warning
+            run.resume_from = usable_checkpoint(run.resume_from)
+        write_snapshot(run, configs.paths(), params_json, overrides)
+    run = dist.broadcast(run)
     has_val = dm.has_val
     callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
     trainer = _trainer(params, run, hw, has_val, callbacks)
@@ -134,6 +162,7 @@ def train_and_test(
 
     best = run.checkpoints / "best.ckpt"
     ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
+    ckpt = dist.broadcast(usable_checkpoint(ckpt) if trainer.is_global_zero else None)
     metrics = test(trainer, module, dm, run, ckpt)
     metrics["best_val"] = _best_val(callbacks, params)
     if trainer.is_global_zero:

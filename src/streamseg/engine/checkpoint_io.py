@@ -1,0 +1,210 @@
+"""Crash-safe checkpoint files: atomic writes, one previous generation kept, validation with fallback.
+
+Lightning's default `TorchCheckpointIO` writes straight to the target, so a job killed mid-write (or a
+full disk) leaves a truncated `last.ckpt` and the run cannot resume. `AtomicCheckpointIO` (a Trainer
+plugin) writes instead::
+
+    serialize to memory -> <name>.partial (write, fsync) -> hard-link the current <name> to <stem>.prev.ckpt
+      -> os.replace(<name>.partial, <name>) -> fsync the directory
+
+so at every instant `<name>` is either the previous complete file or the new complete file, and after a
+save `<stem>.prev.ckpt` holds the generation before it (a second line of defence when `<name>` is later
+damaged on disk). A failed write (ENOSPC, EDQUOT, EIO, ...) removes the partial file, leaves both
+generations untouched and raises `CheckpointWriteError` naming the file and the cause.
+
+`usable_checkpoint(path)` is what resume and test call: it checks the zip records' CRC-32 and loads
+`path` with `weights_only=True` (so a checkpoint can never run code) and, when it is truncated or corrupt, falls back to `<stem>.prev.ckpt`
+with a warning; when neither loads it raises `CheckpointError` naming both files and why.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+# Checkpoint keys a Lightning training checkpoint always has; a file without them cannot resume a run.
+_REQUIRED_KEYS = ("state_dict", "epoch", "global_step")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint: the message names each file tried and why it was rejected."""
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (disk full, quota, I/O error); the previous checkpoint is intact."""
+
+
+def previous_path(path: str | Path) -> Path:
+    """`checkpoints/last.ckpt` -> `checkpoints/last.prev.ckpt` (the generation before `path`)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _partial_path(path: Path) -> Path:
+    # one writer per run directory (global rank 0), so a fixed name: a stale one from a killed save is
+    # simply overwritten by the next save
+    return path.with_name(path.name + ".partial")
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """os.write until every byte is on its way (a regular file may accept fewer bytes per call)."""
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable: the directory entry must reach the disk, not only the file's data."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # a platform or file system without directory handles: best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | Path, keep_previous: bool = True) -> None:
+    """`torch.save(obj)` to `path` so that a crash at any point leaves a complete file there.
+
+    With `keep_previous`, the file `path` held before is kept as `previous_path(path)`. Raises
+    `CheckpointWriteError` (an OSError, errno of the cause) when the data cannot be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # serialise first: a serialisation error must not touch the disk
+    partial = _partial_path(path)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, buffer.getbuffer())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        cause = os.strerror(e.errno) if e.errno else str(e)
+        hint = " (disk full: free space, then re-run the same command to resume)" if e.errno in (
+            errno.ENOSPC, errno.EDQUOT) else ""
+        kept = f"; the previous {path.name} is intact" if path.is_file() else "; no earlier checkpoint exists"
+        raise CheckpointWriteError(
+            e.errno, f"{path}: cannot write checkpoint ({buffer.getbuffer().nbytes} bytes): {cause}{hint}{kept}"
+        ) from e
+    if keep_previous and path.is_file():
+        _keep_previous(path)
+    os.replace(partial, path)
+    _fsync_dir(path.parent)
+
+
+def _keep_previous(path: Path) -> None:
+    """`path` -> `previous_path(path)` without ever removing `path` (a hard link, atomically renamed)."""
+    prev = previous_path(path)
+    staging = prev.with_name(prev.name + ".partial")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(path, staging)
+    except OSError:  # a file system without hard links: copy (costs one checkpoint of I/O)
+        import shutil
+
+        shutil.copyfile(path, staging)
+    os.replace(staging, prev)
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint loaded safely (`weights_only=True`: tensors and plain types only, never
+    code); raises `CheckpointError` naming the file when it is truncated, corrupt or not a checkpoint."""
+    path = Path(path)
+    damaged = _zip_crc_failure(path)
+    if damaged is not None:
+        raise CheckpointError(f"{path}: corrupt on disk: record {damaged!r} fails its CRC-32 check")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # truncated zip, bad CRC, or a pickle that would need code to load
+        raise CheckpointError(f"{path}: not a loadable checkpoint (truncated, corrupt, or it needs code to "
+                              f"unpickle, which is refused): {type(e).__name__}: {_first_line(e)}") from e
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not a training checkpoint; expected keys {list(_REQUIRED_KEYS)}, got {keys}")
+    return ckpt
+
+
+def _zip_crc_failure(path: Path) -> str | None:
+    """The first record of a zip-format checkpoint whose CRC-32 does not match, else None.
+
+    torch.save writes a zip with a CRC-32 per record but torch.load does not check them, so a flipped
+    bit inside a tensor would load silently; reading the file once more through zipfile catches it.
+    Files that are not zips (truncated ones among them) are left to torch.load to reject.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return None
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def usable_checkpoint(path: str | Path) -> Path:
+    """`path` when it loads, else `previous_path(path)` (with a warning), else `CheckpointError`."""
+    path = Path(path)
+    try:
+        load_checkpoint_file(path)
+        return path
+    except CheckpointError as e:
+        first = str(e)
+    prev = previous_path(path)
+    if not prev.is_file():
+        raise CheckpointError(f"{first}; and there is no previous checkpoint {prev.name} to fall back to. "
+                              "Start afresh with --new (or delete the damaged file).")
+    try:
+        epoch = load_checkpoint_file(prev)["epoch"]
+    except CheckpointError as e:
+        raise CheckpointError(f"{first}; the previous checkpoint is unusable too: {e}. "
+                              "Start afresh with --new.") from None
+    warnings.warn(f"{first}; falling back to the previous checkpoint {prev} (epoch {epoch}): "
+                  "the work since then is redone", CheckpointFallbackWarning, stacklevel=2)
+    return prev
+
+
+class CheckpointFallbackWarning(UserWarning):
+    """A damaged checkpoint was replaced by its previous generation."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning CheckpointIO plugin: `atomic_save` for every checkpoint, `weights_only` loads.
+
+    Pass it to the Trainer: `Trainer(plugins=[AtomicCheckpointIO()])`. Lightning calls `save_checkpoint`
+    on global rank 0 only.
+    """
+
+    def __init__(self, keep_previous: bool = True) -> None:
+        super().__init__()
+        self.keep_previous = keep_previous
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO.save_checkpoint takes no storage_options, got {storage_options!r}")
+        atomic_save(checkpoint, path, keep_previous=self.keep_previous)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        path = Path(path)
+        path.unlink(missing_ok=True)
+        previous_path(path).unlink(missing_ok=True)
