@@ -129,8 +129,14 @@ def run_test(args: argparse.Namespace) -> int:
         ckpt = Path(args.ckpt)
     if not ckpt.is_file():
         raise SystemExit(f"error: checkpoint {ckpt} does not exist")
-    metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override,
-                              extra_callbacks=_telegram(args))
+    from ..data.errors import DataError
+    from ..engine.checkpoint_io import CheckpointError
+
+    try:
+        metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override,
+                                  extra_callbacks=_telegram(args))
+    except (ConfigError, DataError, CheckpointError) as e:
+        raise SystemExit(f"error: {e}") from None
     write_json(run_path / "metrics.json", metrics)
     print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} ({ckpt.name})")
     return 0
