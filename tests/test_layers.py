@@ -11,11 +11,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "streamseg"
 
 # package -> streamseg packages it must not import
 FORBIDDEN = {
-    "models": {"data", "metrics", "engine", "config", "cli", "viz", "integrations"},
-    "data": {"models", "metrics", "engine", "config", "cli", "viz", "integrations"},
-    "metrics": {"models", "data", "engine", "config", "cli", "viz", "integrations"},
-    "config": {"models", "data", "metrics", "engine", "cli", "viz", "integrations"},
-    "engine": {"cli", "integrations"},
+    "models": {"data", "metrics", "engine", "config", "cli", "viz", "integrations", "api"},
+    "data": {"models", "metrics", "engine", "config", "cli", "viz", "integrations", "api"},
+    "metrics": {"models", "data", "engine", "config", "cli", "viz", "integrations", "api"},
+    "config": {"models", "data", "metrics", "engine", "cli", "viz", "integrations", "api"},
+    "engine": {"cli", "integrations", "api"},
     "integrations": {"cli"},
     "deploy": {"cli", "integrations"},
     "search": {"cli"},
