@@ -1,0 +1,221 @@
+"""The fast streaming step: S streams advanced one fixed-shape chunk at a time, optimised for a GPU.
+
+`StreamStep` wraps any contract model (``forward(x, state, mask) -> (logits, state)``) and applies, each
+optional and measured separately in docs/benchmarks.md:
+
+* **precision**: the weights, input and state cast to bf16/fp16 (pure low-precision inference, no
+  autocast casts per op); labels are compared against fp32 eager by `label_agreement`.
+* **channels_last**: 4-D weights in NHWC; the frame tensor is laid out so that the per-frame
+  ``(B*T, 3, H, W)`` view the encoders take is NHWC too.
+* **compile**: ``torch.compile`` (default mode) of the whole step, preprocessing included, with
+  inductor's *freezing* (weights folded as constants, conv+BN fused) for inference.
+* **cuda_graph**: the compiled step captured once in a CUDA graph and replayed per chunk: static input,
+  mask and state buffers; the new state is copied into the static state inside the graph, so a step is
+  one host->device copy plus one ``replay()``. Shapes are fixed (S, T): a video's last, shorter chunk is
+  padded and masked, which every contract model supports.
+* **uint8 input** (``in_size``): raw ``uint8 (S, 3, T, H0, W0)`` frames are resized (bilinear,
+  ``antialias=False``, ``align_corners=False``, the same kernel as the CPU path in float instead of
+  uint8 arithmetic) and normalised on the device inside the compiled step, so decode workers only
+  decode and colour-convert.
+
+`StreamStep.reset(rows)` zeroes the state of the slots that start a new video. The logits returned by
+`step` are the LAST stage's, ``(S, K, T)``, and with CUDA graphs live in a static buffer that the next
+step overwrites: consume (e.g. ``argmax``) before stepping again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["DTYPES", "StreamStep", "label_agreement"]
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def _inductor_freezing(enabled: bool):
+    """Inductor's ``freezing`` flag for the duration of the first (compiling) calls."""
+    try:
+        from torch._inductor import config as inductor_config
+    except ImportError:  # pragma: no cover - inductor ships with torch >= 2.0
+        yield
+        return
+    old = inductor_config.freezing
+    inductor_config.freezing = enabled
+    try:
+        yield
+    finally:
+        inductor_config.freezing = old
+
+
+class StreamStep:
+    """One streaming step of ``net`` for ``streams`` slots and chunks of ``chunk`` frames.
+
+    Args:
+        net: a contract model (its ``init_state`` zeros are the start-of-video state).
+        sample_shape: one input sample as the MODEL takes it: ``(3, H, W)`` frames or ``(D,)`` features.
+        streams, chunk: the fixed batch ``S`` and chunk length ``T``.
+        device: where to run (``cuda_graph`` needs CUDA).
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        channels_last, compile, cuda_graph: see the module docstring.
+        in_size: ``(H0, W0)``: take ``uint8`` frames of that size and resize + normalise on the device with
+            ``mean``/``std`` (on the [0, 1] scale). None: take the model's input as is (float).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sample_shape: Sequence[int],
+        *,
+        streams: int,
+        chunk: int,
+        device: str | torch.device = "cuda",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        cuda_graph: bool = False,
+        in_size: Sequence[int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        if precision not in DTYPES:
+            raise ValueError(f"StreamStep: precision must be one of {sorted(DTYPES)}, got {precision!r}")
+        if streams < 1 or chunk < 1:
+            raise ValueError(f"StreamStep: streams and chunk must be >= 1, got {streams}, {chunk}")
+        self.device = torch.device(device)
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"StreamStep: cuda_graph needs a CUDA device, got {self.device}")
+        frames = len(sample_shape) == 3
+        if in_size is not None and (not frames or mean is None or std is None):
+            raise ValueError("StreamStep: in_size (uint8 input) needs frame input (3, H, W) and mean/std")
+        self.dtype = DTYPES[precision]
+        self.streams, self.chunk = streams, chunk
+        self.sample_shape = tuple(sample_shape)
+        self.in_size = tuple(in_size) if in_size is not None else None
+        self.channels_last = channels_last and frames
+        net = copy.deepcopy(net).eval().to(self.device)  # casts and layouts must not touch the caller's model
+        if self.dtype != torch.float32:
+            net = net.to(self.dtype)
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        if self.in_size is not None:
+            self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1, 1) * 255
+            self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1, 1) * 255
+        self._fresh = self._cast_state(net.init_state(streams, self.device))
+        self.state = tuple(s.clone() for s in self._fresh)
+        self._fn = torch.compile(self._forward) if compile else self._forward
+        self._compile = compile
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._cuda_graph = cuda_graph
+        self._mask = torch.ones(streams, 1, chunk, device=self.device)
+
+    # ------------------------------------------------------------------------------------------ shapes
+    def input_shape(self) -> tuple[int, ...]:
+        """The ``x`` that `step` takes: ``(S, 3, T, H, W)`` (uint8 at ``in_size`` or model dtype) or ``(S, D, T)``."""
+        if len(self.sample_shape) == 1:
+            return (self.streams, self.sample_shape[0], self.chunk)
+        h, w = self.in_size or self.sample_shape[1:]
+        return (self.streams, 3, self.chunk, h, w)
+
+    def input_dtype(self) -> torch.dtype:
+        return torch.uint8 if self.in_size is not None else self.dtype
+
+    def _cast_state(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return tuple(s.to(self.dtype) if s.is_floating_point() else s for s in state)
+
+    # ----------------------------------------------------------------------------------------- forward
+    def _preprocess(self, x: Tensor) -> Tensor:
+        if self.in_size is not None:  # uint8 (S, 3, T, H0, W0) -> normalised (S, 3, T, H, W)
+            s, _, t, h0, w0 = x.shape
+            h, w = self.sample_shape[1:]
+            f = x.permute(0, 2, 1, 3, 4).reshape(s * t, 3, h0, w0).float()
+            if (h0, w0) != (h, w):
+                f = F.interpolate(f, size=(h, w), mode="bilinear", antialias=False, align_corners=False)
+            x = f.view(s, t, 3, h, w).permute(0, 2, 1, 3, 4)
+            x = ((x - self._mean) / self._std).to(self.dtype)
+        if self.channels_last:
+            # (S, 3, T, H, W) whose memory is (S, T, H, W, 3): the encoders' (S*T, 3, H, W) view is NHWC
+            x = x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+        return x
+
+    def _forward(self, x: Tensor, mask: Tensor, *state: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        logits, new_state = self.net(self._preprocess(x), tuple(state), mask)
+        return logits[-1], tuple(new_state)
+
+    # -------------------------------------------------------------------------------------------- API
+    @torch.no_grad()
+    def reset(self, rows: Tensor | None = None) -> None:
+        """Start-of-video state for the slots where ``rows`` (bool ``(S,)``) is true; all slots if None."""
+        for cur, fresh in zip(self.state, self._fresh):
+            if rows is None:
+                cur.copy_(fresh)
+            else:
+                r = rows.to(self.device).view(-1, *([1] * (cur.dim() - 1)))
+                cur.copy_(torch.where(r, fresh, cur))
+
+    @torch.no_grad()
+    def step(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Advance every slot by one chunk; returns the last stage's logits ``(S, K, T)``."""
+        if tuple(x.shape) != self.input_shape():
+            raise ValueError(f"StreamStep.step: expected x of shape {self.input_shape()}, got {tuple(x.shape)}")
+        mask = self._mask if mask is None else mask.to(self.device, torch.float32).view(self.streams, 1, self.chunk)
+        if not self._cuda_graph:
+            with _inductor_freezing(self._compile):
+                out, new_state = self._fn(x.to(self.device, self.input_dtype(), non_blocking=True), mask, *self.state)
+            for cur, new in zip(self.state, new_state):  # in place: `reset` and callers keep references
+                cur.copy_(new)
+            return out
+        if self._graph is None:
+            self._capture()
+        self._x.copy_(x, non_blocking=True)
+        self._m.copy_(mask, non_blocking=True)
+        self._graph.replay()
+        return self._out
+
+    def _capture(self) -> None:
+        """Warm up (compiling) on a side stream, then capture step + state update in a CUDA graph."""
+        self._x = torch.zeros(self.input_shape(), dtype=self.input_dtype(), device=self.device)
+        self._m = torch.ones(self.streams, 1, self.chunk, device=self.device)
+        scratch = tuple(s.clone() for s in self.state)  # warm-up must not advance the real state
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), _inductor_freezing(self._compile):
+            for _ in range(3):
+                self._fn(self._x, self._m, *scratch)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        ptrs = {s.untyped_storage().data_ptr() for s in self.state}
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), _inductor_freezing(self._compile):
+            out, new_state = self._fn(self._x, self._m, *self.state)
+            for cur, new in zip(self.state, new_state):
+                if new.untyped_storage().data_ptr() in ptrs:  # a view of some state tensor: copy first
+                    new = new.clone()
+                cur.copy_(new)
+        self._graph, self._out = graph, out
+
+
+@torch.no_grad()
+def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Tensor]) -> float:
+    """Share of frame labels (argmax of the last stage) on which ``fast`` agrees with ``reference`` (the
+    fp32 model) run eagerly in fp32 on the same stream of ``chunks`` (each as `StreamStep.step` takes it;
+    uint8 input is preprocessed the same way, in fp32). Both start from a fresh state; ``fast`` is reset after."""
+    ref = StreamStep(reference, fast.sample_shape, streams=fast.streams, chunk=fast.chunk, device=fast.device,
+                     in_size=fast.in_size,
+                     mean=None if fast.in_size is None else (fast._mean.flatten() / 255).tolist(),
+                     std=None if fast.in_size is None else (fast._std.flatten() / 255).tolist())
+    fast.reset()
+    equal = total = 0
+    for x in chunks:
+        a = ref.step(x.float() if fast.in_size is None else x).argmax(1)
+        b = fast.step(x.to(fast.input_dtype())).argmax(1)
+        equal += int((a == b).sum())
+        total += a.numel()
+    fast.reset()
+    return equal / max(total, 1)
