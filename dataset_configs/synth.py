@@ -22,9 +22,11 @@ class Params(TASDatasetParams):
     with_videos: bool = True
     min_frames: int = 200  # video lengths at 15 fps
     max_frames: int = 600
+    feature_dim: int = 64  # 2048 with min/max_frames ~10,000 mimics 50Salads (docs/benchmarks.md)
 
 
 def build_datamodule(p: Params, train: TrainParams) -> LightningDataModule:
     spec = SynthSpec(num_videos=p.num_videos, seed=p.synth_seed, with_videos=p.with_videos,
-                     min_frames=p.min_frames, max_frames=p.max_frames)
+                     min_frames=p.min_frames, max_frames=p.max_frames,
+                     feature_dim=p.feature_dim)
     return build_tas_datamodule(p, train, name="synth", prepare=partial(ensure, p.root, spec))

@@ -41,7 +41,9 @@ class TrainParams:
     epochs. log_every: optimizer steps between logged training losses. deterministic: Lightning's
     deterministic mode (bit-exact resume on CPU). nonfinite: what a NaN/inf training loss does: "stop" the
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
-    details, no optimizer step, counted in `train/skipped_steps`); never trained on.
+    details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
+    network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
+    vary between videos become dynamic after the first recompilation).
     """
 
     epochs: int = 50
@@ -61,6 +63,7 @@ class TrainParams:
     log_every: int = 10
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
+    compile: bool = False
 
 
 @dataclass

@@ -87,9 +87,15 @@ def collate_videos(items: Sequence[dict]) -> dict:
         raise ValueError("collate_videos needs at least one item")
     lengths = torch.tensor([item["features"].shape[1] for item in items], dtype=torch.long)
     batch, dim, longest = len(items), items[0]["features"].shape[0], int(lengths.max())
-    features = torch.zeros(batch, dim, longest, dtype=torch.float32)
-    labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros(batch, longest, dtype=torch.float32)
+    device = items[0]["features"].device  # preloaded on the GPU: batch there too
+    if batch == 1:  # nothing to pad: no copy (a preloaded video is used in place)
+        item = items[0]
+        return {"features": item["features"][None], "labels": item["labels"][None],
+                "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,
+                "names": [item["name"]], "full_labels": [item["full_labels"]]}
+    features = torch.zeros(batch, dim, longest, dtype=torch.float32, device=device)
+    labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long, device=device)
+    mask = torch.zeros(batch, longest, dtype=torch.float32, device=device)
     for b, item in enumerate(items):
         n = int(lengths[b])
         features[b, :, :n] = item["features"]

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from ..config import TrainParams
+from ..config import ConfigError, TrainParams
 from ..data import FeatureVideoDataset, TASLayout, collate_videos
 
 
@@ -29,6 +29,7 @@ class TASDatasetParams:
     from Edit/F1 (the MS-TCN protocol ignores only GTEA's `background`). val_fraction: share of the
     training videos held out for model selection when the dataset has no `val` split. input: what the
     model consumes: pre-extracted `features` (whole videos per item) or `video` streams (chunk batches).
+    preload: keep decoded feature videos in RAM (`memory`) or on the GPU (`device`) after first use.
     """
 
     root: str = "data"
@@ -42,6 +43,9 @@ class TASDatasetParams:
     input: Literal["features", "video"] = "features"
     frame_size: tuple[int, ...] = (224, 224)
     augment: bool = True
+    # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
+    # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
+    preload: Literal["none", "memory", "device"] = "none"
 
 
 @dataclass
@@ -105,6 +109,28 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
+class _CachedItems(torch.utils.data.Dataset):
+    """A `FeatureVideoDataset` whose items are read once and kept (shared by the splits through
+    ``cache``); ``device``: the tensors the model consumes live there (full labels stay on the CPU)."""
+
+    def __init__(self, ds: FeatureVideoDataset, cache: dict[str, dict], device: torch.device | None) -> None:
+        self.ds, self.cache, self.device = ds, cache, device
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> dict:
+        name = self.ds.names[index]
+        item = self.cache.get(name)
+        if item is None:
+            item = self.ds[index]
+            if self.device is not None:
+                item = {**item, "features": item["features"].to(self.device),
+                        "labels": item["labels"].to(self.device)}
+            self.cache[name] = item
+        return item
+
+
 class FeatureDataModule(pl.LightningDataModule):
     """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos."""
 
@@ -123,8 +149,16 @@ class FeatureDataModule(pl.LightningDataModule):
         val_fraction: float = 0.0,
         select_on: str = "val",
         prepare: Callable[[], object] | None = None,
+        preload: str = "none",
     ):
         super().__init__()
+        if preload not in ("none", "memory", "device"):
+            raise ConfigError(f"data.preload must be 'none', 'memory' or 'device', got {preload!r}")
+        if preload == "device" and num_workers > 0:
+            raise ConfigError("data.preload='device' keeps features on the GPU: set train.num_workers=0 "
+                              f"(got {num_workers}); worker processes cannot hand out CUDA tensors")
+        self.preload = preload
+        self._cache: dict[str, dict] = {}
         self.root, self.split, self.name = root, split, name
         self.sample_rate, self.bg_classes, self.fps = sample_rate, tuple(bg_classes), fps
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
@@ -162,6 +196,7 @@ class FeatureDataModule(pl.LightningDataModule):
             val_fraction=p.val_fraction,
             select_on=train.select_on,
             prepare=prepare,
+            preload=getattr(p, "preload", "none"),
         )
 
     @property
@@ -178,7 +213,13 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: str) -> FeatureVideoDataset:
         self.setup()
-        return FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
+        ds = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
+        if self.preload == "none":
+            return ds
+        device = None
+        if self.preload == "device" and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+        return _CachedItems(ds, self._cache, device)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self._dataset(split)

@@ -12,6 +12,7 @@ guaranteed under crashes and bad input, and the tests that hold it, is in docs/r
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
+from .throughput import TrainThroughput
 
 METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
 
@@ -49,12 +51,23 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[A
     dist.barrier()
     check_data(params, launch)
     info = dm.info
-    net = configs.model.build_model(params.model, info.in_channels, info.num_classes)
+    net = build_net(configs.model, params.model, info)
     builder = getattr(configs.exp, "build_module", default_module)
     module = builder(net, params, info)
+    if params.train.compile:
+        module.net.compile()  # nn.Module.compile: in place, state_dict keys unchanged
     # the policy is the run's, whatever the experiment's build_module passed
     module.nonfinite = params.train.nonfinite
     return dm, info, module
+
+
+def build_net(model_config: Any, model_params: Any, info: DatasetInfo) -> Any:
+    """`model_config.build_model(params, in_channels, num_classes)`; a `build_model` that declares a
+    `class_names` parameter (Transeger's text branch) also gets the dataset's class names."""
+    build_model = model_config.build_model
+    if "class_names" in inspect.signature(build_model).parameters:
+        return build_model(model_params, info.in_channels, info.num_classes, class_names=list(info.class_names))
+    return build_model(model_params, info.in_channels, info.num_classes)
 
 
 def check_data(params: RunParams, launch: dist.Launch) -> None:
@@ -105,7 +118,7 @@ def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
     last = ModelCheckpoint(
         dirpath=run.checkpoints, filename="last", save_top_k=1, monitor=None, enable_version_counter=False
     )
-    callbacks: list = [last]
+    callbacks: list = [last, TrainThroughput()]
     if has_val:
         callbacks.append(
             ModelCheckpoint(
@@ -141,6 +154,7 @@ def train_and_test(
     launch = dist.detect_launch()
     dist.init_process_group(launch, hw.accelerator)
     params_json = to_jsonable(params)
+    ranks = check_ranks_params(params_json)
     exp_dir = experiment_dir(root, configs.dataset_name, configs.model_name, configs.exp_name)
 
     pl.seed_everything(params.train.seed, workers=True, verbose=False)
@@ -158,7 +172,7 @@ def train_and_test(
     callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
     trainer = _trainer(params, run, hw, has_val, callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
-    check_ranks_agree(module)
+    weights = check_ranks_agree(module)
 
     best = run.checkpoints / "best.ckpt"
     ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
@@ -169,7 +183,11 @@ def train_and_test(
         metrics["checkpoint"] = ckpt.name
         metrics["train_seconds"] = round(time.time() - started, 1)
         metrics["world_size"] = trainer.world_size
+        metrics["train_throughput"] = next(
+            (cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
         write_json(run.metrics, metrics)
+        if len(ranks) > 1:  # what each DDP rank ran and ended with (equal by the two checks)
+            write_json(run.path / "ranks.json", [{**r, "weights_sha256": _sha256(w)} for r, w in zip(ranks, weights)])
         run.done.write_text("finished\n")
     dist.barrier()
     return run, metrics
@@ -226,14 +244,42 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
     return configs, params, dm, module.eval()
 
 
-def check_ranks_agree(module: SegmentationModule) -> None:
+def _sha256(obj: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def check_ranks_params(params_json: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every DDP rank must resolve the same params (they run the same command line and configs; a config
+    that reads its host, the clock or an unseeded random number would break this). Returns each rank's
+    `{rank, host, pid, params_sha256}`; raises ConfigError on every rank, naming the keys that differ."""
+    import os
+    import platform
+
+    mine = {"rank": dist.detect_launch().rank, "host": platform.node(), "pid": os.getpid(),
+            "params_sha256": _sha256(params_json)}
+    gathered = dist.all_gather((mine, params_json))
+    for rank, (info, other) in enumerate(gathered):
+        if info["params_sha256"] != gathered[0][0]["params_sha256"]:
+            from .rundir import _diff
+
+            raise ConfigError(f"DDP rank {rank} resolved other params than rank 0 ({_diff(gathered[0][1], other)}); "
+                              "every rank must run the same command with the same config files")
+    return [info for info, _ in gathered]
+
+
+def check_ranks_agree(module: SegmentationModule) -> list[list[float]]:
     """After DDP training every rank must hold the same weights; a mismatch means a broken setup
-    (e.g. ranks that saw different data counts), so fail loudly instead of saving rank 0's silently."""
+    (e.g. ranks that saw different data counts), so fail loudly instead of saving rank 0's silently.
+    Returns every rank's per-tensor weight sums."""
 
     summary = [float(p.detach().double().sum()) for p in module.net.parameters()]
     gathered = dist.all_gather(summary)
     if any(g != gathered[0] for g in gathered):
         raise RuntimeError(f"DDP ranks ended training with different weights: {[g[:3] for g in gathered]}")
+    return gathered
 
 
 def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path) -> dict[str, Any]:
