@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DTYPES", "StreamStep", "label_agreement"]
+__all__ = ["DTYPES", "StreamStep", "bench_pipeline", "label_agreement"]
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -219,3 +219,70 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
         total += a.numel()
     fast.reset()
     return equal / max(total, 1)
+
+
+def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
+                   decode_size: Sequence[int] | None = None, pin_memory: bool = True,
+                   prefetch_factor: int = 4, run_model: bool = True) -> dict:
+    """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
+    `streamseg.data.streams.StreamLoader`) -> pinned uint8 batches -> ``step`` on the device.
+
+    ``decode_size``: the size the workers resize to on the CPU; None decodes at the native size and
+    leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
+    played once; ``run_model=False`` measures decoding alone (the same loader, no model).
+    Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
+    waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
+    """
+    import time
+
+    from ..data.streams import StreamBatcher, StreamLoader, StreamVideo
+    from ..data.video import probe
+
+    if step.in_size is None:
+        raise ValueError("bench_pipeline: the step must take uint8 frames (StreamStep(in_size=...))")
+    size = tuple(decode_size) if decode_size is not None else None
+    if (size or step.in_size) != step.in_size:
+        raise ValueError(f"bench_pipeline: frames decoded at {size}, the step takes {step.in_size}")
+    items = []
+    for v in videos:
+        n, _, h, w = probe(v)
+        if size is None and (h, w) != step.in_size:
+            raise ValueError(f"bench_pipeline: {v} is {h}x{w}; the step takes {step.in_size} (native decode)")
+        items.append(StreamVideo(name=str(v), length=n,
+                                 open=_VideoOpener(str(v), sample_rate, size)))
+    batcher = StreamBatcher(items, batch_size=step.streams, chunk_size=step.chunk,
+                            sample_shape=(3, *step.in_size), sample_rate=sample_rate, uint8_frames=True)
+    loader = StreamLoader(batcher, num_workers=workers, pin_memory=pin_memory and step.device.type == "cuda",
+                          prefetch_factor=prefetch_factor)
+    frames = 0
+    wait = 0.0
+    start = time.perf_counter()
+    it = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(it, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            break
+        frames += int(batch["mask"].sum())
+        if run_model:
+            if bool(batch["reset"].any()):
+                step.reset(batch["reset"])
+            step.step(batch["x"].to(step.device, non_blocking=True), batch["mask"].to(step.device, non_blocking=True))
+    if step.device.type == "cuda":
+        torch.cuda.synchronize(step.device)
+    wall = time.perf_counter() - start
+    return {"frames": frames, "wall_s": wall, "frames_per_s": frames / wall, "wait_s": wait,
+            "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items)}
+
+
+class _VideoOpener:
+    """A picklable ``open`` for `StreamVideo` (worker processes rebuild sources from it)."""
+
+    def __init__(self, path: str, sample_rate: int, size: tuple[int, int] | None) -> None:
+        self.path, self.sample_rate, self.size = path, sample_rate, size
+
+    def __call__(self):
+        from ..data.video import VideoFileSource
+
+        return VideoFileSource(self.path, self.sample_rate, self.size)

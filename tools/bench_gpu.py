@@ -1,0 +1,315 @@
+"""GPU speed and scale measurements behind docs/benchmarks.md ("GPU"): one command per part, JSON out.
+
+    python tools/bench_gpu.py model  --out results/       # model-only streaming step, variants, agreement
+    python tools/bench_gpu.py e2e    --out results/       # mp4 -> labels with decode worker processes
+    python tools/bench_gpu.py offline --out results/      # MS-TCN epoch: official recipe vs fast path
+    python tools/bench_gpu.py stream-train --out results/ # TSM+MemoryTCN end-to-end training throughput
+
+Parts:
+* ``model``: TSM-MobileNetV2 + MemoryTCN (SVTAS's paper model, 11 classes) at 224x224, chunks of 32,
+  1 and 16 concurrent streams, for each optimisation level of `streamseg.deploy.accel.StreamStep`:
+  fp32 eager -> bf16 -> + channels_last + torch.compile -> + CUDA graph. Throughput = S*T*steps/time
+  (no per-step synchronisation, median of repeats); latency = per-step time with synchronisation
+  (p50/p99). ``--models`` adds other model configs (e.g. transeger).
+* ``e2e``: synthetic H.264 clips (smooth moving texture, x264 veryfast, 30 fps) at 320x240 and 1280x720
+  decoded by N worker processes; decode alone, model alone and both, to say which bounds the pipeline.
+* ``offline``: MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic features
+  (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test), the official recipe (one
+  video per step, fp32, eager, read per step) against the fast path (features on the GPU, bf16-mixed,
+  torch.compile), same seed and epochs; training-epoch time and test scores of both.
+* ``stream-train``: `streamseg train` of TSM+MemoryTCN on synthetic videos at 224x224 (bf16-mixed),
+  throughput from `TrainThroughput` and peak memory; run under torchrun for the DDP scaling figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from streamseg.deploy.accel import StreamStep, bench_pipeline, label_agreement  # noqa: E402
+from streamseg.deploy.bench import environment  # noqa: E402
+from streamseg.models import tsm_memtcn_mobilenet_v2  # noqa: E402
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+VARIANTS = {  # name: (precision, channels_last, compile, cuda_graph)
+    "fp32-eager": ("fp32", False, False, False),
+    "bf16-eager": ("bf16", False, False, False),
+    "bf16-cl-compile": ("bf16", True, True, False),
+    "bf16-cl-compile-graph": ("bf16", True, True, True),
+}
+
+
+def _dump(out: Path, name: str, data: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    print(json.dumps(data, indent=1, default=str), flush=True)
+
+
+def time_step(step: StreamStep, x: torch.Tensor, steps: int, repeats: int) -> dict:
+    """Throughput (no per-step sync) and latency (per-step sync) of ``step`` on a fixed input."""
+    for _ in range(5):
+        step.step(x)
+    torch.cuda.synchronize()
+    fps = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step.step(x)
+        torch.cuda.synchronize()
+        fps.append(step.streams * step.chunk * steps / (time.perf_counter() - t0))
+    lat = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step.step(x)
+        torch.cuda.synchronize()
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {"frames_per_s": statistics.median(fps), "frames_per_s_runs": fps,
+            "latency_ms_p50": float(np.percentile(lat, 50)), "latency_ms_p99": float(np.percentile(lat, 99))}
+
+
+def _build(name: str, num_classes: int = 11):
+    if name == "tsm_memtcn":
+        return tsm_memtcn_mobilenet_v2(num_classes)
+    from streamseg.config.loader import import_file
+
+    cfg = import_file(REPO / "model_configs" / f"{name}.py", f"_bench_{name}")
+    p = cfg.Params()
+    kwargs = {}
+    import inspect
+
+    if "class_names" in inspect.signature(cfg.build_model).parameters:
+        kwargs["class_names"] = [f"action {i}" for i in range(num_classes)]
+    return cfg.build_model(p, 1280, num_classes, **kwargs)
+
+
+def part_model(args) -> dict:
+    res: dict = {"environment": environment("cuda"), "chunk": args.chunk, "frame_size": [224, 224], "rows": []}
+    for model_name in ["tsm_memtcn", *args.models]:
+        torch.manual_seed(0)
+        net = _build(model_name).eval()
+        for streams in args.streams:
+            x32 = torch.randn(streams, 3, args.chunk, 224, 224, device="cuda")
+            for vname in args.variants:
+                precision, cl, comp, graph = VARIANTS[vname]
+                row = {"model": model_name, "streams": streams, "variant": vname}
+                try:
+                    t0 = time.perf_counter()
+                    step = StreamStep(net, (3, 224, 224), streams=streams, chunk=args.chunk, device="cuda",
+                                      precision=precision, channels_last=cl, compile=comp, cuda_graph=graph)
+                    torch.cuda.reset_peak_memory_stats()
+                    row.update(time_step(step, x32.to(step.input_dtype()), args.steps, args.repeats))
+                    row["setup_s"] = time.perf_counter() - t0
+                    row["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                    if vname != "fp32-eager":
+                        # agreement with fp32 eager over a stream of 8 chunks of smooth random frames
+                        g = torch.Generator(device="cuda").manual_seed(1)
+                        base = torch.randn(streams, 3, 1, 28, 28, device="cuda", generator=g)
+                        chunks = []
+                        for k in range(8):
+                            low = base + 0.3 * k * torch.randn(base.shape, device="cuda", generator=g)
+                            frames = torch.nn.functional.interpolate(low[:, :, 0], size=(224, 224), mode="bilinear")
+                            chunks.append(frames[:, :, None].expand(-1, -1, args.chunk, -1, -1).contiguous())
+                        row["label_agreement_vs_fp32_eager"] = label_agreement(net, step, chunks)
+                    del step
+                except Exception as e:  # record and go on: one failing variant must not lose the others
+                    row["error"] = f"{type(e).__name__}: {e}"
+                    traceback.print_exc()
+                res["rows"].append(row)
+                print(row, flush=True)
+                torch.cuda.empty_cache()
+    return res
+
+
+def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Smooth colour texture (noise at 1/8 resolution, bilinear upsampled) plus mild grain."""
+    low = torch.from_numpy(rng.integers(0, 256, (1, 3, h // 8 + 2, w // 8 + 2)).astype(np.float32))
+    big = torch.nn.functional.interpolate(low, size=(h + 16, w + 16), mode="bilinear", align_corners=False)[0]
+    grain = torch.from_numpy(rng.normal(0, 6, big.shape).astype(np.float32))
+    return (big + grain).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+
+
+def make_clip(path: str, h: int, w: int, frames: int, seed: int) -> str:
+    import av
+
+    rng = np.random.default_rng(seed)
+    tex = _texture(2 * h, 2 * w, rng)
+    with av.open(path, "w") as out:
+        st = out.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(frames):  # the camera pans across the texture: 2 px right, 1 px down per frame
+            dy, dx = (i // 2) % h, (2 * i) % w
+            img = np.ascontiguousarray(tex[dy:dy + h, dx:dx + w])
+            out.mux(st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(st.encode())
+    return path
+
+
+def _clips(folder: Path, h: int, w: int, n: int, frames: int) -> list[str]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [str(folder / f"clip{h}_{i:03d}.mp4") for i in range(n)]
+    todo = [p for p in paths if not Path(p).is_file()]
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(make_clip, todo, [h] * len(todo), [w] * len(todo), [frames] * len(todo), range(len(todo))))
+    return paths
+
+
+def part_e2e(args) -> dict:
+    res: dict = {"environment": environment("cuda"), "rows": []}
+    torch.manual_seed(0)
+    net = tsm_memtcn_mobilenet_v2(11).eval()
+    steps: dict = {}  # one compiled + captured step per input size
+    for (h, w), n, frames in (((240, 320), args.clips, args.clip_frames), ((720, 1280), args.clips // 2, args.clip_frames // 3)):
+        t0 = time.perf_counter()
+        videos = _clips(Path(args.work) / "clips", h, w, n, frames)
+        res[f"clips_{w}x{h}"] = {"videos": n, "frames_each": frames, "generate_s": time.perf_counter() - t0}
+        for workers in args.workers:
+            for where in args.resize_on:
+                row = {"video": f"{w}x{h}", "workers": workers, "resize_on": where, "streams": args.e2e_streams}
+                try:
+                    in_size = (h, w) if where == "device" else (224, 224)
+                    if in_size not in steps:
+                        steps[in_size] = StreamStep(net, (3, 224, 224), streams=args.e2e_streams, chunk=args.chunk,
+                                                    device="cuda", precision="bf16", channels_last=True, compile=True,
+                                                    cuda_graph=True, in_size=in_size, mean=MEAN, std=STD)
+                    step = steps[in_size]
+                    x = torch.zeros(step.input_shape(), dtype=torch.uint8, device="cuda")
+                    row["model_only"] = time_step(step, x, 30, 3)  # also compiles and captures
+                    size = None if where == "device" else (224, 224)
+                    row["decode_only"] = bench_pipeline(step, videos, workers=workers, decode_size=size, run_model=False)
+                    step.reset()
+                    row["end_to_end"] = bench_pipeline(step, videos, workers=workers, decode_size=size)
+                except Exception as e:
+                    row["error"] = f"{type(e).__name__}: {e}"
+                    traceback.print_exc()
+                res["rows"].append(row)
+                print(row, flush=True)
+                _dump(Path(args.out), "e2e_partial", res)
+    # where one decode process spends its time (320x240): decode, + rgb24 conversion, + resize
+    try:
+        import av
+
+        from streamseg.data.video import VideoFileSource
+
+        v = _clips(Path(args.work) / "clips", 240, 320, args.clips, args.clip_frames)[0]
+        t0 = time.perf_counter()
+        with av.open(v) as c:
+            n = sum(1 for _ in c.decode(video=0))
+        dec = time.perf_counter() - t0
+        prof = {"frames": n, "decode_ms_per_frame": 1000 * dec / n}
+        for label, size in (("rgb24_native", None), ("rgb24_resize224", (224, 224))):
+            t0 = time.perf_counter()
+            with VideoFileSource(v, 1, size) as s:
+                while len(s.read(64)):
+                    pass
+            prof[f"{label}_ms_per_frame"] = 1000 * (time.perf_counter() - t0) / n
+        res["single_process_profile_320x240"] = prof
+    except Exception as e:
+        res["profile_error"] = repr(e)
+    return res
+
+
+def _streamseg(*argv: str, env: dict | None = None) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "streamseg.cli.main", *argv]
+    print("$", " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})})
+    print(p.stdout[-3000:], p.stderr[-3000:], flush=True)
+    return p.returncode, p.stderr[-3000:]
+
+
+def _metrics(root: Path, exp: str) -> dict:
+    runs = sorted((root / "synth").glob(f"{exp}/version_*/metrics.json"))
+    return json.loads(runs[-1].read_text()) if runs else {}
+
+
+def part_offline(args) -> dict:
+    data = Path(args.work) / "synth50"
+    common = ["-D", "synth", "-M", "mstcn", "-E", "quick", "--accelerator", "gpu", "--devices", "1",
+              "-o", f"data.root={data}", "-o", "data.num_videos=66", "-o", "data.feature_dim=2048",
+              "-o", "data.min_frames=9000", "-o", "data.max_frames=11000", "-o", "data.with_videos=false",
+              "-o", f"train.epochs={args.epochs}", "-o", "train.batch_size=1", "-o", "train.lr=5e-4",
+              "-o", "model.num_stages=4", "-o", "model.num_layers=10", "-o", "model.num_maps=64"]
+    res: dict = {"environment": environment("cuda"), "epochs": args.epochs}
+    recipes = {
+        "official": [],
+        "fast": ["-o", "data.preload=device", "-o", "train.precision=bf16-mixed", "-o", "train.compile=true"],
+    }
+    for name, extra in recipes.items():
+        root = Path(args.work) / f"runs_{name}"
+        t0 = time.perf_counter()
+        rc, err = _streamseg("train", *common, "-R", str(root), *extra)
+        m = _metrics(root, "mstcn_quick")
+        res[name] = {"rc": rc, "wall_s": time.perf_counter() - t0, "command_extra": extra,
+                     **{k: m.get(k) for k in ("acc", "edit", "f1@10", "f1@25", "f1@50", "train_throughput",
+                                             "train_seconds")}}
+        if rc:
+            res[name]["stderr"] = err
+    try:
+        res["epoch_speedup"] = res["official"]["train_throughput"]["epoch_seconds"] / \
+            res["fast"]["train_throughput"]["epoch_seconds"]
+    except Exception:
+        pass
+    return res
+
+
+def part_stream_train(args) -> dict:
+    data = Path(args.work) / "synthvid"
+    extra = ["-D", "synth", "-M", "tsm_memtcn", "-E", "chunk32", "--accelerator", "gpu", "--devices", str(args.devices),
+             "-o", f"data.root={data}", "-o", f"data.num_videos={args.num_videos}",
+             "-o", "data.frame_size=224,224", "-o", "model.frame_size=224,224",
+             "-o", f"train.epochs={args.epochs}", "-o", f"train.batch_size={args.batch}",
+             "-o", "train.precision=bf16-mixed", "-o", f"train.num_workers={args.loader_workers}",
+             "-o", "train.val_every=1000"]
+    root = Path(args.work) / f"runs_stream_{args.devices}gpu"
+    t0 = time.perf_counter()
+    rc, err = _streamseg("train", *extra, "-R", str(root))
+    m = _metrics(root, "tsm_memtcn_chunk32")
+    return {"environment": environment("cuda"), "devices": args.devices, "rc": rc, "wall_s": time.perf_counter() - t0,
+            "args": extra, "stderr": err if rc else "", **{k: m.get(k) for k in ("acc", "edit", "f1@50",
+                                                                                "train_throughput", "world_size")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=["model", "e2e", "offline", "stream-train"])
+    ap.add_argument("--out", default="results")
+    ap.add_argument("--work", default="/tmp/streamseg_bench")
+    ap.add_argument("--chunk", type=int, default=32)
+    ap.add_argument("--streams", type=int, nargs="+", default=[16, 1])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--models", nargs="*", default=[], help="more model configs for the model part (e.g. transeger)")
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--clip-frames", type=int, default=600)
+    ap.add_argument("--workers", type=int, nargs="+", default=[16])
+    ap.add_argument("--e2e-streams", type=int, default=16)
+    ap.add_argument("--resize-on", nargs="+", default=["device", "cpu"], choices=["device", "cpu"])
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--devices", type=int, default=1)
+    ap.add_argument("--num-videos", type=int, default=120)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--loader-workers", type=int, default=6)
+    args = ap.parse_args()
+    fn = {"model": part_model, "e2e": part_e2e, "offline": part_offline, "stream-train": part_stream_train}[args.part]
+    name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu"
+    _dump(Path(args.out), name, fn(args))
+
+
+if __name__ == "__main__":
+    main()
