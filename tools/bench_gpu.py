@@ -134,11 +134,18 @@ def part_model(args) -> dict:
 
 
 def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth colour texture (noise at 1/8 resolution, bilinear upsampled) plus mild grain."""
-    low = torch.from_numpy(rng.integers(0, 256, (1, 3, h // 8 + 2, w // 8 + 2)).astype(np.float32))
-    big = torch.nn.functional.interpolate(low, size=(h + 16, w + 16), mode="bilinear", align_corners=False)[0]
-    grain = torch.from_numpy(rng.normal(0, 6, big.shape).astype(np.float32))
-    return (big + grain).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    """Smooth colour texture (noise at 1/8 resolution, linearly upsampled) plus mild grain; numpy only,
+    so clip-making processes never touch torch's thread pools."""
+    low = rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
+    ys, xs = np.linspace(0, low.shape[0] - 1, h), np.linspace(0, low.shape[1] - 1, w)
+    rows = np.stack([np.stack([np.interp(xs, np.arange(low.shape[1]), low[i, :, c]) for c in range(3)], -1)
+                     for i in range(low.shape[0])])  # (h_low, w, 3)
+    big = np.empty((h, w, 3), np.float32)
+    for c in range(3):
+        for j in range(w):
+            big[:, j, c] = np.interp(ys, np.arange(low.shape[0]), rows[:, j, c])
+    big += rng.normal(0, 6, big.shape).astype(np.float32)
+    return np.clip(big, 0, 255).astype(np.uint8)
 
 
 def make_clip(path: str, h: int, w: int, frames: int, seed: int) -> str:
@@ -159,12 +166,14 @@ def make_clip(path: str, h: int, w: int, frames: int, seed: int) -> str:
 
 
 def _clips(folder: Path, h: int, w: int, n: int, frames: int) -> list[str]:
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = [str(folder / f"clip{h}_{i:03d}.mp4") for i in range(n)]
     todo = [p for p in paths if not Path(p).is_file()]
-    with ProcessPoolExecutor(os.cpu_count()) as pool:
+    # spawn: forked children of a process that has used torch's thread pools can deadlock
+    with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(make_clip, todo, [h] * len(todo), [w] * len(todo), [frames] * len(todo), range(len(todo))))
     return paths
 
