@@ -200,9 +200,10 @@ def part_e2e(args) -> dict:
                     x = torch.zeros(step.input_shape(), dtype=torch.uint8, device="cuda")
                     row["model_only"] = time_step(step, x, 30, 3)  # also compiles and captures
                     size = None if where == "device" else (224, 224)
-                    row["decode_only"] = bench_pipeline(step, videos, workers=workers, decode_size=size, run_model=False)
+                    row["decode_only"] = bench_pipeline(step, videos, workers=workers, decode_size=size, run_model=False,
+                                                        repeat=args.repeat)
                     step.reset()
-                    row["end_to_end"] = bench_pipeline(step, videos, workers=workers, decode_size=size)
+                    row["end_to_end"] = bench_pipeline(step, videos, workers=workers, decode_size=size, repeat=args.repeat)
                 except Exception as e:
                     row["error"] = f"{type(e).__name__}: {e}"
                     traceback.print_exc()
@@ -308,6 +309,7 @@ def main() -> None:
     ap.add_argument("--clip-frames", type=int, default=600)
     ap.add_argument("--workers", type=int, nargs="+", default=[16])
     ap.add_argument("--e2e-streams", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=4, help="e2e: play the clip list this many times")
     ap.add_argument("--resize-on", nargs="+", default=["device", "cpu"], choices=["device", "cpu"])
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--devices", type=int, default=1)

@@ -401,12 +401,16 @@ class StreamLoader:
     """
 
     def __init__(
-        self, batcher: StreamBatcher, num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2
+        self, batcher: StreamBatcher, num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2,
+        device: torch.device | str | None = None,
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"StreamLoader: num_workers must be >= 0, got {num_workers}")
         self.batcher, self.num_workers = batcher, num_workers
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
+        # device: each worker's part goes there straight from shared memory and the step is merged
+        # there, saving the host two copies of every batch (merge + pin); used by the GPU pipeline
+        self.device = torch.device(device) if device is not None else None
 
     def set_epoch(self, epoch: int) -> None:
         self.batcher.set_epoch(epoch)
@@ -429,7 +433,7 @@ class StreamLoader:
     def __iter__(self) -> Iterator[dict]:
         if self.num_workers == 0:
             for batch in self.batcher:
-                yield self._pin(batch)
+                yield self._pin(batch) if self.device is None else self._to(batch)
             return
         batcher = copy.copy(self.batcher)
         batcher.worker_parts = True
@@ -439,12 +443,19 @@ class StreamLoader:
         pending: dict[int, list[dict]] = {}
         next_step = 0
         for part in loader:
+            if self.device is not None:
+                part = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                        for k, v in part.items()}
             pending.setdefault(part["step"], []).append(part)
             while len(pending.get(next_step, ())) == expected:
-                yield self._pin(_merge(pending.pop(next_step)))
+                merged = _merge(pending.pop(next_step))
+                yield self._pin(merged) if self.device is None else merged
                 next_step += 1
         if pending:
             raise RuntimeError(f"StreamLoader: incomplete steps {sorted(pending)} (a worker stopped early)")
+
+    def _to(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     def _pin(self, batch: dict) -> dict:
         if self.pin_memory:

@@ -222,14 +222,15 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
 
 
 def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
-                   decode_size: Sequence[int] | None = None, pin_memory: bool = True,
-                   prefetch_factor: int = 4, run_model: bool = True) -> dict:
+                   decode_size: Sequence[int] | None = None, prefetch_factor: int = 4,
+                   run_model: bool = True, repeat: int = 1) -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
     `streamseg.data.streams.StreamLoader`) -> pinned uint8 batches -> ``step`` on the device.
 
     ``decode_size``: the size the workers resize to on the CPU; None decodes at the native size and
     leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
     played once; ``run_model=False`` measures decoding alone (the same loader, no model).
+    ``repeat`` plays the list that many times (longer runs amortise the workers' start-up).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
     waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
     """
@@ -248,12 +249,12 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
         n, _, h, w = probe(v)
         if size is None and (h, w) != step.in_size:
             raise ValueError(f"bench_pipeline: {v} is {h}x{w}; the step takes {step.in_size} (native decode)")
-        items.append(StreamVideo(name=str(v), length=n,
-                                 open=_VideoOpener(str(v), sample_rate, size)))
+        items += [StreamVideo(name=f"{r}:{v}", length=n, open=_VideoOpener(str(v), sample_rate, size))
+                  for r in range(repeat)]
     batcher = StreamBatcher(items, batch_size=step.streams, chunk_size=step.chunk,
                             sample_shape=(3, *step.in_size), sample_rate=sample_rate, uint8_frames=True)
-    loader = StreamLoader(batcher, num_workers=workers, pin_memory=pin_memory and step.device.type == "cuda",
-                          prefetch_factor=prefetch_factor)
+    loader = StreamLoader(batcher, num_workers=workers, prefetch_factor=prefetch_factor,
+                          device=step.device if step.device.type == "cuda" else None)
     frames = 0
     wait = 0.0
     start = time.perf_counter()
@@ -264,16 +265,17 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
         wait += time.perf_counter() - t0
         if batch is None:
             break
-        frames += int(batch["mask"].sum())
+        frames += batch["mask"].sum()
         if run_model:
-            if bool(batch["reset"].any()):
-                step.reset(batch["reset"])
-            step.step(batch["x"].to(step.device, non_blocking=True), batch["mask"].to(step.device, non_blocking=True))
+            step.reset(batch["reset"])  # no host sync: rows that start a video get the initial state
+            step.step(batch["x"], batch["mask"])
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
     wall = time.perf_counter() - start
+    frames = int(frames)
     return {"frames": frames, "wall_s": wall, "frames_per_s": frames / wall, "wait_s": wait,
-            "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items)}
+            "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items),
+            "model": run_model}
 
 
 class _VideoOpener:

@@ -65,6 +65,8 @@ class TrainThroughput(pl.Callback):
         seconds = float(trainer.strategy.reduce(torch.tensor(seconds, device=pl_module.device), reduce_op="max"))
         entry = {"epoch": trainer.current_epoch, "frames": frames, "seconds": seconds,
                  "frames_per_s": frames / seconds if seconds > 0 else 0.0}
+        if pl_module.device.type == "cuda":  # this rank's peak since the run started
+            entry["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
         self.history.append(entry)
         pl_module.log("train/frames_per_s", entry["frames_per_s"], rank_zero_only=True)
         pl_module.log("train/epoch_seconds", seconds, rank_zero_only=True)
@@ -77,4 +79,6 @@ class TrainThroughput(pl.Callback):
         return {"epochs": len(self.history),
                 "frames_per_s": statistics.median(e["frames_per_s"] for e in later),
                 "epoch_seconds": statistics.median(e["seconds"] for e in later),
-                "first_epoch_seconds": self.history[0]["seconds"]}
+                "first_epoch_seconds": self.history[0]["seconds"],
+                **({"peak_cuda_allocated_mb": max(e["peak_cuda_allocated_mb"] for e in self.history)}
+                   if "peak_cuda_allocated_mb" in self.history[0] else {})}
