@@ -116,7 +116,9 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
 
 def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
     last = ModelCheckpoint(
-        dirpath=run.checkpoints, filename="last", save_top_k=1, monitor=None, enable_version_counter=False
+        dirpath=run.checkpoints, filename="last", save_top_k=1, monitor=None, enable_version_counter=False,
+        # every training epoch, also when validation does not run (train.val_every > epochs, no val split)
+        save_on_train_epoch_end=True,
     )
     callbacks: list = [last, TrainThroughput()]
     if has_val:
