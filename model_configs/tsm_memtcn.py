@@ -18,9 +18,10 @@ class Params:
     causal: bool = True
     weights: str | None = None  # a local torchvision MobileNetV2 state dict (e.g. ImageNet); no downloads
     frame_size: tuple[int, ...] = (224, 224)  # must equal data.frame_size
+    num_blocks: int | None = None  # MobileNetV2 feature blocks kept (None: all 19); 4 = a tiny CPU encoder
 
 
 def build_model(p: Params, in_channels: int, num_classes: int) -> TSMMemoryTCN:
     return tsm_memtcn_mobilenet_v2(num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout,
                                    shift_div=p.shift_div, causal=p.causal, weights=p.weights,
-                                   frame_size=tuple(p.frame_size))
+                                   frame_size=tuple(p.frame_size), num_blocks=p.num_blocks)

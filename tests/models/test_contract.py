@@ -2,7 +2,9 @@
 
 Contract: ``init_state(B, device)`` -> tuple of tensors with the batch on dim 0; ``forward(x, state, mask)``
 -> ``(logits (S, B, K, T), new_state)``; ``lookahead`` is None or the true number of future frames a
-prediction uses; causal models (lookahead 0) give the same logits chunk by chunk as whole.
+prediction uses; causal models (lookahead 0) give the same logits chunk by chunk as whole. A model that
+feeds its own predictions back (``feedback_delay``, Transeger) is exact for calls of at most that many
+frames; "whole" means such calls for it, and longer calls are checked to differ only after the delay.
 """
 
 from __future__ import annotations
@@ -22,14 +24,24 @@ from streamseg.models import (
     MSTCN2,
     ASFormer,
     C2FTCN,
+    DiffAct,
+    EncoderHead,
     FramewiseHead,
     MemoryTCN,
     tsm_framewise_mobilenet_v2,
+    transeger_features,
+    transeger_mobilenet_v2,
     tsm_memtcn_mobilenet_v2,
     tsm_memtcn_resnet50,
+    r2plus1d_18_encoder,
 )
 
 D, K = 6, 5  # feature channels and classes of the feature models
+NAMES = ("background", "take_bowl", "pour_milk", "take_cup", "stirMilk")  # K names sharing words (Transeger)
+# Transeger's label feedback: small sizes, feedback_delay 6 = half the test video (so the two-halves
+# runs of test_state_does_not_leak_between_videos are exact, and chunks of 7 / whole videos are not)
+TRANSEGER_TINY = dict(num_layers=3, num_maps=8, image_dim=8, text_dim=8, text_width=16, text_layers=1, text_heads=2,
+                      context_tokens=2, feedback_delay=6)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,18 @@ CASES = [
         aux_loss=lambda m: m.boundary_logits.square().mean(),
     ),
     Case("c2ftcn", lambda: C2FTCN(D, K, window=384, wide=8, narrow=8), (D,), 1),
+    Case(
+        "diffact",
+        lambda: DiffAct(D, K, encoder_layers=3, encoder_maps=8, feature_layers=(0, 2), decoder_layers=2, decoder_maps=8,
+                        time_emb_dim=16, timesteps=100, sampling_steps=3),
+        (D,),
+        1,  # training: the encoder's logits (eval: encoder + DDIM-sampled decoder, 2 stages)
+        # the decoder learns through DiffActLoss's denoising pass on the features kept by the forward
+        aux_loss=lambda m: m.training_decoder_logits(
+            torch.zeros(m.features.shape[0], m.features.shape[-1], dtype=torch.long),
+            torch.zeros(m.features.shape[0], m.features.shape[-1]), torch.ones(m.features.shape[0], m.features.shape[-1]),
+        ).square().mean(),
+    ),
     Case("memtcn_1stage", lambda: MemoryTCN(D, K, num_stages=1, num_layers=4, num_maps=8), (D,), 1),
     Case("memtcn_3stages", lambda: MemoryTCN(D, K, num_stages=3, num_layers=4, num_maps=8), (D,), 3),
     Case("framewise_linear", lambda: FramewiseHead(D, K), (D,), 1),
@@ -88,6 +112,25 @@ CASES = [
         (3, 32, 32),
         1,
         length=6,
+    ),
+    Case("transeger_features", lambda: transeger_features(D, K, NAMES, **TRANSEGER_TINY), (D,), 1, length=12),
+    Case(
+        "transeger_mobilenet_v2",
+        lambda: transeger_mobilenet_v2(K, NAMES, frame_size=(16, 16), **TRANSEGER_TINY),
+        (3, 16, 16),
+        1,
+        length=12,
+    ),
+    # A clip-wise video backbone: clips of 4 frames + 4 frames of context, lookahead 3. (Its causal form,
+    # clip_len=1, streams exactly in float64 - tests/models/test_video_backbones.py - but in float32 the
+    # 18 3D conv layers differ by ~3e-5 between batches of different sizes, beyond this file's 1e-5.)
+    Case(
+        "r2plus1d_18_memtcn_clip4",
+        lambda: EncoderHead(r2plus1d_18_encoder(clip_len=4, context=4, frame_size=(16, 16)),
+                            MemoryTCN(512, K, num_stages=1, num_layers=2, num_maps=8)),
+        (3, 16, 16),
+        1,
+        length=12,
     ),
 ]
 
@@ -148,6 +191,13 @@ def _video(case: Case, batch: int, length: int | None = None, seed: int = 1) -> 
     length = case.length if length is None else length
     c, *hw = case.frame_shape
     return torch.randn(batch, c, length, *hw, generator=gen)
+
+
+def _reference(model: nn.Module, x: Tensor) -> Tensor:
+    """What a causal model's chunked runs must reproduce: one whole-video call; for a model that feeds
+    its own predictions back (``feedback_delay``), calls of ``feedback_delay`` frames, the longest that
+    are exact (a frame whose fed-back label lies in the same call gets none)."""
+    return _run_chunked(model, x, getattr(model, "feedback_delay", None))[0]
 
 
 def _run_chunked(model: nn.Module, x: Tensor, chunk: int | None, state: tuple[Tensor, ...] | None = None):
@@ -242,7 +292,7 @@ def test_state_does_not_leak_between_videos(case: Case) -> None:
     video_b = _video(case, 1, seed=2)
     half = case.length // 2
     with torch.no_grad():
-        a_whole, _ = model(video_a, model.init_state(1, "cpu"))
+        a_whole = _reference(model, video_a)
         b_fresh, _ = model(video_b[:, :, :half], model.init_state(1, "cpu"))
         # Both slots play the first half of A ...
         _, state = model(torch.cat([video_a[:, :, :half]] * 2), model.init_state(2, "cpu"))
@@ -253,6 +303,7 @@ def test_state_does_not_leak_between_videos(case: Case) -> None:
         out, _ = model(nxt, state)
     torch.testing.assert_close(out[:, 1:2], b_fresh, atol=ATOL, rtol=1e-5)
     if model.lookahead == 0:  # slot 0 continued A exactly
+        assert half <= getattr(model, "feedback_delay", half), "halves longer than the feedback delay"
         torch.testing.assert_close(out[:, 0:1], a_whole[..., half : 2 * half], atol=ATOL, rtol=1e-5)
 
 
@@ -266,9 +317,16 @@ CAUSAL = _params([c for c in CASES if _model(c).lookahead == 0])
 def test_chunked_equals_whole(case: Case, chunk: int | None) -> None:
     model = _model(case)
     x = _video(case, 2)
+    delay = getattr(model, "feedback_delay", None)
     with torch.no_grad():
-        whole, whole_state = model(x, model.init_state(2, "cpu"))
+        whole, whole_state = _run_chunked(model, x, delay)  # delay None: one call
         chunked, chunked_state = _run_chunked(model, x, chunk)
+    if delay is not None and (chunk or case.length) > delay:
+        # label feedback (Transeger): a call longer than feedback_delay is exact on its first
+        # feedback_delay frames only; later ones get no label where the reference has the prediction
+        torch.testing.assert_close(chunked[..., :delay], whole[..., :delay], atol=ATOL, rtol=1e-5)
+        assert not torch.allclose(chunked, whole, atol=1e-3), "the fed-back labels change nothing"
+        return
     torch.testing.assert_close(chunked, whole, atol=ATOL, rtol=1e-5)
     for a, b in zip(chunked_state, whole_state):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-5)

@@ -87,6 +87,17 @@ def test_backbones_count_shift_layers(build, layers: int, dim: int) -> None:
     assert len(causal.init_state(2)) == layers and bidirectional.init_state(2) == ()
 
 
+def test_truncated_mobilenet_keeps_the_first_blocks() -> None:
+    full = mobilenet_v2(weights=None)
+    encoder = tsm_mobilenet_v2(frame_size=(32, 32), num_blocks=4)  # stem, 3 inverted residuals (1 residual)
+    assert encoder.num_shift_layers == 1 and encoder.out_channels == full.features[3].out_channels == 24
+    features, state = encoder(torch.zeros(2, 3, 5, 32, 32), encoder.init_state(2))
+    assert features.shape == (2, 24, 5) and len(state) == 1
+    assert tsm_mobilenet_v2(frame_size=(32, 32), num_blocks=1).out_channels == 32  # the Conv-BN-ReLU stem
+    with pytest.raises(ValueError, match="num_blocks must be between 1 and 19, got 20"):
+        tsm_mobilenet_v2(num_blocks=20)
+
+
 def test_local_weights_load_and_bad_files_are_refused(tmp_path) -> None:
     torch.manual_seed(3)
     reference = mobilenet_v2(weights=None)

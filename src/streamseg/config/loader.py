@@ -23,7 +23,8 @@ KINDS = ("dataset", "model", "exp")
 # What each kind of config module must define (name -> what it is).
 REQUIRED = {
     "dataset": {"Params": "a dataclass of dataset parameters", "build_datamodule": "function(params, train)"},
-    "model": {"Params": "a dataclass of model parameters", "build_model": "function(params, in_channels, num_classes)"},
+    "model": {"Params": "a dataclass of model parameters",
+              "build_model": "function(params, in_channels, num_classes[, class_names])"},
     "exp": {"configure": "function(params: RunParams) -> None"},
 }
 

@@ -9,6 +9,9 @@ loss, and optimiser/scheduler factories. Per batch (offline features):
 
 Chunked training is truncated back-propagation through time: the state is detached every `tbptt_chunks`
 chunks, so gradients reach at most that many chunks back; the optimiser steps once per batch of videos.
+A net that feeds its own predictions back (optional `teacher_force`, e.g. Transeger) gets each training
+chunk's ground truth in its state before the next chunk (offline chunked and stream batches alike);
+evaluation keeps the net's own predictions.
 
 Evaluation upsamples last-stage predictions back to the original frame rate (each label repeated
 `sample_rate` times, cut to the ground-truth length), gathers (video, prediction, ground truth) from all
@@ -99,8 +102,9 @@ class SegmentationModule(pl.LightningModule):
         """Predictions are made online, chunk by chunk (for latency reporting)."""
         return self.stream_batches or (self.chunk_size > 0 and getattr(self.net, "lookahead", None) is not None)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """x (B, C, T[, H, W]), mask (B, T) -> logits (S, B, K, T)."""
+    def forward(self, x: Tensor, mask: Tensor, labels: Tensor | None = None) -> Tensor:
+        """x (B, C, T[, H, W]), mask (B, T) -> logits (S, B, K, T). With `labels` (B, T) (training), a net
+        that feeds its predictions back gets each chunk's ground truth instead (`_teacher_force`)."""
         m = mask.unsqueeze(1)
         state = self.net.init_state(x.shape[0], x.device)
         if not self.streaming:
@@ -111,6 +115,8 @@ class SegmentationModule(pl.LightningModule):
                 state = tuple(s.detach() for s in state)
             sl = slice(start, start + self.chunk_size)
             logits, state = self.net(x[:, :, sl], state, m[:, :, sl])
+            if labels is not None:
+                state = self._teacher_force(state, labels[:, sl], m[:, :, sl])
             outs.append(logits)
         return torch.cat(outs, dim=-1)
 
@@ -124,6 +130,12 @@ class SegmentationModule(pl.LightningModule):
         reset = batch["reset"].to(x.device)
         return tuple(torch.where(reset.view(-1, *([1] * (s.dim() - 1))), i, s) for s, i in zip(state, init))
 
+    def _teacher_force(self, state: tuple[Tensor, ...], labels: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
+        """The net's optional `teacher_force` (models/__init__.py: nets that feed their own predictions
+        back, e.g. Transeger): in training the next chunk sees this chunk's ground truth, not predictions."""
+        teacher_force = getattr(self.net, "teacher_force", None)
+        return state if teacher_force is None else teacher_force(state, labels, mask)
+
     def _stream_forward(self, batch: dict, state: tuple[Tensor, ...] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         state = self._slot_state(state, batch)
         return self.net(batch["x"], state, batch["mask"].unsqueeze(1))
@@ -131,7 +143,8 @@ class SegmentationModule(pl.LightningModule):
     def _stream_training_step(self, batch: dict, batch_idx: int) -> None:
         if not self._window:
             self._snapshot_buffers()
-        logits, self._train_state = self._stream_forward(batch, self._train_state)
+        logits, state = self._stream_forward(batch, self._train_state)
+        self._train_state = self._teacher_force(state, batch["labels"], batch["mask"].unsqueeze(1))
         loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
         w = self._window
         w["loss"] = w.get("loss", 0.0) + loss_sum
@@ -199,7 +212,7 @@ class SegmentationModule(pl.LightningModule):
         if self.stream_batches:
             return self._stream_training_step(batch, batch_idx)
         self._snapshot_buffers()
-        logits = self(batch["features"], batch["mask"])
+        logits = self(batch["features"], batch["mask"], batch["labels"])
         loss, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
         if self._nonfinite(loss, list(batch["names"]), batch_idx):
             # Returning None is not allowed under DDP, so return a zero that reaches every parameter: the

@@ -12,10 +12,11 @@ from functools import partial
 import torch
 from torch import nn
 
-from ..config import RunParams
-from ..models import ASRF, ASRFLoss
+from ..config import ConfigError, RunParams
+from ..models import ASRF, ASRFLoss, DiffAct, DiffActLoss, Transeger
 from ..models.losses import SegmentationLoss
-from .datamodule import DatasetInfo
+from ..data import TASLayout
+from .datamodule import DatasetInfo, TASDatasetParams, split_names
 from .module import SegmentationModule
 
 
@@ -73,3 +74,60 @@ def asrf_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segment
         tbptt_chunks=t.tbptt_chunks,
         grad_clip=t.grad_clip,
     )
+
+
+def transeger_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """`default_module` for Transeger, after checking that every chunk is at most `model.feedback_delay`
+    frames: in a longer chunk the frames whose fed-back label lies in the same chunk get none (and no
+    teacher forcing), so training would not match streaming."""
+    if not isinstance(net, Transeger):
+        raise TypeError(f"this experiment trains Transeger (-M transeger), got {type(net).__name__}")
+    chunk = params.train.chunk_size
+    if not 0 < chunk <= net.feedback_delay:
+        raise ConfigError(f"train.chunk_size={chunk} must be between 1 and model.feedback_delay="
+                          f"{net.feedback_delay} (Transeger feeds back the labels of frame t - feedback_delay)")
+    return default_module(net, params, info)
+
+
+def diffact_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """DiffAct's recipe (Finspire13/DiffAct main.py): Adam (`train.lr`, `train.weight_decay`) on
+    `DiffActLoss` with the loss settings of the model config (`model.loss_*`, `model.soft_label`,
+    `model.boundary_smooth` divided by `data.sample_rate`, as the official smooths boundaries at the
+    original frame rate), and the official class weights of the training videos when
+    `model.class_weighting`: total / ((count_k + 10) * K) from their labels at the original frame rate.
+    The model must be DiffAct (its decoder is trained by the loss)."""
+    if not isinstance(net, DiffAct):
+        raise TypeError(f"this experiment trains DiffAct (-M diffact) with its diffusion loss, got {type(net).__name__}")
+    m, t = params.model, params.train
+    weights = training_class_weights(params, info.num_classes) if m.class_weighting else None
+    smooth = None if m.boundary_smooth is None else m.boundary_smooth / info.sample_rate
+    loss = DiffActLoss(
+        net, info.num_classes,
+        encoder_ce=m.loss_encoder_ce, encoder_smooth=m.loss_encoder_smooth, decoder_ce=m.loss_decoder_ce,
+        decoder_smooth=m.loss_decoder_smooth, decoder_boundary=m.loss_decoder_boundary,
+        class_weights=weights, soft_label=m.soft_label, boundary_smooth=smooth,
+    )
+    return SegmentationModule(
+        net,
+        info,
+        loss=loss,
+        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
+        chunk_size=t.chunk_size,
+        tbptt_chunks=t.tbptt_chunks,
+        grad_clip=t.grad_clip,
+    )
+
+
+def training_class_weights(params: RunParams, num_classes: int) -> torch.Tensor:
+    """DiffAct's class weights (K,): total / ((count_k + 10) * K), counts over the training videos' labels
+    at the original frame rate (the same training videos the datamodule uses)."""
+    data = params.data
+    if not isinstance(data, TASDatasetParams):
+        raise ConfigError(f"model.class_weighting needs a dataset in the standard TAS layout "
+                          f"(data params subclassing TASDatasetParams), got {type(data).__name__}")
+    layout = TASLayout(data.root)
+    names = split_names(layout, data.split, data.val_fraction, params.train.seed, params.train.select_on)["train"]
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for name in names:
+        counts += torch.bincount(torch.from_numpy(layout.load_labels(name)), minlength=num_classes)[:num_classes]
+    return (counts.sum() / ((counts + 10) * num_classes)).float()

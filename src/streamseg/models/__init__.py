@@ -3,23 +3,45 @@
 Every model has ``init_state(batch_size, device) -> tuple[Tensor, ...]`` (batch on dim 0 of every
 tensor), ``forward(x, state, mask (B, 1, T) | None) -> (logits (S, B, K, T), new_state)`` and
 ``lookahead: int | None`` (0 = causal, None = needs the whole video).
+
+Optional, for models that feed their own earlier predictions back (Transeger): ``feedback_delay: int``
+(calls of at most that many frames stream exactly; longer calls differ after their first
+``feedback_delay`` frames) and ``teacher_force(state, labels (B, T), mask (B, 1, T) | None) -> state``,
+which the engine calls in training after each chunk to put that chunk's ground truth in the state.
 """
 
 from streamseg.models.asformer import ASFormer
 from streamseg.models.asrf import ASRF, ASRFLoss, refine_with_boundaries
 from streamseg.models.c2ftcn import C2FTCN
 from streamseg.models.checkpoint import WeightsError, load_weights
+from streamseg.models.diffact import DiffAct
+from streamseg.models.diffact_loss import DiffActLoss
 from streamseg.models.framewise import FramewiseHead
 from streamseg.models.losses import SegmentationLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
 from streamseg.models.mstcn2 import MSTCN2
+from streamseg.models.transeger import (
+    ClassNameTokenizer,
+    PromptTextEncoder,
+    Transeger,
+    transeger_features,
+    transeger_mobilenet_v2,
+)
 from streamseg.models.tsm import TSMEncoder, tsm_mobilenet_v2, tsm_resnet50
 from streamseg.models.tsm_memtcn import (
+    EncoderHead,
     TSMMemoryTCN,
     tsm_framewise_mobilenet_v2,
     tsm_memtcn_mobilenet_v2,
     tsm_memtcn_resnet50,
+)
+from streamseg.models.video_backbones import (
+    VideoEncoder,
+    mvit_v2_s_encoder,
+    r2plus1d_18_encoder,
+    s3d_encoder,
+    swin3d_t_encoder,
 )
 
 __all__ = [
@@ -30,6 +52,8 @@ __all__ = [
     "ASRFLoss",
     "refine_with_boundaries",
     "C2FTCN",
+    "DiffAct",
+    "DiffActLoss",
     "load_weights",
     "WeightsError",
     "MemoryTCN",
@@ -42,4 +66,15 @@ __all__ = [
     "tsm_memtcn_mobilenet_v2",
     "tsm_memtcn_resnet50",
     "tsm_framewise_mobilenet_v2",
+    "EncoderHead",
+    "VideoEncoder",
+    "r2plus1d_18_encoder",
+    "s3d_encoder",
+    "mvit_v2_s_encoder",
+    "swin3d_t_encoder",
+    "Transeger",
+    "PromptTextEncoder",
+    "ClassNameTokenizer",
+    "transeger_mobilenet_v2",
+    "transeger_features",
 ]

@@ -226,20 +226,35 @@ def tsm_mobilenet_v2(
     weights: str | None = None,
     frame_size: tuple[int, int] = (224, 224),
     shift: bool = True,
+    num_blocks: int | None = None,
 ) -> TSMEncoder:
     """TSM on torchvision MobileNetV2 (width 1.0): 10 shift layers, D = 1280.
 
     ``weights``: local file with a ``torchvision.models.mobilenet_v2`` state dict (classifier included).
     ``shift=False``: the plain per-frame MobileNetV2 (no temporal shift, stateless): the frame-wise
-    baseline with the same backbone.
+    baseline with the same backbone. ``num_blocks``: keep only the first N of MobileNetV2's 19 feature
+    blocks (None: all), a small encoder for CPU examples and tests: N = 4 gives 1 shift layer and
+    D = 24 at stride 4, and exports to ONNX several times faster than the whole backbone.
     """
     net = mobilenet_v2(weights=None)
     _load_weights(net, weights, "tsm_mobilenet_v2")
+    features = list(net.features)
+    if num_blocks is not None and not 1 <= num_blocks <= len(features):
+        raise ValueError(f"tsm_mobilenet_v2: num_blocks must be between 1 and {len(features)}, got {num_blocks}")
+    features = features[:num_blocks]
     blocks: list[nn.Module] = [
         _ShiftedInvertedResidual(b) if shift and isinstance(b, InvertedResidual) and b.use_res_connect else b
-        for b in net.features
+        for b in features
     ]
-    return TSMEncoder(blocks, out_channels=net.last_channel, shift_div=shift_div, causal=causal, frame_size=frame_size)
+    out_channels = net.last_channel if len(features) == len(net.features) else _out_channels(features[-1])
+    return TSMEncoder(blocks, out_channels=out_channels, shift_div=shift_div, causal=causal, frame_size=frame_size)
+
+
+def _out_channels(block: nn.Module) -> int:
+    """Output channels of a MobileNetV2 feature block (an InvertedResidual or a Conv-BN-ReLU)."""
+    if isinstance(block, InvertedResidual):
+        return block.out_channels
+    return next(m.out_channels for m in block.modules() if isinstance(m, nn.Conv2d))
 
 
 def tsm_resnet50(

@@ -12,16 +12,17 @@ from torch import Tensor, nn
 
 from streamseg.models.framewise import FramewiseHead
 from streamseg.models.memtcn import MemoryTCN
-from streamseg.models.tsm import TSMEncoder, tsm_mobilenet_v2, tsm_resnet50
+from streamseg.models.tsm import tsm_mobilenet_v2, tsm_resnet50
 
-__all__ = ["TSMMemoryTCN", "tsm_memtcn_mobilenet_v2", "tsm_memtcn_resnet50", "tsm_framewise_mobilenet_v2"]
+__all__ = ["TSMMemoryTCN", "EncoderHead", "tsm_memtcn_mobilenet_v2", "tsm_memtcn_resnet50", "tsm_framewise_mobilenet_v2"]
 
 
 class TSMMemoryTCN(nn.Module):
     """``encoder`` (frames -> features) then ``head`` (features -> stage logits), one streaming model.
 
     Args:
-        encoder: a :class:`TSMEncoder`, (B, 3, T, H, W) -> (B, D, T).
+        encoder: frames (B, 3, T, H, W) -> features (B, D, T) with attributes ``out_channels``, ``lookahead``,
+            ``num_state_tensors`` and ``init_state`` (:class:`TSMEncoder`, :class:`VideoEncoder`, ...).
         head: any contract model on features with attributes ``in_channels`` (== ``encoder.out_channels``),
             ``num_classes`` and ``lookahead`` (:class:`MemoryTCN`, :class:`FramewiseHead`, ...).
 
@@ -30,7 +31,7 @@ class TSMMemoryTCN(nn.Module):
     ``(logits (S, B, K, T), new_state)``.
     """
 
-    def __init__(self, encoder: TSMEncoder, head: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
         if head.in_channels != encoder.out_channels:
             raise ValueError(
@@ -55,6 +56,10 @@ class TSMMemoryTCN(nn.Module):
         return logits, encoder_state + head_state
 
 
+# The same composition under a name that fits any encoder (e.g. the video backbones of `video_backbones`).
+EncoderHead = TSMMemoryTCN
+
+
 def tsm_memtcn_mobilenet_v2(
     num_classes: int,
     num_stages: int = 1,
@@ -65,9 +70,12 @@ def tsm_memtcn_mobilenet_v2(
     causal: bool = True,
     weights: str | None = None,
     frame_size: tuple[int, int] = (224, 224),
+    num_blocks: int | None = None,
 ) -> TSMMemoryTCN:
-    """MobileNetV2-TSM (D = 1280) + MemoryTCN; defaults are SVTAS's paper model (1 stage, 4 layers, 64 maps)."""
-    encoder = tsm_mobilenet_v2(shift_div=shift_div, causal=causal, weights=weights, frame_size=frame_size)
+    """MobileNetV2-TSM (D = 1280) + MemoryTCN; defaults are SVTAS's paper model (1 stage, 4 layers, 64 maps).
+    ``num_blocks``: the encoder keeps MobileNetV2's first N feature blocks only (see `tsm_mobilenet_v2`)."""
+    encoder = tsm_mobilenet_v2(shift_div=shift_div, causal=causal, weights=weights, frame_size=frame_size,
+                               num_blocks=num_blocks)
     head = MemoryTCN(encoder.out_channels, num_classes, num_stages, num_layers, num_maps, dropout)
     return TSMMemoryTCN(encoder, head)
 

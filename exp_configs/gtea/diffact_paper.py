@@ -1,0 +1,24 @@
+"""DiffAct with the official GTEA recipe (Finspire13/DiffAct default_configs.py `params_gtea`, main.py):
+the model config's defaults are this config (1,204,438 parameters); Adam 5e-4, weight decay 1e-6,
+10001 epochs (official "num_epochs"), 4 videos per optimiser step (the official accumulates 4 single-video
+steps; the loss here is the same mean of per-video losses); loss 0.5 CE + 0.1 T-MSE for the encoder and
+the decoder, 0.1 boundary BCE for the decoder, soft labels (sigma 1.4, unweighted), boundaries smoothed
+with sigma 1; DDIM 25 steps, one sampling seed for every video; purge of segments <= 3 frames. The last
+epoch's weights are tested (no validation split, no test-set selection).
+
+Differences: no temporal augmentation over sample-rate offsets (sample rate 1 here, so none is lost), the
+official seeds sampling with each test video's index, here with `model.sampling_seed`.
+
+    streamseg train -D gtea -M diffact -E paper -o data.split=1   # then the other splits and average
+"""
+
+from streamseg.config import RunParams
+from streamseg.engine.recipes import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
+
+
+def configure(params: RunParams) -> None:
+    params.train.epochs = 10001
+    params.train.batch_size = 4
+    params.train.lr = 5e-4
+    params.train.weight_decay = 1e-6
+    params.train.val_every = 100  # official log_freq (only used with a validation split)

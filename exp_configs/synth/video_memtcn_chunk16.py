@@ -1,0 +1,26 @@
+"""End-to-end streaming on the synthetic videos: R(2+1)D-18 clip by clip (8-frame clips, each with the 8
+frames before it as context, so lookahead = 7 sampled frames) + a causal MemoryTCN head; chunks of 16
+sampled frames (2 whole clips: chunked == one pass), gradients through the state over 2 chunks, 4
+parallel streams. Small frames so that it runs on a CPU.
+
+    tools/run_singlenode.sh train 1 -D synth -M video_memtcn -E chunk16
+    (other backbones: -o model.backbone=s3d | swin3d_t | mvit_v2_s; MViT needs frame sides that are
+    multiples of 32, e.g. these 32x32)
+"""
+
+from streamseg.config import RunParams
+
+
+def configure(params: RunParams) -> None:
+    params.data.input = "video"
+    params.data.frame_size = (32, 32)  # synth videos are 64x64; 32x32 costs ~4x less
+    params.data.sample_rate = 2  # 15 fps -> 7.5 fps seen by the model
+    params.model.frame_size = params.data.frame_size
+    params.model.backbone = "r2plus1d_18"
+    params.model.clip_len = 8
+    params.model.context = 8
+    params.train.chunk_size = 16  # a multiple of clip_len, so clips never straddle chunks
+    params.train.tbptt_chunks = 2
+    params.train.batch_size = 4
+    params.train.epochs = 8
+    params.train.lr = 1e-3

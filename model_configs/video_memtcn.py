@@ -1,0 +1,48 @@
+"""A torchvision video backbone (R(2+1)D-18, S3D, MViTv2-S or Swin3D-T) + MemoryTCN, trained end to end on
+RGB frames. The backbone runs clip by clip on `context` past frames + `clip_len` frames
+(`streamseg.models.video_backbones`), so a prediction looks `clip_len - 1` frames ahead; chunks whose
+length is a multiple of `clip_len` stream exactly (chunked == one pass).
+
+Sizes each backbone accepts (window = context + clip_len): r2plus1d_18 any; s3d window >= 8 and frames
+>= 17x17; mvit_v2_s an even window and frame sides multiple of 32 (Kinetics weights: window 16, 224x224);
+swin3d_t any.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streamseg.models import (
+    EncoderHead,
+    MemoryTCN,
+    mvit_v2_s_encoder,
+    r2plus1d_18_encoder,
+    s3d_encoder,
+    swin3d_t_encoder,
+)
+
+ENCODERS = {
+    "r2plus1d_18": r2plus1d_18_encoder,
+    "s3d": s3d_encoder,
+    "mvit_v2_s": mvit_v2_s_encoder,
+    "swin3d_t": swin3d_t_encoder,
+}
+
+
+@dataclass
+class Params:
+    backbone: Literal["r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t"] = "r2plus1d_18"
+    clip_len: int = 8  # frames per clip; lookahead = clip_len - 1
+    context: int = 8  # past frames prepended to each clip (8 + 8 = the 16-frame clips of the Kinetics weights)
+    weights: str | None = None  # a local torchvision state dict of `backbone` (e.g. Kinetics-400); no downloads
+    frame_size: tuple[int, ...] = (112, 112)  # must equal data.frame_size; R(2+1)D's Kinetics size
+    num_stages: int = 1
+    num_layers: int = 4  # the MemoryTCN head of SVTAS's TSM model: 1 stage x 4 layers x 64 maps
+    num_maps: int = 64
+    dropout: float = 0.5
+
+
+def build_model(p: Params, in_channels: int, num_classes: int) -> EncoderHead:
+    encoder = ENCODERS[p.backbone](clip_len=p.clip_len, context=p.context, frame_size=tuple(p.frame_size),
+                                   weights=p.weights)
+    head = MemoryTCN(encoder.out_channels, num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout)
+    return EncoderHead(encoder, head)
