@@ -6,6 +6,9 @@
     streamseg search ... --objective f1@50 --cost flops                              # Pareto front
     streamseg search ... --objective f1@50 --cost params --max-cost 2e5              # budget as a constraint
     streamseg search ... --report                                                    # table and plots only
+    streamseg search ... --trials 4 --devices 2                                      # each trial a 2-process DDP run
+    streamseg search ... --trials 20 --backend nni                                   # NNI's manager, TPE tuner
+    streamseg search -D synth -M memtcn -E quick --trials 10 --backend nni --nas     # NNI NAS, Random strategy
 
 Every worker runs the same command; together they run `--trials` trials (complete or pruned). Each
 trial trains on the train split and is scored on the validation split (never test); the best trial's
@@ -31,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from .common import add_config_args
     from .train import add_telegram_args
 
-    p = sub.add_parser("search", help="hyper-parameter / architecture search with Optuna", description=__doc__,
+    p = sub.add_parser("search", help="hyper-parameter / architecture search (Optuna, or NNI)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--trials", type=int, required=True, help="trials of the whole study (complete or pruned)")
@@ -55,6 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds without a heartbeat after which a trial's worker is taken as dead")
     p.add_argument("--max-retry", type=int, default=2, help="re-runs of a dead worker's trial")
     p.add_argument("--report", action="store_true", help="print the table and write the plots; run no trial")
+    p.add_argument("--backend", choices=("optuna", "nni"), default="optuna",
+                   help="optuna (default), or nni: NNI's experiment manager (pip install 'streamseg[nni]')")
+    p.add_argument("--nas", action="store_true",
+                   help="with --backend nni: architecture search over the model.* parameters of search_space "
+                        "(NNI's Random strategy, trials in this process)")
+    p.add_argument("--concurrency", type=int, default=1, help="--backend nni: trials run at the same time")
+    p.add_argument("--nni-port", type=int, default=None,
+                   help="--backend nni: port of NNI's web server, which listens on ALL interfaces (default: a free one)")
     add_telegram_args(p)
     p.set_defaults(func=run_search, telegram_every=1)
 
@@ -90,6 +101,14 @@ def run_search(args: argparse.Namespace) -> int:
         fixed, metric = _fixed_overrides(args, configs)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.backend == "nni":
+        from .search_nni import run_nni
+
+        return run_nni(args, configs, fixed, metric, console)
+    if args.nas or args.concurrency != 1 or args.nni_port is not None:
+        raise SystemExit("error: --nas, --concurrency and --nni-port need --backend nni (the Optuna backend searches "
+                         "architecture parameters such as model.num_layers as ordinary search_space keys; run more "
+                         "workers for concurrency)")
     name = args.study or f"{configs.dataset_name}-{configs.model_name}_{configs.exp_name}"
     study_dir = experiment_dir(args.root, configs.dataset_name, configs.model_name, configs.exp_name) / "search" / name
     try:

@@ -8,6 +8,7 @@ Layout::
     predictions/  <video> files in the MS-TCN results format
     plots/        PNGs
     metrics.json  test metrics (percent)
+    ranks.json    DDP runs only: each rank's pid, host, params and weights hashes
     DONE          written when train+test finished
 
 Resume rule: the newest version without `DONE` is continued (from `checkpoints/last.ckpt` when it exists)

@@ -4,6 +4,10 @@ The search space is `search_space(trial) -> {dotted key: value}` in the experime
 each trial trains with the engine and is scored on the validation split (`objective`), pruned per
 epoch (`pruning`); studies live in SQLite, PostgreSQL or a journal file shared by any number of workers
 (`storage`, `study`); `report` prints and plots the results. Entry point: `streamseg search`.
+
+`ddp` runs a trial as a multi-process child. The NNI backend (`pip install streamseg[nni]`) lives in
+`nni_space` (the space in NNI's format), `nni_hpo` and `nni_trial` (HPO through NNI's manager) and
+`nni_nas` (architecture search); they are imported only by `streamseg search --backend nni`.
 """
 
 from .objective import Objective, SearchSpec

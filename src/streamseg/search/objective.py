@@ -4,15 +4,13 @@ validation value of `train.monitor` (never a test-split number).
 A trial trains in this process with `engine.runner.train_and_test` into its own run root,
 `<study folder>/trials/trial_<number>/`, as a fresh version, with a `PruningCallback`. With
 `devices > 1` it runs `streamseg train ... --devices N` as a child process instead (torchrun under
-the hood): the trial's parameters are on the command line, so every rank gets the same ones by
-construction; such trials are not pruned per epoch (see docs/search.md).
+the hood, `search.ddp`): the trial's parameters are on the command line, so every rank gets the same ones
+by construction; such trials report their learning curve when they end and are not pruned per epoch
+(see docs/search.md).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,8 +19,9 @@ import optuna
 
 from ..config import ConfigError, ConfigSet
 from ..engine.recipes import is_stream_input
-from ..engine.runner import METRIC_KEYS, Hardware, train_and_test
+from ..engine.runner import METRIC_KEYS, Hardware, build_net, train_and_test
 from .cost import model_cost
+from .ddp import launch_args, train_in_child, val_history
 from .pruning import PruningCallback
 from .space import override_args, sample_overrides, train_command
 
@@ -83,7 +82,7 @@ class Objective:
         trial.set_user_attr(ATTR_OVERRIDES, override_args(overrides))
         trial.set_user_attr(ATTR_SEED, params.train.seed)
         trial.set_user_attr(ATTR_COMMAND, train_command(spec.dataset, spec.model, spec.exp, args, spec.root,
-                                                        spec.config_root))
+                                                        spec.config_root, launch_args(spec.hw)))
         cost = self._cost(params) if spec.cost else None
         if cost is not None:
             trial.set_user_attr(ATTR_COST, cost)
@@ -94,7 +93,7 @@ class Objective:
                 raise optuna.TrialPruned(f"over the {spec.cost} budget")
         run_root = spec.study_dir / "trials" / f"trial_{trial.number:04d}"
         if spec.hw.devices * spec.hw.num_nodes > 1:
-            metrics = self._run_ddp(args, run_root)
+            metrics = self._run_ddp(trial, args, run_root, params.train.monitor)
         else:
             metrics = self._run_here(trial, params, applied, run_root)
         trial.set_user_attr(ATTR_TEST, {k: metrics[k] for k in METRIC_KEYS if k in metrics})
@@ -115,7 +114,7 @@ class Objective:
         dm = self.configs.dataset.build_datamodule(params.data, params.train)
         dm.prepare_data()
         info = dm.info
-        net = self.configs.model.build_model(params.model, info.in_channels, info.num_classes)
+        net = build_net(self.configs.model, params.model, info)
         return model_cost(self.spec.cost, net, info.in_channels, params.train.chunk_size, info.sample_rate)
 
     def _run_here(self, trial: optuna.Trial, params: Any, applied: dict, run_root: Path) -> dict[str, Any]:
@@ -125,19 +124,12 @@ class Objective:
         trial.set_user_attr(ATTR_RUN, str(run.path))
         return metrics
 
-    def _run_ddp(self, args: list[str], run_root: Path) -> dict[str, Any]:
+    def _run_ddp(self, trial: optuna.Trial, args: list[str], run_root: Path, monitor: str) -> dict[str, Any]:
         spec = self.spec
-        cmd = [sys.executable, "-m", "streamseg.cli.main", "train", "-D", spec.dataset, "-M", spec.model,
-               "-E", spec.exp, "-R", str(run_root), "--new", "--devices", str(spec.hw.devices),
-               "--num-nodes", str(spec.hw.num_nodes), "--accelerator", spec.hw.accelerator]
-        if spec.config_root:
-            cmd += ["--config-root", spec.config_root]
-        for item in args:
-            cmd += ["-o", item]
-        code = subprocess.call(cmd)
-        if code != 0:
-            raise RuntimeError(f"trial run failed (exit code {code}): {' '.join(cmd)}")
-        found = sorted(run_root.glob("*/*/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise RuntimeError(f"trial run wrote no metrics.json under {run_root}")
-        return json.loads(found[-1].read_text())
+        metrics, run_dir = train_in_child(spec.dataset, spec.model, spec.exp, spec.config_root, args, run_root,
+                                          spec.hw)
+        trial.set_user_attr(ATTR_RUN, str(run_dir))
+        if not spec.multi_objective:  # Optuna keeps learning curves of single-objective trials only
+            for epoch, value in sorted(val_history(run_dir, monitor).items()):  # reported after the fact
+                trial.report(value, step=epoch)
+        return metrics

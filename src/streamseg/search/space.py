@@ -80,13 +80,16 @@ def sample_overrides(configs: ConfigSet, trial: Any, fixed: Sequence[str] = ()) 
 
 
 def train_command(dataset: str, model: str, exp: str, args: Sequence[str], root: str | None = None,
-                  config_root: str | None = None) -> str:
-    """The shell command that re-runs a trial: `streamseg train -D .. -M .. -E .. -o k=v ...`."""
+                  config_root: str | None = None, launch: Sequence[str] = ()) -> str:
+    """The shell command that re-runs a trial: `streamseg train -D .. -M .. -E .. [launch] -o k=v ...`;
+    `launch` are options such as `--devices 2` (a DDP trial is re-run as one: the per-rank batches and
+    gradient averaging are part of what ran)."""
     parts = ["streamseg", "train", "-D", dataset, "-M", model, "-E", exp]
     if config_root:
         parts += ["--config-root", config_root]
     if root:
         parts += ["-R", root]
+    parts += list(launch)
     for item in args:
         parts += ["-o", item]
     return shlex.join(parts)
