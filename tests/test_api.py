@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamseg.api import Experiment, Prediction, Run, evaluate_dirs
+from streamseg.api import Experiment, Prediction, Run, evaluate_dirs, predict
 from streamseg.config import ConfigError
 from streamseg.metrics.io import read_label_file, read_mapping
 
@@ -84,6 +84,38 @@ def test_predict_rejects_the_wrong_input_kind(streaming_run, tmp_path: Path) -> 
         run.predict(video)
     with pytest.raises(FileNotFoundError):
         run.predict(tmp_path / "missing.npy")
+
+
+def test_export_onnx_and_predict_with_the_export(streaming_run, synth_root, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    _, run, _ = streaming_run
+    vid = sorted(p.name for p in run.predictions_dir.iterdir())[0]
+    onnx_path = run.export_onnx(tmp_path / "m.onnx")
+    assert onnx_path == tmp_path / "m.onnx" and onnx_path.with_suffix(".json").is_file()
+    features = synth_root / "features" / f"{vid}.npy"
+    from_onnx = predict(onnx_path, features, chunk=7)  # ONNX Runtime, any chunk length
+    np.testing.assert_array_equal(from_onnx.labels, _saved_prediction(run, synth_root, vid))
+    np.testing.assert_array_equal(predict(run, features).labels, from_onnx.labels)  # a Run: its PyTorch model
+    with pytest.raises(ValueError, match="realtime and annotate need a video"):
+        predict(onnx_path, features, realtime=True)
+
+
+def test_predict_on_a_video_with_an_annotated_copy(synth_video_root, tmp_path: Path) -> None:
+    import av
+
+    from streamseg.deploy.infer import infer_video
+
+    from .deploy.test_infer import varying_streamer
+
+    video = sorted((synth_video_root / "Videos").glob("*.mp4"))[0]
+    streamer = varying_streamer(video)  # any streamer (or a run, a checkpoint, an .onnx file)
+    seen: list[dict] = []
+    pred = predict(streamer, video, chunk=5, on_segment=seen.append, annotate=tmp_path / "annotated.mp4")
+    np.testing.assert_array_equal(pred.labels, infer_video(streamer, video, chunk=5).labels)
+    assert pred.name == video.stem and seen == pred.segments and pred.realtime is None and pred.fps == 15.0
+    with av.open(str(tmp_path / "annotated.mp4")) as annotated:
+        assert sum(1 for _ in annotated.decode(video=0)) == len(pred.labels)
 
 
 def test_evaluate_agrees_with_evaluate_dirs(streaming_run, synth_root) -> None:

@@ -1,6 +1,6 @@
 """The public Python API: the `streamseg` commands as a few objects, for notebooks and scripts.
 
-    from streamseg.api import Experiment, Run, evaluate_dirs
+    from streamseg.api import Experiment, Run, evaluate_dirs, predict
 
     exp = Experiment.load("synth", "mstcn", "quick", overrides=["train.epochs=5"])  # -D -M -E -o
     exp.params.train.lr                                  # the resolved, typed parameters
@@ -8,6 +8,8 @@
     run.metrics["f1@50"]                                 # metrics.json (percent)
     run.evaluate("last")                                 # streamseg test ... --ckpt last
     pred = run.predict("data/synth/features/vid_000.npy")  # or a video file: labels + segments
+    onnx = run.export_onnx()                             # streamseg export onnx RUN_DIR
+    predict(onnx, "rtsp://cam/stream", on_segment=print)  # any model (run, .ckpt, .onnx), file/URL/device
     Run("experiments/synth/mstcn_quick/version_0")       # a finished run from disk
 
 Each call does what the command of the same name does (same run directory, same files); see README.md,
@@ -29,7 +31,7 @@ import numpy as np
 from .cli.evaluate import evaluate_dirs
 from .config import ConfigSet, RunParams, load_configs, resolve_params
 
-__all__ = ["Experiment", "Prediction", "Run", "evaluate_dirs"]
+__all__ = ["Experiment", "Prediction", "Run", "evaluate_dirs", "predict"]
 
 CKPT_NAMES = ("best", "last")
 
@@ -41,7 +43,8 @@ class Prediction:
     labels: int64 (T,) class id per original frame. segments: the segment events in the order they
     closed, as `streamseg infer` prints them (``label``, ``label_id``, ``start``, ``end`` in original
     frames, end exclusive, ``start_s``/``end_s``, ``confidence``, ``emitted_at_frame``, ``latency_s``).
-    class_names: K names, index = class id. fps: original frames per second.
+    class_names: K names, index = class id. fps: original frames per second. realtime: the lag report
+    of a live source or a ``realtime=True`` run (`streamseg.deploy.infer.LagMeter`), else None.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Prediction:
     segments: list[dict[str, Any]]
     class_names: list[str]
     fps: float
+    realtime: dict[str, Any] | None = None
 
     def label_names(self) -> list[str]:
         """The per-frame labels as class names (T,)."""
@@ -142,30 +146,81 @@ class Run:
         return self._streamers[key]
 
     def predict(self, source: str | Path, chunk: int | None = None, ckpt: str | Path = "best",
-                on_segment: Callable[[dict[str, Any]], None] | None = None) -> Prediction:
-        """Label a video file (a model trained on frames) or a ``(D, T)`` features ``.npy`` (a model
-        trained on features), online: ``chunk`` sampled frames at a time (default: the training chunk
-        size, else 32) with the model's state carried from chunk to chunk, as `streamseg infer` does.
-        ``on_segment(event)`` is called as each segment closes. Whole-video models (MS-TCN: no
-        look-ahead bound) see the whole input in one call at its end."""
-        from .deploy.infer import infer_video
+                on_segment: Callable[[dict[str, Any]], None] | None = None, *, realtime: bool = False,
+                annotate: str | Path | None = None) -> Prediction:
+        """Label a video file, stream URL or device (a model trained on frames) or a ``(D, T)`` features
+        ``.npy`` (a model trained on features), online: ``chunk`` sampled frames at a time (default: the
+        training chunk size, else 32) with the model's state carried from chunk to chunk, as
+        `streamseg infer` does. ``on_segment(event)`` is called as each segment closes. Whole-video models
+        (MS-TCN: no look-ahead bound) see the whole input in one call at its end. ``realtime``: play the
+        video at its frame rate and report the lag; ``annotate``: write an annotated copy of the video
+        (label and timeline bar) there. See `predict`, which takes any model."""
+        return _predict(self.streamer(ckpt), source, chunk, on_segment, realtime, annotate, str(self.path))
 
-        streamer = self.streamer(ckpt)
-        meta = streamer.meta
+    def export_onnx(self, out: str | Path | None = None, ckpt: str | Path = "best", check: bool = True) -> Path:
+        """`streamseg export onnx`: the checkpoint's streaming step as ONNX with the state as explicit
+        inputs/outputs (default ``<run>/export/model.onnx``, metadata ``model.json`` beside it), checked
+        against PyTorch over a multi-chunk stream unless ``check=False``. Needs the ``export`` extra."""
+        from .deploy.onnx_export import export_trained
+
+        path = self.checkpoint(ckpt)
+        onnx_path, _, _, _ = export_trained(path, out or self.path / "export" / "model.onnx", check=check)
+        return onnx_path
+
+
+def predict(model: Run | str | Path | Any, source: str | Path, chunk: int | None = None,
+            on_segment: Callable[[dict[str, Any]], None] | None = None, *, realtime: bool = False,
+            annotate: str | Path | None = None) -> Prediction:
+    """`streamseg infer SOURCE --model MODEL` as a function: label ``source`` chunk by chunk as it arrives.
+
+    ``model``: a `Run`, a run directory or checkpoint (PyTorch), an exported ``.onnx`` (ONNX Runtime), or
+    a streamer (`streamseg.deploy.runtime.TorchStreamer` / ``OnnxStreamer``). ``source``: a video file,
+    a stream URL (``rtsp://``, ``http://``, ...), a device (``/dev/video0``, ``FORMAT:TARGET``) or, for
+    a model trained on features, a ``(D, T)`` ``.npy``. The rest as `Run.predict`.
+    """
+    from .deploy.runtime import open_streamer
+
+    if isinstance(model, Run):
+        return model.predict(source, chunk, on_segment=on_segment, realtime=realtime, annotate=annotate)
+    streamer = model if hasattr(model, "step") and hasattr(model, "meta") else open_streamer(model)
+    return _predict(streamer, source, chunk, on_segment, realtime, annotate, str(getattr(model, "path", model)))
+
+
+def _predict(streamer, source: str | Path, chunk: int | None, on_segment, realtime: bool,
+             annotate: str | Path | None, where: str) -> Prediction:
+    from .deploy.infer import infer_stream, open_source
+    from .deploy.sources import is_stream
+
+    meta = streamer.meta
+    live = is_stream(source)
+    if not live:
         source = Path(source)
         if not source.is_file():
             raise FileNotFoundError(f"{source}: no such file")
-        is_features = source.suffix == ".npy"
-        if is_features != (meta.input_kind == "features"):
-            want = "a (D, T) features .npy file" if meta.input_kind == "features" else "a video file"
-            raise ValueError(f"{source}: this model ({self.path}) reads {want}")
-        emit = on_segment or (lambda event: None)
-        if is_features:
-            labels, events = _predict_features(streamer, source, chunk or meta.chunk_size or 32, emit)
-        else:
-            result = infer_video(streamer, source, chunk, emit)
-            labels, events = result.labels, result.events
+    is_features = not live and source.suffix == ".npy"
+    if is_features != (meta.input_kind == "features"):
+        want = "a (D, T) features .npy file" if meta.input_kind == "features" else "a video file, stream or device"
+        raise ValueError(f"{source}: this model ({where}) reads {want}")
+    emit = on_segment or (lambda event: None)
+    if is_features:
+        if realtime or annotate:
+            raise ValueError(f"{source}: realtime and annotate need a video, not features")
+        labels, events = _predict_features(streamer, source, chunk or meta.chunk_size or 32, emit)
         return Prediction(source.stem, labels, events, list(meta.class_names), meta.fps)
+    writer = None
+    with open_source(source, streamer) as src:
+        if annotate is not None:
+            from .deploy.annotate import AnnotatedVideoWriter
+
+            writer = AnnotatedVideoWriter(annotate, meta.class_names, src.fps or meta.fps, num_frames=src.num_frames,
+                                          bg_classes=meta.bg_classes)
+        try:
+            result = infer_stream(streamer, src, chunk, emit, realtime=realtime,
+                                  on_frames=writer.write if writer is not None else None)
+        finally:
+            if writer is not None:
+                writer.close()
+    return Prediction(result.name, result.labels, result.events, list(meta.class_names), result.fps, result.realtime)
 
 
 def _predict_features(streamer, path: Path, chunk: int, emit: Callable[[dict[str, Any]], None]):

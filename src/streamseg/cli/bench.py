@@ -3,12 +3,18 @@
 model-only throughput and per-chunk latency (p50/p99) for S concurrent streams, end-to-end throughput
 from the dataset's videos (PyAV decode + resize + normalise + model), peak memory.
 
-Printed as a table and written as JSON (default bench/<dataset>_<model>_<exp>_<device>_s<S>_t<T>_<precision>.json)
-with the environment (versions, CPU, threads, GPU). Warm-up steps first, then --repeats runs of --steps
-steps; throughput is the median run. The model is freshly initialised (speed does not depend on weights).
+Printed as a table and written as JSON (default bench/<dataset>_<model>_<exp>_<device>_s<S>_t<T>_<precision>.json,
+with _onnxruntime before .json for that backend) with the environment (versions, CPU, threads, GPU).
+Warm-up steps first, then --repeats runs of --steps steps; throughput is the median run. The model is
+freshly initialised (speed does not depend on weights).
+
+--backend onnxruntime times the same model exported to ONNX (state as graph inputs/outputs, parity
+checked against PyTorch; or --onnx, an existing export of this experiment's model) through ONNX Runtime,
+model-only and end to end, fp32; --threads sets its intra-op threads. Needs the `export` extra.
 
     streamseg bench -D synth -M memtcn -E quick --streams 4 --chunk 32
     streamseg bench -D synth -M tsm_memtcn -E chunk32 --streams 4 --threads 2
+    streamseg bench -D synth -M tsm_memtcn -E chunk32 --backend onnxruntime --threads 1
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=int, default=1, help="concurrent streams S (the batch)")
     p.add_argument("--chunk", type=int, default=None, help="sampled frames per chunk T (default: train.chunk_size, or 32)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="eager PyTorch, or the ONNX export through ONNX Runtime (fp32)")
+    p.add_argument("--onnx", default=None, help="with --backend onnxruntime: an existing .onnx export to time "
+                                                "(default: export the experiment's model to a temporary folder)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run")
@@ -62,13 +72,29 @@ def run_bench(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {e}") from None
     if args.streams < 1 or (args.chunk is not None and args.chunk < 1):
         raise SystemExit(f"error: --streams and --chunk must be >= 1, got {args.streams}, {args.chunk}")
-    result = run_benchmark(configs, params, device=args.device, streams=args.streams, chunk=args.chunk,
-                           precision=args.precision, warmup=args.warmup, steps=args.steps, repeats=args.repeats,
-                           end_to_end=not args.no_e2e, e2e_max_frames=args.e2e_max_frames)
+    if args.onnx is not None and args.backend != "onnxruntime":
+        raise SystemExit("error: --onnx needs --backend onnxruntime")
+    if args.backend == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+            import onnxscript  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(f"error: --backend onnxruntime needs the export extra ({e.name} is missing): "
+                             "pip install -e '.[export]'") from None
+    from ..deploy.onnx_export import ExportError, ParityError
+
+    try:
+        result = run_benchmark(configs, params, device=args.device, streams=args.streams, chunk=args.chunk,
+                               precision=args.precision, warmup=args.warmup, steps=args.steps, repeats=args.repeats,
+                               end_to_end=not args.no_e2e, e2e_max_frames=args.e2e_max_frames, backend=args.backend,
+                               onnx_path=args.onnx, threads=args.threads)
+    except (ValueError, FileNotFoundError, ExportError, ParityError) as e:
+        raise SystemExit(f"error: {e}") from None
     result["command"] = "streamseg bench " + " ".join(_argv(args))
     s = result["settings"]
+    suffix = "" if s["backend"] == "torch" else f"_{s['backend']}"
     out = Path(args.out or f"bench/{configs.dataset_name}_{configs.model_name}_{configs.exp_name}_"
-                           f"{s['device'].replace(':', '')}_s{s['streams']}_t{s['chunk']}_{s['precision']}.json")
+                           f"{s['device'].replace(':', '')}_s{s['streams']}_t{s['chunk']}_{s['precision']}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_bench(result)
@@ -84,8 +110,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 def print_bench(r: dict) -> None:
     s, c, m, e = r["settings"], r["cost"], r["model_only"], r.get("end_to_end")
-    table = Table(title=f"{r['dataset']} / {r['model']}_{r['exp']}: {s['device']}, {s['precision']}, "
-                        f"{s['streams']} streams x {s['chunk']} frames")
+    table = Table(title=f"{r['dataset']} / {r['model']}_{r['exp']}: {s.get('backend', 'torch')}, {s['device']}, "
+                        f"{s['precision']}, {s['streams']} streams x {s['chunk']} frames")
     for col in ("params", "GFLOPs/frame", "GFLOPs/forward", "model fps", "p50 ms", "p99 ms", "e2e fps", "peak MB"):
         table.add_column(col, justify="right")
     peak = m.get("peak_cuda_allocated_mb", m.get("peak_rss_mb"))

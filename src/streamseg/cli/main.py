@@ -7,7 +7,7 @@
     streamseg data check ROOT
     streamseg search   -D synth -M mstcn -E quick --trials 20 [--storage URL] [--cost flops]
     streamseg export onnx RUN_DIR [--out model.onnx]
-    streamseg infer    VIDEO --model (RUN_DIR | model.onnx) [--events events.jsonl]
+    streamseg infer    (VIDEO | FOLDER | URL | /dev/videoN) --model (RUN_DIR | model.onnx) [--realtime --live --annotate out.mp4]
     streamseg bench    -D synth -M tsm_memtcn -E chunk32 [--streams 16 --chunk 32 --device cuda]
 """
 

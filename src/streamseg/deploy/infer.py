@@ -1,10 +1,11 @@
-"""Online inference on a video file: chunk by chunk through a `Streamer`, segment events as they close.
+"""Online inference on a video file, network stream or device: chunk by chunk through a `Streamer`,
+segment events as they close.
 
-Per video: PyAV decodes every ``sample_rate``-th frame at the model's input size (`VideoFileSource`,
-the same decode and resize as training), `DeployMeta.preprocess` normalises, the streamer labels a
-chunk, and each sampled frame's label covers the ``sample_rate`` original frames from it on (as
-`streamseg.data.streams.upsample_to_full`). A segment closes when a frame gets a different label; its
-event is emitted right then. The last segment closes at the end of the video.
+Per source: PyAV decodes every ``sample_rate``-th frame at the model's input size (`StreamSource`, the
+same decode and resize as training), `DeployMeta.preprocess` normalises, the streamer labels a chunk as
+soon as its frames have arrived, and each sampled frame's label covers the ``sample_rate`` original
+frames from it on (as `streamseg.data.streams.upsample_to_full`). A segment closes when a frame gets a
+different label; its event is emitted right then. The last segment closes at the end of the source.
 
 Event (one JSON object per line)::
 
@@ -14,7 +15,12 @@ Event (one JSON object per line)::
      "latency_s": float}             # wall time from decoding the chunk that closed it to the emission
 
 ``emitted_at_frame - end`` is the algorithmic delay (chunk wait + look-ahead), in original frames.
-Whole-video models (``lookahead is None``) are fed the whole video in one call at its end.
+Whole-video models (``lookahead is None``) are fed the whole video in one call at its end (files only).
+
+Real time (`LagMeter`): a live source (URL, device) delivers frames at its own pace and a slow consumer
+falls behind it; ``realtime=True`` also paces a file at its frame rate, so that the same measurement
+can be made on a file. Nothing is ever dropped: the report says how far behind (seconds) and how many
+chunks were labelled after the next one had already arrived.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.video import VideoFileSource
 from .runtime import Streamer
+from .sources import StreamSource, is_stream, source_name
 
-__all__ = ["SegmentTracker", "VideoResult", "infer_video", "video_files"]
+__all__ = ["LagMeter", "Progress", "SegmentTracker", "VideoResult", "infer_stream", "infer_video", "open_source",
+           "sources", "video_files"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
@@ -91,10 +98,79 @@ class SegmentTracker:
 
 @dataclass
 class VideoResult:
+    """One source's labelling. ``labels``: int64 (num_frames,) at the original frame rate; ``events``: the
+    segments in the order they closed; ``seconds``: wall time; ``realtime``: the lag report
+    (`LagMeter.summary`) for a live source or a ``realtime`` run, else None; ``interrupted``: a live
+    source stopped by Ctrl-C (the labels cover the frames that had arrived)."""
+
     name: str
-    labels: np.ndarray  # int64 (num_frames,) at the original frame rate
+    labels: np.ndarray
     events: list[dict[str, Any]]
     seconds: float
+    source: str = ""
+    fps: float = 0.0
+    realtime: dict[str, Any] | None = None
+    interrupted: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: video, source, frames, segments, seconds, frames_per_s, fps, realtime, interrupted."""
+        return {"video": self.name, "source": self.source, "frames": int(len(self.labels)),
+                "segments": len(self.events), "seconds": round(self.seconds, 4),
+                "frames_per_s": round(len(self.labels) / max(self.seconds, 1e-9), 2), "fps": self.fps,
+                "realtime": self.realtime, "interrupted": self.interrupted}
+
+
+class LagMeter:
+    """How far the labels are behind a real-time source, chunk by chunk.
+
+    A source frame with media time ``t`` is available at ``first_frame_wall + t``; a chunk's lag is the
+    wall time its labels were ready minus when its last frame became available (0 when ahead, e.g. a
+    network server sending a file faster than real time). A chunk is *late* when its lag exceeds the
+    chunk period (``chunk * sample_rate / fps`` seconds): the next chunk had already arrived, so the
+    consumer has fallen behind the source. Nothing is dropped; the lag grows instead.
+    """
+
+    def __init__(self, period_s: float | None, paced: bool, fps: float) -> None:
+        self.period_s, self.paced, self.fps = period_s, paced, fps
+        self.lags: list[float] = []
+        self.late = 0
+        self.media_s = 0.0
+
+    def record(self, lag_s: float, media_s: float) -> None:
+        lag_s = max(0.0, lag_s)
+        self.lags.append(lag_s)
+        self.media_s = media_s
+        if self.period_s is not None and lag_s > self.period_s:
+            self.late += 1
+
+    @property
+    def last(self) -> float | None:
+        return self.lags[-1] if self.lags else None
+
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        lags = self.lags or [0.0]
+        return {"paced": self.paced, "source_fps": self.fps, "chunk_period_s": self.period_s,
+                "chunks": len(self.lags), "late_chunks": self.late, "behind": self.late > 0,
+                "max_lag_s": round(max(lags), 4), "mean_lag_s": round(float(np.mean(lags)), 4),
+                "final_lag_s": round(lags[-1], 4), "media_s": round(self.media_s, 4), "wall_s": round(wall_s, 4),
+                "speed": round(self.media_s / wall_s, 3) if wall_s > 0 else None}
+
+
+@dataclass
+class Progress:
+    """What a live view shows after each chunk: original frames labelled so far (of ``num_frames`` when
+    known), the newest frame's label and confidence, sampled frames labelled per wall second, and for a
+    real-time run the current lag (seconds behind the source) and late chunks so far."""
+
+    video: str
+    frames: int
+    num_frames: int | None
+    label: str
+    confidence: float
+    fps: float
+    elapsed_s: float
+    lag_s: float | None = None
+    late_chunks: int = 0
 
 
 def _expand(labels: np.ndarray, probs: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,56 +178,131 @@ def _expand(labels: np.ndarray, probs: np.ndarray, sample_rate: int) -> tuple[np
     return np.repeat(labels, sample_rate), np.repeat(probs, sample_rate)
 
 
-def infer_video(streamer: Streamer, path: str | Path, chunk: int | None = None,
-                emit: Callable[[dict[str, Any]], None] = lambda e: None,
-                on_chunk: Callable[[torch.Tensor, np.ndarray], None] | None = None) -> VideoResult:
-    """Label one video file chunk by chunk; ``emit`` each segment event as it closes.
+FramesHook = Callable[[list[Any], np.ndarray, np.ndarray], None]
+
+
+def infer_stream(streamer: Streamer, source: StreamSource, chunk: int | None = None,
+                 emit: Callable[[dict[str, Any]], None] = lambda e: None, *, name: str | None = None,
+                 realtime: bool = False, on_frames: FramesHook | None = None,
+                 on_progress: Callable[[Progress], None] | None = None) -> VideoResult:
+    """Label a source (file, URL or device, see `StreamSource`) chunk by chunk as its frames arrive;
+    ``emit`` each segment event as it closes.
 
     ``chunk``: sampled frames per call (default: the model's training chunk size, else 32).
-    ``on_chunk(frames uint8 (n, 3, H, W), labels (n,))``: a hook per chunk (e.g. an annotated video).
+    ``realtime``: pace the source at its frame rate (a file is then read no faster than it would play)
+    and report the lag (`LagMeter`); live sources are always measured, paced only when asked.
+    ``on_frames(frames, labels, confidences)``: each original frame (``av.VideoFrame``) once labelled, in
+    order (for `AnnotatedVideoWriter`). ``on_progress(Progress)``: after every chunk.
+    Ctrl-C ends a live source cleanly: the open segment closes and the frames so far are returned.
     """
     meta = streamer.meta
+    where = source.source
     if meta.input_kind != "frames":
-        raise ValueError(f"{path}: this model reads pre-extracted features ({meta.sample_shape}), not video")
+        raise ValueError(f"{where}: this model reads pre-extracted features ({meta.sample_shape}), not video")
+    if not meta.streaming and (source.live or realtime):
+        raise ValueError(f"{where}: this model has no look-ahead bound (it needs whole videos), so it cannot "
+                         "label a live source or run in real time; use a streaming (causal) model")
+    if source.sample_rate != meta.sample_rate:
+        raise ValueError(f"{where}: source samples every {source.sample_rate} frames, the model every "
+                         f"{meta.sample_rate}")
     chunk = chunk or meta.chunk_size or 32
-    path = Path(path)
-    started = time.perf_counter()
-    tracker = SegmentTracker(path.stem, meta.class_names, meta.fps, emit)
     sr = meta.sample_rate
+    fps = source.fps or meta.fps
+    source.keep_frames = source.keep_frames or on_frames is not None
+    lag = LagMeter(chunk * sr / fps if fps else None, realtime, fps) if realtime or source.live else None
+    tracker = SegmentTracker(name or source_name(where), meta.class_names, fps, emit)
     full: list[np.ndarray] = []
-    with VideoFileSource(path, sr, tuple(meta.sample_shape[1:])) as source:
-        state = streamer.init_state(1)
-        held: list[torch.Tensor] = []  # whole-video models: everything, labelled at the end
-        while True:
-            frames = source.read(chunk)
+    annotated = _FrameLabels(on_frames) if on_frames is not None else None
+    held: list[torch.Tensor] = []  # whole-video models: everything, labelled at the end
+    started = chunk_time = time.perf_counter()
+    sampled_done, last_conf = 0, 0.0
+    interrupted = False
+
+    def label(frames: torch.Tensor, state: Any) -> Any:
+        nonlocal sampled_done, last_conf
+        logits, state = streamer.step(meta.preprocess(frames), state)
+        probs = _softmax(logits[0])
+        lab, conf = _expand(probs.argmax(0), probs.max(0), sr)
+        full.append(lab)
+        tracker.push(lab, conf, chunk_time)
+        sampled_done, last_conf = sampled_done + len(frames), float(conf[-1])
+        if annotated is not None:
+            annotated.add(source.take_frames(), lab, conf)
+        return state
+
+    state = streamer.init_state(1)
+    try:
+        while len(frames := source.read(chunk)) > 0:
             chunk_time = time.perf_counter()
-            if len(frames) == 0:
-                break
+            due = (source.first_frame_wall or chunk_time) + source.media_time_s  # the chunk's last frame
+            if realtime and due > chunk_time:  # a file (or a fast server) played at its frame rate
+                time.sleep(due - chunk_time)
+                chunk_time = time.perf_counter()
             if not meta.streaming:
                 held.append(frames)
                 continue
-            logits, state = streamer.step(meta.preprocess(frames), state)
-            probs = _softmax(logits[0])
-            labels = probs.argmax(0)
-            if on_chunk is not None:
-                on_chunk(frames, labels)
-            lab, conf = _expand(labels, probs.max(0), sr)
-            full.append(lab)
-            tracker.push(lab, conf, chunk_time)
-        if held:
-            frames = torch.cat(held)
-            logits, _ = streamer.step(meta.preprocess(frames), state)
-            probs = _softmax(logits[0])
-            labels = probs.argmax(0)
-            if on_chunk is not None:
-                on_chunk(frames, labels)
-            lab, conf = _expand(labels, probs.max(0), sr)
-            full.append(lab)
-            tracker.push(lab, conf, chunk_time)
-        num_frames = source.num_frames  # exact once the source has been read to its end
+            state = label(frames, state)
+            if lag is not None:
+                lag.record(time.perf_counter() - due, source.media_time_s)
+            if on_progress is not None:
+                now = time.perf_counter()
+                labelled = min(sum(len(f) for f in full), source.decoded)  # the last label covers frames to come
+                on_progress(Progress(tracker.video, int(labelled), source.num_frames,
+                                     meta.class_names[int(full[-1][-1])], last_conf,
+                                     sampled_done / max(now - started, 1e-9), now - started,
+                                     lag.last if lag else None, lag.late if lag else 0))
+    except KeyboardInterrupt:
+        if not source.live:
+            raise
+        interrupted = True
+    if held:
+        state = label(torch.cat(held), state)
+    num_frames = source.num_frames if source.num_frames is not None and source.ended else source.decoded
     labels_full = np.concatenate(full)[:num_frames] if full else np.zeros(0, np.int64)
     tracker.finish(num_frames, chunk_time)
-    return VideoResult(path.stem, labels_full.astype(np.int64), tracker.events, time.perf_counter() - started)
+    if annotated is not None:
+        annotated.add(source.take_frames())  # the last sampled frame's cover; surplus labels are dropped
+    seconds = time.perf_counter() - started
+    return VideoResult(tracker.video, labels_full.astype(np.int64), tracker.events, seconds, where, fps,
+                       lag.summary(seconds) if lag else None, interrupted)
+
+
+class _FrameLabels:
+    """Pairs decoded original frames with their labels as both arrive and hands the pairs to ``hook``.
+
+    A sampled frame's label covers the next ``sample_rate - 1`` original frames too, which may not be
+    decoded yet when its chunk is labelled: those labels wait here for their frames."""
+
+    def __init__(self, hook: FramesHook) -> None:
+        self.hook = hook
+        self.frames: list[Any] = []
+        self.labels: list[int] = []
+        self.confidences: list[float] = []
+
+    def add(self, frames: list[Any], labels: np.ndarray | None = None, confidences: np.ndarray | None = None) -> None:
+        self.frames.extend(frames)
+        if labels is not None:
+            self.labels.extend(labels.tolist())
+            self.confidences.extend(confidences.tolist())
+        n = min(len(self.frames), len(self.labels))
+        if n:
+            self.hook(self.frames[:n], np.array(self.labels[:n], np.int64), np.array(self.confidences[:n]))
+            del self.frames[:n], self.labels[:n], self.confidences[:n]
+
+
+def open_source(source: str | Path, streamer: Streamer, **kwargs: Any) -> StreamSource:
+    """A `StreamSource` decoding ``source`` at the model's sample rate and input size; ``kwargs``: `StreamSource`'s."""
+    meta = streamer.meta
+    if meta.input_kind != "frames":
+        raise ValueError(f"{source}: this model reads pre-extracted features ({meta.sample_shape}), not video")
+    return StreamSource(source, meta.sample_rate, tuple(meta.sample_shape[1:]), **kwargs)
+
+
+def infer_video(streamer: Streamer, path: str | Path, chunk: int | None = None,
+                emit: Callable[[dict[str, Any]], None] = lambda e: None, **kwargs: Any) -> VideoResult:
+    """`infer_stream` on a video file (or a URL / device); ``kwargs``: `infer_stream`'s."""
+    with open_source(path, streamer) as source:
+        return infer_stream(streamer, source, chunk, emit, **kwargs)
 
 
 def video_files(source: str | Path) -> Iterator[Path]:
@@ -165,4 +316,10 @@ def video_files(source: str | Path) -> Iterator[Path]:
     elif source.is_file():
         yield source
     else:
-        raise FileNotFoundError(f"{source}: no such video file or folder")
+        raise FileNotFoundError(f"{source}: no such video file or folder (nor a URL, /dev/ device or FORMAT:TARGET)")
+
+
+def sources(source: str | Path) -> list[str | Path]:
+    """What `streamseg infer SOURCE` labels: a stream (URL, device, ``FORMAT:TARGET``) as is, a file, or
+    the video files of a folder."""
+    return [str(source)] if is_stream(source) else list(video_files(source))

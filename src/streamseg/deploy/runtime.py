@@ -33,6 +33,7 @@ __all__ = [
     "OnnxStreamer",
     "Streamer",
     "TorchStreamer",
+    "deploy_meta",
     "load_trained_model",
     "meta_path_for",
     "open_streamer",
@@ -230,24 +231,29 @@ def load_trained_model(path: str | Path, overrides: Sequence[str] = ()) -> tuple
     The dataset folder of the run must exist (class names come from its ``mapping.txt``).
     """
     from ..engine.runner import load_trained
-    from ..engine.stream_datamodule import VideoStreamDataModule
 
     run, ckpt = _resolve_run(Path(path))
     _, params, dm, module = load_trained(run, ckpt, overrides)
-    info = dm.info
     net = module.net.eval()
+    return net, deploy_meta(net, dm, int(params.train.chunk_size), source=str(path))
+
+
+def deploy_meta(net: nn.Module, dm: Any, chunk_size: int, source: str = "") -> DeployMeta:
+    """The `DeployMeta` of ``net`` trained on the DataModule ``dm`` (its ``info``; frames or features)."""
+    from ..engine.stream_datamodule import VideoStreamDataModule
+
+    info = dm.info
     state = net.init_state(1, "cpu")
     if isinstance(dm, VideoStreamDataModule):
         kind, shape, mean, std = "frames", [3, *dm.frame_size], list(dm.mean), list(dm.std)
     else:
         kind, shape, mean, std = "features", [info.in_channels], [], []
-    meta = DeployMeta(
+    return DeployMeta(
         class_names=list(info.class_names), fps=float(info.fps), sample_rate=int(info.sample_rate),
         input_kind=kind, sample_shape=shape, lookahead=net.lookahead,
         state_shapes=[list(t.shape[1:]) for t in state], bg_classes=[info.class_names[i] for i in info.bg_ids],
-        mean=mean, std=std, chunk_size=int(params.train.chunk_size), source=str(path),
+        mean=mean, std=std, chunk_size=chunk_size, source=source,
     )
-    return net, meta
 
 
 def open_streamer(model: str | Path, device: str = "cpu", threads: int | None = None) -> Streamer:
