@@ -98,6 +98,14 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.T
     return F.interpolate(frames, size=tuple(size), mode="bilinear", antialias=False, align_corners=False)
 
 
+def rgb24_frames(frames: list, size: tuple[int, int] | None, sws_options: dict | None = None) -> torch.Tensor:
+    """PyAV frames -> ``uint8 (n, 3, H, W)``: swscale rgb24 at the native size, then `resize_frames`.
+    The one conversion shared by training (`VideoFileSource`) and deployment (`deploy.sources`)."""
+    # (n, H, W, 3) -> (n, 3, H, W): a channels-last view, which torch's uint8 resize handles fastest
+    rgb = torch.from_numpy(np.stack([f.to_ndarray(format="rgb24", **(sws_options or {})) for f in frames]))
+    return resize_frames(rgb.permute(0, 3, 1, 2), size)
+
+
 # Y'CbCr -> R'G'B' matrices from the standard luma weights (Kr, Kb): R = Y + 2(1-Kr)·Cr,
 # B = Y + 2(1-Kb)·Cb, G = (Y - Kr·R - Kb·B) / Kg. FFmpeg colorspace ids: 1 = BT.709; 5, 6 = BT.601;
 # 2 = unspecified, which swscale (and we) treat as BT.601.
@@ -307,9 +315,7 @@ class VideoFileSource:
             planes = [torch.from_numpy(np.stack([_plane(f.planes[i]) for f in frames])) for i in range(3)]
             full = fmt == "yuvj420p" or frames[0].color_range == _FULL_RANGE
             return yuv420p_to_rgb(*planes, size=self.size, colorspace=frames[0].colorspace, full_range=full)
-        # (n, H, W, 3) -> (n, 3, H, W): a channels-last view, which torch's uint8 resize handles fastest
-        rgb = torch.from_numpy(np.stack([f.to_ndarray(format="rgb24", **self._sws_options) for f in frames])).permute(0, 3, 1, 2)
-        return resize_frames(rgb, self.size)
+        return rgb24_frames(frames, self.size, self._sws_options)
 
     def close(self) -> None:
         if self._container is not None:

@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 import av
-import numpy as np
 import torch
 
 from ..data.errors import DataError
-from ..data.video import resize_frames
+from ..data.video import rgb24_frames
 
 __all__ = ["StreamSource", "is_stream", "parse_source", "source_name"]
 
@@ -215,8 +214,7 @@ class StreamSource:
         if bad is not None:
             raise DataError(self.source, f"the frame size changes mid-stream (before frame {self.decoded}): "
                                          f"{self.width}x{self.height} -> {bad.width}x{bad.height}")
-        rgb = np.stack([f.to_ndarray(format="rgb24", **_SWS_OPTIONS) for f in frames])
-        return resize_frames(torch.from_numpy(rgb).permute(0, 3, 1, 2), self.size)
+        return rgb24_frames(frames, self.size, _SWS_OPTIONS)
 
     def close(self) -> None:
         if self._container is not None:
