@@ -143,7 +143,7 @@ def test_experiment_config_trains_two_steps(exp: Path, data_roots, tmp_path) -> 
     steps = _Steps()
     stream = is_stream_input(params)
     trainer = pl.Trainer(
-        max_steps=2, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1,
+        max_steps=2, log_every_n_steps=1, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1,
         precision=params.train.precision, gradient_clip_val=None if stream else (params.train.grad_clip or None),
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=str(tmp_path), callbacks=[steps],

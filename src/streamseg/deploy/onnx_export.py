@@ -47,6 +47,21 @@ _EXAMPLE_BATCH, _EXAMPLE_TIME = 2, 7  # > 1, or torch.export would specialise th
 _MAX_TIME = 1 << 20  # frames per call the graph accepts (a bound torch.export needs; ~19 h at 15 fps)
 
 
+def _size_oblivious():
+    """Trace without specialising on sizes 0/1: a clip model's ``batch * clips`` or a chunk of one frame
+    otherwise makes torch.export guard the graph to the example's case (e.g. "clips != 1"), and ONNX
+    Runtime then fails on short chunks. The parity check below runs a chunk of 1 frame to prove it."""
+    import contextlib
+
+    try:
+        import torch.fx.experimental._config as config
+    except ImportError:  # a private module: absent in some future torch, the export then specialises
+        return contextlib.nullcontext()
+    if not hasattr(config, "backed_size_oblivious"):
+        return contextlib.nullcontext()
+    return config.patch(backed_size_oblivious=True)
+
+
 class ParityError(RuntimeError):
     """ONNX Runtime's output differs from PyTorch's beyond the tolerance."""
 
@@ -90,7 +105,7 @@ def export_onnx(net: nn.Module, meta: DeployMeta, out: str | Path, *, check: boo
     names_in, names_out = meta.state_names()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _size_oblivious():
             program = torch.onnx.export(StreamingStep(net).eval(), (x, *state), dynamo=True, dynamic_shapes=dynamic,
                                         verbose=False, input_names=["x", *names_in], output_names=["logits", *names_out])
     except Exception as e:  # torch.export raises many types; all mean "this model cannot be traced"

@@ -95,7 +95,7 @@ class AttLayer(nn.Module):
         k = self.key_conv(x1) * mask  # masked keys score 0, exactly like the zero padding
         v = self.value_conv(x1 if x2 is None else x2)
         batch, cq, length = q.shape
-        nb = -(-length // bl)  # blocks of bl frames, the last one zero-padded
+        nb = (length + bl - 1) // bl  # blocks of bl frames, the last one zero-padded
         pad = nb * bl - length
         half = bl // 2
         width = bl + 2 * half  # keys a block attends to: bl//2 either side of it

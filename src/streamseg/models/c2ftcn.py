@@ -229,7 +229,7 @@ class C2FTCN(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         mask = check_input(x, mask, self.in_channels, "C2FTCN.forward")
         batch, dim, length = x.shape
-        n = -(-length // self.window)  # windows per video
+        n = (length + self.window - 1) // self.window  # windows per video
         w = self.window
         # Masked frames are zeros, as the official zero padding; every window is its own sample.
         xw = F.pad(x * mask, (0, n * w - length)).reshape(batch, dim, n, w).permute(0, 2, 1, 3).reshape(batch * n, dim, w)

@@ -212,19 +212,30 @@ class VideoEncoder(nn.Module):
         if mask is not None:
             x = x * mask.to(x.dtype).reshape(batch, 1, length, 1, 1)  # padding frames enter no window
         clip, ctx = self.clip_len, self.context
-        clips = -(-length // clip)  # ceil
+        clips = (length + clip - 1) // clip  # ceil, on non-negative ints (ONNX divides ints toward zero)
         pad = clips * clip - length
         seen = torch.cat([state[0].to(x.dtype), x], dim=2) if ctx else x  # (B, 3, C + T, H, W)
-        padded = F.pad(seen, (0, 0, 0, 0, 0, pad)) if pad else seen  # zero frames close the last clip
+        # zero frames close the last clip; padded unconditionally (a pad of 0 is a no-op) so that an exported
+        # graph keeps the padding for every chunk length, not only for the example's
+        padded = F.pad(seen, (0, 0, 0, 0, 0, pad))
         # window k = frames [k L, k L + C + L) of `padded`: C frames of context, then clip k
-        windows = padded.unfold(2, ctx + clip, clip)  # (B, 3, clips, H, W, C + L)
-        windows = windows.permute(0, 2, 1, 5, 3, 4).reshape(batch * clips, 3, ctx + clip, *self.frame_size)
+        # (gathered by index, not `unfold`: reshaping an unfolded view makes torch.export guard on the number
+        # of clips, so an exported graph would refuse chunks shorter than the example's)
+        position = torch.arange(clips * (ctx + clip), device=x.device)  # built 1-D, again for torch.export
+        index = position // (ctx + clip) * clip + position % (ctx + clip)
+        windows = padded.transpose(1, 2).index_select(1, index)  # (B, clips (C + L), 3, H, W), contiguous
+        windows = windows.reshape(batch * clips, ctx + clip, 3, *self.frame_size).transpose(1, 2)
         features = self.trunk(windows)  # (B * clips, D, T')
         # one feature per window frame (nearest: frame i reads output step floor(i T' / W)), keep the clip's
         features = F.interpolate(features, size=ctx + clip, mode="nearest")[..., ctx:]
-        features = features.reshape(batch, clips, -1, clip).permute(0, 2, 1, 3).reshape(batch, -1, clips * clip)
+        # (B * clips, D, L) -> (B, D, clips L), through a contiguous (B * clips, L, D) so that no reshape has to
+        # decide between a view and a copy (torch.export would guard that decision on clips != 1)
+        features = features.transpose(1, 2).contiguous().reshape(batch, clips * clip, -1)
         new_state = (seen[:, :, seen.shape[2] - ctx :],) if ctx else ()
-        return features[..., :length], new_state
+        # the first `length` frames, by index (`narrow`/slicing would make torch.export prove T <= clips L, which it
+        # cannot), then a contiguous (B, D, T) (`permute_copy`: `.contiguous()` would guard on T != 1)
+        features = features.index_select(1, torch.arange(length, device=features.device))
+        return torch.permute_copy(features, (0, 2, 1)), new_state
 
 
 # ------------------------------------------------------------------------------------------ variants
