@@ -10,13 +10,16 @@ Parts:
   1 and 16 concurrent streams, for each optimisation level of `streamseg.deploy.accel.StreamStep`:
   fp32 eager -> bf16 -> + channels_last + torch.compile -> + CUDA graph. Throughput = S*T*steps/time
   (no per-step synchronisation, median of repeats); latency = per-step time with synchronisation
-  (p50/p99). ``--models`` adds other model configs (e.g. transeger).
+  (p50/p99). ``--models tsm_memtcn transeger`` picks the models (model config names).
 * ``e2e``: synthetic H.264 clips (smooth moving texture, x264 veryfast, 30 fps) at 320x240 and 1280x720
-  decoded by N worker processes; decode alone, model alone and both, to say which bounds the pipeline.
+  decoded by N worker processes; decode alone, model alone and both, to say which bounds the pipeline;
+  for each ``--pixel-formats``: ``rgb`` (swscale rgb24 in the workers) and ``i420`` (the decoder's planes
+  shipped, colour conversion + resize + normalisation inside the compiled step on the GPU).
 * ``offline``: MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic features
   (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test), the official recipe (one
-  video per step, fp32, eager, read per step) against the fast path (features on the GPU, bf16-mixed,
-  torch.compile), same seed and epochs; training-epoch time and test scores of both.
+  video per step, fp32, eager, read per step, lr 5e-4) against fast-path runs (features on the GPU,
+  bf16-mixed, torch.compile) at the batch sizes / learning rates / epochs given by ``--fast``, same seed;
+  per run: median training-epoch time, speed-up over the official epoch, test scores.
 * ``stream-train``: `streamseg train` of TSM+MemoryTCN on synthetic videos at 224x224 (bf16-mixed),
   throughput from `TrainThroughput` and peak memory; run under torchrun for the DDP scaling figures.
 """
@@ -39,7 +42,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from streamseg.deploy.accel import StreamStep, bench_pipeline, label_agreement  # noqa: E402
+from streamseg.data.video import VideoFileSource  # noqa: E402
+from streamseg.deploy.accel import IN_FORMATS, StreamStep, bench_pipeline, label_agreement  # noqa: E402
 from streamseg.deploy.bench import environment  # noqa: E402
 from streamseg.models import tsm_memtcn_mobilenet_v2  # noqa: E402
 
@@ -97,7 +101,7 @@ def _build(name: str, num_classes: int = 11):
 
 def part_model(args) -> dict:
     res: dict = {"environment": environment("cuda"), "chunk": args.chunk, "frame_size": [224, 224], "rows": []}
-    for model_name in ["tsm_memtcn", *args.models]:
+    for model_name in args.models:
         torch.manual_seed(0)
         net = _build(model_name).eval()
         for streams in args.streams:
@@ -182,40 +186,49 @@ def part_e2e(args) -> dict:
     res: dict = {"environment": environment("cuda"), "rows": []}
     torch.manual_seed(0)
     net = tsm_memtcn_mobilenet_v2(11).eval()
-    steps: dict = {}  # one compiled + captured step per input size
+    steps: dict = {}  # one compiled + captured step per (input size, pixel format)
     sizes = (((240, 320), args.clips, args.clip_frames), ((720, 1280), args.clips // 2, args.clip_frames // 3))
     for (h, w), n, frames in sizes[: 1 if args.only_320 else 2]:
         t0 = time.perf_counter()
         videos = _clips(Path(args.work) / "clips", h, w, n, frames)
         res[f"clips_{w}x{h}"] = {"videos": n, "frames_each": frames, "generate_s": time.perf_counter() - t0}
+        # rgb: workers convert with swscale (and resize to 224 with --resize-on cpu); i420: workers ship the
+        # decoder's planes at the native size, colour conversion + resize run in the compiled step
+        configs = [(fmt, where) for fmt in args.pixel_formats
+                   for where in (args.resize_on if fmt == "rgb" else ["device"])]
         for workers in args.workers:
-            for where in args.resize_on:
-                row = {"video": f"{w}x{h}", "workers": workers, "resize_on": where, "streams": args.e2e_streams}
+            for fmt, where in configs:
+                row = {"video": f"{w}x{h}", "workers": workers, "pixel_format": fmt, "resize_on": where,
+                       "streams": args.e2e_streams}
                 try:
                     in_size = (h, w) if where == "device" else (224, 224)
-                    if in_size not in steps:
-                        steps[in_size] = StreamStep(net, (3, 224, 224), streams=args.e2e_streams, chunk=args.chunk,
-                                                    device="cuda", precision="bf16", channels_last=True, compile=True,
-                                                    cuda_graph=True, in_size=in_size, mean=MEAN, std=STD)
-                    step = steps[in_size]
+                    if (in_size, fmt) not in steps:
+                        colour = {}
+                        if fmt == "i420":  # the clips' colour matrix, from the first one's header
+                            with VideoFileSource(videos[0], pixel_path="i420") as source:
+                                colour = dict(zip(("colorspace", "full_range"), source.colour))
+                        steps[in_size, fmt] = StreamStep(
+                            net, (3, 224, 224), streams=args.e2e_streams, chunk=args.chunk, device="cuda",
+                            precision="bf16", channels_last=True, compile=True, cuda_graph=True, in_size=in_size,
+                            mean=MEAN, std=STD, in_format=fmt, **colour)
+                    step = steps[in_size, fmt]
                     x = torch.zeros(step.input_shape(), dtype=torch.uint8, device="cuda")
                     row["model_only"] = time_step(step, x, 30, 3)  # also compiles and captures
                     size = None if where == "device" else (224, 224)
-                    row["decode_only"] = bench_pipeline(step, videos, workers=workers, decode_size=size, run_model=False,
-                                                        repeat=args.repeat)
+                    common = dict(workers=workers, decode_size=size, repeat=args.repeat, pixel_format=fmt)
+                    row["decode_only"] = bench_pipeline(step, videos, run_model=False, **common)
                     step.reset()
-                    row["end_to_end"] = bench_pipeline(step, videos, workers=workers, decode_size=size, repeat=args.repeat)
+                    row["end_to_end"] = bench_pipeline(step, videos, **common)
                 except Exception as e:
                     row["error"] = f"{type(e).__name__}: {e}"
                     traceback.print_exc()
                 res["rows"].append(row)
                 print(row, flush=True)
                 _dump(Path(args.out), "e2e_partial", res)
-    # where one decode process spends its time (320x240): decode, + rgb24 conversion, + resize
+    # where one decode process spends its time (320x240): decode, + rgb24 conversion, + resize; and
+    # decode + packing the planes as I420 (what the i420 workers do)
     try:
         import av
-
-        from streamseg.data.video import VideoFileSource
 
         v = _clips(Path(args.work) / "clips", 240, 320, args.clips, args.clip_frames)[0]
         t0 = time.perf_counter()
@@ -223,9 +236,10 @@ def part_e2e(args) -> dict:
             n = sum(1 for _ in c.decode(video=0))
         dec = time.perf_counter() - t0
         prof = {"frames": n, "decode_ms_per_frame": 1000 * dec / n}
-        for label, size in (("rgb24_native", None), ("rgb24_resize224", (224, 224))):
+        for label, size, pixel_path in (("rgb24_native", None, "rgb24"), ("rgb24_resize224", (224, 224), "rgb24"),
+                                        ("i420_native", None, "i420")):
             t0 = time.perf_counter()
-            with VideoFileSource(v, 1, size) as s:
+            with VideoFileSource(v, 1, size, pixel_path=pixel_path) as s:
                 while len(s.read(64)):
                     pass
             prof[f"{label}_ms_per_frame"] = 1000 * (time.perf_counter() - t0) / n
@@ -253,13 +267,14 @@ def part_offline(args) -> dict:
     common = ["-D", "synth", "-M", "mstcn", "-E", "quick", "--accelerator", "gpu", "--devices", "1",
               "-o", f"data.root={data}", "-o", "data.num_videos=66", "-o", "data.feature_dim=2048",
               "-o", "data.min_frames=9000", "-o", "data.max_frames=11000", "-o", "data.with_videos=false",
-              "-o", f"train.epochs={args.epochs}", "-o", "train.batch_size=1", "-o", "train.lr=5e-4",
               "-o", "model.num_stages=4", "-o", "model.num_layers=10", "-o", "model.num_maps=64"]
     res: dict = {"environment": environment("cuda"), "epochs": args.epochs}
-    recipes = {
-        "official": [],
-        "fast": ["-o", "data.preload=device", "-o", "train.precision=bf16-mixed", "-o", "train.compile=true"],
-    }
+    fast = ["-o", "data.preload=device", "-o", "train.precision=bf16-mixed", "-o", "train.compile=true"]
+    recipes = {"official": ["-o", "train.batch_size=1", "-o", "train.lr=5e-4", "-o", f"train.epochs={args.epochs}"]}
+    for spec in args.fast:  # BATCH:LR:EPOCHS
+        b, lr, ep = spec.split(":")
+        recipes[f"fast_b{b}_lr{lr}_e{ep}"] = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}",
+                                                    "-o", f"train.epochs={ep}"]
     for name, extra in recipes.items():
         root = Path(args.work) / f"runs_{name}"
         t0 = time.perf_counter()
@@ -270,11 +285,12 @@ def part_offline(args) -> dict:
                                              "train_seconds")}}
         if rc:
             res[name]["stderr"] = err
-    try:
-        res["epoch_speedup"] = res["official"]["train_throughput"]["epoch_seconds"] / \
-            res["fast"]["train_throughput"]["epoch_seconds"]
-    except Exception:
-        pass
+        try:
+            res[name]["epoch_speedup"] = res["official"]["train_throughput"]["epoch_seconds"] / \
+                res[name]["train_throughput"]["epoch_seconds"]
+            res[name]["acc_minus_official"] = res[name]["acc"] - res["official"]["acc"]
+        except Exception:
+            pass
     return res
 
 
@@ -286,13 +302,36 @@ def part_stream_train(args) -> dict:
              "-o", f"train.epochs={args.epochs}", "-o", f"train.batch_size={args.batch}",
              "-o", "train.precision=bf16-mixed", "-o", f"train.num_workers={args.loader_workers}",
              "-o", "train.val_every=1000"]
-    root = Path(args.work) / f"runs_stream_{args.devices}gpu"
+    root = Path(args.work) / f"runs_stream_{args.devices}gpu_{args.launcher}"
     t0 = time.perf_counter()
-    rc, err = _streamseg("train", *extra, "-R", str(root))
+    if args.launcher == "plain":  # one process; Lightning starts the other ranks itself
+        rc, err = _streamseg("train", *extra, "-R", str(root))
+    elif args.launcher == "torchrun":  # the documented single-node launcher
+        rc, err = _run([str(REPO / "tools" / "run_singlenode.sh"), "train", str(args.devices), *extra, "-R", str(root)])
+    else:  # "multinode": tools/run_multinode.sh as `devices` nodes of one GPU each on this host
+        procs = []
+        for node in range(args.devices):
+            cmd = [str(REPO / "tools" / "run_multinode.sh"), "train", "1", str(args.devices), str(node), "127.0.0.1",
+                   "29531", *extra, "-R", str(root)]
+            cmd[cmd.index("--devices") + 1] = "1"  # GPUs per node
+            print("$", " ".join(cmd), flush=True)
+            procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                          env={**os.environ, "CUDA_VISIBLE_DEVICES": str(node)}))
+        outs = [p.communicate()[0] for p in procs]
+        rc = max(p.returncode for p in procs)
+        err = "\n".join(o[-1500:] for o in outs)
+        print(err, flush=True)
     m = _metrics(root, "tsm_memtcn_chunk32")
-    return {"environment": environment("cuda"), "devices": args.devices, "rc": rc, "wall_s": time.perf_counter() - t0,
-            "args": extra, "stderr": err if rc else "", **{k: m.get(k) for k in ("acc", "edit", "f1@50",
-                                                                                "train_throughput", "world_size")}}
+    return {"environment": environment("cuda"), "devices": args.devices, "launcher": args.launcher, "rc": rc,
+            "wall_s": time.perf_counter() - t0, "args": extra, "stderr": err if rc else "",
+            **{k: m.get(k) for k in ("acc", "edit", "f1@50", "train_throughput", "world_size")}}
+
+
+def _run(cmd: list[str]) -> tuple[int, str]:
+    print("$", " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHON": sys.executable})
+    print(p.stdout[-3000:], p.stderr[-3000:], flush=True)
+    return p.returncode, p.stderr[-3000:]
 
 
 def main() -> None:
@@ -303,7 +342,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--streams", type=int, nargs="+", default=[16, 1])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--models", nargs="*", default=[], help="more model configs for the model part (e.g. transeger)")
+    ap.add_argument("--models", nargs="+", default=["tsm_memtcn"],
+                    help="model part: tsm_memtcn and/or model config names (e.g. transeger)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clips", type=int, default=32)
@@ -312,15 +352,24 @@ def main() -> None:
     ap.add_argument("--e2e-streams", type=int, default=16)
     ap.add_argument("--only-320", action="store_true", help="e2e: skip the 1280x720 clips")
     ap.add_argument("--repeat", type=int, default=4, help="e2e: play the clip list this many times")
-    ap.add_argument("--resize-on", nargs="+", default=["device", "cpu"], choices=["device", "cpu"])
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--resize-on", nargs="+", default=["device", "cpu"], choices=["device", "cpu"],
+                    help="e2e, rgb frames: resize on the GPU (native frames shipped) and/or in the workers")
+    ap.add_argument("--pixel-formats", nargs="+", default=list(IN_FORMATS), choices=list(IN_FORMATS),
+                    help="e2e: what the decode workers ship: rgb (swscale rgb24) and/or i420 (the decoder's "
+                         "planes, converted + resized on the GPU)")
+    ap.add_argument("--epochs", type=int, default=20, help="official recipe (offline) / stream-train epochs")
+    ap.add_argument("--fast", nargs="*", default=["8:1e-3:80"], metavar="BATCH:LR:EPOCHS",
+                    help="offline: fast-path runs (features on the GPU, bf16-mixed, torch.compile) to compare")
     ap.add_argument("--devices", type=int, default=1)
+    ap.add_argument("--launcher", choices=["plain", "torchrun", "multinode"], default="plain",
+                    help="stream-train: one process (Lightning spawns ranks), tools/run_singlenode.sh (torchrun), "
+                         "or tools/run_multinode.sh with --devices nodes of one GPU on this host")
     ap.add_argument("--num-videos", type=int, default=120)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--loader-workers", type=int, default=6)
     args = ap.parse_args()
     fn = {"model": part_model, "e2e": part_e2e, "offline": part_offline, "stream-train": part_stream_train}[args.part]
-    name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu"
+    name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu-{args.launcher}"
     _dump(Path(args.out), name, fn(args))
 
 

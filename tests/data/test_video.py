@@ -87,6 +87,73 @@ def test_yuv_matrix_limited_and_full_range():
     assert full[0, :, 0, 0].tolist() == [200, 200, 200]
 
 
+def write_rgb_clip(path: Path, codec: str, pix_fmt: str, height: int, width: int, n: int) -> Path:
+    """A smooth colour gradient (chroma subsampling loses little) drifting 2 px per frame."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for i in range(n):
+            img = np.stack([(xs + 2 * i) * 3, ys * 5, 250 - (xs + ys) * 2], -1).clip(0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def unpack_i420(frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Packed ``(n, 1, H*3/2, W)`` -> Y ``(n, H, W)``, U and V ``(n, H/2, W/2)``."""
+    n, _, rows, w = frames.shape
+    h = rows * 2 // 3
+    chroma = frames[:, 0, h:].reshape(n, 2, h // 2, w // 2)
+    return frames[:, 0, :h], chroma[:, 0], chroma[:, 1]
+
+
+@pytest.mark.parametrize("sample_rate", [1, 3])
+def test_i420_pixel_path_is_ffmpegs_packed_yuv420p_layout(tmp_path, sample_rate):
+    clip = write_clip(tmp_path / "v.mp4", 20)
+    with av.open(str(clip)) as container:  # PyAV's own packing (rows padded to line_size are dropped)
+        want = np.stack([f.to_ndarray(format="yuv420p") for f in container.decode(video=0)])[::sample_rate]
+    with VideoFileSource(clip, sample_rate=sample_rate, pixel_path="i420") as source:
+        assert source.out_size == (SIDE, SIDE) and source.colour == (2, False)  # mpeg4: BT.601 limited
+        chunks = read_in_chunks(source, [4, 100, 4])
+    assert chunks[0].shape == (4, 1, SIDE * 3 // 2, SIDE) and chunks[0].dtype == torch.uint8
+    assert chunks[-1].shape == (0, 1, SIDE * 3 // 2, SIDE)
+    got = torch.cat(chunks)
+    np.testing.assert_array_equal(got[:, 0].numpy(), want)
+    rgb = yuv420p_to_rgb(*unpack_i420(got))  # and the planes are the frames, in order
+    assert decode_index(rgb) == list(range(0, 20, sample_rate))
+
+
+def test_i420_converts_other_pixel_formats_and_reports_their_colour(tmp_path):
+    # an RGB source (FFV1 bgr0) is converted to yuv420p by swscale: BT.601 limited range
+    clip = write_rgb_clip(tmp_path / "rgb.mkv", "ffv1", "bgr0", 24, 40, 3)
+    with VideoFileSource(clip, pixel_path="i420") as source:
+        packed = source.read(3)
+        assert source.colour == (2, False)
+    rgb = VideoFileSource(clip).read(3)
+    back = yuv420p_to_rgb(*unpack_i420(packed), colorspace=2, full_range=False)
+    assert (back.int() - rgb.int())[..., 2:-2, 2:-2].abs().float().mean() < 2.0  # away from the border
+    # yuvj420p (MJPEG) keeps its planes as they are and says they are full range
+    jpeg = write_rgb_clip(tmp_path / "j.avi", "mjpeg", "yuvj420p", 24, 40, 3)
+    with VideoFileSource(jpeg, pixel_path="i420") as source:
+        packed = source.read(3)
+        assert source.colour[1] is True
+    back = yuv420p_to_rgb(*unpack_i420(packed), colorspace=source.colour[0], full_range=True)
+    rgb = VideoFileSource(jpeg).read(3)
+    assert (back.int() - rgb.int())[..., 2:-2, 2:-2].abs().float().mean() < 3.0
+
+
+def test_i420_rejects_odd_sizes_and_a_resize(tmp_path):
+    odd = write_rgb_clip(tmp_path / "odd.mkv", "ffv1", "bgr0", 25, 40, 2)
+    with pytest.raises(DataError, match=r"odd\.mkv: pixel_path='i420' needs an even frame height and width.*25x40"):
+        VideoFileSource(odd, pixel_path="i420")
+    clip = write_clip(tmp_path / "v.mp4", 2)
+    with pytest.raises(DataError, match=r"v\.mp4: pixel_path='i420' returns frames at the native size"):
+        VideoFileSource(clip, size=(16, 16), pixel_path="i420")
+    with pytest.raises(DataError, match="pixel_path must be one of"):
+        VideoFileSource(clip, pixel_path="nv12")
+
+
 def test_video_opened_once_per_source(tmp_path):
     clip = write_clip(tmp_path / "v.mp4", 12)
     before = VideoFileSource.opens[str(clip)]

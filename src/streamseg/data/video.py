@@ -10,7 +10,9 @@ exactly once per pass: never reopened and re-seeked per chunk.
 * `FrameFolderSource`: a folder of numbered images (``img_00001.jpg`` ...).
 * `FeatureSource`: a ``(D, T)`` ``.npy`` feature file, memory-mapped once.
 
-Frames come back as ``uint8 (n, 3, H, W)`` RGB; features as ``float32 (n, D)``.
+Frames come back as ``uint8 (n, 3, H, W)`` RGB; features as ``float32 (n, D)``. `VideoFileSource` can
+instead return the decoder's own 4:2:0 planes, packed (``pixel_path="i420"``, ``uint8 (n, 1, H*3/2, W)``,
+native size), for a consumer that converts colour on the GPU (`streamseg.deploy.accel.StreamStep`).
 
 Colour conversion and resizing, measured (docs/benchmarks.md, ``tools/bench_decode.py``): on the CPUs we
 measured, FFmpeg's swscale yuv420p->rgb24 conversion at the native size followed by a torch ``uint8``
@@ -19,6 +21,8 @@ pass while torch needs ~10 elementwise passes over float tensors. So ``pixel_pat
 default and ``"yuv420p"`` (planes to torch, colour matrix in torch) is kept for measurement and for
 hosts where it wins. Resizing is always torch bilinear, ``antialias=False``, ``align_corners=False``,
 so training, evaluation and deployment resize identically whatever FFmpeg build is installed.
+``pixel_path="i420"`` skips both on the CPU: the conversion matrix (`ycbcr420_to_rgb_float`, the one
+implementation behind `yuv420p_to_rgb` too) then runs on the GPU inside the streaming step.
 """
 
 from __future__ import annotations
@@ -41,13 +45,19 @@ __all__ = [
     "FrameFolderSource",
     "FrameSource",
     "VideoFileSource",
+    "i420_colour",
+    "i420_frames",
     "open_source",
     "probe",
     "resize_frames",
+    "ycbcr420_to_rgb_float",
+    "ycbcr_matrix",
+    "ycbcr_name",
     "yuv420p_to_rgb",
 ]
 
-PixelPath = Literal["rgb24", "yuv420p"]
+PixelPath = Literal["rgb24", "yuv420p", "i420"]
+PIXEL_PATHS = ("rgb24", "yuv420p", "i420")
 
 # PyAV 17 made swscale conversion multithreaded, default "auto" (one thread per CPU); older PyAV has
 # no ``threads`` argument and converts on one thread.
@@ -70,7 +80,8 @@ class FrameSource(Protocol):
     sample_rate: int
 
     def read(self, n: int) -> torch.Tensor:
-        """The next ``n`` sampled frames: ``uint8 (n', 3, H, W)`` (or ``float32 (n', D)``), ``n' <= n``."""
+        """The next ``n`` sampled frames: ``uint8 (n', 3, H, W)`` (or ``float32 (n', D)``, or packed I420
+        ``uint8 (n', 1, H*3/2, W)`` from ``VideoFileSource(pixel_path="i420")``), ``n' <= n``."""
         ...
 
     def close(self) -> None: ...
@@ -114,8 +125,11 @@ _BT601 = (0.299, 0.114)
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
-def _ycbcr_matrix(colorspace: int, full_range: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3x3 matrix M, offset vector o) with rgb = M @ yuv + o, yuv in [0, 255] code values."""
+def ycbcr_matrix(colorspace: int = 2, full_range: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (3x3 matrix M, offset vector o) with rgb = M @ yuv + o, yuv in [0, 255] code values.
+
+    ``colorspace``: FFmpeg colorspace id (1 = BT.709, anything else BT.601); ``full_range``: JPEG range.
+    """
     kr, kb = _LUMA_WEIGHTS.get(colorspace, _BT601)
     kg = 1.0 - kr - kb
     m = torch.tensor(
@@ -135,6 +149,40 @@ def _ycbcr_matrix(colorspace: int, full_range: bool) -> tuple[torch.Tensor, torc
     return m, o
 
 
+def ycbcr420_to_rgb_float(
+    y: torch.Tensor,
+    uv: torch.Tensor,
+    size: tuple[int, int],
+    matrix: torch.Tensor,
+    offset: torch.Tensor,
+) -> torch.Tensor:
+    """Planar 4:2:0 Y'CbCr to an affine colour transform of it, in float32, resizing first (resize and
+    matrix are both linear, so they commute: 3 planes are resized instead of 3 channels plus chroma).
+
+    Args:
+        y: ``(n, H, W)`` luma; uv: ``(n, 2, ceil(H/2), ceil(W/2))`` Cb and Cr (any dtype, code values).
+        size: output ``(h, w)``. Luma and chroma are resized bilinearly (``antialias=False``,
+            ``align_corners=False``: chroma samples centred on their 2x2 luma block) straight to it.
+        matrix, offset: ``(3, 3)`` and ``(3,)`` float32 on ``y``'s device; ``out = matrix @ yuv + offset``:
+            `ycbcr_matrix` for RGB on the 0..255 scale, or that composed with a normalisation.
+
+    Returns:
+        float32 ``(n, 3, h, w)``, not rounded or clamped. Traceable by ``torch.compile`` (no data-dependent
+        branches, no host syncs).
+    """
+    luma = F.interpolate(y[:, None].float(), size=size, mode="bilinear", antialias=False, align_corners=False)
+    chroma = F.interpolate(uv.float(), size=size, mode="bilinear", antialias=False, align_corners=False)
+    # out[:, i] = M[i, 0] Y + M[i, 1] Cb + M[i, 2] Cr + o[i] as broadcast products: elementwise only, so
+    # torch.compile fuses it with the resizes into one kernel (a 3x3 einsum would become a matmul)
+    m = matrix.view(3, 3, 1, 1)
+    return m[:, 0] * luma + m[:, 1] * chroma[:, :1] + m[:, 2] * chroma[:, 1:] + offset.view(3, 1, 1)
+
+
+def ycbcr_name(colorspace: int, full_range: bool) -> str:
+    """The conversion `ycbcr_matrix` applies, in words, e.g. ``"BT.601 limited range"``."""
+    return f"{'BT.709' if colorspace in _LUMA_WEIGHTS else 'BT.601'} {'full' if full_range else 'limited'} range"
+
+
 def yuv420p_to_rgb(
     y: torch.Tensor,
     u: torch.Tensor,
@@ -143,7 +191,7 @@ def yuv420p_to_rgb(
     colorspace: int = 2,
     full_range: bool = False,
 ) -> torch.Tensor:
-    """Planar 4:2:0 Y'CbCr to RGB in torch, resizing first (both steps are linear, so they commute).
+    """Planar 4:2:0 Y'CbCr to RGB in torch, resizing first (`ycbcr420_to_rgb_float`, then rounded).
 
     Args:
         y: ``uint8 (n, H, W)`` luma. u, v: ``uint8 (n, ceil(H/2), ceil(W/2))`` chroma.
@@ -154,13 +202,41 @@ def yuv420p_to_rgb(
         ``uint8 (n, 3, h, w)``.
     """
     out = tuple(size) if size is not None else tuple(y.shape[-2:])
-    luma = F.interpolate(y[:, None].float(), size=out, mode="bilinear", antialias=False, align_corners=False)
-    chroma = torch.stack([u, v], 1).float()
-    chroma = F.interpolate(chroma, size=out, mode="bilinear", antialias=False, align_corners=False)
-    yuv = torch.cat([luma, chroma], 1)  # (n, 3, h, w)
-    m, o = _ycbcr_matrix(colorspace, full_range)
-    rgb = torch.einsum("ij,njhw->nihw", m, yuv) + o[:, None, None]
+    m, o = ycbcr_matrix(colorspace, full_range)
+    rgb = ycbcr420_to_rgb_float(y, torch.stack([u, v], 1), out, m.to(y.device), o.to(y.device))
     return rgb.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def i420_frames(frames: list, sws_options: dict | None = None) -> torch.Tensor:
+    """PyAV frames -> packed I420 ``uint8 (n, 1, H*3/2, W)``, FFmpeg's own yuv420p ``to_ndarray()`` layout:
+    rows ``[0, H)`` luma, then the U plane (H/2 x W/2) and the V plane, each flattened into H/4 rows of W.
+
+    yuv420p and yuvj420p frames are copied plane by plane (no conversion; line padding dropped); frames
+    in any other pixel format are converted to yuv420p by swscale first (`i420_colour` says which
+    colour matrix the result then uses). H and W must be even.
+    """
+    h, w = frames[0].height, frames[0].width
+    out = np.empty((len(frames), h * 3 // 2, w), np.uint8)
+    for k, f in enumerate(frames):
+        if f.format.name not in _I420_FORMATS:
+            f = f.reformat(format="yuv420p", **(sws_options or {}))
+        out[k, :h] = _plane(f.planes[0])
+        chroma = out[k, h:].reshape(2, h // 2, w // 2)  # a view: H/2 rows of W hold both planes
+        chroma[0] = _plane(f.planes[1])
+        chroma[1] = _plane(f.planes[2])
+    return torch.from_numpy(out)[:, None]
+
+
+_I420_FORMATS = ("yuv420p", "yuvj420p")  # same memory layout; yuvj420p is full range
+
+
+def i420_colour(pix_fmt: str | None, colorspace: int, color_range: int) -> tuple[int, bool]:
+    """``(colorspace, full_range)`` of the I420 frames `i420_frames` makes from a stream with this pixel
+    format and these colour tags (a codec context's or a frame's): the stream's own for YUV formats;
+    swscale's default, BT.601 limited range, for RGB (and other non-YUV) formats it converts."""
+    if pix_fmt is None or not pix_fmt.startswith("yuv"):
+        return 2, False
+    return int(colorspace), pix_fmt.startswith("yuvj") or int(color_range) == _FULL_RANGE
 
 
 def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
@@ -227,8 +303,11 @@ class VideoFileSource:
         path: the video file.
         sample_rate: keep frames 0, s, 2s, ... .
         size: output ``(H, W)`` (torch bilinear, no antialias); None keeps the native size.
-        pixel_path: ``"rgb24"`` (swscale colour conversion, default: faster on the CPUs we measured) or
-            ``"yuv420p"`` (planes converted in torch; frames of any other pixel format fall back to rgb24).
+        pixel_path: ``"rgb24"`` (swscale colour conversion, default: faster on the CPUs we measured),
+            ``"yuv420p"`` (planes converted in torch; frames of any other pixel format fall back to rgb24),
+            or ``"i420"``: no conversion and no resize, `read` returns the packed 4:2:0 planes
+            ``uint8 (n, 1, H*3/2, W)`` at the native size (`i420_frames`; ``size`` must be None, H and W
+            even); ``colour`` then says which matrix converts them (``StreamStep(colorspace, full_range)``).
         convert_threads: swscale threads per conversion (PyAV >= 17; 0 = one per CPU). 1 by default:
             parallelism comes from decoding several streams at once (DataLoader workers), and on a busy
             2-core machine one thread cost 200 us/frame of CPU against 320 us for "auto".
@@ -253,8 +332,12 @@ class VideoFileSource:
     ) -> None:
         self.path = Path(path)
         _check_sampling(self.path, sample_rate, size)
-        if pixel_path not in ("rgb24", "yuv420p"):
-            raise DataError(self.path, f"pixel_path must be 'rgb24' or 'yuv420p', got {pixel_path!r}")
+        if pixel_path not in PIXEL_PATHS:
+            raise DataError(self.path, f"pixel_path must be one of {PIXEL_PATHS}, got {pixel_path!r}")
+        if pixel_path == "i420" and size is not None:
+            raise DataError(
+                self.path, f"pixel_path='i420' returns frames at the native size; size must be None, got {size!r}"
+            )
         self.sample_rate = sample_rate
         self.size = tuple(size) if size is not None else None
         self.pixel_path = pixel_path
@@ -264,6 +347,16 @@ class VideoFileSource:
         self.num_frames, self._count_exact, self.fps, self.height, self.width = _stream_info(
             self.path, self._container, stream
         )
+        cc = stream.codec_context
+        # (colorspace, full_range) of pixel_path="i420" frames, from the stream's header
+        self.colour = i420_colour(cc.pix_fmt, cc.colorspace, cc.color_range)
+        if pixel_path == "i420" and (self.height % 2 or self.width % 2):
+            self.close()
+            raise DataError(
+                self.path,
+                f"pixel_path='i420' needs an even frame height and width (4:2:0 chroma is half size), "
+                f"got {self.height}x{self.width} (H x W)",
+            )
         self._frames = self._container.decode(stream)
         self._next = 0  # original-rate index of the next frame the decoder will return
         self._ended = False
@@ -307,10 +400,20 @@ class VideoFileSource:
 
     def _convert(self, frames: list[av.VideoFrame]) -> torch.Tensor:
         if not frames:
+            if self.pixel_path == "i420":
+                return torch.empty((0, 1, self.height * 3 // 2, self.width), dtype=torch.uint8)
             return torch.empty((0, 3, *self.out_size), dtype=torch.uint8)
         fmt = frames[0].format.name
         if len({(f.width, f.height, f.format.name) for f in frames}) != 1:  # a mid-stream format change
             raise DataError(self.path, f"frame size or pixel format changes before frame {self._next}")
+        if self.pixel_path == "i420":
+            if (frames[0].height, frames[0].width) != (self.height, self.width):
+                raise DataError(
+                    self.path,
+                    f"frames of {frames[0].height}x{frames[0].width} before frame {self._next}; the header "
+                    f"says {self.height}x{self.width} (pixel_path='i420' keeps the native size)",
+                )
+            return i420_frames(frames, self._sws_options)
         if self.pixel_path == "yuv420p" and fmt in ("yuv420p", "yuvj420p"):
             planes = [torch.from_numpy(np.stack([_plane(f.planes[i]) for f in frames])) for i in range(3)]
             full = fmt == "yuvj420p" or frames[0].color_range == _FULL_RANGE

@@ -17,6 +17,12 @@ optional and measured separately in docs/benchmarks.md:
   ``antialias=False``, ``align_corners=False``, the same kernel as the CPU path in float instead of
   uint8 arithmetic) and normalised on the device inside the compiled step, so decode workers only
   decode and colour-convert.
+* **I420 input** (``in_format="i420"``): the decoder's own 4:2:0 planes, packed as
+  ``uint8 (S, 1, T, H0*3/2, W0)`` (`streamseg.data.video.i420_frames`, 1.5 bytes per pixel), so decode
+  workers only decode. Inside the step luma and chroma are resized bilinearly straight to the model's
+  size and the BT.601/BT.709 (limited or full range) matrix, composed with the mean/std normalisation
+  into one 3x3 matrix + offset built once in ``__init__``, is applied in float32
+  (`streamseg.data.video.ycbcr420_to_rgb_float`, the same code as the CPU's ``yuv420p`` path).
 
 `StreamStep.reset(rows)` zeroes the state of the slots that start a new video. The logits returned by
 `step` are the LAST stage's, ``(S, K, T)``, and with CUDA graphs live in a static buffer that the next
@@ -33,9 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DTYPES", "StreamStep", "bench_pipeline", "label_agreement"]
+from ..data.video import ycbcr420_to_rgb_float, ycbcr_matrix, ycbcr_name
+
+__all__ = ["DTYPES", "IN_FORMATS", "StreamStep", "bench_pipeline", "label_agreement"]
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+IN_FORMATS = ("rgb", "i420")
 
 
 @contextlib.contextmanager
@@ -66,6 +75,10 @@ class StreamStep:
         channels_last, compile, cuda_graph: see the module docstring.
         in_size: ``(H0, W0)``: take ``uint8`` frames of that size and resize + normalise on the device with
             ``mean``/``std`` (on the [0, 1] scale). None: take the model's input as is (float).
+        in_format: with ``in_size``, what the uint8 frames are: ``"rgb"`` ``(S, 3, T, H0, W0)`` or
+            ``"i420"`` packed 4:2:0 planes ``(S, 1, T, H0*3/2, W0)`` (H0, W0 even), converted on the device.
+        colorspace, full_range: the I420 frames' colour matrix: FFmpeg colorspace id (1 = BT.709, else
+            BT.601) and JPEG (full) range; `VideoFileSource.colour` reads both from a file's header.
     """
 
     def __init__(
@@ -83,6 +96,9 @@ class StreamStep:
         in_size: Sequence[int] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        in_format: str = "rgb",
+        colorspace: int = 2,
+        full_range: bool = False,
     ) -> None:
         if precision not in DTYPES:
             raise ValueError(f"StreamStep: precision must be one of {sorted(DTYPES)}, got {precision!r}")
@@ -94,10 +110,21 @@ class StreamStep:
         frames = len(sample_shape) == 3
         if in_size is not None and (not frames or mean is None or std is None):
             raise ValueError("StreamStep: in_size (uint8 input) needs frame input (3, H, W) and mean/std")
+        if in_format not in IN_FORMATS:
+            raise ValueError(f"StreamStep: in_format must be one of {IN_FORMATS}, got {in_format!r}")
+        if in_format == "i420":
+            if in_size is None:
+                raise ValueError("StreamStep: in_format='i420' needs in_size=(H0, W0), the frames' native size")
+            if in_size[0] % 2 or in_size[1] % 2:
+                raise ValueError(f"StreamStep: in_format='i420' needs an even in_size (H0, W0) (4:2:0 chroma "
+                                 f"is half size), got {tuple(in_size)}")
         self.dtype = DTYPES[precision]
         self.streams, self.chunk = streams, chunk
         self.sample_shape = tuple(sample_shape)
         self.in_size = tuple(in_size) if in_size is not None else None
+        self.in_format, self.colorspace, self.full_range = in_format, int(colorspace), bool(full_range)
+        self.mean = tuple(mean) if mean is not None else None
+        self.std = tuple(std) if std is not None else None
         self.channels_last = channels_last and frames
         net = copy.deepcopy(net).eval().to(self.device)  # casts and layouts must not touch the caller's model
         if self.dtype != torch.float32:
@@ -108,6 +135,12 @@ class StreamStep:
         if self.in_size is not None:
             self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1, 1) * 255
             self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1, 1) * 255
+        if in_format == "i420":
+            # normalised = (M @ yuv + o - 255 mean) / (255 std) = (M / 255std) @ yuv + (o - 255 mean) / 255std
+            m, o = ycbcr_matrix(colorspace, full_range)
+            mean255, std255 = torch.tensor(mean) * 255, torch.tensor(std) * 255
+            self._matrix = (m / std255[:, None]).to(self.device)
+            self._offset = ((o - mean255) / std255).to(self.device)
         self._fresh = self._cast_state(net.init_state(streams, self.device))
         self.state = tuple(s.clone() for s in self._fresh)
         self._fn = torch.compile(self._forward) if compile else self._forward
@@ -118,21 +151,43 @@ class StreamStep:
 
     # ------------------------------------------------------------------------------------------ shapes
     def input_shape(self) -> tuple[int, ...]:
-        """The ``x`` that `step` takes: ``(S, 3, T, H, W)`` (uint8 at ``in_size`` or model dtype) or ``(S, D, T)``."""
+        """The ``x`` that `step` takes: ``(S, 3, T, H, W)`` (uint8 at ``in_size`` or model dtype),
+        ``(S, 1, T, H0*3/2, W0)`` (uint8 I420) or ``(S, D, T)``."""
         if len(self.sample_shape) == 1:
             return (self.streams, self.sample_shape[0], self.chunk)
         h, w = self.in_size or self.sample_shape[1:]
+        if self.in_format == "i420":
+            return (self.streams, 1, self.chunk, h * 3 // 2, w)
         return (self.streams, 3, self.chunk, h, w)
 
     def input_dtype(self) -> torch.dtype:
         return torch.uint8 if self.in_size is not None else self.dtype
+
+    def input_description(self) -> str:
+        """What `step` takes, in words, for error messages."""
+        if len(self.sample_shape) == 1:
+            return f"(S, D, T) {self.dtype} features"
+        if self.in_format == "i420":
+            return "(S, 1, T, H0*3/2, W0) uint8 packed I420 frames, in_format='i420'"
+        if self.in_size is not None:
+            return "(S, 3, T, H0, W0) uint8 RGB frames, in_format='rgb'"
+        return f"(S, 3, T, H, W) {self.dtype} normalised frames"
 
     def _cast_state(self, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         return tuple(s.to(self.dtype) if s.is_floating_point() else s for s in state)
 
     # ----------------------------------------------------------------------------------------- forward
     def _preprocess(self, x: Tensor) -> Tensor:
-        if self.in_size is not None:  # uint8 (S, 3, T, H0, W0) -> normalised (S, 3, T, H, W)
+        if self.in_format == "i420":  # uint8 (S, 1, T, H0*3/2, W0) -> normalised (S, 3, T, H, W)
+            s, _, t, _, w0 = x.shape
+            h0 = self.in_size[0]
+            h, w = self.sample_shape[1:]
+            f = x.reshape(s * t, h0 * 3 // 2, w0)
+            y = f[:, :h0]
+            uv = f[:, h0:].reshape(s * t, 2, h0 // 2, w0 // 2)  # U then V, each H0/4 rows of W0
+            rgb = ycbcr420_to_rgb_float(y, uv, (h, w), self._matrix, self._offset)  # normalised already
+            x = rgb.reshape(s, t, 3, h, w).permute(0, 2, 1, 3, 4).to(self.dtype)
+        elif self.in_size is not None:  # uint8 (S, 3, T, H0, W0) -> normalised (S, 3, T, H, W)
             s, _, t, h0, w0 = x.shape
             h, w = self.sample_shape[1:]
             f = x.permute(0, 2, 1, 3, 4).reshape(s * t, 3, h0, w0).float()
@@ -164,7 +219,8 @@ class StreamStep:
     def step(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Advance every slot by one chunk; returns the last stage's logits ``(S, K, T)``."""
         if tuple(x.shape) != self.input_shape():
-            raise ValueError(f"StreamStep.step: expected x of shape {self.input_shape()}, got {tuple(x.shape)}")
+            raise ValueError(f"StreamStep.step: expected x of shape {self.input_shape()} "
+                             f"({self.input_description()}), got {tuple(x.shape)}")
         mask = self._mask if mask is None else mask.to(self.device, torch.float32).view(self.streams, 1, self.chunk)
         if not self._cuda_graph:
             with _inductor_freezing(self._compile):
@@ -207,9 +263,8 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
     fp32 model) run eagerly in fp32 on the same stream of ``chunks`` (each as `StreamStep.step` takes it;
     uint8 input is preprocessed the same way, in fp32). Both start from a fresh state; ``fast`` is reset after."""
     ref = StreamStep(reference, fast.sample_shape, streams=fast.streams, chunk=fast.chunk, device=fast.device,
-                     in_size=fast.in_size,
-                     mean=None if fast.in_size is None else (fast._mean.flatten() / 255).tolist(),
-                     std=None if fast.in_size is None else (fast._std.flatten() / 255).tolist())
+                     in_size=fast.in_size, mean=fast.mean, std=fast.std, in_format=fast.in_format,
+                     colorspace=fast.colorspace, full_range=fast.full_range)
     fast.reset()
     equal = total = 0
     for x in chunks:
@@ -223,12 +278,15 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
 
 def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
                    decode_size: Sequence[int] | None = None, prefetch_factor: int = 4,
-                   run_model: bool = True, repeat: int = 1) -> dict:
+                   run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb") -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
     `streamseg.data.streams.StreamLoader`) -> pinned uint8 batches -> ``step`` on the device.
 
-    ``decode_size``: the size the workers resize to on the CPU; None decodes at the native size and
-    leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
+    ``pixel_format``: what the workers ship: ``"rgb"`` (swscale rgb24, optionally resized on the CPU) or
+    ``"i420"`` (the decoder's packed 4:2:0 planes at the native size, no conversion or resize on the
+    CPU; the step must be built with ``in_format="i420"`` and the videos' colour matrix).
+    ``decode_size``: the size the workers resize to on the CPU (rgb only); None decodes at the native
+    size and leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
     played once; ``run_model=False`` measures decoding alone (the same loader, no model).
     ``repeat`` plays the list that many times (longer runs amortise the workers' start-up).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
@@ -237,22 +295,40 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     import time
 
     from ..data.streams import StreamBatcher, StreamLoader, StreamVideo
-    from ..data.video import probe
+    from ..data.video import VideoFileSource, probe
 
+    if pixel_format not in IN_FORMATS:
+        raise ValueError(f"bench_pipeline: pixel_format must be one of {IN_FORMATS}, got {pixel_format!r}")
     if step.in_size is None:
         raise ValueError("bench_pipeline: the step must take uint8 frames (StreamStep(in_size=...))")
+    if step.in_format != pixel_format:
+        raise ValueError(f"bench_pipeline: pixel_format={pixel_format!r}, but the step takes "
+                         f"in_format={step.in_format!r} frames; build it with StreamStep(in_format={pixel_format!r})")
     size = tuple(decode_size) if decode_size is not None else None
+    if pixel_format == "i420" and size is not None:
+        raise ValueError(f"bench_pipeline: pixel_format='i420' ships frames at the native size (the step "
+                         f"resizes); decode_size must be None, got {size}")
     if (size or step.in_size) != step.in_size:
         raise ValueError(f"bench_pipeline: frames decoded at {size}, the step takes {step.in_size}")
+    pixel_path = "i420" if pixel_format == "i420" else "rgb24"
     items = []
     for v in videos:
         n, _, h, w = probe(v)
         if size is None and (h, w) != step.in_size:
             raise ValueError(f"bench_pipeline: {v} is {h}x{w}; the step takes {step.in_size} (native decode)")
-        items += [StreamVideo(name=f"{r}:{v}", length=n, open=_VideoOpener(str(v), sample_rate, size))
+        if pixel_format == "i420":
+            with VideoFileSource(v, sample_rate, None, pixel_path="i420") as source:  # header only
+                colour = source.colour
+            if ycbcr_name(*colour) != ycbcr_name(step.colorspace, step.full_range):
+                raise ValueError(f"bench_pipeline: {v} is {ycbcr_name(*colour)} Y'CbCr, the step converts "
+                                 f"{ycbcr_name(step.colorspace, step.full_range)}; build it with "
+                                 f"StreamStep(colorspace={colour[0]}, full_range={colour[1]})")
+        items += [StreamVideo(name=f"{r}:{v}", length=n, open=_VideoOpener(str(v), sample_rate, size, pixel_path))
                   for r in range(repeat)]
+    h0, w0 = step.in_size
+    sample_shape = (1, h0 * 3 // 2, w0) if pixel_format == "i420" else (3, h0, w0)
     batcher = StreamBatcher(items, batch_size=step.streams, chunk_size=step.chunk,
-                            sample_shape=(3, *step.in_size), sample_rate=sample_rate, uint8_frames=True)
+                            sample_shape=sample_shape, sample_rate=sample_rate, uint8_frames=True)
     loader = StreamLoader(batcher, num_workers=workers, prefetch_factor=prefetch_factor,
                           device=step.device if step.device.type == "cuda" else None)
     frames = 0
@@ -275,16 +351,16 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     frames = int(frames)
     return {"frames": frames, "wall_s": wall, "frames_per_s": frames / wall, "wait_s": wait,
             "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items),
-            "model": run_model}
+            "model": run_model, "pixel_format": pixel_format}
 
 
 class _VideoOpener:
     """A picklable ``open`` for `StreamVideo` (worker processes rebuild sources from it)."""
 
-    def __init__(self, path: str, sample_rate: int, size: tuple[int, int] | None) -> None:
-        self.path, self.sample_rate, self.size = path, sample_rate, size
+    def __init__(self, path: str, sample_rate: int, size: tuple[int, int] | None, pixel_path: str = "rgb24") -> None:
+        self.path, self.sample_rate, self.size, self.pixel_path = path, sample_rate, size, pixel_path
 
     def __call__(self):
         from ..data.video import VideoFileSource
 
-        return VideoFileSource(self.path, self.sample_rate, self.size)
+        return VideoFileSource(self.path, self.sample_rate, self.size, pixel_path=self.pixel_path)
