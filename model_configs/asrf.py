@@ -3,11 +3,18 @@
 the last stage is the boundary-refined prediction (`refine=false` for the raw one). Offline. Train it with
 its own loss (ASRFLoss): see exp_configs/*/asrf_*.py.
 
+The loss fields are the official defaults (`libs/config.py`, as in the shipped `result/*/config.yaml`):
+`class_weight` (median-frequency class weights in the CE), `smoothing="gstmse"` with `smooth_weight` 1
+(`gstmse`, `gstmse_weight`: the Gaussian-similarity T-MSE on the input features; "mstcn": MS-TCN's
+truncated MSE), `boundary_weight` 0.1 (`lambda_b`). The `asrf_module` recipe reads them (and computes the
+boundary BCE's official pos_weight from the training labels), `build_model` does not.
+
 `weights`: a state dict saved by the official code (yiskw713/asrf, `final_model.prm`), loaded strictly
 after renaming its `conv_in` 1x1 convs to ours (`streamseg.models.asrf.official_key`).
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 from streamseg.models import ASRF, load_weights
 from streamseg.models.asrf import official_key
@@ -22,6 +29,11 @@ class Params:
     dropout: float = 0.5
     refine: bool = True
     boundary_threshold: float = 0.5
+    # training loss (read by streamseg.engine.recipes.asrf_module)
+    class_weight: bool = True
+    smoothing: Literal["gstmse", "mstcn"] = "gstmse"
+    smooth_weight: float = 1.0
+    boundary_weight: float = 0.1
     weights: str | None = None
 
 

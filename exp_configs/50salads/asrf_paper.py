@@ -1,9 +1,12 @@
-"""ASRF with the official recipe (yiskw713/asrf libs/config.py, train.py): Adam 5e-4, weight decay 1e-4,
-50 epochs, one video per step, seed 0; loss: per stage CE + smoothing, averaged over stages, plus 0.1 x
-the boundary BCE (50Salads at sample_rate 2, as the official TempDownSamp). Evaluated on the boundary-refined prediction (the model's
-`refine`). Differences: unweighted CE and MS-TCN's 0.15 T-MSE instead of the official class-weighted CE
-and Gaussian-similarity T-MSE (weight 1); BCE without the dataset's positive weight; trained on the
-training split (the official trains on train + its held-out val).
+"""ASRF with the official recipe (yiskw713/asrf libs/config.py, train.py, libs/helper.py): Adam 5e-4,
+weight decay 1e-4, 50 epochs, one video per step, seed 0, sample_rate 2 (the official TempDownSamp); loss
+(the model config's defaults, official): per stage CE with median-frequency class weights + 1.0 x the
+Gaussian-similarity T-MSE on the input features, averaged over stages, plus 0.1 x the boundary BCE with
+the dataset's positive weight (frames / boundary frames); class weights and pos_weight counted at the
+original frame rate, as the official. Evaluated on the boundary-refined prediction (the model's `refine`,
+boundary threshold 0.5). Differences: trained on the training split, over which the class weights and
+pos_weight are counted too (the official trains on, and counts over, train + its held-out val); boundary
+targets are the label changes of the subsampled labels (the official moves a boundary at frame i to i // 2).
 
     streamseg train -D 50salads -M asrf -E paper -o data.split=1   # then the other splits and average
 """

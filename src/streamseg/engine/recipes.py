@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ..config import ConfigError, RunParams
 from ..models import ASRF, ASRFLoss, DiffAct, DiffActLoss, Transeger
+from ..models.asrf import boundary_pos_weight, class_weights
 from ..models.losses import SegmentationLoss
 from ..data import TASLayout
 from .datamodule import DatasetInfo, TASDatasetParams, split_names
@@ -59,21 +62,47 @@ def asformer_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Seg
     )
 
 
+# the model params the ASRF recipe reads (model_configs/asrf.py)
+ASRF_LOSS_KEYS = ("class_weight", "smoothing", "smooth_weight", "boundary_weight")
+
+
 def asrf_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
-    """ASRF's loss (class stages CE + 0.15 T-MSE, boundary BCE x 0.1) with Adam (`train.lr`,
-    `train.weight_decay`); the model must be ASRF (its boundary branch feeds the loss)."""
+    """ASRF's recipe (yiskw713/asrf train.py, libs/helper.py): Adam (`train.lr`, `train.weight_decay`) on
+    `ASRFLoss` with the loss settings of the model config: per stage CE, with the official median-frequency
+    class weights when `model.class_weight`, + `model.smooth_weight` x the `model.smoothing` term ("gstmse":
+    the official Gaussian-similarity T-MSE on the input features), averaged over stages, + `model.boundary_weight`
+    x the boundary BCE, whose positive weight is the official frames / boundary frames. Class weights and
+    pos_weight come from the labels of the training videos (those the datamodule trains on) at the original
+    frame rate, as the official computes them, once, here; both are logged and kept in the module's hparams
+    (`asrf_pos_weight`, `asrf_class_weights`). The model must be ASRF (its boundary branch feeds the loss)."""
     if not isinstance(net, ASRF):
         raise TypeError(f"this experiment trains ASRF (-M asrf) with its boundary loss, got {type(net).__name__}")
-    t = params.train
-    return SegmentationModule(
+    m, t = params.model, params.train
+    missing = [k for k in ASRF_LOSS_KEYS if not hasattr(m, k)]
+    if missing:
+        raise ConfigError(f"asrf_module reads model.{', model.'.join(ASRF_LOSS_KEYS)}; the model params "
+                          f"{type(m).__name__} lack {', '.join(missing)} (see model_configs/asrf.py)")
+    labels = training_labels(params, "ASRF's boundary pos_weight and class weights")
+    pos_weight = boundary_pos_weight(labels)
+    weights = class_weights(labels, info.num_classes) if m.class_weight else None
+    loss = ASRFLoss(
+        net, info.num_classes, smooth_weight=m.smooth_weight, boundary_weight=m.boundary_weight,
+        pos_weight=pos_weight, class_weights=weights, smoothing=m.smoothing,
+    )
+    module = SegmentationModule(
         net,
         info,
-        loss=ASRFLoss(net, info.num_classes, smooth_weight=0.15, boundary_weight=0.1),
+        loss=loss,
         optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
         chunk_size=t.chunk_size,
         tbptt_chunks=t.tbptt_chunks,
         grad_clip=t.grad_clip,
     )
+    weight_list = None if weights is None else [round(float(w), 6) for w in weights]
+    module.save_hyperparameters({"asrf_pos_weight": pos_weight, "asrf_class_weights": weight_list})
+    rank_zero_info(f"ASRF loss: boundary BCE pos_weight {pos_weight:.4f} (training frames / boundary frames), "
+                   f"class weights {weight_list if weight_list is not None else 'off'}")
+    return module
 
 
 def transeger_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
@@ -118,16 +147,23 @@ def diffact_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segm
     )
 
 
-def training_class_weights(params: RunParams, num_classes: int) -> torch.Tensor:
-    """DiffAct's class weights (K,): total / ((count_k + 10) * K), counts over the training videos' labels
-    at the original frame rate (the same training videos the datamodule uses)."""
+def training_labels(params: RunParams, purpose: str) -> list[np.ndarray]:
+    """Label arrays (T,) int64 at the original frame rate of the training videos (the same training
+    videos the datamodule uses: the train split less any `val_fraction` held out). `purpose` names the
+    caller in the error for a dataset outside the standard TAS layout."""
     data = params.data
     if not isinstance(data, TASDatasetParams):
-        raise ConfigError(f"model.class_weighting needs a dataset in the standard TAS layout "
+        raise ConfigError(f"{purpose} need a dataset in the standard TAS layout "
                           f"(data params subclassing TASDatasetParams), got {type(data).__name__}")
     layout = TASLayout(data.root)
     names = split_names(layout, data.split, data.val_fraction, params.train.seed, params.train.select_on)["train"]
+    return [layout.load_labels(name) for name in names]
+
+
+def training_class_weights(params: RunParams, num_classes: int) -> torch.Tensor:
+    """DiffAct's class weights (K,): total / ((count_k + 10) * K), counts over the training videos' labels
+    at the original frame rate (the same training videos the datamodule uses)."""
     counts = torch.zeros(num_classes, dtype=torch.float64)
-    for name in names:
-        counts += torch.bincount(torch.from_numpy(layout.load_labels(name)), minlength=num_classes)[:num_classes]
+    for labels in training_labels(params, "model.class_weighting (DiffAct's class weights)"):
+        counts += torch.bincount(torch.from_numpy(labels), minlength=num_classes)[:num_classes]
     return (counts.sum() / ((counts + 10) * num_classes)).float()
