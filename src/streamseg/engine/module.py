@@ -180,7 +180,9 @@ class SegmentationModule(pl.LightningModule):
     def _log_train(self, loss: Tensor, parts: dict, batch_size: int) -> None:
         """Step values (``train/loss``, the loss parts) go to `self.log` only on the steps Lightning writes to
         its loggers (every ``train.log_every``) and on the first; the epoch mean ``train/epoch_loss`` is summed
-        here on the device and logged once, in `on_train_epoch_end`.
+        here on the device and logged once, in `on_train_epoch_end`. Stream batches log every truncation
+        window: Lightning writes the latest `self.log` value on each logged step, and a window need not close
+        on one, so skipping windows would repeat an older window's loss on the logged steps that follow.
 
         A `self.log` call costs about 2 ms of host time (Lightning moves its result metric each time), and
         logging four values on every step made a small offline model's GPU steps host-bound.
@@ -190,7 +192,7 @@ class SegmentationModule(pl.LightningModule):
         self._epoch_items += batch_size
         self._train_batches += 1
         connector = getattr(self.trainer, "_logger_connector", None)
-        if self._train_batches > 1 and not getattr(connector, "should_update_logs", True):
+        if self._train_batches > 1 and not self.stream_batches and not getattr(connector, "should_update_logs", True):
             return
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
         for k, v in parts.items():
