@@ -37,10 +37,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("test", help="score a trained run's checkpoint on the test split")
     add_config_args(t)
     t.add_argument("--version", type=int, default=None, help="run version (default: newest)")
-    t.add_argument("--ckpt", default="best", help="best, last, or a checkpoint path")
+    t.add_argument("--ckpt", default="best",
+                   help="best, last, a checkpoint path, or none: no run, the model as its config builds it with "
+                        "-o model.weights=PATH (e.g. an official MS-TCN / MS-TCN++ / ASFormer checkpoint); "
+                        "results in <root>/<dataset>/<model>_<exp>/weights_<file stem>/")
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     add_telegram_args(t)
     t.set_defaults(func=run_test)
+
+
+def _test_weights(args: argparse.Namespace, configs, params, exp_dir: Path) -> int:
+    """`streamseg test --ckpt none -o model.weights=PATH`: score a state dict without a training run."""
+    from ..data.errors import DataError
+    from ..engine.rundir import write_json
+    from ..engine.runner import test_weights
+    from ..models.checkpoint import WeightsError
+
+    weights = getattr(params.model, "weights", None)
+    out = exp_dir / f"weights_{Path(weights).stem if weights else 'none'}"
+    try:
+        metrics = test_weights(configs, params, out, _accelerator(args.accelerator), extra_callbacks=_telegram(args))
+    except (ConfigError, DataError, WeightsError) as e:
+        raise SystemExit(f"error: {e}") from None
+    write_json(out / "metrics.json", metrics)
+    print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} "
+                                          f"(weights {Path(weights).name})")
+    console.print(f"results: {out}")
+    return 0
 
 
 def add_telegram_args(p: argparse.ArgumentParser) -> None:
@@ -116,6 +139,8 @@ def run_test(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     exp_dir = experiment_dir(args.root, configs.dataset_name, configs.model_name, configs.exp_name)
+    if args.ckpt == "none":
+        return _test_weights(args, configs, params, exp_dir)
     found = versions(exp_dir)
     if not found:
         raise SystemExit(f"error: no runs in {exp_dir}; train first")

@@ -284,10 +284,14 @@ def check_ranks_agree(module: SegmentationModule) -> list[list[float]]:
     return gathered
 
 
-def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path) -> dict[str, Any]:
-    """Score `ckpt` on the test split; predictions into `run.predictions`, plots into `run.plots`."""
+def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path | None) -> dict[str, Any]:
+    """Score `ckpt` on the test split; predictions into `run.predictions`, plots into `run.plots`.
+    ``ckpt=None`` scores the module's weights as they are (the model config's ``weights``)."""
     module.predictions_dir = run.predictions
-    trainer.test(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=True, verbose=False)
+    if ckpt is None:
+        trainer.test(module, datamodule=dm, verbose=False)
+    else:
+        trainer.test(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=True, verbose=False)
     results = dict(module.test_results or {})
     summary = {k: results[k] for k in METRIC_KEYS if k in results}
     summary["num_videos"] = results.get("num_videos", 0)
@@ -299,14 +303,27 @@ def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, 
     return summary
 
 
+def latency_frames(lookahead: int | None, chunk_size: int, sample_rate: int) -> int | None:
+    """Algorithmic latency in original frames: the most a frame waits for its label when the model runs
+    chunk by chunk; None for an offline model (lookahead None, or no chunking: it waits for the whole video).
+
+    A frame waits for the rest of its chunk, at most chunk_size - 1 sampled frames (x sample_rate for
+    original frames), and no longer: a call returns the logits of its own frames before the next chunk
+    exists, so a model's look-ahead is cut at the end of the call (TSM's bidirectional shift sees zeros
+    there, a clip backbone pads its last clip) and never adds to the wait. E.g. video_memtcn chunk16:
+    clips of 8 (lookahead 7) inside chunks of 16 at sample rate 2 -> 15 x 2 = 30 frames, not (15 + 7) x 2.
+    """
+    if lookahead is None or chunk_size <= 0:
+        return None
+    return (chunk_size - 1) * sample_rate
+
+
 def latency(module: SegmentationModule, info: DatasetInfo) -> dict[str, Any]:
-    """Algorithmic latency: frames between a frame's arrival and its label (chunk wait + look-ahead)."""
+    """Algorithmic latency (`latency_frames`): original frames between a frame's arrival and its label."""
     lookahead = getattr(module.net, "lookahead", None)
-    if lookahead is None or not module.streaming:
+    frames = latency_frames(lookahead, module.chunk_size, info.sample_rate) if module.streaming else None
+    if frames is None:
         return {"online": False, "frames": None, "seconds": None}
-    # a frame waits for the rest of its chunk (at most chunk_size - 1 sampled frames), then for the
-    # model's look-ahead; both in sampled frames, times sample_rate for original frames.
-    frames = (module.chunk_size - 1 + lookahead) * info.sample_rate
     return {"online": True, "frames": frames, "seconds": round(frames / info.fps, 3)}
 
 
@@ -353,3 +370,32 @@ def test_checkpoint(
     module_metrics = test(trainer, module, dm, run, ckpt)
     module_metrics["checkpoint"] = str(ckpt)
     return module_metrics
+
+
+def test_weights(
+    configs: ConfigSet,
+    params: RunParams,
+    out: Path,
+    accelerator: str,
+    extra_callbacks: list[pl.Callback] = (),
+) -> dict[str, Any]:
+    """`streamseg test --ckpt none`: the network exactly as its model config builds it, typically from a
+    state dict given by ``model.weights`` (e.g. a checkpoint of the official MS-TCN / MS-TCN++ / ASFormer
+    code, read with ``weights_only=True``), scored on the test split without any training run. Predictions
+    (MS-TCN results format), plots and ``metrics.json`` go to ``out``."""
+    weights = getattr(params.model, "weights", None)
+    if not weights:
+        raise ConfigError("streamseg test --ckpt none scores the weights the model config loads: give them with "
+                          "-o model.weights=PATH (a state dict, e.g. an official MS-TCN/ASFormer checkpoint)")
+    if not Path(weights).is_file():
+        raise ConfigError(f"model.weights: {weights} does not exist (expected a state dict file)")
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out, 0, None)
+    dm, _, module = build(configs, params, dist.detect_launch())  # loads model.weights (strict) or raises
+    trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
+                         default_root_dir=str(out), enable_checkpointing=False, callbacks=list(extra_callbacks))
+    metrics = test(trainer, module, dm, run, None)
+    metrics["checkpoint"] = None
+    metrics["weights"] = str(weights)
+    write_json(out / "params.json", to_jsonable(params))
+    return metrics

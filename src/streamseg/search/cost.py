@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from ..engine.runner import latency_frames as runner_latency_frames
 from ..flops import count_flops, count_params
 
 CostKind = Literal["params", "flops", "latency"]
@@ -36,11 +37,11 @@ def flops_per_frame(net: torch.nn.Module, in_channels: int, frames: int = FLOPS_
 
 
 def latency_frames(lookahead: int | None, chunk_size: int, sample_rate: int) -> float:
-    """Algorithmic latency in original frames (as `engine.runner.latency`): an offline model (whole
-    video, or no chunking) waits for the whole video, so its latency is infinite."""
-    if lookahead is None or chunk_size <= 0:
-        return math.inf
-    return float((chunk_size - 1 + lookahead) * sample_rate)
+    """Algorithmic latency in original frames (`engine.runner.latency_frames`: the chunk wait; a look-ahead
+    is cut at the end of each chunk and adds nothing); an offline model (whole video, or no chunking)
+    waits for the whole video, so its latency is infinite."""
+    frames = runner_latency_frames(lookahead, chunk_size, sample_rate)
+    return math.inf if frames is None else float(frames)
 
 
 def model_cost(kind: str, net: torch.nn.Module, in_channels: int, chunk_size: int, sample_rate: int) -> float:
