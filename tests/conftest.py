@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +22,30 @@ TINY = [
     "-o", "data.num_videos=8",
     "-o", "data.with_videos=false",
 ]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# Tiny models run faster on one thread; on a shared CPU, OpenMP's spinning threads stall them (~20x).
+# A test file opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")` (or the module-scoped one).
+@pytest.fixture
+def one_torch_thread():
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_per_module():
+    with _torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from streamseg.config import load_configs, resolve_params
 from streamseg.config.loader import import_file
@@ -30,12 +29,7 @@ def zoo():
     return import_file(REPO / "tools" / "zoo_table.py", "_test_zoo_table")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 def _table(name: str) -> list[dict[str, str]]:

@@ -21,12 +21,7 @@ H0, W0 = 48, 40  # the uint8 frames' native size
 SIZE = (32, 32)  # the frame model's input size
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _features_model(seed: int = 0) -> MemoryTCN:

@@ -22,12 +22,7 @@ SIZE = (32, 32)  # the model's input size
 K = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def synth_clip(path: Path, frames: int, seed: int = 0) -> Path:

@@ -79,12 +79,7 @@ def data_roots(tmp_path_factory, synth_root, synth_video_root) -> dict[str, Path
             "video": Path(shutil.copytree(synth_video_root, base / "video"))}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 def _fields(obj) -> set[str]:

@@ -21,12 +21,7 @@ from streamseg.models import EncoderHead, MemoryTCN, r2plus1d_18_encoder
 from streamseg.search.cost import latency_frames as cost_latency_frames
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 def _module(net, chunk_size: int, stream_batches: bool) -> SegmentationModule:

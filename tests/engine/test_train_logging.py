@@ -21,12 +21,7 @@ from streamseg.models import MemoryTCN, SegmentationLoss
 from ..conftest import TINY
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _rows(path: Path, column: str) -> list[dict[str, str]]:

@@ -137,13 +137,7 @@ CASES = [
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs run faster on one thread; with the CPU shared, OpenMP's spinning threads stall (~20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 CHUNK_SIZES = (1, 3, 7, None)  # None = the whole video in one call
 
 

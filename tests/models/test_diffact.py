@@ -24,12 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 D, K = 6, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 def _tiny(**kw) -> DiffAct:

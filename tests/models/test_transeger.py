@@ -25,12 +25,7 @@ TINY = dict(num_layers=3, num_maps=8, image_dim=8, text_dim=8, text_width=16, te
             context_tokens=2, feedback_delay=DELAY)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _net(names=NAMES, **kw):

@@ -13,13 +13,7 @@ from streamseg.models.tsm import ShiftedResidual, TSMEncoder
 C = 16  # channels after the widening stem; shift_div 8 -> fold 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs run faster on one thread; with the CPU shared, OpenMP's spinning threads stall (~20x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 class _Widen(nn.Module):

@@ -52,12 +52,7 @@ BACKBONES = [
 PARAMS = [pytest.param(b, id=b.name) for b in BACKBONES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 def _encoder(b: Backbone, clip_len: int | None = None, context: int | None = None) -> VideoEncoder:

@@ -23,12 +23,7 @@ from tests.models.test_mstcn import _OfficialMultiStage
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/conftest.py
 
 
 def _model_config(name: str):
