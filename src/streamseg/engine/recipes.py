@@ -23,20 +23,27 @@ from .datamodule import DatasetInfo, TASDatasetParams, split_names
 from .module import SegmentationModule
 
 
-def default_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+def _adam_module(net: nn.Module, params: RunParams, info: DatasetInfo, loss, **extra) -> SegmentationModule:
+    """The module every recipe builds: Adam (`train.lr`, `train.weight_decay`), the chunking and gradient
+    clipping of `train`, ``loss``; ``extra`` (scheduler, stream_batches, ...) goes to SegmentationModule."""
     t = params.train
-    streams = is_stream_input(params)
     return SegmentationModule(
         net,
         info,
-        # streams: sums over chunks, divided by the valid frames of each truncation window
-        loss=SegmentationLoss(info.num_classes, reduction="sum" if streams else "mean"),
+        loss=loss,
         optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
         chunk_size=t.chunk_size,
         tbptt_chunks=t.tbptt_chunks,
-        stream_batches=streams,
         grad_clip=t.grad_clip,
+        **extra,
     )
+
+
+def default_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    streams = is_stream_input(params)
+    # streams: sums over chunks, divided by the valid frames of each truncation window
+    loss = SegmentationLoss(info.num_classes, reduction="sum" if streams else "mean")
+    return _adam_module(net, params, info, loss, stream_batches=streams)
 
 
 def is_stream_input(params: RunParams) -> bool:
@@ -48,17 +55,10 @@ def asformer_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Seg
     """ASFormer's recipe (ChinaYi/ASFormer main.py): Adam with `train.weight_decay`, ReduceLROnPlateau
     (factor 0.5, patience 3) stepped each epoch on the training loss (the epoch mean; the official code
     uses the epoch sum, which has the same minima), the MS-TCN loss on every stage."""
-    t = params.train
-    return SegmentationModule(
-        net,
-        info,
-        loss=SegmentationLoss(info.num_classes),
-        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
+    return _adam_module(
+        net, params, info, SegmentationLoss(info.num_classes),
         scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min", factor=0.5, patience=3),
         scheduler_monitor="train/epoch_loss",
-        chunk_size=t.chunk_size,
-        tbptt_chunks=t.tbptt_chunks,
-        grad_clip=t.grad_clip,
     )
 
 
@@ -77,7 +77,7 @@ def asrf_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segment
     (`asrf_pos_weight`, `asrf_class_weights`). The model must be ASRF (its boundary branch feeds the loss)."""
     if not isinstance(net, ASRF):
         raise TypeError(f"this experiment trains ASRF (-M asrf) with its boundary loss, got {type(net).__name__}")
-    m, t = params.model, params.train
+    m = params.model
     missing = [k for k in ASRF_LOSS_KEYS if not hasattr(m, k)]
     if missing:
         raise ConfigError(f"asrf_module reads model.{', model.'.join(ASRF_LOSS_KEYS)}; the model params "
@@ -89,15 +89,7 @@ def asrf_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segment
         net, info.num_classes, smooth_weight=m.smooth_weight, boundary_weight=m.boundary_weight,
         pos_weight=pos_weight, class_weights=weights, smoothing=m.smoothing,
     )
-    module = SegmentationModule(
-        net,
-        info,
-        loss=loss,
-        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
-        chunk_size=t.chunk_size,
-        tbptt_chunks=t.tbptt_chunks,
-        grad_clip=t.grad_clip,
-    )
+    module = _adam_module(net, params, info, loss)
     weight_list = None if weights is None else [round(float(w), 6) for w in weights]
     module.save_hyperparameters({"asrf_pos_weight": pos_weight, "asrf_class_weights": weight_list})
     rank_zero_info(f"ASRF loss: boundary BCE pos_weight {pos_weight:.4f} (training frames / boundary frames), "
@@ -127,7 +119,7 @@ def diffact_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segm
     The model must be DiffAct (its decoder is trained by the loss)."""
     if not isinstance(net, DiffAct):
         raise TypeError(f"this experiment trains DiffAct (-M diffact) with its diffusion loss, got {type(net).__name__}")
-    m, t = params.model, params.train
+    m = params.model
     weights = training_class_weights(params, info.num_classes) if m.class_weighting else None
     smooth = None if m.boundary_smooth is None else m.boundary_smooth / info.sample_rate
     loss = DiffActLoss(
@@ -136,15 +128,7 @@ def diffact_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segm
         decoder_smooth=m.loss_decoder_smooth, decoder_boundary=m.loss_decoder_boundary,
         class_weights=weights, soft_label=m.soft_label, boundary_smooth=smooth,
     )
-    return SegmentationModule(
-        net,
-        info,
-        loss=loss,
-        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
-        chunk_size=t.chunk_size,
-        tbptt_chunks=t.tbptt_chunks,
-        grad_clip=t.grad_clip,
-    )
+    return _adam_module(net, params, info, loss)
 
 
 def training_labels(params: RunParams, purpose: str) -> list[np.ndarray]:
