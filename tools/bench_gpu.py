@@ -188,7 +188,8 @@ def part_e2e(args) -> dict:
     net = tsm_memtcn_mobilenet_v2(11).eval()
     steps: dict = {}  # one compiled + captured step per (input size, pixel format)
     sizes = (((240, 320), args.clips, args.clip_frames), ((720, 1280), args.clips // 2, args.clip_frames // 3))
-    for (h, w), n, frames in sizes[: 1 if args.only_320 else 2]:
+    wanted = ["320x240"] if args.only_320 else args.sizes
+    for (h, w), n, frames in [z for z in sizes if f"{z[0][1]}x{z[0][0]}" in wanted]:
         t0 = time.perf_counter()
         videos = _clips(Path(args.work) / "clips", h, w, n, frames)
         res[f"clips_{w}x{h}"] = {"videos": n, "frames_each": frames, "generate_s": time.perf_counter() - t0}
@@ -350,7 +351,9 @@ def main() -> None:
     ap.add_argument("--clip-frames", type=int, default=600)
     ap.add_argument("--workers", type=int, nargs="+", default=[16])
     ap.add_argument("--e2e-streams", type=int, default=16)
-    ap.add_argument("--only-320", action="store_true", help="e2e: skip the 1280x720 clips")
+    ap.add_argument("--sizes", nargs="+", default=["320x240", "1280x720"], choices=["320x240", "1280x720"],
+                    help="e2e: input sizes (the 1280x720 clips are half as many and a third as long)")
+    ap.add_argument("--only-320", action="store_true", help="e2e: same as --sizes 320x240")
     ap.add_argument("--repeat", type=int, default=4, help="e2e: play the clip list this many times")
     ap.add_argument("--resize-on", nargs="+", default=["device", "cpu"], choices=["device", "cpu"],
                     help="e2e, rgb frames: resize on the GPU (native frames shipped) and/or in the workers")
