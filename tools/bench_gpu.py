@@ -1,6 +1,7 @@
 """GPU speed and scale measurements behind docs/benchmarks.md ("GPU"): one command per part, JSON out.
 
     python tools/bench_gpu.py model  --out results/       # model-only streaming step, variants, agreement
+    python tools/bench_gpu.py trained --runs RUN.. --out results/ # bf16/compiled labels vs fp32, trained runs
     python tools/bench_gpu.py e2e    --out results/       # mp4 -> labels with decode worker processes
     python tools/bench_gpu.py offline --out results/      # MS-TCN epoch: official recipe vs fast path
     python tools/bench_gpu.py stream-train --out results/ # TSM+MemoryTCN end-to-end training throughput
@@ -53,7 +54,13 @@ VARIANTS = {  # name: (precision, channels_last, compile, cuda_graph)
     "bf16-eager": ("bf16", False, False, False),
     "bf16-cl-compile": ("bf16", True, True, False),
     "bf16-cl-compile-graph": ("bf16", True, True, True),
+    # autocast (fp32 weights and state) and fp16: closer to fp32 labels for trained models (part "trained")
+    "bf16mixed-eager": ("bf16-mixed", False, False, False),
+    "bf16mixed-cl-compile-graph": ("bf16-mixed", True, True, True),
+    "fp16-eager": ("fp16", False, False, False),
+    "fp16-cl-compile-graph": ("fp16", True, True, True),
 }
+DEFAULT_VARIANTS = ["fp32-eager", "bf16-eager", "bf16-cl-compile", "bf16-cl-compile-graph"]
 
 
 def _dump(out: Path, name: str, data: dict) -> None:
@@ -137,6 +144,73 @@ def part_model(args) -> dict:
     return res
 
 
+def _split_videos(root: Path, split: str, sample_rate: int, size: tuple[int, int], class_names: list[str]):
+    """A split of the dataset (``all``: every video): per video, uint8 frames (n, 3, H, W) at ``size`` and sampled labels."""
+    if split == "all":
+        names = sorted(v.name for v in (root / "Videos").iterdir())
+    else:
+        names = (root / "splits" / f"{split}.split1.bundle").read_text().split()
+    index = {c: i for i, c in enumerate(class_names)}
+    out = []
+    for name in names:
+        stem = Path(name).stem
+        video = next((root / "Videos").glob(f"{stem}.*"))
+        with VideoFileSource(str(video), sample_rate, size) as source:
+            parts = []
+            while len(part := source.read(256)):
+                parts.append(part)
+        frames = torch.cat(parts)
+        gt = (root / "groundTruth" / f"{stem}.txt").read_text().split()[::sample_rate]
+        labels = torch.tensor([index[g] for g in gt[: len(frames)]])
+        out.append((stem, frames, labels))
+    return out
+
+
+def part_trained(args) -> dict:
+    """Label agreement with fp32 eager of each faster StreamStep variant, for TRAINED runs streaming their
+    dataset's videos of ``--split`` (all videos at once, one per slot, chunk by chunk, padded and masked at the end);
+    also each variant's frame accuracy against the ground truth."""
+    from streamseg.deploy.runtime import load_trained_model
+
+    res: dict = {"environment": environment(args.device), "rows": []}
+    root = Path(args.data_root)
+    for run in args.runs:
+        net, meta = load_trained_model(run, [f"data.root={root}"])
+        h, w = meta.sample_shape[1:]
+        videos = _split_videos(root, args.split, meta.sample_rate, (h, w), meta.class_names)
+        streams, chunk = len(videos), args.chunk
+        length = -(-max(len(f) for _, f, _ in videos) // chunk) * chunk
+        x = torch.zeros(streams, 3, length, h, w, dtype=torch.uint8)
+        mask = torch.zeros(streams, length, dtype=torch.bool)
+        gt = torch.full((streams, length), -1)
+        for i, (_, frames, labels) in enumerate(videos):
+            x[i, :, : len(frames)] = frames.permute(1, 0, 2, 3)
+            mask[i, : len(frames)] = True
+            gt[i, : len(labels)] = labels
+        chunks = [x[:, :, k : k + chunk].to(args.device) for k in range(0, length, chunk)]
+        masks = [mask[:, k : k + chunk].float().to(args.device) for k in range(0, length, chunk)]
+        labels: dict = {}
+        for vname in args.variants:
+            precision, cl, comp, graph = VARIANTS[vname]
+            step = StreamStep(net, (3, h, w), streams=streams, chunk=chunk, device=args.device, precision=precision,
+                              channels_last=cl, compile=comp, cuda_graph=graph, in_size=(h, w), mean=meta.mean,
+                              std=meta.std)
+            labels[vname] = torch.cat([step.step(c, m).argmax(1).cpu() for c, m in zip(chunks, masks)], 1)
+            del step
+        ref = labels[args.variants[0]]
+        valid = mask & (gt >= 0)
+        for vname, lab in labels.items():
+            equal = (lab == ref) & mask
+            per_video = [float(equal[i][mask[i]].float().mean()) for i in range(streams)]
+            row = {"run": str(run), "model": type(net).__name__, "variant": vname, "reference": args.variants[0],
+                   "frames": int(mask.sum()), "videos": streams, "chunk": chunk, "frame_size": [h, w],
+                   "label_agreement": float(equal.sum() / mask.sum()), "min_video_agreement": min(per_video),
+                   "accuracy": float(((lab == gt) & valid).sum() / valid.sum())}
+            res["rows"].append(row)
+            print(row, flush=True)
+    return res
+
+
 def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """Smooth colour texture (noise at 1/8 resolution, linearly upsampled) plus mild grain; numpy only,
     so clip-making processes never touch torch's thread pools."""
@@ -217,9 +291,13 @@ def part_e2e(args) -> dict:
                     row["model_only"] = time_step(step, x, 30, 3)  # also compiles and captures
                     size = None if where == "device" else (224, 224)
                     common = dict(workers=workers, decode_size=size, repeat=args.repeat, pixel_format=fmt)
-                    row["decode_only"] = bench_pipeline(step, videos, run_model=False, **common)
-                    step.reset()
-                    row["end_to_end"] = bench_pipeline(step, videos, **common)
+                    for transfer in args.transfers:  # decode alone (+ hand-over, + copy), then with the model
+                        key = "" if transfer == args.transfers[0] else f"_{transfer}"
+                        row[f"decode_only{key}"] = bench_pipeline(step, videos, run_model=False, transfer=transfer,
+                                                                  **common)
+                        if transfer != "none":
+                            step.reset()
+                            row[f"end_to_end{key}"] = bench_pipeline(step, videos, transfer=transfer, **common)
                 except Exception as e:
                     row["error"] = f"{type(e).__name__}: {e}"
                     traceback.print_exc()
@@ -337,14 +415,20 @@ def _run(cmd: list[str]) -> tuple[int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["model", "e2e", "offline", "stream-train"])
+    ap.add_argument("part", choices=["model", "trained", "e2e", "offline", "stream-train"])
     ap.add_argument("--out", default="results")
     ap.add_argument("--work", default="/tmp/streamseg_bench")
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--streams", type=int, nargs="+", default=[16, 1])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
+                    help="StreamStep variants (the first is the agreement reference of part 'trained')")
     ap.add_argument("--models", nargs="+", default=["tsm_memtcn"],
                     help="model part: tsm_memtcn and/or model config names (e.g. transeger)")
+    ap.add_argument("--runs", nargs="+", default=[], help="trained: run folders or checkpoints")
+    ap.add_argument("--device", default="cuda", help="trained: the device (cpu to try it without a GPU)")
+    ap.add_argument("--data-root", default="data/synth", help="trained: the runs' dataset")
+    ap.add_argument("--split", default="test", help="trained: test, val, train or all (every video: agreement is "
+                    "about numerics, so more frames give a tighter figure)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--clips", type=int, default=32)
@@ -360,6 +444,9 @@ def main() -> None:
     ap.add_argument("--pixel-formats", nargs="+", default=list(IN_FORMATS), choices=list(IN_FORMATS),
                     help="e2e: what the decode workers ship: rgb (swscale rgb24) and/or i420 (the decoder's "
                          "planes, converted + resized on the GPU)")
+    ap.add_argument("--transfers", nargs="+", default=["pinned"], choices=["pinned", "pageable", "none"],
+                    help="e2e: how batches reach the GPU (bench_pipeline's transfer); 'none' = decode + hand-over "
+                         "to the main process only (no model, no copy)")
     ap.add_argument("--epochs", type=int, default=20, help="official recipe (offline) / stream-train epochs")
     ap.add_argument("--fast", nargs="*", default=["8:1e-3:80"], metavar="BATCH:LR:EPOCHS",
                     help="offline: fast-path runs (features on the GPU, bf16-mixed, torch.compile) to compare")
@@ -371,7 +458,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--loader-workers", type=int, default=6)
     args = ap.parse_args()
-    fn = {"model": part_model, "e2e": part_e2e, "offline": part_offline, "stream-train": part_stream_train}[args.part]
+    fn = {"model": part_model, "trained": part_trained, "e2e": part_e2e, "offline": part_offline, "stream-train": part_stream_train}[args.part]
     name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu-{args.launcher}"
     _dump(Path(args.out), name, fn(args))
 

@@ -196,6 +196,25 @@ def test_label_agreement_is_one_for_the_same_model_and_lower_for_another():
     assert label_agreement(model(0), half, chunks) > 0.8
 
 
+def test_mixed_precision_keeps_fp32_weights_and_state_and_runs_convolutions_in_bf16():
+    """``bf16-mixed``: weights, input and state stay fp32 (a fresh state equals the model's own), the step
+    runs under autocast, so its logits differ from fp32 by bf16 rounding only, and less than a pure bf16
+    cast's do on this model (fp32 state and normalisations)."""
+    net = _features_model()
+    chunks = [torch.randn(S, D, T) for _ in range(4)]
+    mixed = StreamStep(net, (D,), streams=S, chunk=T, device="cpu", precision="bf16-mixed")
+    pure = StreamStep(net, (D,), streams=S, chunk=T, device="cpu", precision="bf16")
+    assert mixed.input_dtype() == torch.float32 and all(s.dtype == torch.float32 for s in mixed.state)
+    assert next(mixed.net.parameters()).dtype == torch.float32
+    err_mixed = err_pure = 0.0
+    for want, x in zip(_reference(net, chunks), chunks):
+        got = mixed.step(x)
+        torch.testing.assert_close(got.float(), want, atol=0.1, rtol=0.05)
+        err_mixed += (got.float() - want).abs().mean().item()
+        err_pure += (pure.step(x.bfloat16()).float() - want).abs().mean().item()
+    assert 0 < err_mixed < err_pure  # > 0: autocast was on (the convolutions ran in bf16)
+
+
 def test_bad_arguments_are_named():
     net = _features_model()
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):

@@ -437,8 +437,12 @@ class StreamLoader:
             return
         batcher = copy.copy(self.batcher)
         batcher.worker_parts = True
+        # with a CUDA device and pin_memory, DataLoader's pin thread copies each part into page-locked
+        # memory beside the main thread, so the copy below is a real asynchronous DMA (from the workers'
+        # pageable shared memory it is a synchronous staged copy on the main thread)
+        pin = self.pin_memory and self.device is not None and self.device.type == "cuda"
         loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers,
-                            prefetch_factor=self.prefetch_factor)
+                            prefetch_factor=self.prefetch_factor, pin_memory=pin)
         expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         pending: dict[int, list[dict]] = {}
         next_step = 0

@@ -3,8 +3,11 @@
 `StreamStep` wraps any contract model (``forward(x, state, mask) -> (logits, state)``) and applies, each
 optional and measured separately in docs/benchmarks.md:
 
-* **precision**: the weights, input and state cast to bf16/fp16 (pure low-precision inference, no
-  autocast casts per op); labels are compared against fp32 eager by `label_agreement`.
+* **precision**: ``bf16``/``fp16``: the weights, input and state cast (pure low-precision inference, no
+  casts per op); ``bf16-mixed``/``fp16-mixed``: fp32 weights, input and state, the step run under
+  ``torch.autocast`` (convolutions and matrix products in 16 bits, normalisations, softmax and the state
+  in fp32): closer to fp32, which a trained model's labels need (docs/benchmarks.md gives both
+  agreements). Labels are compared against fp32 eager by `label_agreement`.
 * **channels_last**: 4-D weights in NHWC; the frame tensor is laid out so that the per-frame
   ``(B*T, 3, H, W)`` view the encoders take is NHWC too.
 * **compile**: ``torch.compile`` (default mode) of the whole step, preprocessing included, with
@@ -41,9 +44,15 @@ from torch import Tensor, nn
 
 from ..data.video import ycbcr420_to_rgb_float, ycbcr_matrix, ycbcr_name
 
-__all__ = ["DTYPES", "IN_FORMATS", "StreamStep", "bench_pipeline", "label_agreement"]
+__all__ = ["DTYPES", "IN_FORMATS", "PRECISIONS", "StreamStep", "bench_pipeline", "label_agreement"]
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# precision -> (dtype of weights/input/state, autocast dtype or None)
+PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
+    **{name: (dtype, None) for name, dtype in DTYPES.items()},
+    "bf16-mixed": (torch.float32, torch.bfloat16),
+    "fp16-mixed": (torch.float32, torch.float16),
+}
 IN_FORMATS = ("rgb", "i420")
 
 
@@ -71,7 +80,7 @@ class StreamStep:
         sample_shape: one input sample as the MODEL takes it: ``(3, H, W)`` frames or ``(D,)`` features.
         streams, chunk: the fixed batch ``S`` and chunk length ``T``.
         device: where to run (``cuda_graph`` needs CUDA).
-        precision: ``fp32``, ``bf16`` or ``fp16``.
+        precision: ``fp32``, ``bf16``, ``fp16`` (pure casts) or ``bf16-mixed``, ``fp16-mixed`` (autocast).
         channels_last, compile, cuda_graph: see the module docstring.
         in_size: ``(H0, W0)``: take ``uint8`` frames of that size and resize + normalise on the device with
             ``mean``/``std`` (on the [0, 1] scale). None: take the model's input as is (float).
@@ -100,8 +109,8 @@ class StreamStep:
         colorspace: int = 2,
         full_range: bool = False,
     ) -> None:
-        if precision not in DTYPES:
-            raise ValueError(f"StreamStep: precision must be one of {sorted(DTYPES)}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"StreamStep: precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if streams < 1 or chunk < 1:
             raise ValueError(f"StreamStep: streams and chunk must be >= 1, got {streams}, {chunk}")
         self.device = torch.device(device)
@@ -118,7 +127,8 @@ class StreamStep:
             if in_size[0] % 2 or in_size[1] % 2:
                 raise ValueError(f"StreamStep: in_format='i420' needs an even in_size (H0, W0) (4:2:0 chroma "
                                  f"is half size), got {tuple(in_size)}")
-        self.dtype = DTYPES[precision]
+        self.dtype, self.autocast_dtype = PRECISIONS[precision]
+        self.precision = precision
         self.streams, self.chunk = streams, chunk
         self.sample_shape = tuple(sample_shape)
         self.in_size = tuple(in_size) if in_size is not None else None
@@ -201,7 +211,9 @@ class StreamStep:
         return x
 
     def _forward(self, x: Tensor, mask: Tensor, *state: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-        logits, new_state = self.net(self._preprocess(x), tuple(state), mask)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            logits, new_state = self.net(self._preprocess(x), tuple(state), mask)
         return logits[-1], tuple(new_state)
 
     # -------------------------------------------------------------------------------------------- API
@@ -278,7 +290,8 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
 
 def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
                    decode_size: Sequence[int] | None = None, prefetch_factor: int = 4,
-                   run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb") -> dict:
+                   run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb",
+                   transfer: str = "pinned") -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
     `streamseg.data.streams.StreamLoader`) -> pinned uint8 batches -> ``step`` on the device.
 
@@ -289,6 +302,10 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     size and leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
     played once; ``run_model=False`` measures decoding alone (the same loader, no model).
     ``repeat`` plays the list that many times (longer runs amortise the workers' start-up).
+    ``transfer``: how worker batches reach the device: ``"pinned"`` (DataLoader's pin thread copies them
+    to page-locked memory, then asynchronous copies), ``"pageable"`` (straight from the workers' shared
+    memory: synchronous staged copies on the main thread), or ``"none"`` (kept on the host, merged
+    there; ``run_model=False`` only: what decoding + the worker -> main-process hand-over alone reach).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
     waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
     """
@@ -304,6 +321,10 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     if step.in_format != pixel_format:
         raise ValueError(f"bench_pipeline: pixel_format={pixel_format!r}, but the step takes "
                          f"in_format={step.in_format!r} frames; build it with StreamStep(in_format={pixel_format!r})")
+    if transfer not in ("pinned", "pageable", "none"):
+        raise ValueError(f"bench_pipeline: transfer must be 'pinned', 'pageable' or 'none', got {transfer!r}")
+    if transfer == "none" and run_model:
+        raise ValueError("bench_pipeline: transfer='none' keeps frames on the host; it needs run_model=False")
     size = tuple(decode_size) if decode_size is not None else None
     if pixel_format == "i420" and size is not None:
         raise ValueError(f"bench_pipeline: pixel_format='i420' ships frames at the native size (the step "
@@ -329,8 +350,9 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     sample_shape = (1, h0 * 3 // 2, w0) if pixel_format == "i420" else (3, h0, w0)
     batcher = StreamBatcher(items, batch_size=step.streams, chunk_size=step.chunk,
                             sample_shape=sample_shape, sample_rate=sample_rate, uint8_frames=True)
+    on_gpu = step.device.type == "cuda" and transfer != "none"
     loader = StreamLoader(batcher, num_workers=workers, prefetch_factor=prefetch_factor,
-                          device=step.device if step.device.type == "cuda" else None)
+                          device=step.device if on_gpu else None, pin_memory=on_gpu and transfer == "pinned")
     frames = 0
     wait = 0.0
     start = time.perf_counter()
@@ -351,7 +373,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     frames = int(frames)
     return {"frames": frames, "wall_s": wall, "frames_per_s": frames / wall, "wait_s": wait,
             "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items),
-            "model": run_model, "pixel_format": pixel_format}
+            "model": run_model, "pixel_format": pixel_format, "transfer": transfer}
 
 
 class _VideoOpener:
