@@ -46,7 +46,8 @@ def test_online_evaluation_equals_whole_video_inference(synth_video_root):
     state = None
     with torch.no_grad():
         for batch in dm.test_dataloader():
-            assert batch["x"].shape[1:] == (3, 5, 16, 16)
+            assert batch["x"].shape[1:] == (3, 5, 16, 16) and batch["x"].dtype == torch.uint8
+            batch = dm.on_after_batch_transfer(batch, 0)  # what Lightning calls: normalised on the device
             logits, state = module._stream_forward(batch, state)
             for b, name in enumerate(batch["names"]):
                 if name is not None:
@@ -57,12 +58,11 @@ def test_online_evaluation_equals_whole_video_inference(synth_video_root):
     opened = {Path(p).stem: c for p, c in VideoFileSource.opens.items()}
     assert opened == {n: 1 for n in names}
 
-    stats = dm._loader("test", train=False).batcher
     for name in names:
         streamed = torch.cat(logits_by_video[name], dim=-1)
         with VideoFileSource(synth_video_root / "Videos" / f"{name}.mp4", 1, (16, 16)) as src:
             frames = src.read(10_000)  # (T, 3, H, W) uint8
-        x = (frames.float() / 255 - torch.tensor(stats.mean).view(1, 3, 1, 1)) / torch.tensor(stats.std).view(1, 3, 1, 1)
+        x = (frames.float() / 255 - torch.tensor(dm.mean).view(1, 3, 1, 1)) / torch.tensor(dm.std).view(1, 3, 1, 1)
         x = x.permute(1, 0, 2, 3).unsqueeze(0)  # (1, 3, T, H, W)
         with torch.no_grad():
             whole, _ = net(x, net.init_state(1, "cpu"), None)
