@@ -182,7 +182,7 @@ def test_augmentation_drawn_once_per_video():
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
-@pytest.mark.parametrize(("workers", "slots"), [(2, 3), (3, 2)])  # (3, 2): one worker owns no slot
+@pytest.mark.parametrize(("workers", "slots"), [(2, 3), (3, 2), (1, 2)])  # (3, 2): one worker owns no slot
 def test_batches_identical_for_any_number_of_workers(workers, slots):
     videos = fake_videos([13, 9, 20, 5, 7, 30], sample_rate=2)
     kw = dict(batch_size=slots, chunk_size=4, sample_shape=(3, 2, 2), sample_rate=2, shuffle=True, seed=3,
@@ -198,6 +198,28 @@ def test_batches_identical_for_any_number_of_workers(workers, slots):
                 assert torch.equal(a[key], b[key]), key
             else:
                 assert a[key] == b[key], key
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reused_worker_buffers_are_not_overwritten_under_a_slow_consumer(workers):
+    """Workers refill a ring of shared-memory parts; with a consumer slower than decoding they run as far
+    ahead as DataLoader lets them, and every batch must still be the one the main process would make
+    (and stay so while the consumer keeps it)."""
+    import time
+
+    videos = fake_videos([40, 33, 52, 25, 47, 30])
+    kw = dict(batch_size=2, chunk_size=3, sample_shape=(3, 2, 2), uint8_frames=True)
+    ref = batches(StreamBatcher(videos, **kw))
+    kept = []
+    for batch in StreamLoader(StreamBatcher(videos, **kw), num_workers=workers, prefetch_factor=2):
+        time.sleep(0.02)
+        kept.append(batch)
+    assert len(kept) == len(ref) > 8
+    for a, b in zip(ref, kept):
+        for key in a:
+            if isinstance(a[key], torch.Tensor):
+                assert torch.equal(a[key], b[key]), key
 
 
 def test_plain_dataloader_with_workers_is_refused(monkeypatch):

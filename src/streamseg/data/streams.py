@@ -39,6 +39,7 @@ Batch (``StreamBatcher`` with ``sample_shape=(C, H, W)`` for frames or ``(D,)`` 
 
 from __future__ import annotations
 
+import collections
 import copy
 import heapq
 import math
@@ -235,6 +236,10 @@ class StreamBatcher(IterableDataset):
             self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1)
         self.epoch = 0
         self.worker_parts = False  # set by StreamLoader: worker processes yield parts of batches
+        # set by StreamLoader: > 0 = a worker fills a ring of this many parts allocated once in shared
+        # memory instead of new tensors per step (see StreamLoader: a fresh shared-memory segment per
+        # tensor per step, mapped and page-faulted anew by the main process, bounded the hand-over)
+        self.ring_size = 0
         # samples per video: frames 0, s, 2s, ... < L  ->  ceil(L / s); chunks: ceil(samples / T)
         self.num_samples = [math.ceil(v.length / sample_rate) for v in self.videos]
         self.num_chunks = [math.ceil(n / chunk_size) for n in self.num_samples]
@@ -285,9 +290,20 @@ class StreamBatcher(IterableDataset):
         runs, num_steps = self.plan()
         queues = {s: [r for r in runs if r.rank == self.rank and r.slot == s] for s in slots}  # by first_step
         playing: dict[int, tuple[SlotRun, FrameSource, Augment | None]] = {}
+        ring: list[dict] = []
         try:
             for step in range(num_steps):
-                part = self._empty_part(slots, step)
+                if self.ring_size:
+                    if len(ring) < self.ring_size:
+                        part = self._empty_part(slots, step)
+                        for value in part.values():
+                            if isinstance(value, torch.Tensor):
+                                value.share_memory_()
+                        ring.append(part)
+                    else:
+                        part = self._clear_part(ring[step % self.ring_size], step)
+                else:
+                    part = self._empty_part(slots, step)
                 for i, s in enumerate(slots):
                     if s not in playing and queues[s] and queues[s][0].first_step == step:
                         run = queues[s].pop(0)
@@ -338,6 +354,21 @@ class StreamBatcher(IterableDataset):
             "slots": torch.tensor(slots, dtype=torch.int64),
         }
 
+    @staticmethod
+    def _clear_part(part: dict, step: int) -> dict:
+        """A ring part back to what `_empty_part` makes, in place (its shared memory is reused)."""
+        part["x"].zero_()
+        part["labels"].fill_(IGNORE_INDEX)
+        part["mask"].zero_()
+        part["reset"].zero_()
+        part["last"].zero_()
+        part["index"].fill_(-1)
+        part["start"].fill_(-1)
+        part["full_length"].zero_()
+        part["names"] = [None] * len(part["names"])
+        part["step"] = step
+        return part
+
     def _fill(self, part: dict, i: int, run: SlotRun, chunk: int, source: FrameSource, augment: Augment | None) -> None:
         """Read chunk ``chunk`` of ``run``'s video into row ``i`` of ``part``."""
         video = self.videos[run.video]
@@ -382,12 +413,16 @@ class StreamBatcher(IterableDataset):
         part["full_length"][i] = video.length
 
 
-def _merge(parts: list[dict]) -> dict:
-    """Concatenate one step's parts (contiguous slot blocks) into the full batch."""
+def _merge(parts: list[dict], copy: bool = False) -> dict:
+    """Concatenate one step's parts (contiguous slot blocks) into the full batch; ``copy``: never hand
+    out a part's own tensors (ring parts are refilled by their worker)."""
     parts = sorted(parts, key=lambda p: int(p["slots"][0]))
     batch = {"step": parts[0]["step"], "names": [n for p in parts for n in p["names"]]}
     for key in ("x", "labels", "mask", "reset", "last", "index", "start", "full_length"):
-        batch[key] = parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
+        if len(parts) == 1:
+            batch[key] = parts[0][key].clone() if copy else parts[0][key]
+        else:
+            batch[key] = torch.cat([p[key] for p in parts])
     return batch
 
 
@@ -441,18 +476,29 @@ class StreamLoader:
         # memory beside the main thread, so the copy below is a real asynchronous DMA (from the workers'
         # pageable shared memory it is a synchronous staged copy on the main thread)
         pin = self.pin_memory and self.device is not None and self.device.type == "cuda"
+        # Without the pin thread, each worker fills a ring of parts allocated once in shared memory. A
+        # part is in use from its step until this loop has copied it (to the device, or merged it on the
+        # host): a worker is at most `prefetch_factor` parts ahead of what this loop has received, and
+        # this loop holds at most one step's parts, so a ring of prefetch_factor + 2 is never overwritten
+        # early. Holding the received parts (`mapped`) keeps torch's per-process cache of mapped
+        # segments warm, so a reused buffer is not mapped and page-faulted again.
+        ring = not pin and (self.device is None or self.device.type != "cpu")
+        batcher.ring_size = self.prefetch_factor + 2 if ring else 0
+        mapped: collections.deque = collections.deque(maxlen=self.num_workers * batcher.ring_size)
         loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers,
                             prefetch_factor=self.prefetch_factor, pin_memory=pin)
         expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         pending: dict[int, list[dict]] = {}
         next_step = 0
         for part in loader:
+            if ring:
+                mapped.append(part)
             if self.device is not None:
                 part = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                         for k, v in part.items()}
             pending.setdefault(part["step"], []).append(part)
             while len(pending.get(next_step, ())) == expected:
-                merged = _merge(pending.pop(next_step))
+                merged = _merge(pending.pop(next_step), copy=ring and self.device is None)
                 yield self._pin(merged) if self.device is None else merged
                 next_step += 1
         if pending:
