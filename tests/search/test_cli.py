@@ -90,6 +90,8 @@ def test_concurrent_workers_share_one_study_and_its_budget(kind, tmp_path, synth
     best = json.loads((study_dir / "best.json").read_text())
     assert best[0]["number"] == study.best_trial.number
     assert (study_dir / "plots" / "history.png").is_file()
+    # 4 complete trials whose parameters vary (TPE's random start-up trials): Optuna's importances work
+    assert (study_dir / "plots" / "importances.png").is_file()
     # a worker joining a finished study runs nothing
     again = streamseg(*args)
     assert again.returncode == 0 and "this worker ran 0 trial(s)" in again.stdout, again.stderr[-3000:]
@@ -125,6 +127,84 @@ def test_a_killed_worker_leaves_the_study_usable_and_a_rerun_continues_it(kind, 
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == running.params  # the same parameters, run again
     assert len(study.get_trials(deepcopy=False, states=DONE)) == 2
+
+
+def _first_validated_trial(kind: str, url: str | None, root: Path, deadline: float) -> optuna.trial.FrozenTrial:
+    """The first RUNNING trial that has reported a validation epoch (polled until `deadline`)."""
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = _load(kind, url, root).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception:  # the study does not exist yet
+            continue
+        running = next((t for t in trials if t.intermediate_values), None)
+        if running is not None:
+            return running
+    raise AssertionError("no trial reached its first validation")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_surviving_worker_finishes_the_study_of_a_killed_one(kind, tmp_path, synth_root):
+    """Two workers, one SIGKILLed mid-trial: the other runs its own trial, finds the budget claimed by the
+    dead worker's RUNNING trial, waits until that trial goes stale (--grace), then runs its retry."""
+    url = _storage_url(kind, tmp_path)
+    grace = 30  # longer than the survivor's start-up and first trial (~20 s on 2 busy cores), see below
+    args = _args(tmp_path, synth_root, "--trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace",
+                 str(grace), "-o", "train.epochs=10", *(["--storage", url] if url else []))
+    victim = _popen(args, tmp_path / "victim.log")
+    deadline = time.time() + 300
+    while time.time() < deadline:  # the victim owns trial 0: the survivor starts after it was created
+        time.sleep(0.3)
+        try:
+            if _load(kind, url, tmp_path).trials:
+                break
+        except Exception:
+            continue
+    survivor = _popen(args, tmp_path / "survivor.log")
+    try:
+        dead = _first_validated_trial(kind, url, tmp_path, deadline)
+        assert dead.number == 0
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        survivor.wait(timeout=600)
+    finally:
+        for p in (victim, survivor):
+            if p.poll() is None:
+                p.kill()
+    out = (tmp_path / "survivor.log").read_text()
+    assert survivor.returncode == 0, out[-4000:]
+    study = _load(kind, url, tmp_path)
+    done = study.get_trials(deepcopy=False, states=DONE)
+    assert len(done) == 2, out[-4000:]
+    assert study.trials[0].state == TrialState.FAIL and "skipped" not in study.trials[0].user_attrs
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    # the survivor finished its own trial while the dead one still claimed the budget (the case an early
+    # exit got wrong), and then ran the dead trial's retry with the same parameters
+    own = study.trials[1]
+    assert own.state == TrialState.COMPLETE
+    assert own.datetime_complete < study.trials[0].datetime_complete, (
+        f"the dead trial went stale before the survivor's trial ended: --grace {grace} s is too short here")
+    assert "waiting for them to finish or to go stale" in out
+    retried = [t for t in done if RetryStale.retried_trial_number(t) == 0]
+    assert len(retried) == 1 and retried[0].params == dead.params
+    assert "this worker ran 2 trial(s)" in out
+
+
+def test_a_worker_ending_on_an_incomplete_study_exits_non_zero(tmp_path, synth_root):
+    """Every trial crashes in training (a RuntimeError, e.g. out of memory): the worker gives up after
+    --trials of them and says that the study is incomplete, with exit code 3 (docs/search.md)."""
+    exp = tmp_path / "crash.py"
+    exp.write_text(Path(TINY_EXP).read_text() + "\n\ndef build_module(*args, **kwargs):\n"
+                   "    raise RuntimeError('simulated crash in training')\n")
+    args = _args(tmp_path, synth_root, "--trials", "2", "--pruner", "none")
+    args[args.index(TINY_EXP)] = str(exp)
+    out = streamseg(*args)
+    assert out.returncode == 3, out.stdout[-3000:] + out.stderr[-3000:]
+    text = " ".join(out.stdout.split())  # rich may wrap the warning
+    assert "study 's' is incomplete: 0 of 2 trials finished (complete or pruned; 2 fail)" in text, text[-3000:]
+    assert "this worker ran 2 trial(s)" in text
 
 
 @pytest.mark.slow

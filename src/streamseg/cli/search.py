@@ -28,9 +28,11 @@ from ..config import ConfigError, load_configs, resolve_params
 
 console = Console()
 METRICS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
+EXIT_INCOMPLETE = 3  # a worker ended with fewer finished trials in the study than --trials (docs/search.md)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..search.defaults import GRACE_S, HEARTBEAT_S, MAX_RETRY
     from .common import add_config_args
     from .train import add_telegram_args
 
@@ -53,10 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--devices", type=int, default=1, help="processes per trial (>1: a DDP run per trial)")
-    p.add_argument("--heartbeat", type=int, default=10, help="seconds between heartbeats of a running trial")
-    p.add_argument("--grace", type=int, default=120,
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_S, help="seconds between heartbeats of a running trial")
+    p.add_argument("--grace", type=int, default=GRACE_S,
                    help="seconds without a heartbeat after which a trial's worker is taken as dead")
-    p.add_argument("--max-retry", type=int, default=2, help="re-runs of a dead worker's trial")
+    p.add_argument("--max-retry", type=int, default=MAX_RETRY, help="re-runs of a dead worker's trial")
     p.add_argument("--report", action="store_true", help="print the table and write the plots; run no trial")
     p.add_argument("--backend", choices=("optuna", "nni"), default="optuna",
                    help="optuna (default), or nni: NNI's experiment manager (pip install 'streamseg[nni]')")
@@ -87,10 +89,13 @@ def _fixed_overrides(args: argparse.Namespace, configs: Any) -> tuple[list[str],
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
     from ..engine.rundir import experiment_dir
     from ..engine.runner import Hardware
     from ..search import Objective, SearchSpec, StudyConfig, open_storage, open_study, print_report, run_worker
     from ..search.report import save_plots, write_best
+    from ..search.study import DONE, count
     from .train import _accelerator
 
     logging.getLogger("optuna").setLevel(logging.INFO)
@@ -137,7 +142,7 @@ def run_search(args: argparse.Namespace) -> int:
                           prune=not multi)
         notify = _telegram_progress(args, metric)
         try:
-            ran = run_worker(study, Objective(spec, configs), args.trials, on_trial_end=notify)
+            ran = run_worker(study, Objective(spec, configs), args.trials, on_trial_end=notify, note=console.print)
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
         console.print(f"this worker ran {ran} trial(s)")
@@ -147,6 +152,17 @@ def run_search(args: argparse.Namespace) -> int:
     write_best(study, study_dir / "best.json")
     for path in save_plots(study, study_dir / "plots", metric, args.cost):
         console.print(f"plot: {path}")
+    done = count(study, DONE)
+    if done < args.trials:
+        states = {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
+        counts = ", ".join(f"{n} {k}" for k, n in states.items() if n)
+        if args.report:
+            console.print(f"study {name!r} is incomplete: {done} of {args.trials} trials finished ({counts})")
+            return 0
+        console.print(f"[bold yellow]warning[/bold yellow]: study {name!r} is incomplete: {done} of {args.trials} "
+                      f"trials finished (complete or pruned; {counts}); failed trials do not count. Run the "
+                      f"command again to continue it (exit code {EXIT_INCOMPLETE})")
+        return EXIT_INCOMPLETE
     return 0
 
 

@@ -10,12 +10,24 @@ epoch (`pruning`); studies live in SQLite, PostgreSQL or a journal file shared b
 `nni_nas` (architecture search); they are imported only by `streamseg search --backend nni`.
 """
 
-from .objective import Objective, SearchSpec
-from .pruning import PruningCallback
-from .report import best_summary, best_trials, print_report, save_plots
-from .space import format_value, override_args, sample_overrides, space_function, train_command
-from .storage import HeartbeatJournalStorage, open_storage
-from .study import StudyConfig, open_study, run_worker
+from importlib import import_module
+from typing import Any
+
+# names -> submodule, imported on first use: the CLI reads `defaults` (no Optuna) for every command's parser
+_WHERE = {
+    "Objective": "objective", "SearchSpec": "objective", "PruningCallback": "pruning",
+    "best_summary": "report", "best_trials": "report", "print_report": "report", "save_plots": "report",
+    "format_value": "space", "override_args": "space", "sample_overrides": "space", "space_function": "space",
+    "train_command": "space", "HeartbeatJournalStorage": "storage", "open_storage": "storage",
+    "StudyConfig": "study", "open_study": "study", "run_worker": "study",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
 
 __all__ = [
     "HeartbeatJournalStorage",

@@ -28,6 +28,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
+from .defaults import GRACE_S, HEARTBEAT_S, MAX_RETRY
+
 try:  # Optuna >= 4.9 renamed the retry callback and its RDBStorage argument
     from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryStale
 
@@ -94,8 +96,8 @@ def default_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-def open_storage(url: str | None, study_dir: Path, heartbeat: int = 10, grace: int = 60,
-                 max_retry: int = 2) -> tuple[BaseStorage, str]:
+def open_storage(url: str | None, study_dir: Path, heartbeat: int = HEARTBEAT_S, grace: int = GRACE_S,
+                 max_retry: int = MAX_RETRY) -> tuple[BaseStorage, str]:
     """The storage behind `--storage` (see the module docstring) and its URL as shown to the user.
 
     heartbeat, grace: seconds between heartbeats of a running trial, and the silence after which a

@@ -1,12 +1,19 @@
-"""A search worker: join (or create) the study, run trials until the study's trial budget is claimed.
+"""A search worker: join (or create) the study, run trials until the study's trial budget is done.
 
 Any number of workers, on any number of machines, run the same command against the same storage.
 The budget `n_trials` counts COMPLETE and PRUNED trials of the whole study (Optuna's `n_trials` is per
 process). Trial numbers are handed out by the storage, one at a time, so a trial knows how many trials
 were started before it: it trains only if fewer than `n_trials` of those are finished (complete or
-pruned), running or queued; otherwise the budget is claimed, the trial is marked FAIL with
-`skipped = "trial budget reached"`, and the worker stops. Failed trials (a crash, a dead worker) do not
-count, so a re-run of the command tops the study up to `n_trials`.
+pruned), running or queued; otherwise the budget is claimed and the trial is marked FAIL with
+`skipped = "trial budget reached"`. Failed trials (a crash, a dead worker) do not count, so a re-run
+of the command tops the study up to `n_trials`.
+
+Before each trial the worker looks at the study (`wait_for_room`): when the budget is claimed but not
+done because other workers' trials are still RUNNING, it does not quit: it waits, polling every
+heartbeat interval and failing stale trials (a dead worker's trial goes stale `grace` seconds after
+its last heartbeat, and is queued again with the same parameters), until those trials finish (the
+study is done) or one fails (there is room again, and this worker runs the re-queued trial or a new
+one). So one surviving worker finishes a study whose other workers were killed.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import optuna
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from .objective import ATTR_COST, ATTR_SKIPPED, Objective
+from .storage import quiet_experimental
 
 # states that hold a place in the budget: done, or on their way to be done
 CLAIMED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -119,27 +128,64 @@ def count(study: optuna.Study, states: Sequence[TrialState], below: int | None =
 
 
 def budget_check(study: optuna.Study, n_trials: int) -> Callable[[optuna.Trial], None]:
-    """The check each trial runs first (see the module docstring)."""
+    """The check each trial runs first (see the module docstring): the storage's trial numbering decides
+    which of several workers' racing trials trains, so the study never runs more than `n_trials`."""
 
     def check(trial: optuna.Trial) -> None:
         ahead = count(study, CLAIMED, below=trial.number)
         if ahead >= n_trials:
             trial.set_user_attr(ATTR_SKIPPED, BUDGET_REACHED)
-            study.stop()
             raise BudgetReached(f"trial {trial.number}: {ahead} trials already claim the budget of {n_trials}")
 
     return check
 
 
+def wait_for_room(study: optuna.Study, n_trials: int, note: Callable[[str], None] | None = None,
+                  poll: float | None = None) -> bool:
+    """Wait until this worker should start a trial (True) or the study is done (False).
+
+    True as soon as fewer than `n_trials` trials are claimed (finished, running or queued), or a queued
+    (WAITING) trial is there to take, e.g. a dead worker's trial re-queued. While the budget is claimed
+    by other workers' RUNNING trials it waits, every `poll` seconds (default: the storage's heartbeat
+    interval), failing stale trials as Optuna does before each trial. Without heartbeats a dead worker's
+    trial never goes stale, so it does not wait (False). Call it while this worker runs no trial."""
+    storage = study._storage
+    heartbeat = storage.get_heartbeat_interval() if is_heartbeat_enabled(storage) else None
+    poll = poll if poll is not None else heartbeat
+    told = None
+    while True:
+        if heartbeat is not None:
+            with quiet_experimental():
+                fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False, states=CLAIMED)
+        done = sum(1 for t in trials if t.state in DONE)
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        queued = sum(1 for t in trials if t.state == TrialState.WAITING)
+        if done >= n_trials:
+            return False
+        if len(trials) < n_trials or queued:
+            return True
+        if not running or poll is None:  # cannot happen with heartbeats: claimed = done + running + queued
+            return False
+        if told != running and note is not None:
+            grace = getattr(storage, "grace_period", None) or getattr(storage, "_grace", None)
+            note(f"study {study.study_name!r}: {done} of {n_trials} trials finished, the rest claimed by running "
+                 f"trial(s) {running} of other workers; waiting for them to finish or to go stale"
+                 + (f" ({grace} s without a heartbeat)" if grace else ""))
+            told = running
+        time.sleep(poll)
+
+
 def run_worker(study: optuna.Study, objective: Objective, n_trials: int,
-               on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> int:
-    """Run trials until the study has `n_trials` finished trials (or this worker's trials claim the rest).
+               on_trial_end: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+               note: Callable[[str], None] | None = None) -> int:
+    """Run trials until the study has `n_trials` finished trials, waiting for other workers' running
+    trials when they claim the rest of the budget (see `wait_for_room`); `note` gets progress messages.
 
     Returns how many trials this worker ran (skipped ones not counted). A RuntimeError in a trial (a
-    crash in training, e.g. out of memory) marks that trial FAIL and the worker goes on; a ConfigError
-    (ValueError) or Ctrl-C marks it FAIL and stops the worker."""
-    if count(study, DONE) >= n_trials:
-        return 0
+    crash in training, e.g. out of memory) marks that trial FAIL and the worker goes on, for at most
+    `n_trials` trials of its own; a ConfigError (ValueError) or Ctrl-C marks it FAIL and stops the worker.
+    The study may end incomplete (trials that crashed): check `count(study, DONE)` afterwards."""
     objective.before_trial = budget_check(study, n_trials)
     ran = 0
 
@@ -147,12 +193,11 @@ def run_worker(study: optuna.Study, objective: Objective, n_trials: int,
         nonlocal ran
         if trial.user_attrs.get(ATTR_SKIPPED) != BUDGET_REACHED:
             ran += 1
-        if count(study, DONE) >= n_trials:
-            study.stop()
         if on_trial_end is not None:
             on_trial_end(study, trial)
 
     # this worker never runs more than the whole budget, whatever happens to the others
-    study.optimize(objective, n_trials=n_trials, callbacks=[after], catch=(BudgetReached, RuntimeError),
-                   gc_after_trial=True)
+    while ran < n_trials and wait_for_room(study, n_trials, note):
+        study.optimize(objective, n_trials=1, callbacks=[after], catch=(BudgetReached, RuntimeError),
+                       gc_after_trial=True)
     return ran
