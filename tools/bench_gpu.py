@@ -444,7 +444,7 @@ def main() -> None:
     ap.add_argument("--pixel-formats", nargs="+", default=list(IN_FORMATS), choices=list(IN_FORMATS),
                     help="e2e: what the decode workers ship: rgb (swscale rgb24) and/or i420 (the decoder's "
                          "planes, converted + resized on the GPU)")
-    ap.add_argument("--transfers", nargs="+", default=["pinned"], choices=["pinned", "pageable", "none"],
+    ap.add_argument("--transfers", nargs="+", default=["pageable"], choices=["pinned", "pageable", "none"],
                     help="e2e: how batches reach the GPU (bench_pipeline's transfer); 'none' = decode + hand-over "
                          "to the main process only (no model, no copy)")
     ap.add_argument("--epochs", type=int, default=20, help="official recipe (offline) / stream-train epochs")

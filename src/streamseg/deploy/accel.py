@@ -291,7 +291,7 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
 def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
                    decode_size: Sequence[int] | None = None, prefetch_factor: int = 4,
                    run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb",
-                   transfer: str = "pinned") -> dict:
+                   transfer: str = "pageable") -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
     `streamseg.data.streams.StreamLoader`) -> pinned uint8 batches -> ``step`` on the device.
 
@@ -302,10 +302,11 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     size and leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
     played once; ``run_model=False`` measures decoding alone (the same loader, no model).
     ``repeat`` plays the list that many times (longer runs amortise the workers' start-up).
-    ``transfer``: how worker batches reach the device: ``"pinned"`` (DataLoader's pin thread copies them
-    to page-locked memory, then asynchronous copies), ``"pageable"`` (straight from the workers' shared
-    memory: synchronous staged copies on the main thread), or ``"none"`` (kept on the host, merged
-    there; ``run_model=False`` only: what decoding + the worker -> main-process hand-over alone reach).
+    ``transfer``: how worker batches reach the device: ``"pageable"`` (the default: each worker refills a
+    ring of shared-memory parts, copied straight to the device by the main thread; fastest measured),
+    ``"pinned"`` (DataLoader's pin thread copies each part to page-locked memory, then an asynchronous
+    copy; no ring), or ``"none"`` (kept on the host, merged there; ``run_model=False`` only: what
+    decoding + the worker -> main-process hand-over alone reach).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
     waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
     """
