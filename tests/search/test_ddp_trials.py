@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ..conftest import streamseg
+from ..conftest import REPO, streamseg
 
 TINY_EXP = str(Path(__file__).with_name("mstcn_tiny.py"))
 
@@ -61,3 +66,53 @@ def test_ranks_that_resolve_different_params_are_refused(tmp_path, synth_root):
     assert out.returncode != 0
     assert "DDP rank 1 resolved other params than rank 0 (train.seed: 0 -> 1)" in out.stdout + out.stderr
     assert not list(tmp_path.glob("synth/*/version_*"))  # stopped before a run directory was made
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[-300:]
+    except OSError:
+        return "(gone)"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (Linux /proc; zombies have none)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow  # a 2-process trial killed mid-training: ~30 s on 2 busy cores
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_killed_workers_ddp_trial_stops_instead_of_holding_its_devices(tmp_path, synth_root):
+    """SIGKILL on a search worker whose trial is a DDP child (`streamseg train --devices 2`): the child and
+    its second rank get SIGTERM from the kernel and end, instead of training on while the study retries
+    the trial elsewhere."""
+    args = [sys.executable, "-m", "streamseg.cli.main", "search", "-D", "synth", "-M", "mstcn", "-E", TINY_EXP,
+            "-R", str(tmp_path), "-o", f"data.root={synth_root}", "-o", "train.epochs=100000", "--study", "k",
+            "--trials", "1", "--pruner", "none", "--devices", "2", "--accelerator", "cpu"]
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    trials_dir = str(tmp_path / "synth" / "mstcn_tiny" / "search" / "k" / "trials")
+    deadline = time.time() + 240
+    while time.time() < deadline and len(_processes_mentioning(trials_dir)) < 2:  # the child and its rank 1
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        time.sleep(0.5)
+    assert len(_processes_mentioning(trials_dir)) >= 2, "the DDP trial did not start its two ranks"
+    time.sleep(3)  # the ranks are training now
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.time() + 45  # the trial has 100,000 epochs to go: only a signal ends it this soon
+    while time.time() < deadline and _processes_mentioning(trials_dir):
+        time.sleep(0.5)
+    left = {pid: _cmdline(pid) for pid in _processes_mentioning(trials_dir)}
+    for pid in left:  # do not leave them behind for the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"the trial's processes outlived the killed worker: {left}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,28 @@ def launch_args(hw: Hardware) -> list[str]:
     return out + (["--num-nodes", str(hw.num_nodes)] if hw.num_nodes > 1 else [])
 
 
+# Runs between the search worker and a DDP trial's `streamseg train` (Linux). The kernel sends it SIGTERM
+# when the worker dies, however it dies (SIGKILL, the OOM killer: prctl PR_SET_PDEATHSIG); the training
+# runs in its own process group (its ranks and their loader workers included), which it then kills, so a
+# dead worker's trial does not train on, holding the GPUs, while the study retries it elsewhere. Ctrl-C
+# (SIGINT to the worker's group) ends the group the same way. argv: worker pid, then the command.
+_REAPER = """
+import ctypes, os, signal, subprocess, sys
+child = None
+def stop(signum, frame):
+    if child is not None:
+        os.killpg(child.pid, signal.SIGKILL)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):  # the worker died before the line above
+    sys.exit(128 + signal.SIGTERM)
+child = subprocess.Popen(sys.argv[2:], start_new_session=True)
+sys.exit(child.wait())
+"""
+
+
 def train_in_child(dataset: str, model: str, exp: str, config_root: str | None, args: Sequence[str],
                    run_root: Path, hw: Hardware) -> tuple[dict[str, Any], Path]:
     """Run `streamseg train` with the `-o` items `args` as `hw` says, into `run_root`, as a fresh version.
@@ -40,7 +63,8 @@ def train_in_child(dataset: str, model: str, exp: str, config_root: str | None, 
         cmd += ["--config-root", config_root]
     for item in args:
         cmd += ["-o", item]
-    code = subprocess.call(cmd)
+    reaper = [sys.executable, "-c", _REAPER, str(os.getpid())] if sys.platform.startswith("linux") else []
+    code = subprocess.call(reaper + cmd)
     if code != 0:
         raise RuntimeError(f"trial run failed (exit code {code}): {' '.join(cmd)}")
     found = sorted(run_root.glob("*/*/version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
