@@ -154,13 +154,19 @@ def _split_videos(root: Path, split: str, sample_rate: int, size: tuple[int, int
     out = []
     for name in names:
         stem = Path(name).stem
-        video = next((root / "Videos").glob(f"{stem}.*"))
+        video = next((root / "Videos").glob(f"{stem}.*"), None)
+        if video is None:
+            raise FileNotFoundError(f"{root / 'Videos'}: no video file for {stem!r} (listed in the {split} split)")
         with VideoFileSource(str(video), sample_rate, size) as source:
             parts = []
             while len(part := source.read(256)):
                 parts.append(part)
         frames = torch.cat(parts)
         gt = (root / "groundTruth" / f"{stem}.txt").read_text().split()[::sample_rate]
+        unknown = sorted(set(gt) - set(index))
+        if unknown:
+            raise ValueError(f"{root / 'groundTruth' / f'{stem}.txt'}: labels {unknown[:5]} are not among the "
+                             f"run's {len(index)} classes")
         labels = torch.tensor([index[g] for g in gt[: len(frames)]])
         out.append((stem, frames, labels))
     return out

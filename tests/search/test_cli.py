@@ -97,38 +97,6 @@ def test_concurrent_workers_share_one_study_and_its_budget(kind, tmp_path, synth
     assert again.returncode == 0 and "this worker ran 0 trial(s)" in again.stdout, again.stderr[-3000:]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_killed_worker_leaves_the_study_usable_and_a_rerun_continues_it(kind, tmp_path, synth_root):
-    url = _storage_url(kind, tmp_path)
-    args = _args(tmp_path, synth_root, "--trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3",
-                 "-o", "train.epochs=10", *(["--storage", url] if url else []))
-    worker = _popen(args, tmp_path / "killed.log")
-    deadline = time.time() + 300
-    running = None
-    while time.time() < deadline and running is None:  # wait until trial 0 has validated one epoch
-        time.sleep(0.3)
-        try:
-            trials = _load(kind, url, tmp_path).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except Exception:  # the study does not exist yet
-            continue
-        running = next((t for t in trials if t.intermediate_values), None)
-    assert running is not None, "no trial reached its first validation"
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    assert _load(kind, url, tmp_path).trials[running.number].state == TrialState.RUNNING  # left behind
-    time.sleep(4)  # past the grace period: the trial's heartbeat is stale
-    out = streamseg(*args)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    study = _load(kind, url, tmp_path)
-    assert study.trials[running.number].state == TrialState.FAIL
-    retried = [t for t in study.trials if RetryStale.retried_trial_number(t) == running.number]
-    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
-    assert retried[0].params == running.params  # the same parameters, run again
-    assert len(study.get_trials(deepcopy=False, states=DONE)) == 2
-
-
 def _first_validated_trial(kind: str, url: str | None, root: Path, deadline: float) -> optuna.trial.FrozenTrial:
     """The first RUNNING trial that has reported a validation epoch (polled until `deadline`)."""
     while time.time() < deadline:
@@ -141,6 +109,29 @@ def _first_validated_trial(kind: str, url: str | None, root: Path, deadline: flo
         if running is not None:
             return running
     raise AssertionError("no trial reached its first validation")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_killed_worker_leaves_the_study_usable_and_a_rerun_continues_it(kind, tmp_path, synth_root):
+    url = _storage_url(kind, tmp_path)
+    args = _args(tmp_path, synth_root, "--trials", "2", "--pruner", "none", "--heartbeat", "1", "--grace", "3",
+                 "-o", "train.epochs=10", *(["--storage", url] if url else []))
+    worker = _popen(args, tmp_path / "killed.log")
+    running = _first_validated_trial(kind, url, tmp_path, time.time() + 300)  # trial 0, one epoch validated
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert _load(kind, url, tmp_path).trials[running.number].state == TrialState.RUNNING  # left behind
+    time.sleep(4)  # past the grace period: the trial's heartbeat is stale
+    out = streamseg(*args)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    study = _load(kind, url, tmp_path)
+    assert study.trials[running.number].state == TrialState.FAIL
+    retried = [t for t in study.trials if RetryStale.retried_trial_number(t) == running.number]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == running.params  # the same parameters, run again
+    assert len(study.get_trials(deepcopy=False, states=DONE)) == 2
 
 
 @pytest.mark.slow

@@ -336,27 +336,21 @@ class StreamBatcher(IterableDataset):
     def _empty_part(self, slots: list[int], step: int) -> dict:
         m, t = len(slots), self.chunk_size
         if self.is_features:
-            x = torch.zeros((m, self.sample_shape[0], t), dtype=torch.float32)
+            x = torch.empty((m, self.sample_shape[0], t), dtype=torch.float32)
         else:
             c, h, w = self.sample_shape
-            x = torch.zeros((m, c, t, h, w), dtype=torch.uint8 if self.uint8_frames else torch.float32)
-        return {
-            "x": x,
-            "labels": torch.full((m, t), IGNORE_INDEX, dtype=torch.int64),
-            "mask": torch.zeros((m, t), dtype=torch.float32),
-            "reset": torch.zeros(m, dtype=torch.bool),
-            "last": torch.zeros(m, dtype=torch.bool),
-            "names": [None] * m,
-            "index": torch.full((m,), -1, dtype=torch.int64),
-            "start": torch.full((m,), -1, dtype=torch.int64),
-            "full_length": torch.zeros(m, dtype=torch.int64),
-            "step": step,
-            "slots": torch.tensor(slots, dtype=torch.int64),
-        }
+            x = torch.empty((m, c, t, h, w), dtype=torch.uint8 if self.uint8_frames else torch.float32)
+        part = {"x": x, "labels": torch.empty((m, t), dtype=torch.int64), "mask": torch.empty((m, t)),
+                "reset": torch.empty(m, dtype=torch.bool), "last": torch.empty(m, dtype=torch.bool),
+                "names": [None] * m, "index": torch.empty(m, dtype=torch.int64),
+                "start": torch.empty(m, dtype=torch.int64), "full_length": torch.empty(m, dtype=torch.int64),
+                "slots": torch.tensor(slots, dtype=torch.int64)}
+        return self._clear_part(part, step)
 
     @staticmethod
     def _clear_part(part: dict, step: int) -> dict:
-        """A ring part back to what `_empty_part` makes, in place (its shared memory is reused)."""
+        """A part's start values (zero frames, ignored labels, no valid frame), set in place: for a new part
+        and for a ring part whose shared memory is reused."""
         part["x"].zero_()
         part["labels"].fill_(IGNORE_INDEX)
         part["mask"].zero_()

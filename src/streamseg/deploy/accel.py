@@ -128,7 +128,6 @@ class StreamStep:
                 raise ValueError(f"StreamStep: in_format='i420' needs an even in_size (H0, W0) (4:2:0 chroma "
                                  f"is half size), got {tuple(in_size)}")
         self.dtype, self.autocast_dtype = PRECISIONS[precision]
-        self.precision = precision
         self.streams, self.chunk = streams, chunk
         self.sample_shape = tuple(sample_shape)
         self.in_size = tuple(in_size) if in_size is not None else None
@@ -293,7 +292,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
                    run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb",
                    transfer: str = "pageable") -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
-    `streamseg.data.streams.StreamLoader`) -> pinned uint8 batches -> ``step`` on the device.
+    `streamseg.data.streams.StreamLoader`) -> uint8 batches -> ``step`` on the device.
 
     ``pixel_format``: what the workers ship: ``"rgb"`` (swscale rgb24, optionally resized on the CPU) or
     ``"i420"`` (the decoder's packed 4:2:0 planes at the native size, no conversion or resize on the
