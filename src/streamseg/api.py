@@ -7,7 +7,7 @@
     run = exp.train(root="experiments")                  # streamseg train ... -R experiments
     run.metrics["f1@50"]                                 # metrics.json (percent)
     run.evaluate("last")                                 # streamseg test ... --ckpt last
-    pred = run.predict("data/synth/features/vid_000.npy")  # or a video file: labels + segments
+    pred = run.predict("data/synth/features/coffee_000.npy")  # or a video file: labels + segments
     onnx = run.export_onnx()                             # streamseg export onnx RUN_DIR
     predict(onnx, "rtsp://cam/stream", on_segment=print)  # any model (run, .ckpt, .onnx), file/URL/device
     Run("experiments/synth/mstcn_quick/version_0")       # a finished run from disk

@@ -160,12 +160,27 @@ def _class_names(
     return sorted(names), None
 
 
-def _check_errors(errors: list[str]) -> None:
+def _partial_predictions_hint(pred_dir: Path, gt_dir: Path, vids: Sequence[str]) -> str | None:
+    """Without a split file every ground-truth video is scored; when predictions exist for only some of
+    them (a run predicts its test split), say so, with the flag that scores just those."""
+    missing = [v for v in vids if isinstance(_find_prediction(pred_dir, v), str)]
+    if not missing or len(missing) == len(vids):
+        return None
+    splits = sorted((gt_dir.parent / "splits").glob("test.split*.bundle"))
+    example = splits[0] if splits else Path("splits/test.split1.bundle")
+    return (
+        f"{pred_dir} has predictions for {len(vids) - len(missing)} of the {len(vids)} videos in {gt_dir}: "
+        f"to score only the split that was predicted, pass --split-file (e.g. --split-file {example})"
+    )
+
+
+def _check_errors(errors: list[str], hint: str | None = None) -> None:
     if errors:
         shown = errors[:MAX_ERRORS_SHOWN]
         more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
         raise EvaluationInputError(
-            f"{len(errors)} problem(s) in the inputs:\n  " + "\n  ".join(shown) + more
+            (f"{hint}\n" if hint else "")
+            + f"{len(errors)} problem(s) in the inputs:\n  " + "\n  ".join(shown) + more
         )
 
 
@@ -210,7 +225,7 @@ def evaluate_dirs(
 
     errors: list[str] = []
     files = _load(pred_dir, gt_dir, vids, errors)
-    _check_errors(errors)
+    _check_errors(errors, None if split_file is not None else _partial_predictions_hint(pred_dir, gt_dir, vids))
     class_names, mapping_used = _class_names(Path(mapping) if mapping is not None else None, gt_dir, files)
     class_to_id = {name: i for i, name in enumerate(class_names)}
     if bg_names is None:

@@ -21,7 +21,7 @@ chunk by chunk with the state carried. Outputs:
 keeps up: seconds behind the source and chunks labelled late (after the next chunk had arrived).
 Nothing is dropped. Live sources are always measured.
 
-    streamseg infer data/synth/Videos/vid_000.mp4 --model experiments/.../export/model.onnx
+    streamseg infer data/synth/Videos/coffee_000.mp4 --model experiments/.../export/model.onnx
     streamseg infer data/synth/Videos --model experiments/synth/tsm_memtcn_chunk32/version_0 --pred-dir preds
     streamseg infer rtsp://camera.local/stream --model model.onnx -O rtsp_transport=tcp --live
     streamseg infer /dev/video0 --model model.onnx -O video_size=640x480 --annotate cam.mp4 --max-frames 900

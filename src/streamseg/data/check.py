@@ -7,6 +7,7 @@ reports all problems together, each with its file and, where one line is at faul
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,10 +175,11 @@ def _video_problems(videos_dir: Path, name: str) -> list[Problem]:
     return []
 
 
-def format_problems(problems: Sequence[Problem]) -> str:
-    """A human-readable report: one ``path:line: message`` per problem, or "no problems found"."""
+def format_problems(problems: Sequence[Problem], where: str | os.PathLike | None = None) -> str:
+    """A human-readable report: one header (naming ``where`` if given), then one ``path:line: message``
+    per problem; or "no problems found"."""
     if not problems:
         return "no problems found"
-    lines = [f"{len(problems)} problem(s) found:"]
+    lines = [f"{len(problems)} problem(s) found" + (f" in {where}:" if where is not None else ":")]
     lines += [f"  {p}" for p in problems]
     return "\n".join(lines)
