@@ -29,6 +29,7 @@ from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
+from .quiet import RunProgressBar, silence_lightning_noise
 from .throughput import TrainThroughput
 
 METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
@@ -45,6 +46,7 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[A
     """DataModule, dataset info and LightningModule for `params`, data prepared once per node and checked.
 
     Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout."""
+    silence_lightning_noise()  # before any Trainer exists (train, test, test --ckpt none all build first)
     dm = configs.dataset.build_datamodule(params.data, params.train)
     if launch.local_rank == 0:
         dm.prepare_data()
@@ -133,9 +135,7 @@ def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
             )
         )
     try:
-        from pytorch_lightning.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(RunProgressBar(leave=True))
     except Exception:  # rich missing or unusable terminal: Lightning's default bar
         pass
     return callbacks
