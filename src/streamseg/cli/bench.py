@@ -23,13 +23,12 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from ..config import ConfigError
-from .common import load_run_params
+from .common import load_run_params, make_console
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from rich.console import Console
+from .common import make_console
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

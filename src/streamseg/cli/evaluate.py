@@ -282,10 +282,11 @@ def _fmt(value: float | None) -> str:
 
 def print_result(result: dict) -> None:
     """Rich tables: per-class scores, then the dataset scores and onset delay."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from .common import make_console
+
+    console = make_console()
     score_keys = [k for k in result if k.startswith("f1@")]
     per_class = Table(title="per class", title_justify="left")
     for col in ("class", "frames", "frame acc", "segments", *score_keys):

@@ -22,11 +22,11 @@ import argparse
 import logging
 from typing import Any
 
-from rich.console import Console
+from .common import make_console
 
 from ..config import ConfigError, load_configs, resolve_params
 
-console = Console()
+console = make_console()
 METRICS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
 EXIT_INCOMPLETE = 3  # a worker ended with fewer finished trials in the study than --trials (docs/search.md)
 

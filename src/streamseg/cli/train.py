@@ -15,12 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
 
 from ..config import ConfigError
-from .common import add_config_args, load_run_params, print_metrics
+from .common import add_config_args, load_run_params, make_console, print_metrics
 
-console = Console()
+console = make_console()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
