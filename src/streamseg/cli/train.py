@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 from pathlib import Path
 
 
@@ -94,9 +95,19 @@ def _relaunch_under_torchrun(devices: int) -> int:
     """Run this same command as `devices` processes with torchrun (standalone, one node)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+    cmd = [sys.executable, "-m", "streamseg.cli.torchrun", "--standalone", f"--nproc_per_node={devices}",
            "-m", "streamseg.cli.main", *sys.argv[1:]]
     return subprocess.call(cmd)
+
+
+def _fail(error: object, same_on_every_rank: bool) -> NoReturn:
+    """Exit with code 1 and `error: ...`. An error every rank finds identically (a config error, the
+    dataset report, which is broadcast) is printed by rank 0 alone, so N processes do not print it N times."""
+    from ..engine import dist
+
+    if same_on_every_rank and not dist.detect_launch().is_zero:
+        raise SystemExit(1)
+    raise SystemExit(f"error: {error}")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -111,10 +122,11 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         configs, params, applied = load_run_params(args)
     except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+        _fail(e, same_on_every_rank=True)
     hw = Hardware(_accelerator(args.accelerator), args.devices, args.num_nodes)
     from ..data.errors import DataError
     from ..engine.checkpoint_io import CheckpointError, CheckpointWriteError
+    from ..engine.datacheck import DatasetProblems
 
     try:
         run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new,
@@ -122,7 +134,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (ConfigError, DataError, CheckpointError, CheckpointWriteError, FloatingPointError) as e:
         # expected failures (bad config or data, damaged checkpoint, full disk, NaN loss): the message
         # names the file / step; a traceback would only bury it
-        raise SystemExit(f"error: {e}") from None
+        if isinstance(e, DatasetProblems):
+            e = f"{e}\n(to use your own copy of the dataset: -o data.root=/path/to/it)"
+        _fail(e, same_on_every_rank=isinstance(e, (str, ConfigError)))
     if dist.detect_launch().is_zero:
         print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} (test)")
         console.print(f"run directory: {run.path}")
