@@ -141,3 +141,25 @@ def test_cli_names_what_is_wrong_before_any_work(tmp_path: Path) -> None:
         main(["explain", str(tmp_path), str(video)])
     with pytest.raises(SystemExit, match="absent.mp4: no such video file"):
         main(["explain", str(tmp_path), str(tmp_path / "absent.mp4")])
+
+
+def test_explain_a_trained_run_from_the_cli_and_the_api(tmp_path: Path, synth_video_root: Path) -> None:
+    """A tiny run on frames (MobileNetV2 at 16 x 16, one epoch), then `streamseg explain RUN VIDEO`."""
+    from streamseg.api import Run
+    from streamseg.cli.main import main
+    from streamseg.config import load_configs, resolve_params
+    from streamseg.engine.runner import Hardware, train_and_test
+
+    from ..conftest import TINY_STREAM
+
+    configs = load_configs("synth", "mobilenet_framewise", "chunk32")
+    tiny = [TINY_STREAM[i + 1] for i in range(0, len(TINY_STREAM), 2)]
+    params, applied = resolve_params(configs, [*tiny, f"data.root={synth_video_root}"])
+    run_dir = train_and_test(configs, params, applied, tmp_path / "exp", Hardware(), new=True)[0].path
+    video = sorted((synth_video_root / "Videos").glob("*.mp4"))[0]
+    assert main(["explain", str(run_dir), str(video), "--max-frames", "10", "--class", "background"]) == 0
+    out = Path(run_dir) / "explain" / f"{video.stem}_cam.mp4"
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 10
+    api_out = Run(run_dir).explain(video, tmp_path / "api.mp4", max_frames=4, method="hirescam")
+    assert api_out.is_file()
