@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from streamseg.deploy.explain import cam_chunks, default_layer, write_explanation
-from streamseg.models import EncoderHead, FramewiseHead, MemoryTCN, r2plus1d_18_encoder
+from streamseg.models import EncoderHead, FramewiseHead, MemoryTCN, r2plus1d_18_encoder, x3d_xs_encoder
 
 from .test_infer import tiny_meta
 
@@ -89,6 +89,15 @@ def test_gradcam_peaks_where_the_evidence_is() -> None:
     maps = torch.cat([m for m, _ in cam_chunks(net, _chunks(x, 4))])
     peaks = [divmod(int(m.argmax()), SIZE) for m in maps]
     assert peaks == spots
+
+
+def test_the_default_layer_is_the_last_with_a_map_in_space() -> None:
+    """X3D's last convolution is its 2048-d layer after the spatial pool (1x1): the default is conv5."""
+    torch.manual_seed(0)
+    net = EncoderHead(x3d_xs_encoder(frame_size=(64, 64)), FramewiseHead(2048, 3)).eval()
+    x = torch.randn(1, 3, 2, 64, 64)
+    assert default_layer(net) is net.encoder.trunk.net.lin5  # without an example: the last convolution
+    assert default_layer(net, x) is net.encoder.trunk.net.conv5  # 2x2 positions at 64x64
 
 
 def test_clip_backbone_maps_cover_every_frame() -> None:

@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output mp4 (default: <RUN>/explain/<video name>_cam.mp4)")
     p.add_argument("--class", dest="target", default=None, help="explain this class (default: each frame's prediction)")
     p.add_argument("--method", default="gradcam", help="gradcam (default) or hirescam (deploy.explain.METHODS)")
-    p.add_argument("--layer", default=None, help="module name of the layer (default: the encoder's last convolution)")
+    p.add_argument("--layer", default=None, help="module name of the layer (default: the encoder's last convolution "
+                                                   "whose output has more than one position in space)")
     p.add_argument("--chunk", type=int, default=None, help="sampled frames per step (default: the training chunk)")
     p.add_argument("--width", type=int, default=None, help="output width (default: twice the frame, at least 320)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many sampled frames")

@@ -14,10 +14,10 @@ torch, numpy and matplotlib only (pytorch-grad-cam pulls OpenCV, scikit-learn an
 (stages, B, K, T) logits are wrapped without adapting the model. Extra: ``pip install streamseg[explain]``.
 
 Layers (``layer``: a module of the network; default :func:`default_layer`, the encoder's last
-convolution): a 2D layer applied to every frame (TSM encoders: output (T, C, h, w)) gives one map per
-frame; a 3D layer applied to the windows of a clip backbone (`VideoEncoder`: (clips, C, T', h, w)) gives
-maps over each window's T' steps, nearest-upsampled to the window's frames of which the clip's are kept,
-as the encoder does with its features. Maps are upsampled (bilinear) to the frame size and scaled to
+convolution whose output has more than one position in space): a 2D layer applied to every frame (TSM
+encoders: output (T, C, h, w)) gives one map per frame; a 3D layer applied to the windows of a clip
+backbone (`VideoEncoder`: (clips, C, T', h, w)) gives maps over each window's T' steps, nearest-upsampled
+to the window's frames of which the clip's are kept, as the encoder does with its features. Maps are upsampled (bilinear) to the frame size and scaled to
 [0, 1] per frame (a frame whose map is all zero stays zero).
 """
 
@@ -34,13 +34,27 @@ from torch import Tensor, nn
 __all__ = ["METHODS", "default_layer", "cam_chunks", "overlay", "explain_video", "write_explanation"]
 
 
-def default_layer(net: nn.Module) -> nn.Module:
-    """The last ``Conv2d`` / ``Conv3d`` of ``net.encoder`` (or of ``net`` without an encoder)."""
+def default_layer(net: nn.Module, x: Tensor | None = None) -> nn.Module:
+    """The last ``Conv2d`` / ``Conv3d`` of ``net.encoder`` (or of ``net`` without an encoder); given an example
+    chunk ``x``, the last one whose output still has more than one position in space (one forward pass
+    finds out): a 1x1 map says nothing, e.g. X3D's 2048-d layer after the spatial pool."""
     convs = [m for m in getattr(net, "encoder", net).modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
     if not convs:
         raise ValueError(f"{type(net).__name__}: no Conv2d/Conv3d layer to explain; class activation maps need a "
                          "model on frames (TSM, video backbones), not on features")
-    return convs[-1]
+    if x is None:
+        return convs[-1]
+    positions: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_hook(lambda m, _, out: positions.__setitem__(m, out.shape[-2:].numel()))
+             for m in convs]
+    try:
+        with torch.no_grad():
+            net(x, net.init_state(x.shape[0], x.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    spatial = [m for m in convs if positions.get(m, 0) > 1]
+    return spatial[-1] if spatial else convs[-1]
 
 
 def _frame_maps(cam: Tensor, length: int, encoder: nn.Module) -> Tensor:
@@ -73,10 +87,10 @@ def cam_chunks(net: nn.Module, chunks: Iterator[Tensor], layer: nn.Module | None
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
-    layer = default_layer(net) if layer is None else layer
     encoder = getattr(net, "encoder", net)
     state: tuple[Tensor, ...] | None = None
     for x in chunks:
+        layer = default_layer(net, x) if layer is None else layer  # chosen on the first chunk
         state = net.init_state(1, x.device) if state is None else state
         out: dict[str, object] = {}
 
@@ -162,7 +176,7 @@ def write_explanation(net: nn.Module, meta, video: str | Path, out: str | Path, 
             side = np.concatenate([frames, overlay(frames, maps.numpy())], axis=2)  # frame | CAM
             writer.write(list(side), labels.numpy(), conf.numpy())
     return {"video": str(video), "out": str(out), "frames": written, "chunk": chunk, "method": method,
-            "target": target or "prediction", "layer": layer or "the encoder's last convolution"}
+            "target": target or "prediction", "layer": layer or "default (the encoder's last convolution with a map in space)"}
 
 
 def _class_id(names: Sequence[str], target: str | None) -> int | None:
