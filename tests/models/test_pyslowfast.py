@@ -27,6 +27,9 @@ def test_parameter_counts_are_the_published_ones() -> None:
     x3d, slowfast = X3D(num_classes=400), SlowFast(num_classes=400)
     assert round(sum(p.numel() for p in x3d.parameters()) / 1e6, 2) == PUBLISHED_M["x3d"]
     assert round(sum(p.numel() for p in slowfast.parameters()) / 1e6, 2) == PUBLISHED_M["slowfast_r50_8x8"]
+    # the exact counts docs/model_zoo.md quotes
+    assert (sum(p.numel() for p in x3d.parameters()), sum(p.numel() for p in slowfast.parameters())) == (
+        3_794_322, 34_566_488)
     # the encoders drop only the classifier: 2048 (X3D) and 2048 + 256 (SlowFast) features x 400 classes + bias
     assert sum(p.numel() for p in x3d_m_encoder().parameters()) == sum(p.numel() for p in x3d.parameters()) - 2049 * 400
     assert sum(p.numel() for p in slowfast_r50_encoder().parameters()) == (
