@@ -8,6 +8,7 @@
     streamseg search   -D synth -M mstcn -E quick --trials 20 [--storage URL] [--cost flops]
     streamseg export onnx RUN_DIR [--out model.onnx]
     streamseg infer    (VIDEO | FOLDER | URL | /dev/videoN) --model (RUN_DIR | model.onnx) [--realtime --live --annotate out.mp4]
+    streamseg explain  RUN_DIR VIDEO [--out cam.mp4 --class NAME --method gradcam|hirescam]
     streamseg bench    -D synth -M tsm_memtcn -E chunk32 [--streams 16 --chunk 32 --device cuda]
 """
 
@@ -19,6 +20,7 @@ import sys
 from . import bench as bench_cmd
 from . import data as data_cmd
 from . import evaluate as evaluate_cmd
+from . import explain as explain_cmd
 from . import export as export_cmd
 from . import infer as infer_cmd
 from . import search as search_cmd
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     infer_cmd.add_parser(sub)
+    explain_cmd.add_parser(sub)
     return parser
 
 

@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="--backend nni: trials run at the same time")
     p.add_argument("--nni-port", type=int, default=None,
                    help="--backend nni: port of NNI's web server, which listens on ALL interfaces (default: a free one)")
-    add_telegram_args(p)
+    add_telegram_args(p, preview=False)
     p.set_defaults(func=run_search, telegram_every=1)
 
 

@@ -42,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "-o model.weights=PATH (e.g. an official MS-TCN / MS-TCN++ / ASFormer checkpoint); "
                         "results in <root>/<dataset>/<model>_<exp>/weights_<file stem>/")
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    add_telegram_args(t)
+    add_telegram_args(t, preview=False)
     t.set_defaults(func=run_test)
 
 
@@ -66,12 +66,15 @@ def _test_weights(args: argparse.Namespace, configs, params, exp_dir: Path) -> i
     return 0
 
 
-def add_telegram_args(p: argparse.ArgumentParser) -> None:
+def add_telegram_args(p: argparse.ArgumentParser, preview: bool = True) -> None:
     p.add_argument("-B", "--telegram", type=int, default=None, metavar="N",
                    help="report progress to Telegram with the [TelegramN] section of --telegram-keys "
                         "(or STREAMSEG_TELEGRAM_TOKEN / _CHAT_ID); see docs/telegram.md")
     p.add_argument("--telegram-keys", default="tools/key.ini", help="key file (default: tools/key.ini)")
     p.add_argument("--telegram-every", type=int, default=10, help="epochs between progress reports")
+    if preview:  # commands that train: the input preview at the start of training
+        p.add_argument("--no-telegram-preview", dest="telegram_preview", action="store_false",
+                       help="do not send the animated preview of augmented training chunks at the start")
 
 
 def _telegram(args: argparse.Namespace) -> list:
@@ -79,7 +82,8 @@ def _telegram(args: argparse.Namespace) -> list:
         return []
     from ..integrations.telegram import telegram_callback_from_cli
 
-    cb = telegram_callback_from_cli(args.telegram, args.telegram_keys, every_n_epochs=args.telegram_every)
+    cb = telegram_callback_from_cli(args.telegram, args.telegram_keys, every_n_epochs=args.telegram_every,
+                                    preview=getattr(args, "telegram_preview", False))
     return [cb] if cb is not None else []
 
 

@@ -136,8 +136,10 @@ def telegram_callback_from_cli(
     key_file: str | Path = DEFAULT_KEY_FILE,
     api_url: str | None = None,
     every_n_epochs: int = 10,
+    preview: bool = True,
 ) -> "pl.Callback | None":
-    """The Lightning callback for `-B N` (reports every `every_n_epochs` epochs), or None as above.
+    """The Lightning callback for `-B N` (reports every `every_n_epochs` epochs; `preview`: the input preview
+    at the start of training), or None as above.
 
     Safe to call on every DDP rank: nothing connects or starts a thread until rank 0 sends."""
     notifier = telegram_notifier_from_cli(section_index, key_file, api_url)
@@ -145,7 +147,7 @@ def telegram_callback_from_cli(
         return None
     from .telegram_callback import TelegramCallback
 
-    return TelegramCallback(notifier, every_n_epochs=every_n_epochs)
+    return TelegramCallback(notifier, every_n_epochs=every_n_epochs, preview=preview)
 
 
 __all__ = [

@@ -1,10 +1,11 @@
 """Loading weights saved by the official implementations (``torch.save(model.state_dict(), path)``).
 
 ``load_weights(model, path, rename)`` reads the file with ``weights_only=True`` (a checkpoint cannot run
-code), unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers, strips a ``module.`` prefix
-(``nn.DataParallel``) or a ``net.`` prefix (a streamseg Lightning checkpoint), renames keys with
-``rename`` (official name -> ours), and loads strictly. Any missing or unexpected key, or a shape
-mismatch, is an error naming the file and the keys.
+code), unwraps ``{"state_dict" | "model" | "model_state_dict" | "model_state" (PySlowFast): ...}``
+containers, strips a ``module.`` prefix (``nn.DataParallel``) or a ``net.`` prefix (a streamseg Lightning
+checkpoint), renames keys with ``rename`` (official name -> ours; None drops the key, e.g. a classifier
+the model does not have), and loads strictly. Any missing or unexpected key, or a shape mismatch, is an
+error naming the file and the keys.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class WeightsError(ValueError):
 
 
 def _unwrap(obj: object, path: str) -> dict[str, Tensor]:
-    for key in ("state_dict", "model", "model_state_dict"):
+    for key in ("state_dict", "model", "model_state_dict", "model_state"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
@@ -41,7 +42,7 @@ def _short(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str] | None = None) -> nn.Module:
+def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str | None] | None = None) -> nn.Module:
     """Load the state dict at ``path`` into ``model`` (strict); returns the model."""
     path = str(path)
     if not Path(path).is_file():
@@ -52,7 +53,8 @@ def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str
         raise WeightsError(f"{path}: cannot be read as a state dict with weights_only=True: {e}") from e
     state = _unwrap(obj, path)
     if rename is not None:
-        state = {rename(k): v for k, v in state.items()}
+        renamed = ((rename(k), v) for k, v in state.items())
+        state = {k: v for k, v in renamed if k is not None}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
