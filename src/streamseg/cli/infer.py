@@ -88,6 +88,7 @@ def _annotate_path(arg: str, name: str, several: bool) -> Path:
 def run_infer(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.names import unsafe_name_reason
     from ..deploy.infer import VideoResult, infer_stream, open_source, sources
     from ..deploy.runtime import open_streamer
     from ..deploy.sources import source_name
@@ -98,6 +99,8 @@ def run_infer(args: argparse.Namespace) -> int:
     if (args.chunk is not None and args.chunk < 1) or (args.max_frames is not None and args.max_frames < 1):
         raise SystemExit(f"error: --chunk and --max-frames must be >= 1, got {args.chunk}, {args.max_frames}")
     options = _options(args.input_option)
+    if args.name is not None and unsafe_name_reason(args.name):  # it names files in --pred-dir / --annotate
+        raise SystemExit(f"error: --name {args.name!r} is not a plain file name ({unsafe_name_reason(args.name)})")
     try:
         streamer = open_streamer(args.model, args.device, args.threads)
         todo = sources(args.source)

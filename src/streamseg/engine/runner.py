@@ -331,6 +331,7 @@ def _plots(module: SegmentationModule, run: RunDir) -> None:
     """Segmentation bars for the first test videos, the confusion matrix and per-class scores."""
     import numpy as np
 
+    from ..data.names import child_path
     from ..viz import plots
 
     videos = getattr(module, "_test_videos", [])
@@ -338,10 +339,10 @@ def _plots(module: SegmentationModule, run: RunDir) -> None:
     if not videos:
         return
     info = module.info
+    paths = [child_path(run.plots, name, ".png", prefix="seg_") for name, _, _ in videos[:8]]  # refused: DataError
     run.plots.mkdir(parents=True, exist_ok=True)
-    for name, pred, gt in videos[:8]:
-        plots.plot_segmentation(run.plots / f"seg_{name}.png", gt, pred, info.class_names, info.bg_ids,
-                                title=name, fps=info.fps)
+    for path, (name, pred, gt) in zip(paths, videos[:8]):
+        plots.plot_segmentation(path, gt, pred, info.class_names, info.bg_ids, title=name, fps=info.fps)
     if "confusion" in results:
         plots.plot_confusion_matrix(run.plots / "confusion.png", np.asarray(results["confusion"]), info.class_names)
     if results.get("per_class"):
