@@ -116,3 +116,79 @@ def test_reliability_doc_names_only_what_the_runner_really_calls():
         for name in names:
             assert hasattr(module, name), f"{module_name}.{name} is documented but does not exist"
             assert re.search(rf"\b{name}\b", runner_src), f"{module_name}.{name} is documented as called from runner"
+
+
+# ---------------------------------------------------------------------------------------------- item 6: loads
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling would call open(marker, "w"): a file appears if code ran
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synth_root):
+    """A finished tiny MS-TCN run: (experiments root, run directory, the -D/-M/-E/-R/-o arguments)."""
+    from streamseg.api import Experiment
+
+    root = tmp_path_factory.mktemp("untrusted") / "experiments"
+    items = [TINY[i + 1] for i in range(0, len(TINY), 2)] + [f"data.root={synth_root}"]
+    run = Experiment.load("synth", "mstcn", "quick", overrides=items).train(root=root)
+    args = ["-D", "synth", "-M", "mstcn", "-E", "quick", "-R", str(root), *TINY, "-o", f"data.root={synth_root}"]
+    return root, run.path, args
+
+
+def _refused(message: str, path: Path) -> None:
+    """One line naming the file and why, never torch's advice to turn safe loading off."""
+    assert str(path) in message and "needs code to unpickle, which is refused" in message, message
+    assert "weights_only=False" not in message and "\n" not in message.strip(), message
+
+
+def test_every_file_load_refuses_a_pickle_that_would_run_code_with_one_line(tmp_path, trained):
+    import torch
+
+    from streamseg.api import Run
+    from streamseg.engine.checkpoint_io import CheckpointError
+
+    root, run_path, args = trained
+    marker = tmp_path / "pwned"
+    evil_ckpt = run_path / "checkpoints" / "evil.ckpt"
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 0, "payload": _Exploit(marker)}, evil_ckpt)
+    evil_weights = tmp_path / "evil.pt"
+    torch.save({"stage1.conv_1x1.weight": _Exploit(marker)}, evil_weights)
+    try:
+        _refused(_cli_error(["test", *args, "--ckpt", str(evil_ckpt)]), evil_ckpt)
+        _refused(_cli_error(["test", *args, "--ckpt", "none", "-o", f"model.weights={evil_weights}"]), evil_weights)
+        _refused(_cli_error(["train", *args, "-R", str(tmp_path / "exp"), "-o", f"model.weights={evil_weights}"]),
+                 evil_weights)
+        _refused(_cli_error(["infer", str(tmp_path / "v.mp4"), "--model", str(evil_ckpt)]), evil_ckpt)
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+        _refused(_cli_error(["export", "onnx", str(evil_ckpt), "--out", str(tmp_path / "m.onnx")]), evil_ckpt)
+        with pytest.raises(CheckpointError) as info:
+            Run(run_path).streamer(evil_ckpt)
+        _refused(str(info.value), evil_ckpt)
+    finally:
+        evil_ckpt.unlink()
+    assert not marker.exists()
+
+
+def test_test_with_a_truncated_best_checkpoint_falls_back_or_names_the_file(tmp_path, trained, recwarn):
+    from streamseg.engine.checkpoint_io import CheckpointFallbackWarning, previous_path
+
+    root, run_path, args = trained
+    copy = tmp_path / "experiments"
+    shutil.copytree(root, copy)
+    args = [*args, "-R", str(copy)]
+    best = copy / run_path.relative_to(root) / "checkpoints" / "best.ckpt"
+    intact = best.read_bytes()
+    best.write_bytes(intact[: len(intact) // 2])
+    previous_path(best).unlink(missing_ok=True)
+    message = _cli_error(["test", *args, "--ckpt", "best"])
+    assert str(best) in message and "no previous checkpoint best.prev.ckpt" in message, message
+    assert "PytorchStreamReader" not in message.split(":", 2)[1]  # the reason is ours, torch's text only after it
+
+    previous_path(best).write_bytes(intact)  # the generation before it survives: the test falls back to it
+    assert main(["test", *args, "--ckpt", "best"]) == 0
+    assert any(issubclass(w.category, CheckpointFallbackWarning) and "best.prev.ckpt" in str(w.message) for w in recwarn)

@@ -91,6 +91,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from ..data.names import unsafe_name_reason
     from ..deploy.infer import VideoResult, infer_stream, open_source, sources
     from ..deploy.runtime import open_streamer
+    from ..engine.checkpoint_io import CheckpointError
     from ..deploy.sources import source_name
     from ..metrics.io import write_results
 
@@ -104,7 +105,7 @@ def run_infer(args: argparse.Namespace) -> int:
     try:
         streamer = open_streamer(args.model, args.device, args.threads)
         todo = sources(args.source)
-    except (FileNotFoundError, ValueError, ImportError) as e:
+    except (FileNotFoundError, CheckpointError, ValueError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
     if args.name is not None and len(todo) > 1:
         raise SystemExit(f"error: --name names one source, {args.source} has {len(todo)}")

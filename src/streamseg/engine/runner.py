@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from . import dist
-from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
+from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
 from .datacheck import DatasetProblems, run_data_problems
 from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
@@ -220,10 +220,9 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
 
     The config modules are the run's snapshot (`config/*.py`), the params its `params.json` plus
     `overrides`; weights come from `checkpoints/<ckpt>.ckpt` (best falls back to last) or a path, loaded
-    with `weights_only=True`, so a checkpoint file cannot run code.
+    by `checkpoint_io.load_usable_checkpoint` (CRC-checked, `weights_only=True`, so a checkpoint file cannot
+    run code; a damaged one falls back to its previous generation, else `CheckpointError` naming the file).
     """
-    import torch
-
     from ..config import apply_overrides, load_configs
 
     run_path = Path(run_path)
@@ -240,8 +239,8 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
         path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    _, state = load_usable_checkpoint(path)  # before building: a bad file is refused before any work
     dm, _, module = build(configs, params, dist.Launch(0, 0, 1, 0))
-    state = torch.load(path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     return configs, params, dm, module.eval()
 
@@ -364,6 +363,7 @@ def test_checkpoint(
     _load_saved_params(params, run_path)
     apply_overrides(params, list(overrides))
     run = RunDir(run_path, int(run_path.name.split("_")[-1]), None)
+    ckpt = usable_checkpoint(ckpt)  # checked as resume checks it: a damaged file falls back to *.prev.ckpt
     dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(run.path), enable_checkpointing=False,

@@ -33,9 +33,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
 from torchvision.models import mobilenet_v2, resnet50
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import Bottleneck
+
+from streamseg.models.checkpoint import read_weights_file
 
 __all__ = ["ShiftedResidual", "TSMEncoder", "tsm_mobilenet_v2", "tsm_resnet50"]
 
@@ -213,7 +216,7 @@ def _load_weights(model: nn.Module, weights: str | None, where: str) -> None:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: weights file {path} does not exist (a local path is expected)")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = read_weights_file(path)  # WeightsError naming the file when damaged or unsafe
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:
