@@ -192,3 +192,14 @@ def test_test_with_a_truncated_best_checkpoint_falls_back_or_names_the_file(tmp_
     previous_path(best).write_bytes(intact)  # the generation before it survives: the test falls back to it
     assert main(["test", *args, "--ckpt", "best"]) == 0
     assert any(issubclass(w.category, CheckpointFallbackWarning) and "best.prev.ckpt" in str(w.message) for w in recwarn)
+
+
+def test_a_damaged_onnx_model_is_one_line_naming_the_file(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07not a protobuf graph")
+    meta = {"format": 1, "class_names": ["a", "b"], "fps": 15.0, "input_kind": "features", "lookahead": 0,
+            "sample_rate": 1, "sample_shape": [4], "state_shapes": []}
+    model.with_suffix(".json").write_text(__import__("json").dumps(meta))
+    message = _cli_error(["infer", str(tmp_path / "v.mp4"), "--model", str(model)])
+    assert f"{model}: not a loadable ONNX model" in message, message
