@@ -151,3 +151,17 @@ def test_non_utf8_labels_are_reported_by_line_and_nonfinite_features_by_frame(tm
     assert "non-finite values in 2 frame(s), first at frame 7" in problems[1].message
     with pytest.raises(LabelFileError, match=r"a\.txt:5: not UTF-8"):
         read_ground_truth(gt / "a.txt")
+
+
+def test_class_names_must_be_plain_and_the_layout_builds_no_path_from_an_unsafe_name(tmp_path: Path) -> None:
+    from streamseg.data import DataError, TASLayout
+
+    root = write_dataset(tmp_path, {"a": 5, "b": 5, "c": 5})
+    layout = TASLayout(root)
+    for build in (layout.labels_path, layout.features_path, layout.video_path):
+        with pytest.raises(DataError, match="'../b' is not a plain file name"):
+            build("../b")
+    (root / "mapping.txt").write_text("0 background\n1 take\n2 ../pour\n")
+    problems = check_dataset(root)
+    assert [(Path(p.path).name, p.line) for p in problems][0] == ("mapping.txt", 3), format_problems(problems)
+    assert "class name '../pour' is not a plain file name" in problems[0].message

@@ -191,7 +191,8 @@ def test_test_with_a_truncated_best_checkpoint_falls_back_or_names_the_file(tmp_
 
     previous_path(best).write_bytes(intact)  # the generation before it survives: the test falls back to it
     assert main(["test", *args, "--ckpt", "best"]) == 0
-    assert any(issubclass(w.category, CheckpointFallbackWarning) and "best.prev.ckpt" in str(w.message) for w in recwarn)
+    assert any(issubclass(w.category, CheckpointFallbackWarning) and "best.prev.ckpt" in str(w.message)
+               for w in recwarn)
 
 
 def test_a_damaged_onnx_model_is_one_line_naming_the_file(tmp_path):

@@ -53,9 +53,9 @@ def check_dataset(
 
     Checks ``mapping.txt`` (present, lines ``<index> <name>`` with indices 0..K-1); the split files of
     ``splits`` (default: every k found in ``splits/``): train and test present, none empty, no repeated
-    video, every video name a plain file name (`streamseg.data.names`); and for every listed video: the label file (present, non-empty, every label in the mapping),
-    the feature file (a readable ``.npy`` holding a 2-D float array (D, T), D the same for all videos,
-    every value finite),
+    video, every video name a plain file name (`streamseg.data.names`); and for every listed video: the
+    label file (UTF-8, present, non-empty, every label in the mapping), the feature file (a readable
+    ``.npy`` holding a 2-D float array (D, T), D the same for all videos, every value finite),
     ``abs(T_features - T_labels) <= length_tolerance`` (default `DEFAULT_LENGTH_TOLERANCE` = 8 frames,
     the 50Salads I3D offset), and, when ``Videos/`` exists, a video that PyAV can open and decode.
     """

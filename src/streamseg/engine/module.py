@@ -39,8 +39,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..metrics import SegmentationMetrics, upsample
 from ..data.names import child_path
+from ..metrics import SegmentationMetrics, upsample
 from ..metrics.io import write_results
 from .datamodule import DatasetInfo
 
@@ -399,7 +399,8 @@ def _numpy_state_from_plain(state: list) -> tuple:
     return (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
-def write_predictions(directory: Path, videos: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str]) -> None:
+def write_predictions(directory: Path, videos: list[tuple[str, np.ndarray, np.ndarray]],
+                      class_names: list[str]) -> None:
     """``directory/<video>`` in the MS-TCN results format for each ``(video, prediction, ground truth)``;
     a video name that is not a plain file name is refused (`DataError`) before anything is written."""
     paths = [child_path(directory, name) for name, _, _ in videos]

@@ -5,9 +5,10 @@
 (tensors and plain types only, so a file can never run code) and turns every failure into one line naming
 the file and why, never torch's advice to turn safe loading off.
 
-``load_weights(model, path, rename)`` reads the file with `read_weights_file`, unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` containers, strips a ``module.`` prefix
-(``nn.DataParallel``) or a ``net.`` prefix (a streamseg Lightning checkpoint), renames keys with
-``rename`` (official name -> ours), and loads strictly. Any missing or unexpected key, or a shape
+``load_weights(model, path, rename)`` reads the file with `read_weights_file`, unwraps
+``{"state_dict": ...}`` / ``{"model": ...}`` containers, strips a ``module.`` prefix (``nn.DataParallel``)
+or a ``net.`` prefix (a streamseg Lightning checkpoint), renames keys with ``rename`` (official name ->
+ours), and loads strictly. Any missing or unexpected key, or a shape
 mismatch, is an error naming the file and the keys.
 """
 
@@ -60,7 +61,8 @@ def _why(e: Exception) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     if "Weights only load failed" in text:  # torch's first line is its advice; keep only the unpickler's reason
         first = next((ln.strip() for ln in text.splitlines() if "Unsupported operand" in ln), "").split(".")[0]
-    return f"not a loadable checkpoint or weights file (truncated, corrupt, or not torch.save's): {type(e).__name__}: {first}"
+    return (f"not a loadable checkpoint or weights file (truncated, corrupt, or not torch.save's): "
+            f"{type(e).__name__}: {first}")
 
 
 def _zip_crc_failure(path: Path) -> str | None:

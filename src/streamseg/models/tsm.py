@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-
 from torchvision.models import mobilenet_v2, resnet50
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import Bottleneck
