@@ -367,7 +367,7 @@ def test_checkpoint(
     dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(run.path), enable_checkpointing=False,
-                         callbacks=list(extra_callbacks))
+                         callbacks=list(extra_callbacks), plugins=[AtomicCheckpointIO()])  # its checked load
     module_metrics = test(trainer, module, dm, run, ckpt)
     module_metrics["checkpoint"] = str(ckpt)
     return module_metrics
