@@ -143,6 +143,7 @@ def _refused(message: str, path: Path) -> None:
     """One line naming the file and why, never torch's advice to turn safe loading off."""
     assert str(path) in message and "needs code to unpickle, which is refused" in message, message
     assert "weights_only=False" not in message and "\n" not in message.strip(), message
+    assert "--new" not in message, message  # resume's advice; these commands only read the file
 
 
 def test_every_file_load_refuses_a_pickle_that_would_run_code_with_one_line(tmp_path, trained):

@@ -141,13 +141,17 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def usable_checkpoint(path: str | Path) -> Path:
-    """`path` when it loads, else `previous_path(path)` (with a warning), else `CheckpointError`."""
-    return load_usable_checkpoint(path)[0]
+RESUME_HINT = " Start afresh with --new (or delete the damaged file)."
 
 
-def load_usable_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(`usable_checkpoint(path)`, that checkpoint loaded by `load_checkpoint_file`): one read of the file."""
+def usable_checkpoint(path: str | Path, hint: str = RESUME_HINT) -> Path:
+    """`path` when it loads, else `previous_path(path)` (with a warning), else `CheckpointError` (ending
+    with `hint`: what to do; the default is for a run that resumes, "" where the file is only read)."""
+    return load_usable_checkpoint(path, hint)[0]
+
+
+def load_usable_checkpoint(path: str | Path, hint: str = RESUME_HINT) -> tuple[Path, dict[str, Any]]:
+    """(`usable_checkpoint(path, hint)`, that checkpoint loaded by `load_checkpoint_file`): one read of it."""
     path = Path(path)
     try:
         return path, load_checkpoint_file(path)
@@ -155,13 +159,11 @@ def load_usable_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
         first = str(e)
     prev = previous_path(path)
     if not prev.is_file():
-        raise CheckpointError(f"{first}; and there is no previous checkpoint {prev.name} to fall back to. "
-                              "Start afresh with --new (or delete the damaged file).")
+        raise CheckpointError(f"{first}; and there is no previous checkpoint {prev.name} to fall back to.{hint}")
     try:
         ckpt = load_checkpoint_file(prev)
     except CheckpointError as e:
-        raise CheckpointError(f"{first}; the previous checkpoint is unusable too: {e}. "
-                              "Start afresh with --new.") from None
+        raise CheckpointError(f"{first}; the previous checkpoint is unusable too: {e}.{hint}") from None
     warnings.warn(f"{first}; falling back to the previous checkpoint {prev} (epoch {ckpt['epoch']}): "
                   "the work since then is redone", CheckpointFallbackWarning, stacklevel=3)
     return prev, ckpt

@@ -239,7 +239,7 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
         path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    _, state = load_usable_checkpoint(path)  # before building: a bad file is refused before any work
+    _, state = load_usable_checkpoint(path, hint="")  # before building: a bad file is refused before any work
     dm, _, module = build(configs, params, dist.Launch(0, 0, 1, 0))
     module.load_state_dict(state["state_dict"])
     return configs, params, dm, module.eval()
@@ -363,7 +363,7 @@ def test_checkpoint(
     _load_saved_params(params, run_path)
     apply_overrides(params, list(overrides))
     run = RunDir(run_path, int(run_path.name.split("_")[-1]), None)
-    ckpt = usable_checkpoint(ckpt)  # checked as resume checks it: a damaged file falls back to *.prev.ckpt
+    ckpt = usable_checkpoint(ckpt, hint="")  # checked as resume checks it: a damaged file falls back to *.prev.ckpt
     dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(run.path), enable_checkpointing=False,
