@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from streamseg.data.names import unsafe_name_reason
 from streamseg.metrics import OnsetDelay, SegmentationMetrics
 from streamseg.metrics.io import LabelFile, LabelFileError, read_ground_truth, read_label_file, read_mapping
 
@@ -92,6 +93,9 @@ def read_split(path: Path) -> list[str]:
         if not name:
             continue
         vid = name[:-4] if name.endswith(".txt") else name
+        reason = unsafe_name_reason(vid)
+        if reason is not None:  # it would read, and plot to, a file outside the given folders
+            raise EvaluationInputError(f"{path}:{i + 1}: video name {vid!r} is not a plain file name ({reason})")
         if vid in seen:
             raise EvaluationInputError(f"{path}:{i + 1}: video {vid!r} already listed on line {seen[vid]}")
         seen[vid] = i + 1

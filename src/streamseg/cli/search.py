@@ -24,7 +24,7 @@ from typing import Any
 
 from .common import make_console
 
-from ..config import ConfigError, load_configs, resolve_params
+from ..config import ConfigError, load_configs, redact, resolve_params
 
 console = make_console()
 METRICS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
@@ -118,8 +118,12 @@ def run_search(args: argparse.Namespace) -> int:
     study_dir = experiment_dir(args.root, configs.dataset_name, configs.model_name, configs.exp_name) / "search" / name
     try:
         storage, url = open_storage(args.storage, study_dir, args.heartbeat, args.grace, args.max_retry)
-    except ValueError as e:
+    except ValueError as e:  # a malformed --storage or missing driver; the message shows the URL redacted
         raise SystemExit(f"error: {e}") from None
+    except Exception as e:  # noqa: BLE001 (a refused password, a server down: one line, redacted)
+        shown = redact(args.storage or str(study_dir))
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SystemExit(f"error: --storage {shown}: cannot open the study storage: {redact(first)}") from None
     multi = args.cost is not None and args.max_cost is None
     cfg = StudyConfig(
         name=name,
@@ -132,7 +136,7 @@ def run_search(args: argparse.Namespace) -> int:
         study = open_study(storage, cfg)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    console.print(f"study {name!r} in {url}; folder {study_dir}")
+    console.print(f"study {name!r} in {redact(url)}; folder {study_dir}")
     if not args.report:
         if multi and args.pruner != "none":
             console.print("note: no pruning with two objectives (Optuna cannot prune multi-objective trials)")

@@ -131,11 +131,12 @@ def run_train(args: argparse.Namespace) -> int:
     from ..data.errors import DataError
     from ..engine.checkpoint_io import CheckpointError, CheckpointWriteError
     from ..engine.datacheck import DatasetProblems
+    from ..models.checkpoint import WeightsError
 
     try:
         run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new,
                                       extra_callbacks=_telegram(args))
-    except (ConfigError, DataError, CheckpointError, CheckpointWriteError, FloatingPointError) as e:
+    except (ConfigError, DataError, CheckpointError, CheckpointWriteError, WeightsError, FloatingPointError) as e:
         # expected failures (bad config or data, damaged checkpoint, full disk, NaN loss): the message
         # names the file / step; a traceback would only bury it
         if isinstance(e, DatasetProblems):
@@ -173,11 +174,12 @@ def run_test(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: checkpoint {ckpt} does not exist")
     from ..data.errors import DataError
     from ..engine.checkpoint_io import CheckpointError
+    from ..models.checkpoint import WeightsError
 
     try:
         metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override,
                                   extra_callbacks=_telegram(args))
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError, WeightsError) as e:
         raise SystemExit(f"error: {e}") from None
     write_json(run_path / "metrics.json", metrics)
     print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} ({ckpt.name})")

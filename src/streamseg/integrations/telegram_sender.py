@@ -420,8 +420,8 @@ class TelegramNotifier:
             except tg.BadRequest:
                 raise
             except (tg.InvalidToken, tg.Forbidden) as e:
-                self._disable(f"Telegram: {type(e).__name__}: the bot may not post to chat {self._chat_id} "
-                              f"or its token is invalid; no further reports")
+                self._disable(f"Telegram: {type(e).__name__}: the bot may not post to the chat of "
+                              f"{self._creds.source} or its token is invalid; no further reports")
                 raise _Disabled() from None
             except (tg.NetworkError, tg.TelegramError) as e:  # timeouts, connection errors, 5xx
                 wait, err = self._backoff * (2 ** attempt), e
