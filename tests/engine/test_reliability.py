@@ -616,7 +616,10 @@ def _killer_at_every_point(markers: Path) -> str:
                 os.write = dying_write
             elif at == ("last.ckpt", 2) and first_time("disk full writing last.ckpt of epoch 2"):
                 os.write = full_write
-            return save(self, checkpoint, path, storage_options)
+            save(self, checkpoint, path, storage_options)
+            # killed before Lightning writes the epoch's end-of-epoch row to metrics.csv
+            if at == ("last.ckpt", 1) and first_time("just after last.ckpt of epoch 1"):
+                die()
 
 
         checkpoint_io.AtomicCheckpointIO.save_checkpoint = save_checkpoint
@@ -649,21 +652,24 @@ def _killer_at_every_point(markers: Path) -> str:
 @pytest.mark.slow
 def test_killed_at_every_point_and_re_run_ends_like_the_uninterrupted_run(tmp_path, synth_root, uninterrupted_run):
     """One run killed (SIGKILL) before its first checkpoint, during validation, half way through writing
-    last.ckpt, stopped by a full disk, killed during test, then given a damaged last.ckpt: each time the same
-    command is re-run, and the end is the uninterrupted run's best.ckpt, last.ckpt, metrics.json and
-    metrics.csv history (deterministic, CPU)."""
+    last.ckpt, just after writing it, stopped by a full disk, killed during test, then given a damaged
+    last.ckpt: each time the same command is re-run, and the end is the uninterrupted run's best.ckpt,
+    last.ckpt, metrics.json and metrics.csv history (deterministic, CPU)."""
     markers = tmp_path / "markers"
     markers.mkdir()
     exp = tmp_path / "mstcn_killer.py"
     exp.write_text(_killer_at_every_point(markers))
     run = tmp_path / "runs" / "synth" / "mstcn_killer" / "version_0"
     last = run / "checkpoints" / "last.ckpt"
-    # (point reached, exit code, epoch of last.ckpt afterwards: None = none yet)
-    plan = [("epoch 0, batch 1", -9, None), ("validation of epoch 1", -9, 0), ("writing last.ckpt of epoch 1", -9, 0),
-            ("disk full writing last.ckpt of epoch 2", 1, 1), ("test", -9, 2)]
-    for point, code, epoch in plan:
+    # (point reached, exit code, epoch of last.ckpt afterwards (None: none yet), a warning of this run)
+    plan = [("epoch 0, batch 1", -9, None, None), ("validation of epoch 1", -9, 0, None),
+            ("writing last.ckpt of epoch 1", -9, 0, None), ("just after last.ckpt of epoch 1", -9, 1, None),
+            # last.ckpt is ahead of metrics.csv: epoch 1 is redone from last.prev.ckpt
+            ("disk full writing last.ckpt of epoch 2", 1, 1, "no end-of-epoch row for epoch 1"), ("test", -9, 2, None)]
+    for point, code, epoch, warning in plan:
         out = _train(tmp_path / "runs", str(exp), synth_root)
         assert out.returncode == code, (point, out.stderr[-3000:])
+        assert warning is None or warning in out.stderr, (point, out.stderr[-3000:])
         assert (markers / point).exists(), (point, out.stderr[-3000:])
         assert (load_checkpoint_file(last)["epoch"] if last.exists() else None) == epoch, point
         assert not (run / "DONE").exists()

@@ -24,7 +24,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from . import dist
 from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
-from .csvlog import ResumableCSVLogger
+from .csvlog import ResumableCSVLogger, checkpoint_with_history
 from .datacheck import DatasetProblems, run_data_problems
 from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
@@ -176,6 +176,8 @@ def train_and_test(
         if launch.is_zero:
             if run.resume_from is not None:  # a damaged last.ckpt falls back to last.prev.ckpt, with a warning
                 run.resume_from = usable_checkpoint(run.resume_from)
+                # ... and so does one written just before a kill that took its epoch's row of metrics.csv
+                run.resume_from = checkpoint_with_history(run.resume_from, run.logs / "csv" / "metrics.csv")
             write_snapshot(run, configs.paths(), params_json, overrides)
         run = dist.broadcast(run)
         has_val = dm.has_val
