@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -171,17 +172,22 @@ def test_a_resumed_run_keeps_every_earlier_row_of_metrics_csv_once_in_order(tmp_
 
 # ---------------------------------------------------------------------------------------------- one run, one process
 _HOLD = textwrap.dedent("""
-    import sys
+    import os, sys, time
     from pathlib import Path
     from streamseg.engine.rundir import claim_run_dir
     run, lock = claim_run_dir(Path(sys.argv[1]), {"lr": 1})
-    print(run.version, flush=True)
+    child = os.fork()  # like a DataLoader worker: it must not keep the lock alive after its parent died
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    print(run.version, child, flush=True)
     sys.stdin.read()  # holds the version until its stdin closes (or it is killed)
 """)
 
 
 def _holder(exp: Path) -> subprocess.Popen:
-    """Another process that claims a version of `exp` and holds it; its first output line is the version."""
+    """Another process that claims a version of `exp` and holds it, with a forked child; its first output
+    line is the version and the child's pid."""
     return subprocess.Popen([sys.executable, "-c", _HOLD, str(exp)], cwd=REPO, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
 
@@ -189,8 +195,9 @@ def _holder(exp: Path) -> subprocess.Popen:
 def test_a_version_held_by_a_live_process_is_never_shared(tmp_path):
     exp = tmp_path / "exp"
     holder = _holder(exp)
+    version, child = holder.stdout.readline().split()
     try:
-        assert holder.stdout.readline().strip() == "0"
+        assert version == "0"
         # a second command while the first runs: the next version, saying which process holds version_0
         with pytest.warns(RunInUseWarning, match=rf"version_0 is in use by pid {holder.pid} on .*: starting version_1"):
             run, lock = claim_run_dir(exp, {"lr": 1})
@@ -211,25 +218,32 @@ def test_a_version_held_by_a_live_process_is_never_shared(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+        os.kill(int(child), signal.SIGKILL)
 
 
 def test_a_killed_holder_leaves_a_free_version_and_its_partial_checkpoints_are_removed(tmp_path):
-    """The lock goes with the process (kill -9 included); each process writes its own <name>.<pid>.partial,
-    and the next holder of the version removes the dead writer's one."""
+    """The lock goes with the process (kill -9 included), even while a child it forked lives on; each process
+    writes its own <name>.<pid>.partial, and the next holder of the version removes the dead writer's one."""
     exp = tmp_path / "exp"
     holder = _holder(exp)
-    assert holder.stdout.readline().strip() == "0"
-    checkpoints = exp / "version_0" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    stale = checkpoints / f"last.ckpt.{holder.pid}.partial"
-    stale.write_bytes(b"half a checkpoint")
-    holder.kill()
-    holder.wait()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        run, lock = claim_run_dir(exp, {"lr": 1})
-    assert run.version == 0 and not stale.exists()
-    lock.release()
+    version, child = holder.stdout.readline().split()
+    try:
+        assert version == "0"
+        checkpoints = exp / "version_0" / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        stale = checkpoints / f"last.ckpt.{holder.pid}.partial"
+        stale.write_bytes(b"half a checkpoint")
+        holder.kill()
+        holder.wait()
+        os.kill(int(child), 0)  # the forked child still runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run, lock = claim_run_dir(exp, {"lr": 1})
+        assert run.version == 0 and not stale.exists()
+        lock.release()
+    finally:
+        holder.kill()
+        os.kill(int(child), signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -104,6 +104,21 @@ class RunInUseWarning(UserWarning):
     """The newest unfinished version is held by a running process: a new version was started instead."""
 
 
+# Descriptors of the locks this process holds. A forked child (a DataLoader worker) shares them, and a
+# flock lives until every copy is closed: the child closes its copies, so the lock ends with this process.
+_HELD_FDS: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in _HELD_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
 class RunLock:
     """An exclusive `flock` on a version's `run.lock`, held by this process until `release()` or exit.
 
@@ -112,6 +127,7 @@ class RunLock:
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path, self._fd = path, fd
+        _HELD_FDS.add(fd)
 
     @classmethod
     def acquire(cls, path: Path) -> RunLock | None:
@@ -128,6 +144,7 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD_FDS.discard(self._fd)
             os.close(self._fd)  # closing the only descriptor drops the lock
             self._fd = None
 
