@@ -60,7 +60,8 @@ def checkpoint_with_history(ckpt: Path, metrics_csv: Path) -> Path | None:
     ended: set[int] = set()
     if metrics_csv.is_file():
         with metrics_csv.open(newline="") as f:
-            ended = {int(float(r["epoch"])) for r in csv.DictReader(f) if r.get("epoch") and r.get(EPOCH_END_COLUMN)}
+            ended = {int(float(r["epoch"])) for r in csv.DictReader(f)
+                     if r.get("epoch") and r.get(EPOCH_END_COLUMN)}
     epoch = checkpoint_epoch(ckpt)
     if epoch in ended:
         return ckpt
