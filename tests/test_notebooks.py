@@ -1,6 +1,7 @@
 """The example notebooks run top to bottom (a fresh python3 kernel each, in a temporary working folder,
-so nothing is written into the repository), and the committed notebooks carry no outputs, execution
-counts or paths of the machine they were written on."""
+so nothing is written into the repository), and the committed notebooks are stored executed (outputs a
+reader sees on the web), from their current code (`tools/execute_notebooks.py` regenerates them), with no
+paths of the machine they were run on and no large images."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from typing import Any
 
 import pytest
 
+from streamseg.config.loader import import_file
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# tools/ is not a package: the regenerating tool as a module, for its hash and image bound
+_tool = import_file(EXAMPLES.parent / "tools" / "execute_notebooks.py", "_test_execute_notebooks")
+MAX_IMAGE_BYTES, code_sha256 = _tool.MAX_IMAGE_BYTES, _tool.code_sha256
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 CELL_TIMEOUT_S = 300  # the longest cell trains a small model for about a minute on a CPU
 MACHINE_PATH_MARKERS = ("/home/", "/Users/", "/work/", "/tmp/", "/root/", "/mnt/", "C:\\")  # "C:\\" is C:\
@@ -38,19 +44,37 @@ def _machine_paths(value: Any) -> list[str]:
     return [m for s in _strings(value) for m in MACHINE_PATH_MARKERS if m in s]
 
 
+REGENERATE = "run `python tools/execute_notebooks.py` to store it executed from its current code"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_committed_notebook_is_clean(path: Path) -> None:
+def test_committed_notebook_is_executed_current_and_clean(path: Path) -> None:
     book = json.loads(path.read_text(encoding="utf-8"))
     assert book["metadata"]["kernelspec"]["name"] == "python3"
     assert not _machine_paths(book["metadata"]), f"{path.name}: notebook metadata contains a machine path"
+    stored = book["metadata"].get("streamseg", {}).get("code_sha256")
+    assert stored == code_sha256(book["cells"]), f"{path.name}: its code changed since its outputs were stored; {REGENERATE}"
+    counts = [c.get("execution_count") for c in book["cells"] if c["cell_type"] == "code"]
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: not executed top to bottom once; {REGENERATE}"
     for i, cell in enumerate(book["cells"]):
-        if cell["cell_type"] == "code":
-            assert cell.get("outputs") == [], f"{path.name}: cell {i} has stored outputs (clear them)"
-            assert cell.get("execution_count") is None, f"{path.name}: cell {i} has an execution count"
-        else:
+        if cell["cell_type"] != "code":
             assert "outputs" not in cell and "execution_count" not in cell, f"{path.name}: cell {i} has outputs"
-        found = _machine_paths(cell["source"]) + _machine_paths(cell.get("metadata", {}))
+        found = _machine_paths(cell["source"]) + _machine_paths(cell.get("metadata", {})) + _machine_paths(
+            cell.get("outputs", []))
         assert not found, f"{path.name}: cell {i} contains a machine path ({found[0]!r})"
+        for out in cell.get("outputs", []):
+            for mime, data in out.get("data", {}).items():
+                if mime.startswith("image/"):
+                    assert len(data) * 3 // 4 <= MAX_IMAGE_BYTES, f"{path.name}: cell {i}: {mime} too large"
+    assert any(c.get("outputs") for c in book["cells"]), f"{path.name}: no outputs; {REGENERATE}"
+
+
+def test_staleness_check_sees_a_changed_code_cell() -> None:
+    book = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    code = next(c for c in book["cells"] if c["cell_type"] == "code")
+    before = code_sha256(book["cells"])
+    code["source"] = (code["source"] if isinstance(code["source"], str) else "".join(code["source"])) + "\n1 + 1"
+    assert code_sha256(book["cells"]) != before
 
 
 def test_clean_check_catches_machine_paths() -> None:
@@ -67,6 +91,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     import nbformat
 
     before = sorted(p.name for p in EXAMPLES.iterdir())
+    stored = path.read_bytes()
     monkeypatch.setenv("STREAMSEG_NOTEBOOK_TEST", "1")  # the kernel inherits it: 03 then requires ONNX
     book = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(book, timeout=CELL_TIMEOUT_S, kernel_name="python3",
@@ -74,5 +99,5 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     client.execute()  # a failing cell raises CellExecutionError with its traceback
     assert (tmp_path / "_out").is_dir()  # the notebook wrote its files where it ran ...
     assert sorted(p.name for p in EXAMPLES.iterdir()) == before  # ... and nothing next to itself
-    # the file on disk is untouched: executed outputs live only in `book`
-    assert all(c.get("outputs") == [] for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    # the file on disk is untouched: this run's outputs live only in `book`
+    assert path.read_bytes() == stored

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import ast
+import csv
 import errno
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -35,7 +37,7 @@ from streamseg.engine.checkpoint_io import (
 )
 from streamseg.engine.datacheck import run_data_problems
 from streamseg.engine.module import NonFiniteLossWarning
-from streamseg.engine.rundir import RunDir
+from streamseg.engine.rundir import RunDir, RunInUseWarning, claim_run_dir
 
 from ..conftest import REPO, TINY, streamseg
 
@@ -62,13 +64,15 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one_valid(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert out.returncode == -9, out.stderr[-2000:]
-    assert path.with_name("last.ckpt.partial").is_file()  # the interrupted write went elsewhere
+    # the interrupted write went to the killed process's own partial file
+    stale = list(tmp_path.glob("last.ckpt.*.partial"))
+    assert len(stale) == 1 and re.fullmatch(r"last\.ckpt\.\d+\.partial", stale[0].name)
     assert load_checkpoint_file(path)["epoch"] == 0
     assert usable_checkpoint(path) == path
-    # the next save replaces the stale partial file and keeps the previous generation
+    # the next save (another process) uses its own partial file and keeps the previous generation
     atomic_save(_ckpt(3.0, epoch=2), path)
     assert load_checkpoint_file(path)["epoch"] == 2 and load_checkpoint_file(previous_path(path))["epoch"] == 0
-    assert not path.with_name("last.ckpt.partial").exists()
+    assert not path.with_name(f"last.ckpt.{os.getpid()}.partial").exists()
 
 
 def test_damaged_checkpoint_falls_back_to_the_previous_generation(tmp_path):
@@ -132,6 +136,135 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     assert not list(run.checkpoints.glob("*.partial"))
 
 
+def test_a_resumed_run_keeps_every_earlier_row_of_metrics_csv_once_in_order(tmp_path, synth_root):
+    """Epochs 0 and 1 finish, epoch 2 stops after its first step; resuming from last.ckpt (epoch 1) keeps the
+    rows of epochs 0 and 1 as they were, drops the interrupted epoch's rows (they are redone), and appends."""
+    import pytorch_lightning as pl
+
+    class Crash(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 2 and batch_idx == 1:
+                raise RuntimeError("crash")
+
+    overrides = ("train.epochs=3", "train.log_every=1")
+    trainer, module, dm, run = _tiny_trainer(tmp_path, synth_root, *overrides)
+    trainer.callbacks.insert(0, Crash())
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer.fit(module, datamodule=dm)
+    metrics = run.logs / "csv" / "metrics.csv"
+    before = metrics.read_text().splitlines()
+    header, rows = before[0].split(","), [r.split(",") for r in before[1:]]
+    epochs = [int(r[header.index("epoch")]) for r in rows]
+    assert epochs == sorted(epochs) and set(epochs) == {0, 1, 2}  # epoch 2's first step was logged
+
+    last = run.checkpoints / "last.ckpt"
+    assert load_checkpoint_file(last)["epoch"] == 1
+    trainer, module, dm, run = _tiny_trainer(tmp_path, synth_root, *overrides, resume_from=last)
+    trainer.fit(module, datamodule=dm, ckpt_path=last, weights_only=True)
+    after = metrics.read_text().splitlines()
+    kept = 1 + sum(e <= 1 for e in epochs)
+    assert after[:kept] == before[:kept]  # the header and every row of epochs 0 and 1, unchanged
+    redone = [int(r.split(",")[header.index("epoch")]) for r in after[kept:]]
+    assert redone == [2] * epochs.count(1)  # epoch 2 once, with as many rows as epoch 1 (steps, val, epoch end)
+    steps = [int(r.split(",")[header.index("step")]) for r in after[1:]]
+    assert steps == sorted(steps)
+
+
+# ---------------------------------------------------------------------------------------------- one run, one process
+_HOLD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from streamseg.engine.rundir import claim_run_dir
+    run, lock = claim_run_dir(Path(sys.argv[1]), {"lr": 1})
+    child = os.fork()  # like a DataLoader worker: it must not keep the lock alive after its parent died
+    if child == 0:
+        time.sleep(300)
+        os._exit(0)
+    print(run.version, child, flush=True)
+    sys.stdin.read()  # holds the version until its stdin closes (or it is killed)
+""")
+
+
+def _holder(exp: Path) -> subprocess.Popen:
+    """Another process that claims a version of `exp` and holds it, with a forked child; its first output
+    line is the version and the child's pid."""
+    return subprocess.Popen([sys.executable, "-c", _HOLD, str(exp)], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+
+
+def test_a_version_held_by_a_live_process_is_never_shared(tmp_path):
+    exp = tmp_path / "exp"
+    holder = _holder(exp)
+    version, child = holder.stdout.readline().split()
+    try:
+        assert version == "0"
+        # a second command while the first runs: the next version, saying which process holds version_0
+        with pytest.warns(RunInUseWarning, match=rf"version_0 is in use by pid {holder.pid} on .*: starting version_1"):
+            run, lock = claim_run_dir(exp, {"lr": 1})
+        assert run.version == 1 and run.resume_from is None
+        assert f"pid {os.getpid()}" in (run.path / "run.lock").read_text()
+        # ... and a third one, while both run, takes version_2 (version_1 is held by this process)
+        with pytest.warns(RunInUseWarning, match=rf"version_1 is in use by pid {os.getpid()}"):
+            third, third_lock = claim_run_dir(exp, {"lr": 1})
+        assert third.version == 2
+        third_lock.release()
+        lock.release()
+        # released: the newest unfinished version is free again and is resumed
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            again, again_lock = claim_run_dir(exp, {"lr": 1})
+        assert again.version == 2
+        again_lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+        os.kill(int(child), signal.SIGKILL)
+
+
+def test_a_killed_holder_leaves_a_free_version_and_its_partial_checkpoints_are_removed(tmp_path):
+    """The lock goes with the process (kill -9 included), even while a child it forked lives on; each process
+    writes its own <name>.<pid>.partial, and the next holder of the version removes the dead writer's one."""
+    exp = tmp_path / "exp"
+    holder = _holder(exp)
+    version, child = holder.stdout.readline().split()
+    try:
+        assert version == "0"
+        checkpoints = exp / "version_0" / "checkpoints"
+        checkpoints.mkdir(parents=True)
+        stale = checkpoints / f"last.ckpt.{holder.pid}.partial"
+        stale.write_bytes(b"half a checkpoint")
+        holder.kill()
+        holder.wait()
+        os.kill(int(child), 0)  # the forked child still runs
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run, lock = claim_run_dir(exp, {"lr": 1})
+        assert run.version == 0 and not stale.exists()
+        lock.release()
+    finally:
+        holder.kill()
+        os.kill(int(child), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_two_identical_train_commands_started_together_run_two_versions(tmp_path, synth_root):
+    args = ["train", "-D", "synth", "-M", "mstcn", "-E", "quick", "-R", str(tmp_path), "-o", f"data.root={synth_root}",
+            *TINY, "-o", "train.epochs=1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "streamseg.cli.main", *args], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    exp = tmp_path / "synth" / "mstcn_quick"
+    assert sorted(p.name for p in exp.iterdir() if p.is_dir()) == ["version_0", "version_1"]
+    assert all((exp / f"version_{v}" / "DONE").is_file() for v in (0, 1))
+    # one of them started version_1 and said why, naming the other process
+    said = [i for i, (_, err) in enumerate(outs) if "version_0 is in use by pid" in err]
+    assert len(said) == 1, [err[-2000:] for _, err in outs]
+    assert f"version_0 is in use by pid {procs[1 - said[0]].pid} on " in outs[said[0]][1]
+
+
 # ---------------------------------------------------------------------------------------------- NaN losses
 class _PoisonOnce(nn.Module):
     """`net` whose `poison`-th training forward gets NaN inputs (a corrupt batch)."""
@@ -155,7 +288,7 @@ class _PoisonOnce(nn.Module):
         return self.inner(x, state, mask)
 
 
-def _tiny_trainer(tmp_path: Path, data: Path, *overrides: str):
+def _tiny_trainer(tmp_path: Path, data: Path, *overrides: str, resume_from: Path | None = None):
     """The real engine (runner.build, _callbacks, _trainer) on tiny data, in this process."""
     from streamseg.engine import runner
 
@@ -163,7 +296,7 @@ def _tiny_trainer(tmp_path: Path, data: Path, *overrides: str):
     tiny = [TINY[i] for i in range(1, len(TINY), 2)]
     params, _ = resolve_params(configs, [*tiny, f"data.root={data}", *overrides])
     dm, _, module = runner.build(configs, params, dist.Launch(0, 0, 1, 0))
-    run = RunDir(tmp_path / "run", 0, None)
+    run = RunDir(tmp_path / "run", 0, resume_from)
     run.make()
     callbacks = [cb for cb in runner._callbacks(params, run, dm.has_val) if "ProgressBar" not in type(cb).__name__]
     trainer = runner._trainer(params, run, runner.Hardware(), dm.has_val, callbacks)
@@ -375,55 +508,194 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint_file(path)["state_dict"]
 
 
+# Tiny deterministic runs whose best epoch is a middle one, followed by a tie (validation Acc 0 / 25.9 / 25.9):
+# a resumed run that forgets the best so far picks another best.ckpt. `train.log_every=1` writes a CSV row
+# each step, so the rows of an interrupted epoch are there to be dropped on resume.
+_RUN_ARGS = ["-o", "train.epochs=3", "-o", "train.deterministic=true", "-o", "train.lr=0.03",
+             "-o", "train.monitor=acc", "-o", "train.log_every=1"]
+_TIMING_COLUMNS = ("train/epoch_seconds", "train/frames_per_s")
+
+
+def _train(root: Path, exp: str, data: Path) -> subprocess.CompletedProcess:
+    return streamseg("train", "-D", "synth", "-M", "mstcn", "-E", exp, "-R", str(root), "-o", f"data.root={data}",
+                     *TINY, *_RUN_ARGS)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory, synth_root) -> Path:
+    """One uninterrupted run of `_RUN_ARGS`, the reference every kill-and-re-run test compares with."""
+    root = tmp_path_factory.mktemp("clean")
+    clean = _train(root, "quick", synth_root)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    return root / "synth" / "mstcn_quick" / "version_0"
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    """metrics.csv rows without the wall-clock columns."""
+    with (run / "logs" / "csv" / "metrics.csv").open(newline="") as f:
+        return [{k: v for k, v in row.items() if k not in _TIMING_COLUMNS} for row in csv.DictReader(f)]
+
+
+def assert_same_run(run: Path, clean_run: Path) -> None:
+    """Same final and best weights, test metrics and per-epoch history as the uninterrupted run."""
+    for name in ("last.ckpt", "best.ckpt"):
+        got, want = (load_checkpoint_file(r / "checkpoints" / name) for r in (run, clean_run))
+        assert (got["epoch"], got["global_step"]) == (want["epoch"], want["global_step"]), name
+        assert got["state_dict"].keys() == want["state_dict"].keys()
+        for k in got["state_dict"]:
+            torch.testing.assert_close(got["state_dict"][k], want["state_dict"][k], rtol=0, atol=0, msg=f"{name} {k}")
+    got, want = (json.loads((r / "metrics.json").read_text()) for r in (run, clean_run))
+    timing = ("train_seconds", "train_throughput")
+    assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in want.items() if k not in timing}
+    assert got["train_throughput"]["epochs"] == want["train_throughput"]["epochs"]
+    assert _history(run) == _history(clean_run)
+
+
 @pytest.mark.slow
-def test_kill_mid_epoch_or_damaged_last_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, synth_root):
+def test_kill_mid_epoch_or_damaged_last_checkpoint_resumes_to_the_uninterrupted_result(tmp_path, synth_root,
+                                                                                      uninterrupted_run):
     """SIGKILL in the middle of epoch 1, re-run; then damage last.ckpt of the finished run and re-run:
-    both end with the weights and test metrics of an uninterrupted run (deterministic, CPU)."""
-    args = ["-R", "{root}", "-o", f"data.root={synth_root}", *TINY, "-o", "train.epochs=3",
-            "-o", "train.deterministic=true"]
+    both end with the weights, best.ckpt, test metrics and history of an uninterrupted run (deterministic, CPU)."""
     # a fresh (not resumed) run kills itself at step 3 = epoch 1, batch 1 of 2: after last.ckpt of epoch 0
     killer = tmp_path / "mstcn_killer.py"
     killer.write_text(_quick_with("if module.trainer.ckpt_path is None and module.global_step == 3:\n"
                                   "                    os.kill(os.getpid(), signal.SIGKILL)"))
-
-    def train(root: Path, exp: str) -> subprocess.CompletedProcess:
-        return streamseg("train", "-D", "synth", "-M", "mstcn", "-E", exp, *[a.format(root=root) for a in args])
-
-    clean = train(tmp_path / "clean", "quick")
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    clean_run = tmp_path / "clean" / "synth" / "mstcn_quick" / "version_0"
-
-    killed = train(tmp_path / "killed", str(killer))
+    killed = _train(tmp_path / "killed", str(killer), synth_root)
     assert killed.returncode == -9, killed.stderr[-3000:]
     run = tmp_path / "killed" / "synth" / "mstcn_killer" / "version_0"
     assert load_checkpoint_file(run / "checkpoints" / "last.ckpt")["epoch"] == 0 and not (run / "DONE").exists()
 
-    def assert_same_as_clean() -> None:
-        a, b = _weights(run / "checkpoints" / "last.ckpt"), _weights(clean_run / "checkpoints" / "last.ckpt")
-        assert a.keys() == b.keys()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-        got, want = (json.loads((r / "metrics.json").read_text()) for r in (run, clean_run))
-        for key in ("acc", "edit", "f1@10", "f1@25", "f1@50", "best_val", "num_videos", "per_class", "checkpoint"):
-            assert got[key] == want[key], key
-
-    resumed = train(tmp_path / "killed", str(killer))
+    resumed = _train(tmp_path / "killed", str(killer), synth_root)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring states from the checkpoint" in resumed.stdout + resumed.stderr
-    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    assert sorted(p.name for p in run.parent.iterdir() if p.is_dir()) == ["version_0"]
     assert json.loads((run / "config" / "params.json").read_text()) == json.loads(
-        (clean_run / "config" / "params.json").read_text())
-    assert_same_as_clean()
+        (uninterrupted_run / "config" / "params.json").read_text())
+    assert_same_run(run, uninterrupted_run)
 
     # last.ckpt damaged after the fact (the job is re-run because DONE is gone): the previous generation
     # (end of epoch 1) is used with a warning and epoch 2 is redone
     (run / "DONE").unlink()
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
-    again = train(tmp_path / "killed", str(killer))
+    again = _train(tmp_path / "killed", str(killer), synth_root)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "falling back to the previous checkpoint" in again.stderr and "last.prev.ckpt (epoch 1)" in again.stderr
-    assert_same_as_clean()
+    assert_same_run(run, uninterrupted_run)
+
+
+def _killer_at_every_point(markers: Path) -> str:
+    """`-E quick` that dies once at each point of a plan, in the order a run reaches them: a marker file per
+    point records that it happened, so each re-run gets one point further."""
+    return (REPO / "exp_configs" / "synth" / "mstcn_quick.py").read_text() + textwrap.dedent(f"""
+
+        import errno
+        import os
+        import signal
+        from pathlib import Path
+
+        from streamseg.engine import checkpoint_io
+        from streamseg.engine.recipes import default_module
+
+        MARKERS = Path({str(markers)!r})
+
+
+        def first_time(point):
+            marker = MARKERS / point
+            if marker.exists():
+                return False
+            marker.touch()
+            return True
+
+
+        def die():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+        save = checkpoint_io.AtomicCheckpointIO.save_checkpoint
+
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            real_write, at = os.write, (Path(path).name, checkpoint["epoch"])
+
+            def dying_write(fd, data):  # half the bytes reach the file, then the job is killed
+                real_write(fd, bytes(data[: len(data) // 2]))
+                die()
+
+            def full_write(fd, data):
+                real_write(fd, bytes(data[: len(data) // 3]))
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            if at == ("last.ckpt", 1) and first_time("writing last.ckpt of epoch 1"):
+                os.write = dying_write
+            elif at == ("last.ckpt", 2) and first_time("disk full writing last.ckpt of epoch 2"):
+                os.write = full_write
+            save(self, checkpoint, path, storage_options)
+            # killed before Lightning writes the epoch's end-of-epoch row to metrics.csv
+            if at == ("last.ckpt", 1) and first_time("just after last.ckpt of epoch 1"):
+                die()
+
+
+        checkpoint_io.AtomicCheckpointIO.save_checkpoint = save_checkpoint
+
+
+        def build_module(net, params, info):
+            module = default_module(net, params, info)
+            training_step, validation_step, test_step = module.training_step, module.validation_step, module.test_step
+
+            def train(batch, batch_idx):
+                if module.current_epoch == 0 and batch_idx == 1 and first_time("epoch 0, batch 1"):
+                    die()
+                return training_step(batch, batch_idx)
+
+            def validate(batch, batch_idx):
+                if module.current_epoch == 1 and first_time("validation of epoch 1"):
+                    die()
+                return validation_step(batch, batch_idx)
+
+            def test(batch, batch_idx):
+                if first_time("test"):
+                    die()
+                return test_step(batch, batch_idx)
+
+            module.training_step, module.validation_step, module.test_step = train, validate, test
+            return module
+        """)
+
+
+@pytest.mark.slow
+def test_killed_at_every_point_and_re_run_ends_like_the_uninterrupted_run(tmp_path, synth_root, uninterrupted_run):
+    """One run killed (SIGKILL) before its first checkpoint, during validation, half way through writing
+    last.ckpt, just after writing it, stopped by a full disk, killed during test, then given a damaged
+    last.ckpt: each time the same command is re-run, and the end is the uninterrupted run's best.ckpt,
+    last.ckpt, metrics.json and metrics.csv history (deterministic, CPU)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    exp = tmp_path / "mstcn_killer.py"
+    exp.write_text(_killer_at_every_point(markers))
+    run = tmp_path / "runs" / "synth" / "mstcn_killer" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    # (point reached, exit code, epoch of last.ckpt afterwards (None: none yet), a warning of this run)
+    plan = [("epoch 0, batch 1", -9, None, None), ("validation of epoch 1", -9, 0, None),
+            ("writing last.ckpt of epoch 1", -9, 0, None), ("just after last.ckpt of epoch 1", -9, 1, None),
+            # last.ckpt is ahead of metrics.csv: epoch 1 is redone from last.prev.ckpt
+            ("disk full writing last.ckpt of epoch 2", 1, 1, "no end-of-epoch row for epoch 1"), ("test", -9, 2, None)]
+    for point, code, epoch, warning in plan:
+        out = _train(tmp_path / "runs", str(exp), synth_root)
+        assert out.returncode == code, (point, out.stderr[-3000:])
+        assert warning is None or warning in out.stderr, (point, out.stderr[-3000:])
+        assert (markers / point).exists(), (point, out.stderr[-3000:])
+        assert (load_checkpoint_file(last)["epoch"] if last.exists() else None) == epoch, point
+        assert not (run / "DONE").exists()
+        if code == 1:
+            assert "No space left on device" in out.stderr, out.stderr[-3000:]
+    # the last generation damaged on disk as well: resume falls back to last.prev.ckpt (epoch 1), redoes epoch 2
+    last.write_bytes(last.read_bytes()[:1000])
+    out = _train(tmp_path / "runs", str(exp), synth_root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "last.prev.ckpt (epoch 1)" in out.stderr
+    assert sorted(p.name for p in run.parent.iterdir() if p.is_dir()) == ["version_0"]
+    assert_same_run(run, uninterrupted_run)
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ Lightning's default `TorchCheckpointIO` writes straight to the target, so a job 
 full disk) leaves a truncated `last.ckpt` and the run cannot resume. `AtomicCheckpointIO` (a Trainer
 plugin) writes instead::
 
-    serialize to memory -> <name>.partial (write, fsync) -> hard-link the current <name> to <stem>.prev.ckpt
-      -> os.replace(<name>.partial, <name>) -> fsync the directory
+    serialize to memory -> <name>.<pid>.partial (write, fsync) -> hard-link the current <name> to <stem>.prev.ckpt
+      -> os.replace(<name>.<pid>.partial, <name>) -> fsync the directory
 
 so at every instant `<name>` is either the previous complete file or the new complete file, and after a
 save `<stem>.prev.ckpt` holds the generation before it (a second line of defence when `<name>` is later
@@ -51,9 +51,10 @@ def previous_path(path: str | Path) -> Path:
 
 
 def _partial_path(path: Path) -> Path:
-    # one writer per run directory (global rank 0), so a fixed name: a stale one from a killed save is
-    # simply overwritten by the next save
-    return path.with_name(path.name + ".partial")
+    """`last.ckpt` -> `last.ckpt.<pid>.partial`: each process writes its own file, so two writers never
+    share one. A killed writer's file is removed by the next process that claims the run directory
+    (`rundir.claim_run_dir`)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.partial")
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -113,7 +114,7 @@ def atomic_save(obj: Any, path: str | Path, keep_previous: bool = True) -> None:
 def _keep_previous(path: Path) -> None:
     """`path` -> `previous_path(path)` without ever removing `path` (a hard link, atomically renamed)."""
     prev = previous_path(path)
-    staging = prev.with_name(prev.name + ".partial")
+    staging = _partial_path(prev)
     staging.unlink(missing_ok=True)
     try:
         os.link(path, staging)
@@ -142,6 +143,11 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
 
 
 RESUME_HINT = " Start afresh with --new (or delete the damaged file)."
+
+
+def checkpoint_epoch(path: str | Path) -> int:
+    """The `epoch` of a checkpoint (one `usable_checkpoint` accepted), read without loading its tensors."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
 
 
 def usable_checkpoint(path: str | Path, hint: str = RESUME_HINT) -> Path:

@@ -14,10 +14,18 @@ Layout::
 Resume rule: the newest version without `DONE` is continued (from `checkpoints/last.ckpt` when it exists)
 if its saved params equal this run's params; otherwise a clear error tells the user to pass `--new`.
 A finished newest version makes the next run a new version.
+
+One process per version: the process that runs a version holds an exclusive `flock` on its `run.lock`
+(`RunLock`) until it ends; the kernel drops the lock with the process, `kill -9` included, so a lock is
+never stale. Versions are chosen one command at a time (a lock on the experiment's `.versions.lock`),
+so two commands started together never pick the same version: when the newest unfinished version is
+held, the next command starts a new version and says which process holds the other one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -25,6 +33,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,23 +100,111 @@ def _saved_params(version_dir: Path) -> dict | None:
     return json.loads(path.read_text())
 
 
-def choose_run_dir(exp_dir: Path, params_json: dict, new: bool = False) -> RunDir:
-    """Pick the version to run: resume the newest unfinished one, or start the next one."""
-    existing = versions(exp_dir)
-    if existing and not new:
-        latest = exp_dir / f"version_{existing[-1]}"
-        if not (latest / "DONE").exists():
-            saved = _saved_params(latest)
-            if saved is not None and saved != params_json:
-                diff = _diff(saved, params_json)
-                raise ConfigError(
-                    f"{latest} is an unfinished run with different params ({diff}); "
-                    "re-run with the same params to resume it, or pass --new for a fresh version"
-                )
-            last = latest / "checkpoints" / "last.ckpt"
-            return RunDir(latest, existing[-1], last if last.is_file() else None)
-    version = existing[-1] + 1 if existing else 0
-    return RunDir(exp_dir / f"version_{version}", version, None)
+class RunInUseWarning(UserWarning):
+    """The newest unfinished version is held by a running process: a new version was started instead."""
+
+
+# Descriptors of the locks this process holds. A forked child (a DataLoader worker) shares them, and a
+# flock lives until every copy is closed: the child closes its copies, so the lock ends with this process.
+_HELD_FDS: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in _HELD_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
+class RunLock:
+    """An exclusive `flock` on a version's `run.lock`, held by this process until `release()` or exit.
+
+    The file names the holder (`pid <n> on <host>`) for the message another command prints. On NFS, Linux
+    implements `flock` with the server's byte-range locks (NFSv4, or v3 with lockd)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+        _HELD_FDS.add(fd)
+
+    @classmethod
+    def acquire(cls, path: Path) -> RunLock | None:
+        """The lock, or None while another process (or another open of the file) holds it."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {platform.node()}\n".encode())
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            _HELD_FDS.discard(self._fd)
+            os.close(self._fd)  # closing the only descriptor drops the lock
+            self._fd = None
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+@contextlib.contextmanager
+def _one_at_a_time(exp_dir: Path):
+    """Serialise choosing versions of `exp_dir` across processes (held for milliseconds)."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(exp_dir / ".versions.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def claim_run_dir(exp_dir: Path, params_json: dict, new: bool = False) -> tuple[RunDir, RunLock]:
+    """Pick the version to run and lock it for this process: the newest unfinished one when no running
+    process holds it (resumed), else the next one. Release the lock when the run ends."""
+    with _one_at_a_time(exp_dir):
+        existing = versions(exp_dir)
+        if existing and not new:
+            latest = exp_dir / f"version_{existing[-1]}"
+            if not (latest / "DONE").exists():
+                lock = RunLock.acquire(latest / "run.lock")
+                if lock is None:
+                    warnings.warn(f"{latest} is in use by {_holder(latest / 'run.lock')}: starting "
+                                  f"version_{existing[-1] + 1} (to resume {latest.name} instead, re-run once "
+                                  "that process has ended)", RunInUseWarning, stacklevel=2)
+                else:
+                    return _resume(latest, existing[-1], params_json, lock), lock
+        version = existing[-1] + 1 if existing else 0
+        path = exp_dir / f"version_{version}"
+        path.mkdir()
+        lock = RunLock.acquire(path / "run.lock")
+        if lock is None:  # only a process that ignores .versions.lock could hold a version made just now
+            raise RuntimeError(f"{path}: created by this process but locked by {_holder(path / 'run.lock')}")
+        return RunDir(path, version, None), lock
+
+
+def _resume(latest: Path, version: int, params_json: dict, lock: RunLock) -> RunDir:
+    saved = _saved_params(latest)
+    if saved is not None and saved != params_json:
+        lock.release()
+        raise ConfigError(
+            f"{latest} is an unfinished run with different params ({_diff(saved, params_json)}); "
+            "re-run with the same params to resume it, or pass --new for a fresh version"
+        )
+    # checkpoint writes of a killed holder (each process writes its own <name>.<pid>.partial)
+    for partial in (latest / "checkpoints").glob("*.partial"):
+        partial.unlink(missing_ok=True)
+    last = latest / "checkpoints" / "last.ckpt"
+    return RunDir(latest, version, last if last.is_file() else None)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:

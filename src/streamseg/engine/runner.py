@@ -19,17 +19,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from . import dist
 from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
+from .csvlog import ResumableCSVLogger, checkpoint_with_history
 from .datacheck import DatasetProblems, run_data_problems
 from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
-from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
 from .quiet import RunProgressBar, silence_lightning_noise
+from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .throughput import TrainThroughput
 
 METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
@@ -108,7 +109,8 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
         default_root_dir=str(run.path),
         logger=[
             TensorBoardLogger(str(run.logs), name="", version="tensorboard"),
-            CSVLogger(str(run.logs), name="", version="csv"),
+            # keeps the rows up to the checkpoint resumed from (Lightning's CSVLogger deletes them)
+            ResumableCSVLogger(str(run.logs), name="", version="csv", resume_from=run.resume_from),
         ],
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
@@ -117,12 +119,11 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
 
 
 def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
-    last = ModelCheckpoint(
-        dirpath=run.checkpoints, filename="last", save_top_k=1, monitor=None, enable_version_counter=False,
-        # every training epoch, also when validation does not run (train.val_every > epochs, no val split)
-        save_on_train_epoch_end=True,
-    )
-    callbacks: list = [last, TrainThroughput()]
+    """best.ckpt's callback comes before last.ckpt's: both save at the end of a training epoch, in list order,
+    and each checkpoint holds every callback's state as it is then. last.ckpt must hold the best-so-far
+    of its own epoch; saved first, it would hold the previous epoch's, and a resumed run would pick
+    another best.ckpt (tests/engine/test_reliability.py::test_killed_at_every_point_...)."""
+    callbacks: list = [TrainThroughput()]
     if has_val:
         callbacks.append(
             ModelCheckpoint(
@@ -134,6 +135,11 @@ def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
                 enable_version_counter=False,
             )
         )
+    callbacks.append(ModelCheckpoint(
+        dirpath=run.checkpoints, filename="last", save_top_k=1, monitor=None, enable_version_counter=False,
+        # every training epoch, also when validation does not run (train.val_every > epochs, no val split)
+        save_on_train_epoch_end=True,
+    ))
     try:
         callbacks.append(RunProgressBar(leave=True))
     except Exception:  # rich missing or unusable terminal: Lightning's default bar
@@ -164,34 +170,42 @@ def train_and_test(
     # data prepared and checked before a run directory exists: a broken dataset leaves nothing behind
     dm, info, module = build(configs, params, launch)
 
-    run = choose_run_dir(exp_dir, params_json, new=new) if launch.is_zero else None
-    if launch.is_zero:
-        if run.resume_from is not None:  # a damaged last.ckpt falls back to last.prev.ckpt, with a warning
-            run.resume_from = usable_checkpoint(run.resume_from)
-        write_snapshot(run, configs.paths(), params_json, overrides)
-    run = dist.broadcast(run)
-    has_val = dm.has_val
-    callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
-    trainer = _trainer(params, run, hw, has_val, callbacks)
-    trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
-    weights = check_ranks_agree(module)
+    # rank 0 locks the version it runs until the end (the kernel releases it if the process dies)
+    run, lock = claim_run_dir(exp_dir, params_json, new=new) if launch.is_zero else (None, None)
+    try:
+        if launch.is_zero:
+            if run.resume_from is not None:  # a damaged last.ckpt falls back to last.prev.ckpt, with a warning
+                run.resume_from = usable_checkpoint(run.resume_from)
+                # ... and so does one written just before a kill that took its epoch's row of metrics.csv
+                run.resume_from = checkpoint_with_history(run.resume_from, run.logs / "csv" / "metrics.csv")
+            write_snapshot(run, configs.paths(), params_json, overrides)
+        run = dist.broadcast(run)
+        has_val = dm.has_val
+        callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
+        trainer = _trainer(params, run, hw, has_val, callbacks)
+        trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
+        weights = check_ranks_agree(module)
 
-    best = run.checkpoints / "best.ckpt"
-    ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
-    ckpt = dist.broadcast(usable_checkpoint(ckpt) if trainer.is_global_zero else None)
-    metrics = test(trainer, module, dm, run, ckpt)
-    metrics["best_val"] = _best_val(callbacks, params)
-    if trainer.is_global_zero:
-        metrics["checkpoint"] = ckpt.name
-        metrics["train_seconds"] = round(time.time() - started, 1)
-        metrics["world_size"] = trainer.world_size
-        metrics["train_throughput"] = next(
-            (cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
-        write_json(run.metrics, metrics)
-        if len(ranks) > 1:  # what each DDP rank ran and ended with (equal by the two checks)
-            write_json(run.path / "ranks.json", [{**r, "weights_sha256": _sha256(w)} for r, w in zip(ranks, weights)])
-        run.done.write_text("finished\n")
-    dist.barrier()
+        best = run.checkpoints / "best.ckpt"
+        ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
+        ckpt = dist.broadcast(usable_checkpoint(ckpt) if trainer.is_global_zero else None)
+        metrics = test(trainer, module, dm, run, ckpt)
+        metrics["best_val"] = _best_val(callbacks, params)
+        if trainer.is_global_zero:
+            metrics["checkpoint"] = ckpt.name
+            metrics["train_seconds"] = round(time.time() - started, 1)
+            metrics["world_size"] = trainer.world_size
+            metrics["train_throughput"] = next(
+                (cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
+            write_json(run.metrics, metrics)
+            if len(ranks) > 1:  # what each DDP rank ran and ended with (equal by the two checks)
+                write_json(run.path / "ranks.json",
+                           [{**r, "weights_sha256": _sha256(w)} for r, w in zip(ranks, weights)])
+            run.done.write_text("finished\n")
+        dist.barrier()
+    finally:
+        if lock is not None:
+            lock.release()
     return run, metrics
 
 

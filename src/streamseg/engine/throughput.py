@@ -4,7 +4,8 @@
 the device, so counting adds no host synchronisation), times each epoch from its first batch to its
 last (validation excluded; CUDA synchronised at both ends), sums the frames over ranks and logs
 ``train/frames_per_s`` and ``train/epoch_seconds``. The first epoch includes warm-up (cuDNN autotuning,
-``torch.compile``, worker start), so `summary` reports the median over the later epochs.
+``torch.compile``, worker start), so `summary` reports the median over the later epochs. The per-epoch
+history is kept in checkpoints, so a resumed run's summary covers the epochs before the resume too.
 These are the numbers docs/benchmarks.md compares across 1 and 2 GPUs.
 """
 
@@ -70,6 +71,13 @@ class TrainThroughput(pl.Callback):
         self.history.append(entry)
         pl_module.log("train/frames_per_s", entry["frames_per_s"], rank_zero_only=True)
         pl_module.log("train/epoch_seconds", seconds, rank_zero_only=True)
+
+    # the epochs before a resume, kept in checkpoints: `summary` covers the whole run
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(e) for e in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(e) for e in state_dict.get("history", [])]
 
     def summary(self) -> dict[str, Any]:
         """``{"epochs", "frames_per_s" (median after the first epoch, or the only one), "epoch_seconds"}``."""
