@@ -216,8 +216,9 @@ def test_data_check_counts_decodable_frames_against_labels(clips, tmp_path, monk
     assert f"{videos / 'vfr.mp4'}: variable frame rate (10-30 fps)" in text
     assert f"{videos / 'trim.mp4'}: header says 30 frames, {counts['trim.mp4']} decode" in text
     # the training gate on video input: the same findings, from the same function
-    gate = run_data_problems(root, 1, video_input=True)
-    assert {p.path: p.message for p in gate} == by_path
+    gate_notes: list[str] = []
+    gate = run_data_problems(root, 1, video_input=True, notes=gate_notes)
+    assert {p.path: p.message for p in gate} == by_path and gate_notes == notes
 
     # counted once: a second check decodes nothing while the files are unchanged ...
     import streamseg.data.video_scan as video_scan

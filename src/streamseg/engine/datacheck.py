@@ -31,10 +31,11 @@ class DatasetProblems(DataError):
                            "which a run on features does not read)")
 
 
-def run_data_problems(root: str | Path, split: int, video_input: bool) -> list[Problem]:
-    """Every problem that would stop (or silently spoil) a run on split `split` of `root`."""
+def run_data_problems(root: str | Path, split: int, video_input: bool, notes: list[str] | None = None) -> list[Problem]:
+    """Every problem that would stop (or silently spoil) a run on split `split` of `root`; ``notes``, when
+    given, receives what is worth knowing about the videos read (rotated, interlaced, variable rate, ...)."""
     root = Path(root)
-    problems = check_dataset(root, splits=[split], check_videos=video_input)
+    problems = check_dataset(root, splits=[split], check_videos=video_input, notes=notes)
     if not video_input:
         return problems
     features = str(root / "features")
