@@ -172,6 +172,27 @@ def test_variable_frame_rate_times_come_from_timestamps(clips) -> None:
     assert np.allclose(steps, 1 / 15, atol=1e-3)
 
 
+def test_annotated_copy_stands_upright_and_keeps_the_source_clock(clips, tmp_path) -> None:
+    import av
+
+    from streamseg.api import predict
+
+    from ..deploy.test_infer import varying_streamer
+
+    streamer = varying_streamer(clips["base.mp4"])
+    for name in ("rot90.mp4", "vfr.mp4"):
+        out = tmp_path / f"annotated_{name}"
+        predict(streamer, clips[name], annotate=out)
+        with av.open(str(out)) as container:
+            frames = list(container.decode(video=0))
+        pts = ffmpeg_frame_times(clips[name])
+        assert len(frames) == len(pts)
+        if name == "rot90.mp4":  # the portrait picture above the label panel: taller than wide
+            assert frames[0].height > frames[0].width
+        else:  # each frame shown when its source frame is: 30 fps, then 10 fps
+            np.testing.assert_allclose([f.time - frames[0].time for f in frames], [t - pts[0] for t in pts], atol=2e-3)
+
+
 def write_dataset(root: Path, videos: dict[str, tuple[Path, int]]) -> Path:
     """A dataset whose Videos/ holds the given files under new names: name -> (file, number of labels)."""
     for sub in ("groundTruth", "features", "splits", "Videos"):
