@@ -291,6 +291,20 @@ def test_a_corrupt_tail_keeps_what_was_labelled(clips, tmp_path, monkeypatch, ca
     assert cut[0]["start"] == 0 and cut[-1]["end"] == decoded
 
 
+def test_a_size_change_mid_stream_ends_the_video_there(clips, tmp_path) -> None:
+    bigger = tmp_path / "b.ts"  # two broadcasts of different sizes, one after the other in one file
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=48x32:rate=20:duration=0.3", "-c:v", "mpeg2video", "-f", "mpegts",
+           str(bigger))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(clips["inter.ts"].read_bytes() + bigger.read_bytes())
+    with StreamSource(joined) as source:  # inference keeps the frames before the change (deinterlaced)
+        n = len(read_all(source))
+        assert source.filters.startswith("bwdif")
+    assert n > 0 and source.ended_early.startswith(f"the frame size changes mid-stream at frame {n}: 32x24 -> 48x32")
+    with pytest.raises(DataError, match=f"joined.ts: the frame size changes mid-stream at frame {n}"):
+        read_all(VideoFileSource(joined))  # training refuses the video
+
+
 @pytest.mark.parametrize("name, reason", [("empty.mp4", "empty file (0 bytes)"),
                                           ("notes.mp4", "Invalid data found when processing input")])
 def test_errors_say_why_in_words(clips, name, reason) -> None:

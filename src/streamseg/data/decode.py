@@ -26,6 +26,7 @@ progressive video decoded by index costs nothing extra.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +115,9 @@ class FrameDecoder:
     """The frames of one video stream, upright, deinterlaced and timed as `DecodeOptions` says.
 
     Iterate it for ``av.VideoFrame`` objects (each keeps ``pts``/``time_base``, so ``frame.time`` is its
-    presentation time in seconds). Decoding stops at the end of the stream or at the first FFmpeg error;
-    then `error` says, in words, where and why (frames decoded before the error are all handed on).
+    presentation time in seconds). Decoding stops at the end of the stream, at the first FFmpeg error or
+    at a change of frame size; then `error` says, in words, where and why (frames decoded before it are
+    all handed on).
 
     Attributes (known once the first frame is decoded, `peek`):
         rotation: the display rotation the frames were turned by (degrees counter-clockwise, 0 when none
@@ -143,6 +145,7 @@ class FrameDecoder:
         self._end_time: float | None = None  # and of the end of the last one
         self._graph: av.filter.Graph | None = None
         self._started = False
+        self._size = (0, 0)  # (width, height) of the first decoded frame
         self._done = False  # the decoder (and the graph, if any) has nothing more
         self._out: deque[av.VideoFrame] = deque()
 
@@ -172,6 +175,11 @@ class FrameDecoder:
             except av.FFmpegError as e:
                 self.error = f"decoding failed at frame {self.decoded}: {av_reason(e)}"
                 frame = None
+            if frame is not None and self._started and (frame.width, frame.height) != self._size:
+                # the filters were built for the first frame's size, and the readers' batches need one size
+                self.error = (f"the frame size changes mid-stream at frame {self.decoded}: "
+                              f"{self._size[0]}x{self._size[1]} -> {frame.width}x{frame.height}")
+                frame = None
             if frame is not None:
                 if not self._started:
                     self._start(frame)
@@ -186,7 +194,13 @@ class FrameDecoder:
                 else:
                     self._out.append(frame)
                 continue
-            self._graph.push(frame)  # None flushes the filters (bwdif holds one frame back)
+            try:
+                self._graph.push(frame)  # None flushes the filters (bwdif holds one frame back)
+            except (av.FFmpegError, ValueError) as e:  # e.g. a frame size change the graph was not built for
+                self.error = f"filtering failed at frame {self.decoded - 1}: {av_reason(e)}"
+                frame = None
+                with contextlib.suppress(av.FFmpegError, ValueError):
+                    self._graph.push(None)  # flush what the filters hold
             self._pull(final=frame is None)
 
     def _timed(self, frame: av.VideoFrame) -> None:
@@ -228,14 +242,16 @@ class FrameDecoder:
     def _start(self, first: av.VideoFrame) -> None:
         """Build the filter chain the first frame shows to be needed."""
         self._started = True
+        self._size = (first.width, first.height)
         opts = self.options
         chain: list[tuple[str, str]] = []
         interlaced = self.interlaced or bool(first.interlaced_frame)
         if opts.deinterlace == "on" or (opts.deinterlace == "auto" and interlaced):
             chain.append(("bwdif", f"mode=send_frame:deint={'all' if opts.deinterlace == 'on' else 'interlaced'}"))
-        if opts.rotate:
-            self.rotation = int(round(first.rotation)) % 360
-            chain += rotation_filters(self.rotation)
+        turn = int(round(first.rotation)) % 360
+        if opts.rotate and rotation_filters(turn):  # quarter turns only; any other angle is left alone
+            self.rotation = turn
+            chain += rotation_filters(turn)
         if opts.timing == "time" and self.fps > 0:
             chain.append(("fps", f"fps={self.fps!r}"))
         if not chain:

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamseg.data.decode import DecodeOptions, FrameDecoder, open_video
+from streamseg.data.decode import DecodeOptions, FrameDecoder, open_video, rotation_filters
 from streamseg.data.errors import DataError
 
 __all__ = ["VideoScan", "default_cache_path", "scan_video"]
@@ -150,7 +150,7 @@ def _decode_all(path: Path) -> VideoScan:
         times: list[float] = []
         rotation, last_duration = 0, 0.0
         for frame in decoder:
-            if not times and frame.rotation:
+            if not times and frame.rotation and rotation_filters(frame.rotation):  # quarter turns, as decoded
                 rotation = int(round(frame.rotation)) % 360
             if frame.time is not None:
                 times.append(float(frame.time))
