@@ -182,7 +182,8 @@ def test_annotated_copy_stands_upright_and_keeps_the_source_clock(clips, tmp_pat
     streamer = varying_streamer(clips["base.mp4"])
     for name in ("rot90.mp4", "vfr.mp4"):
         out = tmp_path / f"annotated_{name}"
-        predict(streamer, clips[name], annotate=out)
+        prediction = predict(streamer, clips[name], annotate=out)
+        assert prediction.footage["rotation"] == (90 if name == "rot90.mp4" else 0) and prediction.ended_early is None
         with av.open(str(out)) as container:
             frames = list(container.decode(video=0))
         pts = ffmpeg_frame_times(clips[name])

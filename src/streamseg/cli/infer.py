@@ -14,7 +14,8 @@ chunk by chunk with the state carried. Outputs:
     latency), on stdout or --events FILE;
   * per-frame labels in MS-TCN results format in --pred-dir/<video name>;
   * --annotate: a copy of the video with the current label and a timeline bar of the segments so far;
-  * --summary FILE: one JSON object per source (frames, segments, speed, and the real-time report);
+  * --summary FILE: one JSON object per source (frames, segments, speed, the real-time report, sampling,
+    rotation, interlacing and filters, and ended_early);
   * --live: a live view on the terminal (stderr): label, confidence, speed, lag, last segments.
 
 Footage is decoded as it is meant to be seen: rotated phone clips upright (display matrix), interlaced
