@@ -120,7 +120,8 @@ def run_infer(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
     if skipped:
-        names = ", ".join(p.name for p in skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        names = ", ".join(p.name for p in skipped[:10]) + more
         print(f"note: {args.source}: skipped {len(skipped)} file(s) without a video suffix: {names}", file=sys.stderr)
     if args.name is not None and len(todo) > 1:
         raise SystemExit(f"error: --name names one source, {args.source} has {len(todo)}")

@@ -36,7 +36,8 @@ import av
 
 from streamseg.data.errors import DataError
 
-__all__ = ["DEINTERLACE", "TIMING", "DecodeOptions", "DecodedFootage", "FrameDecoder", "av_reason", "open_video", "rotation_filters"]
+__all__ = ["DEINTERLACE", "TIMING", "DecodeOptions", "DecodedFootage", "FrameDecoder", "av_reason", "open_video",
+           "rotation_filters"]
 
 Deinterlace = Literal["auto", "on", "off"]
 Timing = Literal["index", "time"]
@@ -141,8 +142,7 @@ class FrameDecoder:
         self.filters = ""
         self.decoded = 0
         self.error: str | None = None
-        self._first_time: float | None = None  # presentation times (s) of the first decoded frame
-        self._end_time: float | None = None  # and of the end of the last one
+        self._end_time: float | None = None  # presentation time (s) of the end of the last decoded frame
         self._graph: av.filter.Graph | None = None
         self._started = False
         self._size = (0, 0)  # (width, height) of the first decoded frame
@@ -206,8 +206,6 @@ class FrameDecoder:
     def _timed(self, frame: av.VideoFrame) -> None:
         if frame.time is None:
             return
-        if self._first_time is None:
-            self._first_time = frame.time
         step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
         self._end_time = max(self._end_time or 0.0, frame.time + step)
 

@@ -314,5 +314,6 @@ def find_video(videos_dir: str | Path, name: str) -> Path | None:
             return path
     if not videos_dir.is_dir():
         return None
-    found = [p for p in videos_dir.glob(f"{glob.escape(name)}.*") if p.stem == name and is_video_file(p) and p.is_file()]
+    found = [p for p in videos_dir.glob(f"{glob.escape(name)}.*")
+             if p.stem == name and is_video_file(p) and p.is_file()]
     return min(found, key=lambda p: (VIDEO_SUFFIXES.index(p.suffix.lower()), p.name), default=None)

@@ -23,8 +23,9 @@ Colour conversion and resizing, measured (docs/benchmarks.md, ``tools/bench_deco
 measured, FFmpeg's swscale yuv420p->rgb24 conversion at the native size followed by a torch ``uint8``
 bilinear resize is faster than converting yuv420p planes in torch on the CPU (swscale converts in one
 SIMD pass, torch needs ~10 elementwise passes over float tensors) and, by the review in issue #25,
-closer to the source colours, so the CPU path is swscale only. Resizing is always torch bilinear, ``antialias=False``, ``align_corners=False``, so training,
-evaluation and deployment resize identically whatever FFmpeg build is installed.
+closer to the source colours, so the CPU path is swscale only. Resizing is always torch bilinear,
+``antialias=False``, ``align_corners=False``, so training, evaluation and deployment resize identically
+whatever FFmpeg build is installed.
 ``pixel_path="i420"`` skips both on the CPU: the conversion matrix (`ycbcr420_to_rgb_float`, the one
 implementation behind `yuv420p_to_rgb` too) then runs on the GPU inside the streaming step.
 """
@@ -221,7 +222,8 @@ def i420_frames(frames: list, sws_options: dict | None = None) -> torch.Tensor:
     H and W must be even.
     """
     # yuvj420p has yuv420p's memory layout (full range): PyAV packs both as they are, without swscale
-    packed = [f.to_ndarray() if f.format.name in _I420_FORMATS else f.to_ndarray(format="yuv420p", **(sws_options or {}))
+    sws = sws_options or {}
+    packed = [f.to_ndarray() if f.format.name in _I420_FORMATS else f.to_ndarray(format="yuv420p", **sws)
               for f in frames]
     return torch.from_numpy(np.stack(packed))[:, None]
 
