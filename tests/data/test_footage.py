@@ -25,6 +25,8 @@ from streamseg.deploy.infer import infer_video, sources
 from streamseg.deploy.sources import StreamSource
 from streamseg.engine.datacheck import run_data_problems
 
+from .test_video import unpack_i420
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 W, H = 32, 24  # landscape pixels; a phone's rotated clip shows them as 24 wide, 32 high
@@ -126,6 +128,14 @@ def test_frames_stand_as_ffmpeg_shows_them(clips, name) -> None:
     with StreamSource(path) as inference:  # inference and annotation see the same upright frames
         assert torch.equal(read_all(inference).permute(0, 2, 3, 1), torch.from_numpy(frames))
         assert inference.rotation == turn
+    # the planes for the GPU path stand upright too: the base clip's planes, turned (losslessly)
+    with VideoFileSource(path, pixel_path="i420") as turned:
+        planes = unpack_i420(read_all(turned))
+    with VideoFileSource(clips["base.mp4"], pixel_path="i420") as base:
+        base_planes = unpack_i420(read_all(base))
+    assert planes[0].shape == (len(frames), *frames.shape[1:3])
+    for plane, base_plane in zip(planes, base_planes):
+        np.testing.assert_array_equal(plane.numpy(), np.rot90(base_plane.numpy(), turn // 90, axes=(1, 2)))
 
 
 def test_interlaced_video_is_reported_and_deinterlaced(clips) -> None:

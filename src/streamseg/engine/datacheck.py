@@ -42,7 +42,8 @@ def run_data_problems(root: str | Path, split: int, video_input: bool, notes: li
     problems = [p for p in problems if not (p.path == features or p.path.startswith(features + "/"))]
     if not (root / "Videos").is_dir():
         return problems + [Problem(str(root / "Videos"), None,
-                                   "missing; data.input='video' needs Videos/<name>.mp4 for every listed video")]
+                                   "missing; data.input='video' needs Videos/<name>.mp4 (or .mkv, .mov, .ts, ...) "
+                                   "for every listed video")]
     return problems
 
 
