@@ -48,6 +48,19 @@ def one_torch_thread_per_module():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_video_scan_cache(tmp_path_factory):
+    """Video scans (`streamseg.data.video_scan`) are cached under $XDG_CACHE_HOME: this session's own
+    folder (inherited by the CLI subprocesses), never the user's ~/.cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from streamseg.data.synth import SynthSpec, ensure

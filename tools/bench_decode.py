@@ -6,8 +6,9 @@ prints markdown tables of sampled frames per second (wall clock; for single-proc
 CPU-second, which a busy shared machine distorts less).
 
 * ``sources``: one clip read front to back in chunks of 32 sampled frames through ``VideoFileSource``,
-  for each colour-conversion path (``rgb24``: swscale; ``yuv420p``: planes converted in torch), output
-  size and sample rate, against PyAV decoding alone. One torch thread, as in a DataLoader worker.
+  for each pixel path (``rgb24``: swscale conversion, then torch resize; ``i420``: the decoder's planes
+  packed at the native size, converted later on the GPU), output size and sample rate, against PyAV
+  decoding alone. One torch thread, as in a DataLoader worker.
 * ``streams``: ``StreamLoader`` over 6 clips of 100..350 frames, B=4 slots, T=32, 224x224 output,
   for 0, 1 and 2 worker processes (real frames per second, padding excluded).
 
@@ -123,7 +124,7 @@ def main() -> None:
                 clip = make_clip(Path(tmp) / f"{codec}.mp4", codec, args.frames)
                 runs[codec, "decode only (no conversion)", "-", 1] = functools.partial(decode_only, clip)
                 for size in [SIZE, None]:
-                    for pixel_path in ["rgb24", "yuv420p"]:
+                    for pixel_path in ["rgb24", "i420"] if size is None else ["rgb24"]:  # i420: native size
                         for rate in [1, 4]:
                             shown = "x".join(map(str, size)) if size else "native"
                             run = functools.partial(read_all, clip, rate, size, pixel_path)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,9 @@ class Prediction:
     frames, end exclusive, ``start_s``/``end_s``, ``confidence``, ``emitted_at_frame``, ``latency_s``).
     class_names: K names, index = class id. fps: original frames per second. realtime: the lag report
     of a live source or a ``realtime=True`` run (`streamseg.deploy.infer.LagMeter`), else None.
+    ended_early: why a video ended before its end (a decoding error, a cut file: the labels cover the
+    frames that decoded), else None. footage: how the video was decoded (``sampling``, ``rotation``,
+    ``interlaced``, ``filters``; `streamseg.deploy.infer.footage`), empty for features.
     """
 
     name: str
@@ -54,6 +57,8 @@ class Prediction:
     class_names: list[str]
     fps: float
     realtime: dict[str, Any] | None = None
+    ended_early: str | None = None
+    footage: dict[str, Any] = field(default_factory=dict)
 
     def label_names(self) -> list[str]:
         """The per-frame labels as class names (T,)."""
@@ -233,7 +238,8 @@ def _predict(streamer, source: str | Path, chunk: int | None, on_segment, realti
         finally:
             if writer is not None:
                 writer.close()
-    return Prediction(result.name, result.labels, result.events, list(meta.class_names), result.fps, result.realtime)
+    return Prediction(result.name, result.labels, result.events, list(meta.class_names), result.fps, result.realtime,
+                      result.ended_early, result.footage)
 
 
 def _predict_features(streamer, path: Path, chunk: int, emit: Callable[[dict[str, Any]], None]):

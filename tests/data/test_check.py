@@ -74,7 +74,7 @@ def test_broken_dataset_reports_every_problem_at_once(tmp_path: Path) -> None:
     assert "2-D float" in where(problems, feats / "ints.npy")[0].message
     assert "empty label file" in where(problems, gt / "empty.txt")[0].message
     assert "cannot read as .npy" in where(problems, feats / "corrupt.npy")[0].message
-    assert "PyAV cannot open" in where(problems, videos / "badvideo.mp4")[0].message
+    assert "cannot open as a video (Invalid data found" in where(problems, videos / "badvideo.mp4")[0].message
     assert "missing video of 'novideo'" in where(problems, videos / "novideo.mp4")[0].message
     assert "empty split file" in where(problems, splits / "val.split1.bundle")[0].message
     # The 12 problems above and nothing else: the sound videos ("ok", "test") are not reported.

@@ -1,5 +1,5 @@
 """`StreamStep(in_format="i420")`: the decoder's packed 4:2:0 planes converted, resized and normalised
-inside the step, against the CPU paths (swscale rgb24 and the torch yuv420p path); `bench_pipeline`
+inside the step, against swscale's rgb24 and the torch reference conversion of the same planes; `bench_pipeline`
 shipping I420 from decode workers; errors for mismatched formats and odd sizes."""
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ import torch
 
 from streamseg.data.streams import normalize_frames
 from streamseg.data.synth_render import encode_mp4, render_frames
-from streamseg.data.video import VideoFileSource
+from streamseg.data.video import VideoFileSource, yuv420p_to_rgb
 from streamseg.deploy.accel import StreamStep, bench_pipeline, label_agreement
 from streamseg.models import tsm_memtcn_mobilenet_v2
+
+from ..data.test_video import unpack_i420
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 H0, W0 = 48, 64  # native size of the test clips (even: 4:2:0)
@@ -75,8 +77,9 @@ def test_i420_frames_match_the_cpu_colour_paths(tmp_path):
     assert step.input_shape() == (1, 1, 16, H0 * 3 // 2, W0) and step.input_dtype() == torch.uint8
     with torch.no_grad():
         got = to_code_values(step._preprocess(as_chunk(i420)))  # (1, 3, 16, 32, 32), unrounded
-    # the torch yuv420p path (same matrix and resize, rounded to uint8): equal up to that rounding
-    planes = as_chunk(VideoFileSource(clip, size=SIZE, pixel_path="yuv420p").read(16)).float()
+    # the same planes through the torch reference (same matrix and resize, rounded to uint8): equal up to
+    # that rounding
+    planes = as_chunk(yuv420p_to_rgb(*unpack_i420(i420), size=SIZE)).float()
     assert (got - planes).abs().max() <= 0.5 + 1e-3
     # swscale's rgb24 (its own chroma filter and rounding) then torch's uint8 resize: close, not equal.
     # Measured 1.29 mean / 14.6 max on this clip; the max sits on the glyphs' sharp colour edges.

@@ -47,7 +47,11 @@ def run_check(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.length_tolerance is not None:
         kwargs["length_tolerance"] = args.length_tolerance
-    problems = check_dataset(args.root, splits=args.split, **kwargs)
+    notes: list[str] = []
+    problems = check_dataset(args.root, splits=args.split, notes=notes, **kwargs)
+    if notes:  # footage that is fine but decoded with care: rotated, interlaced, variable rate, trimmed
+        console.print(f"{len(notes)} note(s):", markup=False, highlight=False)
+        console.print("\n".join(f"  {n}" for n in notes), markup=False, highlight=False, soft_wrap=True)
     if problems:
         console.print(format_problems(problems, args.root), style="red", markup=False, highlight=False,
                       soft_wrap=True)

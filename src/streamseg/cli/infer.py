@@ -14,8 +14,18 @@ chunk by chunk with the state carried. Outputs:
     latency), on stdout or --events FILE;
   * per-frame labels in MS-TCN results format in --pred-dir/<video name>;
   * --annotate: a copy of the video with the current label and a timeline bar of the segments so far;
-  * --summary FILE: one JSON object per source (frames, segments, speed, and the real-time report);
+  * --summary FILE: one JSON object per source (frames, segments, speed, the real-time report, sampling,
+    rotation, interlacing and filters, and ended_early);
   * --live: a live view on the terminal (stderr): label, confidence, speed, lag, last segments.
+
+Footage is decoded as it is meant to be seen: rotated phone clips upright (display matrix), interlaced
+video deinterlaced (--deinterlace auto|on|off, FFmpeg's bwdif), times from each frame's timestamp, so
+event times are right on variable-frame-rate video. --sampling index (default) feeds every sample_rate-th
+decoded frame; --sampling time first puts the frames on a constant grid at the model's frame rate
+(FFmpeg's fps filter), so a variable-rate video looks to the model as its training videos did. A folder
+run labels every file with a video suffix (any case: .mp4 .MP4 .mkv .mov .ts .m4v .webm ...) and says
+which files it skipped. A file whose tail is corrupt keeps what decoded: its events, labels and summary
+are written, the summary's "ended_early" says why, and the exit code is 3.
 
 --realtime plays a file at its frame rate (as a camera would deliver it) and reports whether the model
 keeps up: seconds behind the source and chunks labelled late (after the next chunk had arrived).
@@ -58,6 +68,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds a stream may take to open or to send data")
     p.add_argument("--max-frames", type=int, default=None, help="stop each source after this many original frames")
     p.add_argument("--name", default=None, help="name of a single source in events and output files")
+    p.add_argument("--sampling", choices=("index", "time"), default="index",
+                   help="index: every sample_rate-th decoded frame (default); time: on a constant grid at the "
+                        "model's fps first (variable-frame-rate video)")
+    p.add_argument("--deinterlace", choices=("auto", "on", "off"), default="auto",
+                   help="deinterlace (FFmpeg bwdif): auto = interlaced video only (default)")
     p.add_argument("--device", default="cpu", help="PyTorch backend device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch intra-op threads")
     p.set_defaults(func=run_infer)
@@ -75,10 +90,10 @@ def _options(pairs: list[str]) -> dict[str, str]:
 
 def _annotate_path(arg: str, name: str, several: bool) -> Path:
     """--annotate: a file with a video suffix for one source, else a folder of <name>.mp4."""
-    from ..deploy.infer import VIDEO_SUFFIXES
+    from ..data.layout import is_video_file
 
     path = Path(arg)
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+    if is_video_file(path):
         if several:
             raise SystemExit(f"error: --annotate {arg}: several sources, give a folder instead of a file")
         return path
@@ -105,9 +120,14 @@ def run_infer(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --name {args.name!r} is not a plain file name ({unsafe})")
     try:
         streamer = open_streamer(args.model, args.device, args.threads)
-        todo = sources(args.source)
+        skipped: list[Path] = []
+        todo = sources(args.source, skipped)
     except (FileNotFoundError, CheckpointError, ValueError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
+    if skipped:
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        names = ", ".join(p.name for p in skipped[:10]) + more
+        print(f"note: {args.source}: skipped {len(skipped)} file(s) without a video suffix: {names}", file=sys.stderr)
     if args.name is not None and len(todo) > 1:
         raise SystemExit(f"error: --name names one source, {args.source} has {len(todo)}")
     meta = streamer.meta
@@ -142,7 +162,8 @@ def run_infer(args: argparse.Namespace) -> int:
             name = args.name or source_name(item)
             writer = None
             with open_source(item, streamer, fmt=args.format, options=options, timeout_s=args.timeout,
-                             max_frames=args.max_frames) as source:
+                             max_frames=args.max_frames, sampling=args.sampling,
+                             deinterlace=args.deinterlace) as source:
                 if source.fps and abs(source.fps - meta.fps) > 0.01 * meta.fps:
                     say(f"note: {item} runs at {source.fps:g} fps, the model was trained on {meta.fps:g} fps video: "
                         f"to the model, actions will look {meta.fps / source.fps:.2g}x as fast")
@@ -175,7 +196,10 @@ def run_infer(args: argparse.Namespace) -> int:
         if args.summary:
             Path(args.summary).parent.mkdir(parents=True, exist_ok=True)
             Path(args.summary).write_text(json.dumps([r.summary() for r in results], indent=2) + "\n")
-    return 0
+    return ENDED_EARLY if any(r.ended_early for r in results) else 0
+
+
+ENDED_EARLY = 3  # exit code: a source ended before its end (what decoded was labelled and written)
 
 
 def _line(item, result) -> str:
@@ -192,4 +216,11 @@ def _line(item, result) -> str:
         text += f"; real time x{rt['speed']}: {state}"
     if result.interrupted:
         text += "; stopped by Ctrl-C"
+    footage = result.footage
+    if footage.get("rotation"):
+        text += f"; rotated {footage['rotation']} degrees upright"
+    if footage.get("interlaced"):
+        text += "; interlaced" + (" (deinterlaced)" if "bwdif" in footage.get("filters", "") else " (NOT deinterlaced)")
+    if result.ended_early:
+        text += f"; ENDED EARLY ({result.ended_early}): the labels cover the frames that decoded"
     return text

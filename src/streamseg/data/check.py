@@ -19,6 +19,7 @@ from streamseg.data.layout import (
     SPLITS,
     VIDEO_SUFFIXES,
     find_split_indices,
+    find_video,
     load_feature_array,
     nonfinite_frames,
     scan_labels,
@@ -49,6 +50,8 @@ def check_dataset(
     splits: Sequence[int] | None = None,
     length_tolerance: int = DEFAULT_LENGTH_TOLERANCE,
     features_dir: str = "features",
+    notes: list[str] | None = None,
+    check_videos: bool = True,
 ) -> list[Problem]:
     """Every problem of the dataset at ``root``, in discovery order ([] when it is sound).
 
@@ -58,7 +61,11 @@ def check_dataset(
     label file (UTF-8, present, non-empty, every label in the mapping), the feature file (a readable
     ``.npy`` holding a 2-D float array (D, T), D the same for all videos, every value finite),
     ``abs(T_features - T_labels) <= length_tolerance`` (default `DEFAULT_LENGTH_TOLERANCE` = 8 frames,
-    the 50Salads I3D offset), and, when ``Videos/`` exists, a video that PyAV can open and decode.
+    the 50Salads I3D offset), and, when ``Videos/`` exists, a video (any `VIDEO_SUFFIXES`, any case)
+    whose decodable frames cover its labels: every frame is decoded once (`scan_video`, cached by file
+    size and mtime), the header's count is never trusted. ``notes``, when given, receives one line per
+    video worth knowing about that is no problem (rotated, interlaced, variable frame rate, ...).
+    ``check_videos=False`` leaves ``Videos/`` alone (a run on features does not read it).
     """
     root = Path(root)
     if not root.is_dir():
@@ -95,8 +102,8 @@ def check_dataset(
                                             f"D={first_dim[0]} of {first_dim[1]}"))
                 if num_labels is not None:
                     problems += _length_problems(features_path, shape, num_labels, length_tolerance)
-        if videos_dir.is_dir():
-            problems += _video_problems(videos_dir, name)
+        if check_videos and videos_dir.is_dir():
+            problems += _video_problems(videos_dir, name, num_labels, notes)
     return problems
 
 
@@ -166,25 +173,29 @@ def _length_problems(path: Path, shape: tuple[int, ...], num_labels: int, tolera
     return [Problem(str(path), None, message)]
 
 
-def _video_problems(videos_dir: Path, name: str) -> list[Problem]:
-    """The video of ``name`` exists and PyAV decodes its first frame."""
+def _video_problems(videos_dir: Path, name: str, num_labels: int | None, notes: list[str] | None) -> list[Problem]:
+    """The video of ``name`` exists and decodes a frame for each of its ``num_labels`` labels."""
     # Imported here: PyAV is only needed for datasets that ship videos.
-    import av
+    from streamseg.data.video_scan import scan_video
 
-    candidates = [videos_dir / f"{name}{suffix}" for suffix in VIDEO_SUFFIXES]
-    path = next((c for c in candidates if c.is_file()), None)
+    path = find_video(videos_dir, name)
     if path is None:
         return [Problem(str(videos_dir / f"{name}.mp4"), None,
-                        f"missing video of '{name}' (Videos/ exists; expected {' or '.join(VIDEO_SUFFIXES)})")]
+                        f"missing video of '{name}' (Videos/ exists; expected {name}.mp4 or another of "
+                        f"{' '.join(VIDEO_SUFFIXES)}, any case)")]
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return [Problem(str(path), None, "no video stream")]
-            next(container.decode(video=0))
-    except StopIteration:
-        return [Problem(str(path), None, "video stream has no decodable frame")]
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        return [Problem(str(path), None, f"PyAV cannot open or decode it: {exc}")]
+        scan = scan_video(path)
+    except DataError as exc:
+        return [Problem.from_error(exc)]
+    if notes is not None:
+        notes += [f"{path}: {note}" for note in scan.notes()]
+    if scan.frames == 0:
+        return [Problem(str(path), None, f"no decodable frame ({scan.error or 'empty video stream'})")]
+    if num_labels is not None and scan.frames < num_labels:
+        why = (f"decoding stopped: {scan.error}" if scan.error else
+               f"the header says {scan.header_frames}" if scan.header_frames > scan.frames else "")
+        return [Problem(str(path), None, f"decodes {scan.frames} frames but its labels have {num_labels}"
+                                         + (f" ({why})" if why else "") + "; every label needs a frame")]
     return []
 
 

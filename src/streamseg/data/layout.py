@@ -9,7 +9,7 @@
       splits/test.split<k>.bundle
       groundTruth/<video>.txt          one label name per frame, one per line
       features/<video>.npy             float array (D, T): D channels, T frames
-      Videos/<video>.mp4 | .avi        optional raw videos
+      Videos/<video>.mp4 | .mkv | ...  optional raw videos (`VIDEO_SUFFIXES`, any case)
 
 GTEA, 50Salads and Breakfast ship in this layout, and so does the built-in synthetic dataset
 (`streamseg.data.synth`). Each ``scan_*`` function returns what it could parse *and* every problem it
@@ -19,6 +19,7 @@ problem as a `DataError` instead.
 
 from __future__ import annotations
 
+import glob
 from functools import cached_property
 from pathlib import Path
 
@@ -37,7 +38,16 @@ DEFAULT_LENGTH_TOLERANCE = 8
 issue #44: e.g. rgb-01-1 has 11,687 video frames and 11,679 feature frames), so labels made from the
 videos must still load against the shipped features. The bundle's own labels match the features."""
 
-VIDEO_SUFFIXES = (".mp4", ".avi")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg",
+                  ".flv", ".wmv", ".3gp", ".mxf", ".ogv")
+"""Suffixes of the video files a dataset's ``Videos/`` and a folder given to ``streamseg infer`` may hold,
+compared case-insensitively (``.MP4`` counts): containers FFmpeg demuxes, in order of preference when a
+name has several (``vid.mp4`` before ``vid.mkv``)."""
+
+
+def is_video_file(path: str | Path) -> bool:
+    """A file whose suffix is one of `VIDEO_SUFFIXES`, in any case."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def _more(errors: list[DataError]) -> str:
@@ -292,12 +302,9 @@ class TASLayout:
         return child_path(self.labels_dir, name, ".txt")
 
     def video_path(self, name: str) -> Path | None:
-        """``Videos/<name>.mp4`` or ``.avi``, whichever exists first, else None."""
-        for suffix in VIDEO_SUFFIXES:
-            path = child_path(self.videos_dir, name, suffix)
-            if path.is_file():
-                return path
-        return None
+        """``Videos/<name><suffix>`` for a suffix of `VIDEO_SUFFIXES` in any case (the earliest suffix in
+        that list when several exist), else None."""
+        return find_video(self.videos_dir, name)
 
     def load_features(self, name: str) -> np.ndarray:
         """Float array (D, T), memory-mapped read-only (copy before writing to it)."""
@@ -327,3 +334,19 @@ def find_split_indices(splits_dir: str | Path) -> list[int]:
             if kind in SPLITS and number.isdigit():
                 found.add(int(number))
     return sorted(found)
+
+
+def find_video(videos_dir: str | Path, name: str) -> Path | None:
+    """The file ``<name><suffix>`` in ``videos_dir`` with a video suffix in any case (``.mp4``, ``.MP4``,
+    ``.mkv``, ... `VIDEO_SUFFIXES`; the earliest in that list wins), else None."""
+    videos_dir = Path(videos_dir)
+    child_path(videos_dir, name)  # a name that is not a plain file name is refused (DataError), never looked up
+    for suffix in VIDEO_SUFFIXES:  # the common case, exact lower-case names: no directory listing
+        path = videos_dir / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    if not videos_dir.is_dir():
+        return None
+    found = [p for p in videos_dir.glob(f"{glob.escape(name)}.*")
+             if p.stem == name and is_video_file(p) and p.is_file()]
+    return min(found, key=lambda p: (VIDEO_SUFFIXES.index(p.suffix.lower()), p.name), default=None)

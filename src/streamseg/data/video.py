@@ -14,13 +14,18 @@ Frames come back as ``uint8 (n, 3, H, W)`` RGB; features as ``float32 (n, D)``. 
 instead return the decoder's own 4:2:0 planes, packed (``pixel_path="i420"``, ``uint8 (n, 1, H*3/2, W)``,
 native size), for a consumer that converts colour on the GPU (`streamseg.deploy.accel.StreamStep`).
 
+Video frames come through the shared decode layer (`streamseg.data.decode.FrameDecoder`): upright as
+their display matrix says, deinterlaced when interlaced, each with its presentation timestamp; the
+sampler then keeps every ``sample_rate``-th frame by index (``DecodeOptions(timing="time")`` first
+resamples a variable-rate video to a constant rate).
+
 Colour conversion and resizing, measured (docs/benchmarks.md, ``tools/bench_decode.py``): on the CPUs we
 measured, FFmpeg's swscale yuv420p->rgb24 conversion at the native size followed by a torch ``uint8``
-bilinear resize is faster than converting yuv420p planes in torch, because swscale converts in one SIMD
-pass while torch needs ~10 elementwise passes over float tensors. So ``pixel_path="rgb24"`` is the
-default and ``"yuv420p"`` (planes to torch, colour matrix in torch) is kept for measurement and for
-hosts where it wins. Resizing is always torch bilinear, ``antialias=False``, ``align_corners=False``,
-so training, evaluation and deployment resize identically whatever FFmpeg build is installed.
+bilinear resize is faster than converting yuv420p planes in torch on the CPU (swscale converts in one
+SIMD pass, torch needs ~10 elementwise passes over float tensors) and, by the review in issue #25,
+closer to the source colours, so the CPU path is swscale only. Resizing is always torch bilinear,
+``antialias=False``, ``align_corners=False``, so training, evaluation and deployment resize identically
+whatever FFmpeg build is installed.
 ``pixel_path="i420"`` skips both on the CPU: the conversion matrix (`ycbcr420_to_rgb_float`, the one
 implementation behind `yuv420p_to_rgb` too) then runs on the GPU inside the streaming step.
 """
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from streamseg.data.decode import DecodedFootage, DecodeOptions, FrameDecoder, open_video
 from streamseg.data.errors import DataError
 
 __all__ = [
@@ -56,8 +62,8 @@ __all__ = [
     "yuv420p_to_rgb",
 ]
 
-PixelPath = Literal["rgb24", "yuv420p", "i420"]
-PIXEL_PATHS = ("rgb24", "yuv420p", "i420")
+PixelPath = Literal["rgb24", "i420"]
+PIXEL_PATHS = ("rgb24", "i420")
 
 # PyAV 17 made swscale conversion multithreaded, default "auto" (one thread per CPU); older PyAV has
 # no ``threads`` argument and converts on one thread.
@@ -211,20 +217,15 @@ def i420_frames(frames: list, sws_options: dict | None = None) -> torch.Tensor:
     """PyAV frames -> packed I420 ``uint8 (n, 1, H*3/2, W)``, FFmpeg's own yuv420p ``to_ndarray()`` layout:
     rows ``[0, H)`` luma, then the U plane (H/2 x W/2) and the V plane, each flattened into H/4 rows of W.
 
-    yuv420p and yuvj420p frames are copied plane by plane (no conversion; line padding dropped); frames
-    in any other pixel format are converted to yuv420p by swscale first (`i420_colour` says which
-    colour matrix the result then uses). H and W must be even.
+    yuv420p and yuvj420p frames are copied (no conversion); frames in any other pixel format are
+    converted to yuv420p by swscale first (`i420_colour` says which colour matrix the result then uses).
+    H and W must be even.
     """
-    h, w = frames[0].height, frames[0].width
-    out = np.empty((len(frames), h * 3 // 2, w), np.uint8)
-    for k, f in enumerate(frames):
-        if f.format.name not in _I420_FORMATS:
-            f = f.reformat(format="yuv420p", **(sws_options or {}))
-        out[k, :h] = _plane(f.planes[0])
-        chroma = out[k, h:].reshape(2, h // 2, w // 2)  # a view: H/2 rows of W hold both planes
-        chroma[0] = _plane(f.planes[1])
-        chroma[1] = _plane(f.planes[2])
-    return torch.from_numpy(out)[:, None]
+    # yuvj420p has yuv420p's memory layout (full range): PyAV packs both as they are, without swscale
+    sws = sws_options or {}
+    packed = [f.to_ndarray() if f.format.name in _I420_FORMATS else f.to_ndarray(format="yuv420p", **sws)
+              for f in frames]
+    return torch.from_numpy(np.stack(packed))[:, None]
 
 
 _I420_FORMATS = ("yuv420p", "yuvj420p")  # same memory layout; yuvj420p is full range
@@ -239,31 +240,14 @@ def i420_colour(pix_fmt: str | None, colorspace: int, color_range: int) -> tuple
     return int(colorspace), pix_fmt.startswith("yuvj") or int(color_range) == _FULL_RANGE
 
 
-def _plane(plane: av.video.plane.VideoPlane) -> np.ndarray:
-    """One plane as a ``(height, width)`` uint8 view, dropping the row padding (``line_size``)."""
-    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
-
-
-def _open_container(path: Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """Open ``path`` and return it with its first video stream; errors name the file."""
-    if not path.is_file():
-        raise DataError(path, "video file not found" if not path.exists() else "not a regular file")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as e:
-        raise DataError(path, f"cannot open as a video (truncated or not a video file?): {e}") from e
-    if not container.streams.video:
-        container.close()
-        raise DataError(path, "no video stream in the file (truncated, or audio only?)")
-    return container, container.streams.video[0]
-
-
-def _stream_info(path: Path, container, stream) -> tuple[int, bool, float, int, int]:
-    """(num_frames, count_is_exact, fps, height, width) from the container header."""
+def _stream_info(path: Path, container, stream) -> tuple[int, float, int, int]:
+    """(num_frames, fps, height, width) from the container header: a count to plan with, never trusted
+    to be decodable (a stream-copy trim's header counts the non-key frames it cannot show; a cut file's
+    header counts frames that are gone): `streamseg.data.video_scan.scan_video` counts what decodes."""
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
-    if stream.frames > 0:  # mp4/mov store an exact sample count (stts)
-        num_frames, exact = int(stream.frames), True
+    if stream.frames > 0:  # mp4/mov store a sample count (stts)
+        num_frames = int(stream.frames)
     else:  # estimate from the duration; corrected once the file has been decoded to its end
         if stream.duration is not None and stream.time_base is not None:
             seconds = float(stream.duration * stream.time_base)
@@ -271,50 +255,63 @@ def _stream_info(path: Path, container, stream) -> tuple[int, bool, float, int, 
             seconds = container.duration / av.time_base  # container duration is in microseconds
         else:
             seconds = 0.0
-        num_frames, exact = int(round(seconds * fps)), False
+        num_frames = int(round(seconds * fps))
     height, width = stream.codec_context.height, stream.codec_context.width
     if height <= 0 or width <= 0:
         raise DataError(path, f"video stream has no frame size ({width}x{height})")
-    return num_frames, exact, fps, height, width
+    return num_frames, fps, height, width
 
 
-def probe(path: str | Path) -> tuple[int, float, int, int]:
-    """``(num_frames, fps, H, W)`` of a video file from its header, without decoding.
+def probe(path: str | Path, decode: DecodeOptions = DecodeOptions()) -> tuple[int, float, int, int]:
+    """``(num_frames, fps, H, W)`` of a video file: the frame count from its header (see `_stream_info`;
+    `streamseg.data.video_scan.scan_video` counts decodable frames), ``H, W`` as `VideoFileSource`
+    delivers frames (upright: the first frame is decoded to read its rotation).
 
-    ``num_frames`` is exact for mp4/mov and estimated from the duration otherwise. Raises `DataError`
-    naming the file when it is missing, unreadable or has no video stream.
+    Raises `DataError` naming the file when it is missing, empty, unreadable or has no video stream.
     """
     path = Path(path)
-    container, stream = _open_container(path)
+    container, stream = open_video(path)
     try:
-        num_frames, _, fps, height, width = _stream_info(path, container, stream)
+        num_frames, fps, height, width = _stream_info(path, container, stream)
+        first = FrameDecoder(container, stream, decode).peek()
+        if first is not None:
+            height, width = first.height, first.width
     finally:
         container.close()
     return num_frames, fps, height, width
 
 
-class VideoFileSource:
+class VideoFileSource(DecodedFootage):
     """Sequential decoding of one video file through ONE PyAV container kept open across all reads.
 
     Every original frame is decoded (inter-coded video cannot skip frames), but only every
-    ``sample_rate``-th one is colour-converted and resized, which is where the time goes.
+    ``sample_rate``-th one is colour-converted and resized, which is where the time goes. Frames come
+    upright, deinterlaced when interlaced, and (``decode.timing="time"``) on a constant time grid, as
+    `streamseg.data.decode.FrameDecoder` says; `rotation`, `interlaced` and `filters` tell what was done.
 
     Args:
         path: the video file.
         sample_rate: keep frames 0, s, 2s, ... .
         size: output ``(H, W)`` (torch bilinear, no antialias); None keeps the native size.
-        pixel_path: ``"rgb24"`` (swscale colour conversion, default: faster on the CPUs we measured),
-            ``"yuv420p"`` (planes converted in torch; frames of any other pixel format fall back to rgb24),
-            or ``"i420"``: no conversion and no resize, `read` returns the packed 4:2:0 planes
-            ``uint8 (n, 1, H*3/2, W)`` at the native size (`i420_frames`; ``size`` must be None, H and W
-            even); ``colour`` then says which matrix converts them (``StreamStep(colorspace, full_range)``).
+        pixel_path: ``"rgb24"`` (swscale colour conversion, default) or ``"i420"``: no conversion and no
+            resize, `read` returns the packed 4:2:0 planes ``uint8 (n, 1, H*3/2, W)`` at the native size
+            (`i420_frames`; ``size`` must be None, H and W even); ``colour`` then says which matrix
+            converts them (``StreamStep(colorspace, full_range)``).
         convert_threads: swscale threads per conversion (PyAV >= 17; 0 = one per CPU). 1 by default:
             parallelism comes from decoding several streams at once (DataLoader workers), and on a busy
             2-core machine one thread cost 200 us/frame of CPU against 320 us for "auto".
+        decode: rotation, deinterlacing and timing (`DecodeOptions`; the defaults honour rotation,
+            deinterlace interlaced video and keep every decoded frame).
+
+    Attributes:
+        num_frames: the header's count (`_stream_info`) until the file has been decoded to its end, then
+            the frames decoded: a file that decodes fewer frames than its header says (a stream-copy
+            trim, a cut file) ends without an error, and its reader (`streamseg.data.streams`) compares
+            the length with the labels; the dataset check (`streamseg.data.check`) does so up front.
 
     Raises:
-        DataError: naming the file, when it cannot be opened, and naming the file and the frame index
-            when decoding fails or the file ends before the frame count its header promises.
+        DataError: naming the file, when it cannot be opened (missing, empty, not a video), and naming
+            the file and the frame index when decoding fails.
 
     ``VideoFileSource.opens`` counts opens per path (a `collections.Counter`) so tests can check that a
     pass opens each file once.
@@ -329,6 +326,7 @@ class VideoFileSource:
         size: tuple[int, int] | None = None,
         pixel_path: PixelPath = "rgb24",
         convert_threads: int = 1,
+        decode: DecodeOptions = DecodeOptions(),
     ) -> None:
         self.path = Path(path)
         _check_sampling(self.path, sample_rate, size)
@@ -342,11 +340,15 @@ class VideoFileSource:
         self.size = tuple(size) if size is not None else None
         self.pixel_path = pixel_path
         self._sws_options = {"threads": convert_threads} if _SWS_HAS_THREADS else {}
-        self._container, stream = _open_container(self.path)
+        decode.check(self.path)
+        self._container, stream = open_video(self.path)
         VideoFileSource.opens[str(self.path)] += 1
-        self.num_frames, self._count_exact, self.fps, self.height, self.width = _stream_info(
-            self.path, self._container, stream
-        )
+        self.num_frames, self.fps, self.height, self.width = _stream_info(self.path, self._container, stream)
+        self._decoder = FrameDecoder(self._container, stream, decode)
+        first = self._decoder.peek()  # rotation and interlacing are known from the first frame on
+        if first is not None:
+            self.height, self.width = first.height, first.width
+        self.fps = self._decoder.fps or self.fps
         cc = stream.codec_context
         # (colorspace, full_range) of pixel_path="i420" frames, from the stream's header
         self.colour = i420_colour(cc.pix_fmt, cc.colorspace, cc.color_range)
@@ -357,7 +359,6 @@ class VideoFileSource:
                 f"pixel_path='i420' needs an even frame height and width (4:2:0 chroma is half size), "
                 f"got {self.height}x{self.width} (H x W)",
             )
-        self._frames = self._container.decode(stream)
         self._next = 0  # original-rate index of the next frame the decoder will return
         self._ended = False
 
@@ -375,35 +376,27 @@ class VideoFileSource:
             raise DataError(self.path, "read() after close()")
         kept: list[av.VideoFrame] = []
         while len(kept) < n and not self._ended:
-            try:
-                frame = next(self._frames)
-            except StopIteration:
+            frame = next(self._decoder, None)
+            if frame is None:
                 self._finish()
                 break
-            except av.FFmpegError as e:
-                raise DataError(self.path, f"decoding failed at frame {self._next}: {e}") from e
             if self._next % self.sample_rate == 0:
                 kept.append(frame)
             self._next += 1
         return self._convert(kept)
 
     def _finish(self) -> None:
-        """End of stream: check the header's frame count (a cut file may end without any error)."""
+        """End of stream: the length is now known; a decoding error is raised (the file is corrupt)."""
         self._ended = True
-        if self._count_exact and self._next < self.num_frames:
-            raise DataError(
-                self.path,
-                f"decoding stopped at frame {self._next}, but the header says {self.num_frames} frames "
-                "(truncated file?)",
-            )
         self.num_frames = self._next
+        if self._decoder.error is not None:
+            raise DataError(self.path, self._decoder.error)
 
     def _convert(self, frames: list[av.VideoFrame]) -> torch.Tensor:
         if not frames:
             if self.pixel_path == "i420":
                 return torch.empty((0, 1, self.height * 3 // 2, self.width), dtype=torch.uint8)
             return torch.empty((0, 3, *self.out_size), dtype=torch.uint8)
-        fmt = frames[0].format.name
         if len({(f.width, f.height, f.format.name) for f in frames}) != 1:  # a mid-stream format change
             raise DataError(self.path, f"frame size or pixel format changes before frame {self._next}")
         if self.pixel_path == "i420":
@@ -414,10 +407,6 @@ class VideoFileSource:
                     f"says {self.height}x{self.width} (pixel_path='i420' keeps the native size)",
                 )
             return i420_frames(frames, self._sws_options)
-        if self.pixel_path == "yuv420p" and fmt in ("yuv420p", "yuvj420p"):
-            planes = [torch.from_numpy(np.stack([_plane(f.planes[i]) for f in frames])) for i in range(3)]
-            full = fmt == "yuvj420p" or frames[0].color_range == _FULL_RANGE
-            return yuv420p_to_rgb(*planes, size=self.size, colorspace=frames[0].colorspace, full_range=full)
         return rgb24_frames(frames, self.size, self._sws_options)
 
     def close(self) -> None:

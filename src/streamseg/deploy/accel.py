@@ -25,7 +25,7 @@ optional and measured separately in docs/benchmarks.md:
   workers only decode. Inside the step luma and chroma are resized bilinearly straight to the model's
   size and the BT.601/BT.709 (limited or full range) matrix, composed with the mean/std normalisation
   into one 3x3 matrix + offset built once in ``__init__``, is applied in float32
-  (`streamseg.data.video.ycbcr420_to_rgb_float`, the same code as the CPU's ``yuv420p`` path).
+  (`streamseg.data.video.ycbcr420_to_rgb_float`, the same code as the torch reference `yuv420p_to_rgb`).
 
 `StreamStep.reset(rows)` zeroes the state of the slots that start a new video. The logits returned by
 `step` are the LAST stage's, ``(S, K, T)``, and with CUDA graphs live in a static buffer that the next

@@ -9,6 +9,9 @@ Layout of each output frame (width ``W``, even)::
     | ===========|                         |   timeline bar: one colour per class, the segments so far
     +--------------------------------------+
 
+Each output frame keeps its source frame's timestamp (pts, relative to the first frame), so the copy
+plays with the source's clock even at a variable frame rate, and the time shown is that timestamp;
+frames given as arrays (no timestamp) are placed ``1 / fps`` apart.
 The bar spans the whole video when its length is known (a file), so it fills up from left to right;
 for a live source (no known length) it shows the last ``window_s`` seconds and scrolls. Colours are the
 segmentation plots' (`streamseg.viz.plots.class_colours`: tab20, background grey). Text is drawn with
@@ -32,6 +35,7 @@ MIN_WIDTH = 320  # small videos (the 64x64 synthetic ones) are scaled up so that
 TEXT_H, BAR_H, PAD = 20, 12, 4  # panel rows, pixels: 4 + 20 + 4 + 12 + 4 = 44
 EMPTY = np.array([48, 48, 48], np.uint8)  # bar colour of frames not seen yet
 CURSOR = np.array([255, 255, 255], np.uint8)
+TIME_BASE = Fraction(1, 90000)  # output pts unit: MPEG's 90 kHz clock, fine enough for any frame rate
 
 
 def pick_encoder(preferred: Sequence[str] = ENCODERS) -> str:
@@ -56,7 +60,8 @@ class AnnotatedVideoWriter:
     Args:
         path: the output video (``.mp4``, ``.mkv``, ...).
         class_names: K names, index = class id. bg_classes: names drawn grey.
-        fps: frames per second of the output (the source's).
+        fps: nominal frames per second (the source's): the clock of frames without a timestamp and the
+            live bar's window.
         num_frames: the video's length when known (the bar spans it); None for a live source.
         width: output width (even); default: the source's, at least `MIN_WIDTH`.
         window_s: seconds of timeline the bar shows for a live source.
@@ -79,6 +84,8 @@ class AnnotatedVideoWriter:
         self.codec = codec or pick_encoder()
         self._width = width
         self._timeline: list[int] = []  # label per frame written so far
+        self._t0: float | None = None  # timestamp (s) of the first source frame
+        self._last_s = -1.0  # media time of the last frame written
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._font = None
@@ -94,6 +101,7 @@ class AnnotatedVideoWriter:
         rate = Fraction(self.fps).limit_denominator(1001)
         stream = self._container.add_stream(self.codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+        stream.codec_context.time_base = stream.time_base = TIME_BASE  # pts from the source's timestamps
         if self.codec == "libx264":
             stream.options = {"crf": "20", "preset": "veryfast"}
         else:
@@ -130,7 +138,19 @@ class AnnotatedVideoWriter:
         row[cursor] = CURSOR
         return row
 
-    def _panel(self, label: int, confidence: float, index: int) -> np.ndarray:
+    def _media_time(self, frame: av.VideoFrame | np.ndarray) -> float:
+        """Seconds from the first frame: the source frame's timestamp, else one nominal frame later."""
+        t = frame.time if isinstance(frame, av.VideoFrame) else None
+        if t is not None:
+            if self._t0 is None:
+                self._t0 = t
+            t -= self._t0
+        if t is None or t <= self._last_s:  # no timestamp, or not after the last one (pts must grow)
+            t = self._last_s + 1.0 / self.fps if self._last_s >= 0 else 0.0
+        self._last_s = t
+        return t
+
+    def _panel(self, label: int, confidence: float, seconds: float) -> np.ndarray:
         from PIL import Image, ImageDraw
 
         panel = Image.new("RGB", (self.width, PAD + TEXT_H + PAD + BAR_H + PAD), (16, 16, 16))
@@ -139,7 +159,7 @@ class AnnotatedVideoWriter:
         draw.rectangle((PAD, y + 3, PAD + TEXT_H - 6, y + TEXT_H - 3), fill=tuple(int(c) for c in self.colours[label]))
         draw.text((PAD + TEXT_H, y + 2), f"{self.class_names[label]}  {confidence:.2f}", fill=(255, 255, 255),
                   font=self._font)
-        stamp = f"{index / self.fps:.1f} s"
+        stamp = f"{seconds:.1f} s"
         draw.text((self.width - PAD - draw.textlength(stamp, font=self._font), y + 2), stamp, fill=(200, 200, 200),
                   font=self._font)
         out = np.asarray(panel).copy()
@@ -158,8 +178,11 @@ class AnnotatedVideoWriter:
                 w, h = (frame.width, frame.height) if isinstance(frame, av.VideoFrame) else frame.shape[1::-1]
                 self._open(w, h)
             self._timeline.append(int(label))
-            image = np.concatenate([self._rgb(frame), self._panel(int(label), float(conf), self.frames_written)])
-            for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            seconds = self._media_time(frame)
+            image = np.concatenate([self._rgb(frame), self._panel(int(label), float(conf), seconds)])
+            out = av.VideoFrame.from_ndarray(image, format="rgb24")
+            out.pts, out.time_base = round(seconds / TIME_BASE), TIME_BASE
+            for packet in self._stream.encode(out):
                 self._container.mux(packet)
             self.frames_written += 1
 

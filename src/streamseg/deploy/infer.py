@@ -10,11 +10,16 @@ different label; its event is emitted right then. The last segment closes at the
 Event (one JSON object per line)::
 
     {"video": str, "label": str, "label_id": int, "start": int, "end": int,      # original frames, end exclusive
-     "start_s": float, "end_s": float, "confidence": float,                      # mean max softmax prob
+     "start_s": float, "end_s": float,   # the frames' timestamps (pts) from the first frame: right on VFR video
+     "confidence": float,                                                        # mean max softmax prob
      "emitted_at_frame": int,        # original frames decoded when the event was emitted
      "latency_s": float}             # wall time from decoding the chunk that closed it to the emission
 
 ``emitted_at_frame - end`` is the algorithmic delay (chunk wait + look-ahead), in original frames.
+Sampling is by frame index (every ``sample_rate``-th decoded frame), or, with
+``DecodeOptions(timing="time")``, on a constant time grid at the model's frame rate (FFmpeg's ``fps``
+filter: a variable-frame-rate video then shows the model frames as evenly spaced as in training, and
+"original frames" are the frames of that grid); the summary says which (``sampling``).
 Whole-video models (``lookahead is None``) are fed the whole video in one call at its end (files only).
 
 Real time (`LagMeter`): a live source (URL, device) delivers frames at its own pace and a slow consumer
@@ -34,14 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.decode import DecodeOptions
+from ..data.layout import VIDEO_SUFFIXES, is_video_file
 from .runtime import Streamer
 from .sources import StreamSource, is_stream, source_name
 
 __all__ = ["LagMeter", "Progress", "SegmentTracker", "VideoResult", "infer_stream", "infer_video", "open_source",
            "sources", "video_files"]
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
-
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """(K, T) logits -> (K, T) probabilities."""
@@ -55,13 +59,15 @@ class SegmentTracker:
 
     ``push(labels (n,), confidences (n,), chunk_time)`` for the next n original frames (``chunk_time``:
     when their chunk was decoded); ``finish(num_frames, chunk_time)`` closes the open segment at the
-    video's true end (a last sampled frame may cover frames past it).
+    video's true end (a last sampled frame may cover frames past it). ``time_of(i)``: the media time
+    (seconds) of original frame ``i`` (its timestamp; `StreamSource.time_of`), or None for ``i / fps``.
     """
 
     video: str
     class_names: list[str]
     fps: float
     emit: Callable[[dict[str, Any]], None]
+    time_of: Callable[[int], float] | None = None
     _label: int = -1
     _start: int = 0
     _next: int = 0  # index of the next frame pushed
@@ -72,13 +78,17 @@ class SegmentTracker:
         event = {
             "video": self.video, "label": self.class_names[self._label], "label_id": self._label,
             "start": self._start, "end": end,
-            "start_s": round(self._start / self.fps, 4) if self.fps else None,
-            "end_s": round(end / self.fps, 4) if self.fps else None,
+            "start_s": self._seconds(self._start), "end_s": self._seconds(end),
             "confidence": round(float(np.mean(self._conf)), 5), "emitted_at_frame": decoded,
             "latency_s": round(time.perf_counter() - chunk_time, 6),
         }
         self.events.append(event)
         self.emit(event)
+
+    def _seconds(self, frame: int) -> float | None:
+        if self.time_of is not None:
+            return round(float(self.time_of(frame)), 4)
+        return round(frame / self.fps, 4) if self.fps else None
 
     def push(self, labels: np.ndarray, confidences: np.ndarray, chunk_time: float) -> None:
         decoded = self._next + len(labels)  # frames that had arrived when this chunk was labelled
@@ -101,7 +111,9 @@ class VideoResult:
     """One source's labelling. ``labels``: int64 (num_frames,) at the original frame rate; ``events``: the
     segments in the order they closed; ``seconds``: wall time; ``realtime``: the lag report
     (`LagMeter.summary`) for a live source or a ``realtime`` run, else None; ``interrupted``: a live
-    source stopped by Ctrl-C (the labels cover the frames that had arrived)."""
+    source stopped by Ctrl-C (the labels cover the frames that had arrived); ``ended_early``: why the
+    source ended before its end (a decoding error, a cut file; the labels cover what decoded), else None;
+    ``footage``: how it was decoded (`footage` of the source: sampling, rotation, interlacing, filters)."""
 
     name: str
     labels: np.ndarray
@@ -111,13 +123,26 @@ class VideoResult:
     fps: float = 0.0
     realtime: dict[str, Any] | None = None
     interrupted: bool = False
+    ended_early: str | None = None
+    footage: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: video, source, frames, segments, seconds, frames_per_s, fps, realtime, interrupted."""
+        """JSON-ready: video, source, frames, segments, seconds, frames_per_s, fps, realtime, interrupted,
+        ended_early, and the `footage` keys (sampling, rotation, interlaced, filters)."""
         return {"video": self.name, "source": self.source, "frames": int(len(self.labels)),
                 "segments": len(self.events), "seconds": round(self.seconds, 4),
                 "frames_per_s": round(len(self.labels) / max(self.seconds, 1e-9), 2), "fps": self.fps,
-                "realtime": self.realtime, "interrupted": self.interrupted}
+                "realtime": self.realtime, "interrupted": self.interrupted, "ended_early": self.ended_early,
+                **self.footage}
+
+
+def footage(source: StreamSource) -> dict[str, Any]:
+    """How ``source`` was decoded, for a summary: ``sampling`` (``"index"``: every ``sample_rate``-th
+    decoded frame; ``"time"``: on a constant grid at ``fps``), ``rotation`` (degrees counter-clockwise
+    the frames were turned upright by), ``interlaced``, ``filters`` (the FFmpeg filter chain)."""
+    options = source.decode
+    return {"sampling": options.timing, "rotation": source.rotation, "interlaced": source.interlaced,
+            "filters": source.filters}
 
 
 class LagMeter:
@@ -210,7 +235,7 @@ def infer_stream(streamer: Streamer, source: StreamSource, chunk: int | None = N
     fps = source.fps or meta.fps
     source.keep_frames = source.keep_frames or on_frames is not None
     lag = LagMeter(chunk * sr / fps if fps else None, realtime, fps) if realtime or source.live else None
-    tracker = SegmentTracker(name or source_name(where), meta.class_names, fps, emit)
+    tracker = SegmentTracker(name or source_name(where), meta.class_names, fps, emit, source.time_of)
     full: list[np.ndarray] = []
     annotated = _FrameLabels(on_frames) if on_frames is not None else None
     held: list[torch.Tensor] = []  # whole-video models: everything, labelled at the end
@@ -264,7 +289,7 @@ def infer_stream(streamer: Streamer, source: StreamSource, chunk: int | None = N
         annotated.add(source.take_frames())  # the last sampled frame's cover; surplus labels are dropped
     seconds = time.perf_counter() - started
     return VideoResult(tracker.video, labels_full.astype(np.int64), tracker.events, seconds, where, fps,
-                       lag.summary(seconds) if lag else None, interrupted)
+                       lag.summary(seconds) if lag else None, interrupted, source.ended_early, footage(source))
 
 
 class _FrameLabels:
@@ -290,12 +315,17 @@ class _FrameLabels:
             del self.frames[:n], self.labels[:n], self.confidences[:n]
 
 
-def open_source(source: str | Path, streamer: Streamer, **kwargs: Any) -> StreamSource:
-    """A `StreamSource` decoding ``source`` at the model's sample rate and input size; ``kwargs``: `StreamSource`'s."""
+def open_source(source: str | Path, streamer: Streamer, *, sampling: str = "index", deinterlace: str = "auto",
+                **kwargs: Any) -> StreamSource:
+    """A `StreamSource` decoding ``source`` at the model's sample rate and input size. ``sampling``:
+    ``"index"`` (every ``sample_rate``-th decoded frame) or ``"time"`` (a constant grid at the model's
+    training fps first, `DecodeOptions`); ``deinterlace``: ``"auto"``, ``"on"``, ``"off"``; ``kwargs``:
+    `StreamSource`'s."""
     meta = streamer.meta
     if meta.input_kind != "frames":
         raise ValueError(f"{source}: this model reads pre-extracted features ({meta.sample_shape}), not video")
-    return StreamSource(source, meta.sample_rate, tuple(meta.sample_shape[1:]), **kwargs)
+    decode = DecodeOptions(deinterlace=deinterlace, timing=sampling, fps=meta.fps if sampling == "time" else None)
+    return StreamSource(source, meta.sample_rate, tuple(meta.sample_shape[1:]), decode=decode, **kwargs)
 
 
 def infer_video(streamer: Streamer, path: str | Path, chunk: int | None = None,
@@ -305,13 +335,17 @@ def infer_video(streamer: Streamer, path: str | Path, chunk: int | None = None,
         return infer_stream(streamer, source, chunk, emit, **kwargs)
 
 
-def video_files(source: str | Path) -> Iterator[Path]:
-    """A video file, or the video files of a folder (sorted)."""
+def video_files(source: str | Path, skipped: list[Path] | None = None) -> Iterator[Path]:
+    """A video file, or the video files of a folder (sorted; `VIDEO_SUFFIXES`, any case). ``skipped``,
+    when given, receives the folder's other files (not its sub-folders or hidden files)."""
     source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
+        entries = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = [p for p in entries if is_video_file(p)]
+        if skipped is not None:
+            skipped += [p for p in entries if not is_video_file(p)]
         if not files:
-            raise FileNotFoundError(f"{source}: no video files ({', '.join(VIDEO_SUFFIXES)})")
+            raise FileNotFoundError(f"{source}: no video files ({', '.join(VIDEO_SUFFIXES)}, any case)")
         yield from files
     elif source.is_file():
         yield source
@@ -319,7 +353,7 @@ def video_files(source: str | Path) -> Iterator[Path]:
         raise FileNotFoundError(f"{source}: no such video file or folder (nor a URL, /dev/ device or FORMAT:TARGET)")
 
 
-def sources(source: str | Path) -> list[str | Path]:
+def sources(source: str | Path, skipped: list[Path] | None = None) -> list[str | Path]:
     """What `streamseg infer SOURCE` labels: a stream (URL, device, ``FORMAT:TARGET``) as is, a file, or
-    the video files of a folder."""
-    return [str(source)] if is_stream(source) else list(video_files(source))
+    the video files of a folder (its other files are added to ``skipped``)."""
+    return [str(source)] if is_stream(source) else list(video_files(source, skipped))

@@ -13,22 +13,31 @@ does for training (swscale rgb24, then torch bilinear, ``antialias=False``): a v
 frames whether it is read from its file or from a stream of it. ``read`` blocks until ``n`` sampled
 frames have arrived or the stream ends; fewer than ``n`` means it ended.
 
-A *live* source (a URL or a device) has no known length: ``num_frames`` is None until it ends. Each
-decoded frame's media time (its timestamp, relative to the first frame) says when a real-time source
-made it available; `media_time_s` is that of the last frame read, and ``first_frame_wall`` the
-``time.perf_counter()`` at which the first frame arrived, so a consumer can measure how far it is
-behind the source (`streamseg.deploy.infer`).
+Frames come through the shared decode layer (`streamseg.data.decode.FrameDecoder`, as for training):
+upright as the display matrix says, deinterlaced when interlaced, and with ``decode.timing="time"``
+resampled to a constant rate. Each frame's media time is its timestamp (pts) relative to the first
+frame: `time_of` gives it for any frame index (event times on variable-frame-rate video come from it),
+`media_time_s` is that of the last frame read, and ``first_frame_wall`` the ``time.perf_counter()`` at
+which the first frame arrived, so a consumer can measure how far it is behind a real-time source
+(`streamseg.deploy.infer`).
+
+A *live* source (a URL or a device) has no known length: ``num_frames`` is None until it ends. A file
+whose header count is more than what decodes is not an error (a stream-copy trim); a decoding error, or
+a file that ends early in time (cut short), ends the source early: `read` returns what decoded and
+`ended_early` says why, so the frames labelled so far are kept (`streamseg infer` writes them).
 """
 
 from __future__ import annotations
 
 import re
 import time
+from array import array
 from pathlib import Path
 
 import av
 import torch
 
+from ..data.decode import DecodedFootage, DecodeOptions, FrameDecoder, av_reason
 from ..data.errors import DataError
 from ..data.video import rgb24_frames
 
@@ -82,7 +91,7 @@ def source_name(source: str | Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_.") or "stream"
 
 
-class StreamSource:
+class StreamSource(DecodedFootage):
     """Sampled RGB frames from a file, URL or device through one PyAV container, decoded front to back.
 
     Args:
@@ -95,25 +104,28 @@ class StreamSource:
         keep_frames: keep every decoded original frame (``av.VideoFrame``) until `take_frames` (for an
             annotated copy of the video at its own resolution).
         max_frames: stop after this many original frames (a camera never ends by itself); None: no limit.
+        decode: rotation, deinterlacing and timing (`streamseg.data.decode.DecodeOptions`).
 
     Attributes:
         live: True for a URL or device (length unknown until it ends).
         fps: the stream's frame rate (0.0 when the container does not say).
-        num_frames: original frames: the header's exact count for files that store one, else None until
-            the stream has ended; then the frames decoded.
-        decoded: original frames decoded so far.
+        num_frames: original frames: the header's count for files that store one (a plan, not a promise),
+            else None until the stream has ended; then the frames decoded.
+        decoded: original frames decoded so far (after rotation, deinterlacing and ``timing="time"``).
+        rotation, interlaced, filters: what the decode layer found and did (`FrameDecoder`).
+        ended_early: why the source ended before its end (a decoding error, a cut file), else None.
         media_time_s: media time of the last decoded frame, relative to the first (seconds).
         first_frame_wall: ``time.perf_counter()`` when the first frame was decoded (None before).
 
     Raises:
-        DataError: naming the source when it cannot be opened or has no video stream, and naming the frame
-            index when decoding fails, the frame size changes mid-stream, or a file ends before the frame
-            count its header promises.
+        DataError: naming the source when it cannot be opened (missing, empty, not a video) or has no video
+            stream, and naming the frame index when the frame size changes mid-stream.
     """
 
     def __init__(self, source: str | Path, sample_rate: int = 1, size: tuple[int, int] | None = None, *,
                  fmt: str | None = None, options: dict[str, str] | None = None, timeout_s: float = 10.0,
-                 keep_frames: bool = False, max_frames: int | None = None) -> None:
+                 keep_frames: bool = False, max_frames: int | None = None,
+                 decode: DecodeOptions = DecodeOptions()) -> None:
         self.source = str(source)
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
             raise DataError(self.source, f"sample_rate must be an int >= 1, got {sample_rate!r}")
@@ -125,31 +137,39 @@ class StreamSource:
         target, fmt = parse_source(self.source, fmt)
         if fmt is not None and fmt not in av.formats_available:
             raise DataError(self.source, f"this FFmpeg build (PyAV {av.__version__}) has no input format {fmt!r}")
+        decode.check(self.source)
         if not self.live and not Path(target).is_file():
             raise DataError(self.source, "video file not found" if not Path(target).exists() else "not a regular file")
+        if not self.live and Path(target).stat().st_size == 0:
+            raise DataError(self.source, "empty file (0 bytes)")
         self.sample_rate, self.size = sample_rate, tuple(size) if size is not None else None
-        self.keep_frames, self.max_frames = keep_frames, max_frames
+        self.keep_frames, self.max_frames, self.decode = keep_frames, max_frames, decode
         try:
             self._container = av.open(target, format=fmt, options=dict(options or {}), timeout=timeout_s)
         except (av.FFmpegError, OSError) as e:
             what = "stream or device" if self.live else "video (truncated or not a video file?)"
-            raise DataError(self.source, f"cannot open as a {what}: {e}") from e
+            raise DataError(self.source, f"cannot open as a {what}: {av_reason(e)}") from None
         if not self._container.streams.video:
             self._container.close()
             raise DataError(self.source, "no video stream (audio only?)")
         stream = self._container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        self.fps = float(rate) if rate else 0.0
-        self._header_frames = int(stream.frames) if not self.live and stream.frames > 0 else None
-        self.num_frames: int | None = self._header_frames
+        self._decoder = FrameDecoder(self._container, stream, decode)
+        self.fps = self._decoder.fps
+        header = int(stream.frames) if not self.live and stream.frames > 0 else None
+        self.num_frames: int | None = header if decode.timing == "index" else None
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
-        self._frames = self._container.decode(stream)
+        if not self.live:  # a file: its first frame says how it stands (a live source would block here)
+            first = self._decoder.peek()
+            if first is not None:
+                self.width, self.height = first.width, first.height
         self._kept: list[av.VideoFrame] = []
         self._t0: float | None = None  # the first frame's timestamp (seconds)
+        self._times = array("d")  # media time of every decoded frame (seconds from the first)
         self.decoded = 0
         self.media_time_s = 0.0
         self.first_frame_wall: float | None = None
         self.ended = False
+        self.ended_early: str | None = None
 
     def __repr__(self) -> str:
         return f"StreamSource({self.source!r}, sample_rate={self.sample_rate}, size={self.size})"
@@ -168,13 +188,10 @@ class StreamSource:
             if self.max_frames is not None and self.decoded >= self.max_frames:
                 self._finish(truncated_ok=True)
                 break
-            try:
-                frame = next(self._frames)
-            except StopIteration:
+            frame = next(self._decoder, None)
+            if frame is None:
                 self._finish()
                 break
-            except av.FFmpegError as e:
-                raise DataError(self.source, f"decoding failed at frame {self.decoded}: {e}") from e
             self._arrived(frame)
             if self.keep_frames:
                 self._kept.append(frame)
@@ -188,16 +205,31 @@ class StreamSource:
         if frame.time is not None:
             if self._t0 is None:
                 self._t0 = frame.time
-            self.media_time_s = max(self.media_time_s, frame.time - self._t0)
-        elif self.fps > 0:
-            self.media_time_s = self.decoded / self.fps
+            t = frame.time - self._t0
+        else:
+            t = self.time_of(self.decoded)  # no timestamp: one nominal frame after the last
+        self._times.append(t)
+        self.media_time_s = max(self.media_time_s, t)
         self.decoded += 1
+
+    def time_of(self, index: int) -> float:
+        """Media time (seconds from the first frame) of original frame ``index``: its timestamp when it
+        has been decoded, else extrapolated from the last one at the last frame interval (``index`` equal
+        to the frame count gives the end of the last frame)."""
+        if index < len(self._times):
+            return self._times[index]
+        n = len(self._times)
+        if n >= 2:
+            step = self._times[-1] - self._times[-2]
+        else:
+            step = 1.0 / self.fps if self.fps > 0 else 0.0
+        last = self._times[-1] if n else -step
+        return last + (index - n + 1) * step
 
     def _finish(self, truncated_ok: bool = False) -> None:
         self.ended = True
-        if not truncated_ok and self._header_frames is not None and self.decoded < self._header_frames:
-            raise DataError(self.source, f"decoding stopped at frame {self.decoded}, but the header says "
-                                         f"{self._header_frames} frames (truncated file?)")
+        if not truncated_ok:
+            self.ended_early = self._decoder.error
         self.num_frames = self.decoded
 
     def take_frames(self) -> list[av.VideoFrame]:

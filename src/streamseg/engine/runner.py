@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -43,16 +44,18 @@ class Hardware:
     num_nodes: int = 1
 
 
-def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[Any, DatasetInfo, SegmentationModule]:
+def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
+          notes: list[str] | None = None) -> tuple[Any, DatasetInfo, SegmentationModule]:
     """DataModule, dataset info and LightningModule for `params`, data prepared once per node and checked.
 
-    Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout."""
+    Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout.
+    ``notes`` (rank 0) receives the check's notes on the footage read (`check_data`)."""
     silence_lightning_noise()  # before any Trainer exists (train, test, test --ckpt none all build first)
     dm = configs.dataset.build_datamodule(params.data, params.train)
     if launch.local_rank == 0:
         dm.prepare_data()
     dist.barrier()
-    check_data(params, launch)
+    check_data(params, launch, notes)
     info = dm.info
     net = build_net(configs.model, params.model, info)
     builder = getattr(configs.exp, "build_module", default_module)
@@ -73,13 +76,19 @@ def build_net(model_config: Any, model_params: Any, info: DatasetInfo) -> Any:
     return build_model(model_params, info.in_channels, info.num_classes)
 
 
-def check_data(params: RunParams, launch: dist.Launch) -> None:
+def check_data(params: RunParams, launch: dist.Launch, notes: list[str] | None = None) -> None:
     """`streamseg.engine.datacheck` on rank 0 (datasets in the standard layout), result shared by all
-    ranks so that they all stop together with the same report."""
+    ranks so that they all stop together with the same report. Rank 0 prints the check's notes on the
+    footage (rotated, interlaced, variable frame rate, trimmed videos) and adds them to ``notes``."""
     if not isinstance(params.data, TASDatasetParams):
         return  # a custom layout: its DataModule is responsible for its own checks
-    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params)) \
+    found: list[str] = []
+    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params), found) \
         if launch.is_zero else None
+    for note in found:
+        print(f"note: {note}", file=sys.stderr)
+    if notes is not None:
+        notes += found
     problems = dist.broadcast(problems)
     if problems:
         raise DatasetProblems(params.data.root, problems)
@@ -168,7 +177,8 @@ def train_and_test(
     pl.seed_everything(params.train.seed, workers=True, verbose=False)
     started = time.time()
     # data prepared and checked before a run directory exists: a broken dataset leaves nothing behind
-    dm, info, module = build(configs, params, launch)
+    footage: list[str] = []
+    dm, info, module = build(configs, params, launch, footage)
 
     # rank 0 locks the version it runs until the end (the kernel releases it if the process dies)
     run, lock = claim_run_dir(exp_dir, params_json, new=new) if launch.is_zero else (None, None)
@@ -179,6 +189,8 @@ def train_and_test(
                 # ... and so does one written just before a kill that took its epoch's row of metrics.csv
                 run.resume_from = checkpoint_with_history(run.resume_from, run.logs / "csv" / "metrics.csv")
             write_snapshot(run, configs.paths(), params_json, overrides)
+            if footage:  # how the videos were decoded (rotated upright, deinterlaced, ...), with the run
+                (run.config / "footage.txt").write_text("".join(f"{note}\n" for note in footage), encoding="utf-8")
         run = dist.broadcast(run)
         has_val = dm.has_val
         callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)

@@ -90,7 +90,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if missing:
             raise FileNotFoundError(
                 f"{self.root}/Videos: no video file for {len(missing)} split entries (e.g. {missing[:3]}); "
-                "data.input='video' needs Videos/<name>.mp4"
+                "data.input='video' needs Videos/<name>.mp4 (or .mkv, .mov, .ts, ...; any case)"
             )
         self.names, self.layout = names, layout
 
