@@ -10,6 +10,9 @@ Each filter names the exact message and why it is noise here (not a blanket `ign
   with `sync_dist=False` (validation scores, skipped-step count) are computed from gathered data and are
   identical on every rank by construction (`engine/module.py` says so at each call), so a reduction
   would only add a collective.
+* "Your `IterableDataset` has `__len__` defined ... could be inaccurate": the stream batcher splits its
+  slots between the loader's workers itself (`data/streams.StreamBatcher.__iter__`) and its length is the
+  number of steps every rank yields, so the count is exact.
 * rich's 'install "ipywidgets" for Jupyter support' (from the progress bar's live display in a notebook):
   without ipywidgets the bar is drawn once per update as text, which is what the example notebooks show.
 The progress bar drops Lightning's `v_num` item (the logger's version string, here `_csv`): the run
@@ -28,6 +31,7 @@ NOISE_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval.*",
     r".*It is recommended to use `self\.log\(.*sync_dist=True\)`.*",
     r'install "ipywidgets" for Jupyter support',
+    r"Your `IterableDataset` has `__len__` defined.*",
 )
 
 
