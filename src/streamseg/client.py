@@ -21,9 +21,22 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Client", "ServerError"]
+__all__ = ["Client", "ServerError", "read_token"]
 
 TOKEN_ENV = "STREAMSEG_TOKEN"
+
+
+def read_token(token_file: str | Path | None = None) -> str | None:
+    """The control token: the first line of ``token_file`` when given, else ``$STREAMSEG_TOKEN``, else None."""
+    if token_file is not None:
+        path = Path(token_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such token file")
+        token = path.read_text().strip().splitlines()[0].strip() if path.read_text().strip() else ""
+        if not token:
+            raise ValueError(f"{path}: the token file is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
 
 
 class ServerError(RuntimeError):

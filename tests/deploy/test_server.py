@@ -10,10 +10,11 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from streamseg.client import Client, ServerError
@@ -102,3 +103,77 @@ def test_batched_streams_give_the_events_of_infer(streamer, videos, expected) ->
             assert [e for e in seen if e.get("video") == sid and "label" in e] == c.segments(sid)
             assert {"stream": sid, "status": "ended"}.items() <= next(
                 e for e in seen if e.get("stream") == sid and e.get("status") == "ended").items()
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_refusals_bad_requests_and_a_dead_source(streamer, videos, expected) -> None:
+    """Control calls without the token, unknown streams, malformed and oversized requests, wrong frames get
+    4xx answers; a source that cannot be opened is retried, then ends as an error event (webhook too);
+    a good stream served alongside is unharmed."""
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    opts = ServerOptions(chunk=CHUNK, token=TOKEN, retries=2, backoff_s=0.05, max_body=1024,
+                         webhook=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+                         source_options={"timeout_s": 2.0})
+    try:
+        with ServerThread(streamer, opts) as server, Client(server.url, TOKEN) as c:
+            good = c.add(str(videos[3]))
+            anonymous = Client(server.url, token="")
+            with pytest.raises(ServerError) as no_token:
+                anonymous.add(str(videos[0]))
+            with pytest.raises(ServerError) as wrong_token:
+                Client(server.url, token="wrong").remove(good)
+            assert no_token.value.status == wrong_token.value.status == 401
+            assert anonymous.streams()  # reading needs no token
+            with pytest.raises(ServerError) as unknown:
+                c.status("nope")
+            assert unknown.value.status == 404 and "nope" in str(unknown.value)
+            with pytest.raises(ServerError) as bad_name:
+                c.add(str(videos[0]), name="../etc")
+            assert bad_name.value.status == 400 and "stream name" in str(bad_name.value)
+            extra = httpx.post(f"{server.url}/streams", json={"source": "x", "bogus": 1},
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+            big = httpx.post(f"{server.url}/streams", content=b"{" + b" " * 2000 + b"}",
+                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+            assert (extra.status_code, big.status_code) == (422, 413)
+
+            push = c.add(None, name="pushed")
+            ws_url = server.url.replace("http", "ws") + "/streams/pushed/frames"
+            with pytest.raises(InvalidStatus) as refused:  # no token: the handshake is refused
+                connect(ws_url)
+            assert refused.value.response.status_code == 403
+            with connect(ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+                ws.send(b"\x00" * 7)  # not a whole frame
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv()
+            assert closed.value.rcvd.code == 1003 and "whole number of uint8 frames" in closed.value.rcvd.reason
+
+            dead = c.add("http://127.0.0.1:9/gone.ts", name="dead")  # nothing listens on port 9
+            final = c.wait(dead)
+            assert final["status"] == "error" and final["retries"] == 2 and "gone.ts" in final["error"]
+            assert c.wait(good)["status"] == "ended"
+            assert_same_events(c.segments(good), expected[videos[3].stem].events, good)
+            c.remove(push)
+            assert c.ready() and c.wait(push)["status"] == "removed"
+            assert 'streamseg_rejected_requests_total{reason="auth"} 3.0' in c.metrics()
+            good_events = c.segments(good)
+            deadline = time.monotonic() + 30
+            while not any(e.get("stream") == good and e.get("status") == "ended" for e in _Hook.received):
+                assert time.monotonic() < deadline, "the webhook did not get the good stream's end"
+                time.sleep(0.02)
+    finally:
+        hook.shutdown()
+    assert [e["status"] for e in _Hook.received if e.get("stream") == "dead"] == ["retrying", "retrying", "error"]
+    assert [e for e in _Hook.received if e.get("video") == good] == good_events

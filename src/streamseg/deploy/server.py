@@ -50,7 +50,7 @@ from .batcher import PoolFull, StreamPool, UnknownStream
 from .dashboard import DASHBOARD_HTML
 from .runtime import Streamer
 
-__all__ = ["ServerOptions", "ServerThread", "build_app", "serve"]
+__all__ = ["ServerOptions", "ServerThread", "build_app", "check_host", "uvicorn_config"]
 
 
 @dataclass
@@ -378,23 +378,19 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-def _config(app: FastAPI, opts: ServerOptions, **kwargs: Any):
+def check_host(host: str, token: str | None) -> None:
+    """Refuse to serve beyond this machine without a token."""
+    if host not in LOOPBACK and token is None:
+        raise ValueError(f"--host {host}: serving beyond this machine needs a token (--token-file or STREAMSEG_TOKEN)")
+
+
+def uvicorn_config(app: FastAPI, opts: ServerOptions, **kwargs: Any):
+    """uvicorn's settings for ``app``: pushed messages up to ``max_push_bytes``; shutdown waits 3 s at most
+    for open event streams."""
     import uvicorn
 
     return uvicorn.Config(app, ws_max_size=opts.max_push_bytes + 1024, log_level="warning", lifespan="on",
-                          timeout_graceful_shutdown=3,
-                          **kwargs)
-
-
-def serve(streamer: Streamer, host: str = "127.0.0.1", port: int = 8000,
-          options: ServerOptions | None = None) -> None:
-    """Run the server until interrupted. Refuses a non-loopback ``host`` without a token."""
-    import uvicorn
-
-    opts = options or ServerOptions()
-    if host not in LOOPBACK and opts.token is None:
-        raise ValueError(f"--host {host}: serving beyond this machine needs a token (--token-file or STREAMSEG_TOKEN)")
-    uvicorn.Server(_config(build_app(streamer, opts), opts, host=host, port=port)).run()
+                          timeout_graceful_shutdown=3, **kwargs)
 
 
 class ServerThread:
@@ -408,12 +404,13 @@ class ServerThread:
         import uvicorn
 
         self.options = options or ServerOptions()
+        check_host(host, self.options.token)
         self.app = build_app(streamer, self.options)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, 0))
         self.url = f"http://{host}:{self._sock.getsockname()[1]}"
-        self.server = uvicorn.Server(_config(self.app, self.options))
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.options))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     @property
