@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -21,6 +25,7 @@ from streamseg.client import Client, ServerError
 from streamseg.deploy.infer import infer_video
 from streamseg.deploy.server import ServerOptions, ServerThread
 
+from ..conftest import streamseg
 from .test_infer import varying_streamer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
@@ -177,3 +182,86 @@ def test_refusals_bad_requests_and_a_dead_source(streamer, videos, expected) -> 
         hook.shutdown()
     assert [e["status"] for e in _Hook.received if e.get("stream") == "dead"] == ["retrying", "retrying", "error"]
     assert [e for e in _Hook.received if e.get("video") == good] == good_events
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stateful_onnx(path):
+    """A hand-built ONNX streaming step (no torch export: that takes minutes on a busy CPU): each sampled
+    frame's class is the bin of its brightness plus half the previous chunk's mean brightness (the state),
+    so labels vary and a state mixed up between streams changes them."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .test_infer import tiny_meta
+
+    k = 4
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["b"], axes=[1, 3, 4], keepdims=0),  # (B, T)
+        helper.make_node("Mul", ["state_in_0", "half"], ["s"]),  # (B, 1)
+        helper.make_node("Add", ["b", "s"], ["v"]),
+        helper.make_node("Unsqueeze", ["v", "axis1"], ["v3"]),  # (B, 1, T)
+        helper.make_node("Sub", ["v3", "bins"], ["d"]),  # (B, K, T)
+        helper.make_node("Abs", ["d"], ["a"]),
+        helper.make_node("Neg", ["a"], ["logits"]),
+        helper.make_node("ReduceMean", ["b"], ["state_out_0"], axes=[1], keepdims=1),  # (B, 1)
+    ]
+    consts = [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
+              helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
+              helper.make_tensor("bins", TensorProto.FLOAT, [1, k, 1], np.linspace(-1, 1, k).tolist())]
+    graph = helper.make_graph(
+        nodes, "brightness", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3, "T", 16, 16]),
+                              helper.make_tensor_value_info("state_in_0", TensorProto.FLOAT, ["B", 1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", k, "T"]),
+         helper.make_tensor_value_info("state_out_0", TensorProto.FLOAT, ["B", 1])], consts)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    tiny_meta(state_shapes=[[1]], onnx=path.name).to_json(path.with_suffix(".json"))
+    return path
+
+
+def test_serve_and_client_commands_with_an_onnx_model(tmp_path, videos) -> None:
+    """`streamseg serve --model m.onnx` in its own process; `streamseg client push/add/wait/segments`
+    give the events `streamseg infer` gives (ONNX Runtime, batched states as numpy arrays)."""
+    pytest.importorskip("onnxruntime")
+    from streamseg.deploy.runtime import OnnxStreamer
+
+    model = stateful_onnx(tmp_path / "m.onnx")
+    onnx = OnnxStreamer(model, threads=1)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    url = f"http://127.0.0.1:{_free_port()}"
+    server = subprocess.Popen([sys.executable, "-m", "streamseg.cli.main", "serve", "--model", str(model),
+                               "--port", url.rsplit(":", 1)[1], "--chunk", str(CHUNK), "--threads", "1",
+                               "--token-file", str(tmp_path / "token"), "--source", str(videos[4])],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = Client(url)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.ready():
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None, server.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.2)
+        cli = ("client", "--server", url, "--token-file", str(tmp_path / "token"))
+        refused = streamseg("client", "--server", url, "add", str(videos[5]))  # no token
+        assert refused.returncode != 0 and "401" in refused.stderr and TOKEN not in refused.stderr
+        pushed = streamseg(*cli, "push", str(videos[5]), "--name", "pushed")
+        assert pushed.returncode == 0, pushed.stderr[-3000:]
+        pulled = videos[4].stem  # the --source stream, started with the server
+        assert json.loads(streamseg(*cli, "wait", pulled).stdout)["status"] == "ended"
+        segments = streamseg(*cli, "segments", pulled)
+        for video, out in ((videos[5], pushed.stdout), (videos[4], segments.stdout)):
+            want = infer_video(onnx, video, chunk=CHUNK).events
+            got = [json.loads(line) for line in out.splitlines()]
+            assert len(got) > 2  # labels vary: several segments
+            assert_same_events(got, want, "pushed" if video == videos[5] else pulled)
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=60)
+    assert TOKEN not in err  # the token is never logged
