@@ -210,9 +210,10 @@ def stateful_onnx(path):
         helper.make_node("Neg", ["a"], ["logits"]),
         helper.make_node("ReduceMean", ["b"], ["state_out_0"], axes=[1], keepdims=1),  # (B, 1)
     ]
+    bins = np.linspace(-1.5, -0.3, k).tolist()  # around b + s / 2 of the synthetic videos
     consts = [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
               helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
-              helper.make_tensor("bins", TensorProto.FLOAT, [1, k, 1], np.linspace(-1, 1, k).tolist())]
+              helper.make_tensor("bins", TensorProto.FLOAT, [1, k, 1], bins)]
     graph = helper.make_graph(
         nodes, "brightness", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3, "T", 16, 16]),
                               helper.make_tensor_value_info("state_in_0", TensorProto.FLOAT, ["B", 1])],
