@@ -57,7 +57,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         from ..deploy.server import ServerOptions, build_app, check_host
     except ImportError as e:
-        raise SystemExit(f"error: serve needs the serve extra ({e.name} is missing): pip install -e '.[serve]'") from None
+        raise SystemExit(f"error: serve needs the serve extra ({e.name} is missing): "
+                         "pip install -e '.[serve]'") from None
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     for flag, value in (("--chunk", args.chunk), ("--max-streams", args.max_streams),
