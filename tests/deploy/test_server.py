@@ -92,6 +92,7 @@ def test_batched_streams_give_the_events_of_infer(streamer, videos, expected) ->
             video = sid.removeprefix("push-") if sid != "late" else videos[2].stem
             want = expected[video]
             assert final["status"] == "ended" and final["frames"] == len(want.labels), sid
+            np.testing.assert_array_equal(server.pool.labels(sid), want.labels)
             assert_same_events(c.segments(sid), want.events, sid)
         removed = c.status(leaver)
         left = c.segments(leaver)

@@ -326,6 +326,8 @@ class StreamPool:
                     self._put(slot, _End(None, error))
                     return
         with source:
+            if slot.stop.is_set():  # removed while it was being opened
+                return
             fps = source.fps or self.meta.fps
             if slot.realtime or source.live:
                 slot.lag = LagMeter(self.chunk * self.meta.sample_rate / fps, slot.realtime, fps)

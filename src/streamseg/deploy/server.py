@@ -315,6 +315,8 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
             closed.cancel()
             broker.unsubscribe(sub)
 
+    pushing: set[str] = set()  # streams with a connected pusher (one at a time: frames arrive in order)
+
     @app.websocket("/streams/{sid}/frames")
     async def push_frames(ws: WebSocket, sid: str) -> None:
         if not authorized(ws.headers.get("authorization")):
@@ -327,7 +329,12 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
             rejected.labels("unknown").inc()
             await ws.close(1008, f"no stream {sid!r}")
             return
+        if sid in pushing:
+            rejected.labels("bad").inc()
+            await ws.close(1008, f"stream {sid!r} already has a pushing client")
+            return
         await ws.accept()
+        pushing.add(sid)
         h, w = pool.meta.sample_shape[1:]
         frame_bytes = 3 * h * w
         try:
@@ -367,6 +374,8 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
             await ws.close(1008, str(e)[:120])
         except WebSocketDisconnect:
             pass
+        finally:
+            pushing.discard(sid)
 
     @app.get("/", response_class=HTMLResponse)
     def dashboard() -> str:
