@@ -173,6 +173,7 @@ class StreamPool:
         self._stop = threading.Event()
         self.steps = 0
         self.failed_steps = 0
+        self.event_errors = 0  # on_event calls that raised
         self._engine = threading.Thread(target=self._loop, name="streamseg-engine", daemon=True)
         self._engine.start()
 
@@ -301,11 +302,18 @@ class StreamPool:
                     raise TimeoutError(f"stream {slot.id}: buffer full for {timeout_s} s") from None
         return False
 
+    def _emit(self, sid: str, event: dict[str, Any]) -> None:
+        """``on_event``, which must never stop the engine or a reader: its failures are only counted."""
+        try:
+            self.on_event(sid, event)
+        except Exception:  # noqa: BLE001
+            self.event_errors += 1
+
     def _start_tracking(self, slot: _Slot, fps: float) -> None:
         slot.fps = fps
-        slot.tracker = SegmentTracker(slot.id, self.meta.class_names, fps, lambda e: self.on_event(slot.id, e))
+        slot.tracker = SegmentTracker(slot.id, self.meta.class_names, fps, lambda e: self._emit(slot.id, e))
         slot.status = "running"
-        self.on_event(slot.id, {"stream": slot.id, "status": "running", "source": slot.source, "fps": fps})
+        self._emit(slot.id, {"stream": slot.id, "status": "running", "source": slot.source, "fps": fps})
 
     def _pull(self, slot: _Slot) -> None:
         """Reader thread of a pull stream: open (with retries), read chunk by chunk, pace, enqueue."""
@@ -320,7 +328,7 @@ class StreamPool:
                     return
                 delay = min(self.backoff_s * 2 ** attempt, MAX_BACKOFF_S)
                 slot.retries = attempt + 1
-                self.on_event(slot.id, {"stream": slot.id, "status": "retrying", "attempt": attempt + 1,
+                self._emit(slot.id, {"stream": slot.id, "status": "retrying", "attempt": attempt + 1,
                                         "delay_s": delay, "error": error})
                 if slot.stop.wait(delay):
                     self._put(slot, _End(None, error))
@@ -417,4 +425,4 @@ class StreamPool:
                  "segments": len(slot.tracker.events) if slot.tracker else 0}
         if error:
             event["error"] = error
-        self.on_event(slot.id, event)
+        self._emit(slot.id, event)
