@@ -135,6 +135,24 @@ def test_refusals_bad_requests_and_a_dead_source(streamer, videos, expected) -> 
                          source_options={"timeout_s": 2.0})
     try:
         with ServerThread(streamer, opts) as server, Client(server.url, TOKEN) as c:
+            sse: list[tuple[str, dict]] = []
+            subscribed = threading.Event()
+
+            def read_sse() -> None:  # Server-Sent Events of one stream, subscribed before it starts
+                with httpx.stream("GET", f"{server.url}/events", params={"stream": videos[3].stem}) as r:
+                    kind = None
+                    for line in r.iter_lines():
+                        subscribed.set()
+                        if line.startswith("event: "):
+                            kind = line[len("event: "):]
+                        elif line.startswith("data: "):
+                            sse.append((kind, json.loads(line[len("data: "):])))
+                            if sse[-1][1].get("status") == "ended":
+                                return
+
+            reader = threading.Thread(target=read_sse, daemon=True)
+            reader.start()
+            assert subscribed.wait(10)
             good = c.add(str(videos[3]))
             anonymous = Client(server.url, token="")
             with pytest.raises(ServerError) as no_token:
@@ -171,6 +189,9 @@ def test_refusals_bad_requests_and_a_dead_source(streamer, videos, expected) -> 
             assert final["status"] == "error" and final["retries"] == 2 and "gone.ts" in final["error"]
             assert c.wait(good)["status"] == "ended"
             assert_same_events(c.segments(good), expected[videos[3].stem].events, good)
+            reader.join(10)
+            assert [e for kind, e in sse if kind == "segment"] == c.segments(good)
+            assert [e["status"] for kind, e in sse if kind == "status"] == ["running", "ended"]
             c.remove(push)
             assert c.ready() and c.wait(push)["status"] == "removed"
             assert 'streamseg_rejected_requests_total{reason="auth"} 3.0' in c.metrics()
