@@ -288,3 +288,19 @@ def test_serve_and_client_commands_with_an_onnx_model(tmp_path, videos) -> None:
         server.terminate()
         _, err = server.communicate(timeout=60)
     assert TOKEN not in err  # the token is never logged
+
+
+def test_a_slow_subscriber_is_dropped_and_counted_not_waited_for() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from streamseg.deploy.server import _Broker
+
+    dropped = Counter("dropped", "", registry=CollectorRegistry())
+    broker = _Broker(size=2, dropped=dropped)
+    slow, other = broker.subscribe(None), broker.subscribe("b")
+    for i in range(3):  # the third event finds the slow subscriber's queue full
+        broker._offer("a", {"n": i})
+    assert slow not in broker.subs and dropped._value.get() == 1
+    queue = slow[1]
+    assert [queue.get_nowait(), queue.get_nowait()] == [{"n": 1}, None]  # None: the handler closes it
+    assert other in broker.subs and other[1].empty()  # subscribed to another stream: untouched
