@@ -14,6 +14,7 @@ Errors from the server raise `ServerError` with its status code and message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Client", "ServerError", "read_token"]
+__all__ = ["Client", "ReplicaClient", "ServerError", "owner_of", "read_token"]
 
 TOKEN_ENV = "STREAMSEG_TOKEN"
 
@@ -174,6 +175,72 @@ class Client:
         self.http.close()
 
     def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def owner_of(stream: str, replicas: list[str]) -> str:
+    """The replica (base URL) that owns ``stream``: rendezvous (highest random weight) hashing, so every
+    client computes the same owner with no coordination, and removing a replica moves only its streams."""
+    return max(replicas, key=lambda url: hashlib.sha256(f"{url.rstrip('/')}|{stream}".encode()).digest())
+
+
+class ReplicaClient:
+    """Several `streamseg serve` replicas as one: each stream lives on the one replica `owner_of` names
+    (its state is there), so calls about a stream go to that replica only; `streams` gathers all.
+
+    A stream's id is its name, chosen here (``name``, else the source's name) before it is routed, and
+    the owner refuses a name it already has instead of renaming it, so the id always routes back.
+    """
+
+    def __init__(self, urls: list[str], token: str | None = None, timeout_s: float = 30.0) -> None:
+        if len(set(urls)) != len(urls) or not urls:
+            raise ValueError(f"expected distinct replica URLs, got {urls}")
+        self.clients = {url.rstrip("/"): Client(url, token, timeout_s) for url in urls}
+
+    def owner(self, sid: str) -> Client:
+        return self.clients[owner_of(sid, list(self.clients))]
+
+    def add(self, source: str | None, name: str | None = None, **kwargs: Any) -> str:
+        from .deploy.sources import source_name
+
+        if name is None and source is None:
+            raise ValueError("a push stream needs a name to be routed")
+        name = name or source_name(source)
+        return self.owner(name).add(source, name, **kwargs)
+
+    def push_video(self, path: str | Path, name: str | None = None, **kwargs: Any) -> str:
+        from .deploy.sources import source_name
+
+        name = name or source_name(path)
+        return self.owner(name).push_video(path, name, **kwargs)
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Every replica's streams, each with its ``replica`` URL."""
+        return [{**s, "replica": url} for url, c in self.clients.items() for s in c.streams()]
+
+    def status(self, sid: str) -> dict[str, Any]:
+        return self.owner(sid).status(sid)
+
+    def segments(self, sid: str) -> list[dict[str, Any]]:
+        return self.owner(sid).segments(sid)
+
+    def wait(self, sid: str, timeout_s: float = 300.0) -> dict[str, Any]:
+        return self.owner(sid).wait(sid, timeout_s)
+
+    def remove(self, sid: str) -> None:
+        self.owner(sid).remove(sid)
+
+    def events(self, sid: str, until_finished: bool = True) -> Iterator[dict[str, Any]]:
+        return self.owner(sid).events(sid, until_finished)
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.close()
+
+    def __enter__(self) -> ReplicaClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

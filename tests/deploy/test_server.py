@@ -304,3 +304,33 @@ def test_a_slow_subscriber_is_dropped_and_counted_not_waited_for() -> None:
     queue = slow[1]
     assert [queue.get_nowait(), queue.get_nowait()] == [{"n": 1}, None]  # None: the handler closes it
     assert other in broker.subs and other[1].empty()  # subscribed to another stream: untouched
+
+
+def test_two_replicas_each_own_their_streams(streamer, videos, expected) -> None:
+    """Streams spread over two servers by rendezvous hashing of their names: each lives on its owner only,
+    gets `infer`'s events there, and the owner refuses a second stream of the same name."""
+    from streamseg.client import ReplicaClient, owner_of
+
+    with ServerThread(streamer, ServerOptions(chunk=CHUNK)) as a, ServerThread(streamer, ServerOptions(chunk=CHUNK)) \
+            as b, ReplicaClient([a.url, b.url]) as replicas:
+        names: dict[str, list[str]] = {a.url: [], b.url: []}
+        for i in range(64):  # the first 3 names each replica owns (the ports, hence owners, vary run to run)
+            owned = names[owner_of(f"cam{i}", [a.url, b.url])]
+            if len(owned) < 3:
+                owned.append(f"cam{i}")
+        video_of = {n: videos[i % len(videos)] for i, n in enumerate(sorted(names[a.url] + names[b.url]))}
+        for name, video in video_of.items():
+            assert replicas.add(str(video), name) == name
+        with pytest.raises(ServerError) as taken:
+            replicas.add(str(videos[0]), names[a.url][0])
+        assert taken.value.status == 400 and "taken" in str(taken.value)
+        for name, video in video_of.items():
+            assert replicas.wait(name)["status"] == "ended"
+            assert_same_events(replicas.segments(name), expected[video.stem].events, name)
+        listed = {(s["id"], s["replica"]) for s in replicas.streams()}
+        assert listed == {(n, url) for url, owned in names.items() for n in owned}
+
+    third = "http://127.0.0.1:1"  # a replica leaving moves only its own streams
+    for i in range(200):
+        with_third = owner_of(f"s{i}", [a.url, b.url, third])
+        assert with_third == third or owner_of(f"s{i}", [a.url, b.url]) == with_third

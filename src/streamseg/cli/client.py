@@ -10,7 +10,8 @@
     streamseg client remove cam1
 
 --server (default http://127.0.0.1:8000); the token for add, push and remove is read from --token-file
-or $STREAMSEG_TOKEN.
+or $STREAMSEG_TOKEN. Several --server options are replicas: each stream goes to the one that owns its
+name (rendezvous hashing, `streamseg.client.owner_of`), `list` gathers all (docs/serve.md, "Replicas").
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import sys
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("client", help="control a streamseg serve server: add, push, list, events, remove",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--server", default="http://127.0.0.1:8000", help="the server's base URL")
+    p.add_argument("--server", action="append", default=None,
+                   help="the server's base URL (default http://127.0.0.1:8000); repeat for replicas")
     p.add_argument("--token-file", default=None, help="file holding the control token (else $STREAMSEG_TOKEN)")
     cmds = p.add_subparsers(dest="client_command", required=True, metavar="COMMAND")
     add = cmds.add_parser("add", help="a stream the server pulls (file, URL, device); prints its id")
@@ -48,13 +50,17 @@ def _print(obj) -> None:
 
 def run_client(args: argparse.Namespace) -> int:
     try:
-        from ..client import Client, ServerError, read_token
+        from ..client import Client, ReplicaClient, ServerError, read_token
     except ImportError as e:
         raise SystemExit(f"error: the client needs the serve extra ({e.name} is missing): pip install -e '.[serve]'")
     import httpx
 
+    servers = args.server or ["http://127.0.0.1:8000"]
+    if len(servers) > 1 and args.client_command == "events" and args.stream is None:
+        raise SystemExit("error: events of all streams: ask one --server at a time")
     try:
-        with Client(args.server, read_token(args.token_file)) as client:
+        token = read_token(args.token_file)
+        with (Client(servers[0], token) if len(servers) == 1 else ReplicaClient(servers, token)) as client:
             cmd = args.client_command
             if cmd == "add":
                 print(client.add(args.source, args.name, realtime=args.realtime), flush=True)
@@ -82,7 +88,7 @@ def run_client(args: argparse.Namespace) -> int:
                 except KeyboardInterrupt:
                     pass
     except ServerError as e:
-        raise SystemExit(f"error: {args.server}: {e}") from None
+        raise SystemExit(f"error: {' '.join(servers)}: {e}") from None
     except (httpx.HTTPError, OSError, ValueError) as e:
-        raise SystemExit(f"error: {args.server}: {type(e).__name__}: {e}") from None
+        raise SystemExit(f"error: {' '.join(servers)}: {type(e).__name__}: {e}") from None
     return 0
