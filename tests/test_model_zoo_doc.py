@@ -98,3 +98,16 @@ def test_measured_columns_come_from_the_newest_finished_run(zoo, tmp_path: Path)
     (tmp_path / "synth" / "asformer_quick" / "version_0").mkdir(parents=True)  # started, never finished
     assert zoo.measured(tmp_path, "asformer", "quick") == {"unfinished": str(tmp_path / "synth" / "asformer_quick" / "version_0")}
     assert zoo.measured(tmp_path, "asrf", "quick") is None
+
+
+def test_encoder_rows_are_what_the_encoders_build(zoo) -> None:
+    rows = _table("encoders")
+    built = {r["backbone"]: r for r in zoo.encoder_rows()}
+    assert [r["backbone"] for r in rows] == list(built), "one row per video_memtcn backbone, in its order"
+    for r in rows:
+        b, where = built[r["backbone"]], f"{DOC} encoders row {r['backbone']}"
+        assert int(r["params"].replace(",", "")) == b["params"], where
+        assert r["GFLOPs/frame"] == b["gflops_per_frame"] and r["GMACs/window"] == b["gmacs_per_window"], where
+        assert r["look-ahead"] == str(b["lookahead"]) == str(b["clip_len"] - 1), where
+        assert r["window x frame"] == f"{b['window']}x{b['frame_size'][0]}x{b['frame_size'][1]} (clip {b['clip_len']})"
+        assert r["published"] == (b["published"] or "-"), where

@@ -23,6 +23,6 @@ for v in "$GPUS" "$NODES" "$PORT"; do
 done
 [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && [ "$NODE_RANK" -lt "$NODES" ] || {
   echo "run_multinode.sh: NODE_RANK must be in 0..$((NODES - 1)), got '$NODE_RANK'" >&2; exit 2; }
-exec "$PY" -m torch.distributed.run --nnodes="$NODES" --node_rank="$NODE_RANK" --nproc_per_node="$GPUS" \
+exec "$PY" -m streamseg.cli.torchrun --nnodes="$NODES" --node_rank="$NODE_RANK" --nproc_per_node="$GPUS" \
   --master_addr="$ADDR" --master_port="$PORT" \
   -m streamseg.cli.main "$MODE" --devices "$GPUS" --num-nodes "$NODES" "$@"

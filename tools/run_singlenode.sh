@@ -25,5 +25,5 @@ fi
 if [ "$NUM_GPUS" -eq 1 ] || [ "$MODE" = test ]; then
   exec "$PY" -m streamseg.cli.main "$MODE" "$@"
 fi
-exec "$PY" -m torch.distributed.run --standalone --nnodes=1 --nproc_per_node="$NUM_GPUS" \
+exec "$PY" -m streamseg.cli.torchrun --standalone --nnodes=1 --nproc_per_node="$NUM_GPUS" \
   -m streamseg.cli.main "$MODE" --devices "$NUM_GPUS" "$@"

@@ -4,7 +4,7 @@
     python tools/zoo_table.py --json                   # the same as JSON
     python tools/zoo_table.py --runs /tmp/zoo_runs     # + Acc/Edit/F1 and time from finished runs there
 
-Three tables:
+Four tables:
 
 * synth: one row per experiment config in `exp_configs/synth/` (its model config is the longest
   `model_configs/` name its file name starts with): parameters, GFLOPs per frame, look-ahead (the
@@ -19,6 +19,11 @@ Three tables:
 * paper: for every `exp_configs/{gtea,50salads,breakfast}/<model>_paper.py` of a feature model, the
   parameters at 2048-d I3D input with the dataset's 11 / 19 / 48 classes, beside the official count.
 * real: every experiment config of gtea / 50salads / breakfast with its key settings (resolved params).
+* encoders: every video backbone of `model_configs/video_memtcn.py` at its variant function's defaults
+  (the clip its Kinetics weights were trained on): parameters (classifier dropped), window = context +
+  clip_len frames, GFLOPs per frame (one clip's window / clip_len, context included: what streaming costs)
+  and GMACs per window (one backbone pass, the unit papers publish), beside the published figures where
+  they are known. Counted on the meta device (shapes only, no arithmetic), so it costs no compute.
 
 `--runs ROOT` adds, per synth row, the newest finished run `ROOT/synth/<model>_<exp>/version_*/`
 (the one with `DONE`): test Acc, Edit, F1@{10,25,50} and `train_seconds` from its `metrics.json`
@@ -40,6 +45,7 @@ import torch
 from torch import nn
 
 from streamseg.config import ConfigError, RunParams, load_configs, resolve_params
+from streamseg.config.loader import import_file
 from streamseg.data.synth import CLASSES as SYNTH_CLASSES
 from streamseg.deploy.bench import model_cost
 from streamseg.engine.datamodule import DatasetInfo
@@ -257,6 +263,56 @@ def real_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+ENCODER_PAPERS = {
+    "r2plus1d_18": "R(2+1)D-18 (Tran et al., CVPR'18)",
+    "s3d": "S3D (Xie et al., ECCV'18)",
+    "mvit_v2_s": "MViTv2-S (Li et al., CVPR'22)",
+    "swin3d_t": "Video Swin-T (Liu et al., CVPR'22)",
+    "x3d_xs": "X3D-XS (Feichtenhofer, CVPR'20)",
+    "x3d_s": "X3D-S (Feichtenhofer, CVPR'20)",
+    "x3d_m": "X3D-M (Feichtenhofer, CVPR'20)",
+    "slowfast_r50": "SlowFast R50 8x8 (Feichtenhofer et al., ICCV'19)",
+}
+# Published (parameters in M with the Kinetics-400 classifier, GMACs per view, the view): PySlowFast
+# MODEL_ZOO.md (X3D GFLOPs, counted as multiply-adds) and PyTorchVideo's model zoo (3.79 M; SlowFast R50 8x8
+# 34.57 M, 65.71 G at its 256 x 256 test crop); tests/models/test_pyslowfast.py checks the counts.
+PUBLISHED_ENCODERS: dict[str, tuple[float, float, str]] = {
+    "x3d_xs": (3.79, 0.60, "4x160x160"), "x3d_s": (3.79, 1.96, "13x160x160"), "x3d_m": (3.79, 4.73, "16x224x224"),
+    "slowfast_r50": (34.57, 65.71, "32x256x256"),
+}
+
+
+def encoder_rows(repo: Path = REPO) -> list[dict[str, Any]]:
+    """The encoders table (module docstring), one row per backbone of `video_memtcn`."""
+    config = import_file(repo / "model_configs" / "video_memtcn.py", "_zoo_table_video_memtcn")
+    rows = []
+    for name, build in config.ENCODERS.items():
+        with torch.device("meta"):
+            encoder = build()
+        cost = model_cost(encoder, (3, *encoder.frame_size), encoder.clip_len)  # one clip = one window
+        published = PUBLISHED_ENCODERS.get(name)
+        rows.append({
+            "backbone": name, "paper": ENCODER_PAPERS.get(name, "-"), "params": count_params(encoder),
+            "window": encoder.context + encoder.clip_len, "clip_len": encoder.clip_len,
+            "frame_size": list(encoder.frame_size), "lookahead": encoder.lookahead,
+            "flops_per_frame": cost["flops_per_frame"], "gflops_per_frame": fmt_gflops(cost["flops_per_frame"]),
+            "gmacs_per_window": f"{cost['flops_per_forward'] / 2e9:.2f}",
+            "published": None if published is None else f"{published[0]} M, {published[1]:.2f} G at {published[2]}",
+        })
+    return rows
+
+
+def encoders_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| backbone | paper | params | window x frame | GFLOPs/frame | GMACs/window | look-ahead | published |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        h, w = r["frame_size"]
+        lines.append(f"| `{r['backbone']}` | {r['paper']} | {_int(r['params'])} | {r['window']}x{h}x{w} "
+                     f"(clip {r['clip_len']}) | {r['gflops_per_frame']} | {r['gmacs_per_window']} | {r['lookahead']} | "
+                     f"{r['published'] or '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
@@ -268,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: --runs {args.runs}: no such directory")
     try:
         synth = sorted((synth_row(m, e) for m, e in experiments("synth")), key=row_order)
-        paper, real = paper_rows(), real_rows()
+        paper, real, encoders = paper_rows(), real_rows(), encoder_rows()
     except (ValueError, ConfigError) as e:
         raise SystemExit(f"error: {e}") from None
     if args.runs is not None:
@@ -276,10 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         for r in synth:
             r["measured"] = measured(root, r["model"], r["exp"])
     if args.json:
-        json.dump({"synth": synth, "paper": paper, "real": real}, sys.stdout, indent=2)
+        json.dump({"synth": synth, "paper": paper, "real": real, "encoders": encoders}, sys.stdout, indent=2)
         print()
     else:
-        print(synth_markdown(synth), paper_markdown(paper), real_markdown(real), sep="\n\n")
+        print(synth_markdown(synth), paper_markdown(paper), real_markdown(real), encoders_markdown(encoders),
+              sep="\n\n")
     return 0
 
 

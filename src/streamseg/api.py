@@ -7,8 +7,9 @@
     run = exp.train(root="experiments")                  # streamseg train ... -R experiments
     run.metrics["f1@50"]                                 # metrics.json (percent)
     run.evaluate("last")                                 # streamseg test ... --ckpt last
-    pred = run.predict("data/synth/features/vid_000.npy")  # or a video file: labels + segments
+    pred = run.predict("data/synth/features/coffee_000.npy")  # or a video file: labels + segments
     onnx = run.export_onnx()                             # streamseg export onnx RUN_DIR
+    run.explain("data/synth/Videos/vid_000.mp4")         # streamseg explain RUN_DIR VIDEO: CAM mp4
     predict(onnx, "rtsp://cam/stream", on_segment=print)  # any model (run, .ckpt, .onnx), file/URL/device
     Run("experiments/synth/mstcn_quick/version_0")       # a finished run from disk
 
@@ -166,6 +167,18 @@ class Run:
         path = self.checkpoint(ckpt)
         onnx_path, _, _, _ = export_trained(path, out or self.path / "export" / "model.onnx", check=check)
         return onnx_path
+
+    def explain(self, video: str | Path, out: str | Path | None = None, ckpt: str = "best",
+                **options: Any) -> Path:
+        """`streamseg explain RUN_DIR VIDEO`: class activation maps beside the frames, as an mp4 (default
+        ``<run>/explain/<video>_cam.mp4``); ``options``: ``chunk``, ``target`` (a class name), ``layer``,
+        ``method`` ("gradcam" | "hirescam"), ``width``, ``max_frames`` (`deploy.explain.write_explanation`).
+        Needs Captum (``streamseg[explain]``)."""
+        from .deploy.explain import explain_video
+
+        out = Path(out) if out is not None else self.path / "explain" / f"{Path(video).stem}_cam.mp4"
+        explain_video(self.checkpoint(ckpt), video, out, **options)
+        return out
 
 
 def predict(model: Run | str | Path | Any, source: str | Path, chunk: int | None = None,

@@ -25,6 +25,8 @@ def test_check_passes_on_synth_and_reports_every_problem_at_once(tmp_path, synth
     text = " ".join(out.stdout.split())  # rich may wrap long paths
     assert names[0] in text
     assert f"{names[1]}.txt" in text and "juggle" in text and ":5" in text
+    assert text.count("problem(s)") == 1, out.stdout  # one header, naming the folder
+    assert f"2 problem(s) found in {broken}" in text
 
 
 def test_synth_command_generates_a_dataset(tmp_path):

@@ -92,6 +92,22 @@ def test_all_problems_reported_with_file_and_line_before_scoring(dataset):
     assert "vid_c.txt:1: expected the header" in msg
 
 
+def test_predictions_for_one_split_only_suggest_split_file(dataset):
+    root, _ = dataset
+    (root / "splits").mkdir()
+    (root / "splits" / "test.split1.bundle").write_text("vid_a.txt\n")
+    (root / "pred" / "vid_b.txt").unlink()
+    (root / "pred" / "vid_c.txt").unlink()
+    with pytest.raises(EvaluationInputError) as exc:
+        evaluate_dirs(root / "pred", root / "groundTruth")
+    first = str(exc.value).splitlines()[0]
+    assert "predictions for 1 of the 3 videos" in first
+    assert f"--split-file {root / 'splits' / 'test.split1.bundle'}" in first
+    # with the split named, the same folders score
+    assert evaluate_dirs(root / "pred", root / "groundTruth",
+                         split_file=root / "splits" / "test.split1.bundle")["num_videos"] == 1
+
+
 def test_unknown_label_names_file_and_line(dataset):
     root, _ = dataset
     path = root / "pred" / "vid_a"

@@ -91,6 +91,23 @@ def test_unknown_key_is_rejected_with_valid_keys():
     assert not hasattr(p.train, "lrr")
 
 
+@pytest.mark.parametrize(
+    "typo, suggestion",
+    [("train.epoch", "train.epochs"), ("train.lrr", "train.lr"), ("epochs", "train.epochs"), ("trian.seed", "train.seed")],
+)
+def test_unknown_key_suggests_the_closest_valid_key(typo, suggestion):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(make(), [f"{typo}=1"])
+    first_line = str(e.value).splitlines()[0]
+    assert f"did you mean '{suggestion}'" in first_line
+
+
+def test_unknown_key_far_from_every_key_gets_no_suggestion():
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(make(), ["zzzz.qqqq=1"])
+    assert "did you mean" not in str(e.value)
+
+
 def test_intermediate_node_is_not_a_key():
     with pytest.raises(ConfigError, match="unknown override key 'train'"):
         apply_overrides(make(), ["train=1"])

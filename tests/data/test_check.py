@@ -122,3 +122,46 @@ def test_length_tolerance_is_inclusive(tmp_path: Path, tolerance: int) -> None:
 def test_missing_root(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     assert check_dataset(missing) == [Problem(str(missing), None, "dataset root is not a directory")]
+
+
+@pytest.mark.parametrize("line", ["../../../../tmp/x/v.txt", "/etc/passwd.txt", "sub/v.txt", "..txt", "..",
+                                  "a\\b.txt", "a\x00b.txt"])
+def test_a_video_name_that_is_not_a_plain_file_name_is_an_error_at_its_line(tmp_path: Path, line: str) -> None:
+    """Video names are data, not paths: a split line that would reach another folder is reported, not read."""
+    root = write_dataset(tmp_path, {"a": 5, "b": 5, "c": 5})
+    split = root / "splits" / "train.split1.bundle"
+    split.write_text(f"a.txt\n{line}\n")
+    problems = check_dataset(root)
+    assert [(p.path, p.line) for p in problems] == [(str(split), 2)], format_problems(problems)
+    assert "not a plain file name" in problems[0].message
+
+
+def test_non_utf8_labels_are_reported_by_line_and_nonfinite_features_by_frame(tmp_path: Path) -> None:
+    from streamseg.metrics.io import LabelFileError, read_ground_truth
+
+    root = write_dataset(tmp_path, {"a": 20, "b": 20, "c": 20, "d": 20})
+    gt, feats = root / "groundTruth", root / "features"
+    (gt / "a.txt").write_bytes(b"take\n" * 4 + b"pour\xff\n" + b"take\n" * 15)  # a Latin-1 byte on line 5
+    features = np.zeros((4, 20), np.float32)
+    features[2, 7], features[0, 12] = np.nan, np.inf
+    np.save(feats / "b.npy", features)
+    problems = check_dataset(root)
+    assert [(Path(p.path).name, p.line) for p in problems] == [("a.txt", 5), ("b.npy", None)], format_problems(problems)
+    assert "not UTF-8" in problems[0].message
+    assert "non-finite values in 2 frame(s), first at frame 7" in problems[1].message
+    with pytest.raises(LabelFileError, match=r"a\.txt:5: not UTF-8"):
+        read_ground_truth(gt / "a.txt")
+
+
+def test_class_names_must_be_plain_and_the_layout_builds_no_path_from_an_unsafe_name(tmp_path: Path) -> None:
+    from streamseg.data import DataError, TASLayout
+
+    root = write_dataset(tmp_path, {"a": 5, "b": 5, "c": 5})
+    layout = TASLayout(root)
+    for build in (layout.labels_path, layout.features_path, layout.video_path):
+        with pytest.raises(DataError, match="'../b' is not a plain file name"):
+            build("../b")
+    (root / "mapping.txt").write_text("0 background\n1 take\n2 ../pour\n")
+    problems = check_dataset(root)
+    assert [(Path(p.path).name, p.line) for p in problems][0] == ("mapping.txt", 3), format_problems(problems)
+    assert "class name '../pour' is not a plain file name" in problems[0].message

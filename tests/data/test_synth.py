@@ -165,13 +165,16 @@ def test_videos_decode_with_one_frame_per_label(tmp_path: Path) -> None:
         assert spread[labels == 0].max() < 8 < spread[labels != 0].min()
 
 
-def test_ensure_generates_once_and_regenerates_on_a_new_spec(tmp_path: Path) -> None:
+def test_ensure_generates_once_and_regenerates_on_a_new_spec(tmp_path: Path, capsys) -> None:
     root = tmp_path / "data" / "synth"
     spec = SynthSpec(num_videos=3, with_videos=False)
     synth.ensure(root, spec)
+    said = capsys.readouterr().err
+    assert "writing the synthetic dataset (3 videos, features only)" in said and str(root.resolve()) in said
     marker = root / "marker"
     marker.write_text("kept while the spec is unchanged")
     assert synth.ensure(root, spec) == root and marker.exists()
+    assert capsys.readouterr().err == ""  # reused silently
     synth.ensure(root, dataclasses.replace(spec, seed=1))
     assert not marker.exists()
     assert '"seed": 1' in (root / "synth.json").read_text()

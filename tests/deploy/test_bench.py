@@ -14,7 +14,7 @@ from streamseg.deploy.bench import bench_end_to_end, bench_model, bench_onnx_mod
 from streamseg.deploy.runtime import DeployMeta, OnnxStreamer
 from streamseg.models import MemoryTCN, tsm_framewise_mobilenet_v2, tsm_memtcn_mobilenet_v2
 
-from ..conftest import TINY, streamseg
+from ..conftest import TINY, TINY_STREAM, streamseg
 
 
 def test_bench_model_times_every_step() -> None:
@@ -34,6 +34,28 @@ def test_end_to_end_labels_every_sampled_frame_of_every_video_once(synth_video_r
     assert r["videos"] == 3
     assert r["frames"] == sum(math.ceil(probe(v)[0] / 2) for v in videos)
     assert r["decode_s"] + r["model_s"] <= r["wall_s"]
+
+
+def test_end_to_end_stops_after_max_steps_and_reports_progress(synth_video_root) -> None:
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))
+    net = tsm_framewise_mobilenet_v2(4, frame_size=(16, 16)).eval()
+    seen = []
+    r = bench_end_to_end(net, videos, frame_size=(16, 16), sample_rate=2, mean=(0.5,) * 3, std=(0.25,) * 3,
+                         streams=2, chunk=4, max_frames=None, max_steps=3, progress=lambda *a: seen.append(a))
+    assert r["steps"] == 3 and r["frames"] == 3 * 2 * 4  # the videos are far longer than 3 chunks
+    assert seen == [("end-to-end", i, 3) for i in (1, 2, 3)]
+
+
+def test_bench_cli_bounds_end_to_end_by_steps(tmp_path, synth_video_root) -> None:
+    """The end-to-end part obeys --steps/--repeats (it once played 2,000 frames whatever they said)."""
+    out = tmp_path / "b.json"
+    res = streamseg("bench", "-D", "synth", "-M", "mobilenet_framewise", "-E", "chunk32",
+                    "-o", f"data.root={synth_video_root}", *TINY_STREAM, "--chunk", "4", "--warmup", "1", "--steps", "1", "--repeats", "1", "--threads", "1",
+                    "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    e2e = json.loads(out.read_text())["end_to_end"]
+    assert e2e["steps"] == 2 and e2e["frames"] <= 2 * 4
+    assert "end-to-end steps" in res.stderr and "model steps" in res.stderr
 
 
 def test_bench_cli_writes_json(tmp_path, synth_root) -> None:

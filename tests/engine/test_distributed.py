@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_singlenode_two_processes_match_single_process_scoring(tmp_path, synth_r
     out = subprocess.run(["bash", "tools/run_singlenode.sh", "train", "2", *_args(tmp_path, synth_root)],
                          cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-4000:]
+    assert "sync_dist" not in out.stdout + out.stderr  # epoch values are equal on every rank (engine/quiet.py)
     run = tmp_path / "synth" / "mstcn_quick" / "version_0"
     ddp = json.loads((run / "metrics.json").read_text())
     assert ddp["world_size"] == 2
@@ -47,6 +49,21 @@ def test_singlenode_two_processes_match_single_process_scoring(tmp_path, synth_r
     assert one["num_videos"] == ddp["num_videos"]
     for key in ("acc", "edit", "f1@10", "f1@25", "f1@50"):
         assert one[key] == pytest.approx(ddp[key], abs=1e-9), key
+
+
+def test_a_data_error_under_torchrun_is_printed_once_with_the_exit_code(tmp_path, synth_root):
+    broken = tmp_path / "broken"
+    shutil.copytree(synth_root, broken, ignore=shutil.ignore_patterns("Videos"))
+    gt = sorted((broken / "groundTruth").glob("*.txt"))[0]
+    gt.write_text(gt.read_text().replace("\n", "\njuggle\n", 1))  # an unknown label on line 2
+    env = _env()
+    env["PATH"] = str(Path(os.sys.executable).parent) + os.pathsep + env["PATH"]
+    out = subprocess.run(["bash", "tools/run_singlenode.sh", "train", "2", *_args(tmp_path / "exp", broken)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 1, out.stderr[-4000:]
+    assert out.stderr.count("unknown label 'juggle'") == 1, out.stderr[-4000:]
+    assert "-o data.root=" in out.stderr
+    assert "ChildFailedError" not in out.stderr and "Traceback" not in out.stderr, out.stderr[-4000:]
 
 
 def test_multinode_script_two_nodes_on_loopback(tmp_path, synth_root):

@@ -40,6 +40,11 @@ def test_train_writes_the_run_directory(tmp_path, synth_root):
     run_info = json.loads((run / "config" / "run.json").read_text())
     assert "torch" in run_info["versions"] and run_info["command"][1] == "train"
     assert "F1@50" in out.stdout
+    # nothing that is not the user's business (#23): Lightning's advert, its own deprecation warning,
+    # the log-interval warning (epoch loss is logged anyway) and the logger's version in the bar
+    said = out.stdout + out.stderr
+    for noise in ("litlogger", "LeafSpec", "log_every_n_steps", "v_num"):
+        assert noise not in said, noise
 
     # the same command again starts a new version (the first is finished); test re-scores the run
     again = streamseg(*_args(tmp_path, synth_root, "-o", "train.epochs=1"))

@@ -1,7 +1,8 @@
 """A fake Telegram Bot API server on 127.0.0.1 that records what arrives, and can misbehave on purpose.
 
 Request formats (python-telegram-bot 22): `POST /bot<token>/<method>`; getMe has no body, sendMessage is
-`application/x-www-form-urlencoded`, sendPhoto is `multipart/form-data` with a `photo` file part.
+`application/x-www-form-urlencoded`, sendPhoto is `multipart/form-data` with a `photo` file part (sendAnimation
+the same with an `animation` part; either file lands in `Call.photo`).
 
 Modes:
     "ok"       answers every call
@@ -32,7 +33,7 @@ def ok_message(chat_id: str) -> dict:
 
 @dataclass
 class Call:
-    method: str  # "getMe", "sendMessage", "sendPhoto"
+    method: str  # "getMe", "sendMessage", "sendPhoto", "sendAnimation"
     token: str  # the token in the path, so tests can check it was the right one
     fields: dict[str, str] = field(default_factory=dict)  # form fields (chat_id, text, parse_mode, caption)
     photo: bytes | None = None

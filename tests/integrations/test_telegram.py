@@ -9,6 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 
@@ -415,3 +416,111 @@ def test_cli_flag_reports_a_training_run(tmp_path, synth_root):
         texts = srv.texts()
     assert texts[0].startswith("<b>started</b>") and texts[-1].startswith("<b>finished</b>")
     _assert_token_nowhere(tmp_path / "exp", out.stdout, out.stderr)
+
+
+# ----------------------------------------------------------------------------------------------------
+# input preview (issue 22): what the model gets, at the start of training
+
+
+def test_input_preview_is_a_gif_of_the_chunks_with_their_label_colours():
+    from io import BytesIO
+
+    from PIL import Image
+
+    from streamseg.integrations.telegram_report import PREVIEW_TEXT, render_input_preview
+    from streamseg.viz.plots import class_colours
+
+    t, side = 3, 16  # 3 sampled frames of 16x16, scaled 8x to 128 pixels
+    frames = np.zeros((2, t, side, side, 3), np.uint8)
+    frames[0, :, :, :, 0] = 255  # chunk 0 red, chunk 1 green
+    frames[1, :, :, :, 1] = 255
+    labels = np.array([[0, 1, 1], [2, 2, -1]])  # the last frame of chunk 1 is padding
+    gif = Image.open(BytesIO(render_input_preview(frames, labels, ["bg", "cut", "pour"], bg_ids=[0],
+                                                  names=["vid_a", "vid_b"])))
+    assert gif.format == "GIF" and gif.n_frames == t and gif.size == (2 * (128 + 4), 128 + 2 * PREVIEW_TEXT)
+    colours = (class_colours(3, [0])[:, :3] * 255).round()
+    for step in range(t):
+        gif.seek(step)
+        rgb = np.asarray(gif.convert("RGB")).astype(int)
+        assert abs(rgb[64, 64] - [255, 0, 0]).max() <= 8 and abs(rgb[64, 132 + 64] - [0, 255, 0]).max() <= 8
+        bar = rgb[128 + PREVIEW_TEXT - 2, 132 + 120]  # chunk 1's label bar, right end (past the text)
+        expected = [0, 0, 0] if labels[1, step] < 0 else colours[labels[1, step]]
+        assert abs(bar - expected).max() <= 12, (step, bar, expected)
+
+
+def test_training_on_frames_starts_with_the_input_preview_unless_turned_off(tmp_path, synth_video_root):
+    """A tiny run on frames with two callbacks: the default one sends the preview (after the start message,
+    before any epoch report) of the first batch's chunks; the one built with preview=False sends none."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from streamseg.config import load_configs, resolve_params
+    from streamseg.engine.runner import Hardware, train_and_test
+    from streamseg.integrations.telegram_callback import TelegramCallback
+
+    from ..conftest import TINY_STREAM
+
+    with FakeTelegram("ok") as on, FakeTelegram("ok") as off:
+        callbacks = [_callback(on.url), TelegramCallback(_notifier(off.url), every_n_epochs=1, flush_timeout=5.0,
+                                                         preview=False)]
+        configs = load_configs("synth", "mobilenet_framewise", "chunk32")
+        tiny = [TINY_STREAM[i + 1] for i in range(0, len(TINY_STREAM), 2)]
+        params, applied = resolve_params(configs, [*tiny, f"data.root={synth_video_root}", "train.batch_size=3"])
+        train_and_test(configs, params, applied, tmp_path / "exp", Hardware(), new=True, extra_callbacks=callbacks)
+    sent = [c.method for c in on.calls if c.method != "getMe"]
+    assert sent[:2] == ["sendMessage", "sendAnimation"] and sent.count("sendAnimation") == 1, sent
+    preview = on.delivered("sendAnimation")[0]
+    assert preview.fields["caption"].startswith("input preview: 3 training chunks of 8 frames (16x16)")
+    gif = Image.open(BytesIO(preview.photo))
+    assert gif.format == "GIF" and gif.n_frames == 8 and gif.size[0] == 3 * (128 + 4)
+    assert not off.delivered("sendAnimation") and off.texts()[0].startswith("<b>started</b>")
+
+
+def test_cli_flag_turns_the_preview_off(tmp_path):
+    pytest.importorskip("telegram")
+    from streamseg.cli.main import build_parser
+    from streamseg.cli.train import _telegram
+
+    key = _key_file(tmp_path, f"[Telegram0]\ntoken = {TOKEN}\nchat_id = 5\napi_url = http://127.0.0.1:9\n")
+    base = ["train", "-D", "synth", "-M", "mstcn", "-E", "quick", "-B", "0", "--telegram-keys", str(key)]
+    parser = build_parser()
+    assert _telegram(parser.parse_args(base))[0].preview
+    assert not _telegram(parser.parse_args([*base, "--no-telegram-preview"]))[0].preview
+    with pytest.raises(SystemExit):  # `streamseg test` does not train: no such flag
+        parser.parse_args(["test", *base[1:], "--no-telegram-preview"])
+
+
+def test_preview_undoes_the_normalisation_and_skips_finished_stream_slots():
+    """The hook gets the batch after `on_after_batch_transfer` (normalised floats): the GIF shows the uint8
+    frames again; a slot whose mask is all zero (its stream has ended) is left out."""
+    from io import BytesIO
+    from types import SimpleNamespace
+
+    import torch
+    from PIL import Image
+
+    from streamseg.data.streams import normalize_frames
+    from streamseg.integrations.telegram_callback import TelegramCallback
+
+    sent = []
+    notifier = SimpleNamespace(animation=lambda gif, caption, filename: sent.append((gif, caption)))
+    cb = TelegramCallback(notifier, preview_chunks=4)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    frames = torch.randint(0, 256, (3, 3, 2, 16, 16), dtype=torch.uint8)
+    frames[:, :, :, :8] = torch.tensor([200, 40, 90], dtype=torch.uint8).view(1, 3, 1, 1, 1)  # a flat top half
+    mask = torch.ones(3, 1, 2)
+    mask[1] = 0  # slot 1: finished
+    batch = {"x": normalize_frames(frames.clone(), mean, std), "labels": torch.zeros(3, 2, dtype=torch.long),
+             "mask": mask, "names": ["a", "b", "c"]}
+    trainer = SimpleNamespace(is_global_zero=True, datamodule=SimpleNamespace(mean=mean, std=std))
+    module = SimpleNamespace(info=SimpleNamespace(class_names=["bg", "x"], bg_ids=[0]))
+    cb._preview_pending = True
+    cb.on_train_batch_start(trainer, module, batch, 0)
+    cb.on_train_batch_start(trainer, module, batch, 1)  # once only
+    assert len(sent) == 1 and sent[0][1].startswith("input preview: 2 training chunks of 2 frames (16x16)")
+    gif = Image.open(BytesIO(sent[0][0]()))
+    rgb = np.asarray(gif.convert("RGB")).astype(int)
+    assert gif.size[0] == 2 * (128 + 4)
+    for tile in (0, 1):  # chunks 0 and 2, the flat top half of their first frame
+        assert abs(rgb[20, tile * 132 + 64] - [200, 40, 90]).max() <= 8, rgb[20, tile * 132 + 64]

@@ -1,4 +1,4 @@
-"""torchvision video backbones as streaming encoders: shapes and gradients at the smallest sizes each
+"""Video backbones (torchvision's; PySlowFast's X3D and SlowFast) as streaming encoders: shapes and gradients at the smallest sizes each
 architecture accepts, honest look-ahead (clip_len - 1, no more, no less), the context carried in the
 state (chunked == one pass), local weight files, and the size errors."""
 
@@ -25,7 +25,9 @@ from streamseg.models import (
     mvit_v2_s_encoder,
     r2plus1d_18_encoder,
     s3d_encoder,
+    slowfast_r50_encoder,
     swin3d_t_encoder,
+    x3d_m_encoder,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,12 +44,15 @@ class Backbone:
 
 
 # Smallest legal windows (context + clip_len) and frames: R(2+1)D and Swin3D take anything, S3D >= 8
-# frames of >= 17x17, MViTv2-S an even window of sides that are multiples of 32.
+# frames of >= 17x17, MViTv2-S an even window of sides that are multiples of 32, X3D anything (XS and S are
+# the same network as M), SlowFast windows that are a multiple of alpha = 4.
 BACKBONES = [
     Backbone("r2plus1d_18", r2plus1d_18_encoder, 512, (16, 16), clip_len=3, context=2),
     Backbone("s3d", s3d_encoder, 1024, (17, 17), clip_len=4, context=4),
     Backbone("mvit_v2_s", mvit_v2_s_encoder, 768, (32, 32), clip_len=2, context=2),
     Backbone("swin3d_t", swin3d_t_encoder, 768, (16, 16), clip_len=3, context=2),
+    Backbone("x3d_m", x3d_m_encoder, 2048, (16, 16), clip_len=3, context=2),
+    Backbone("slowfast_r50", slowfast_r50_encoder, 2304, (16, 16), clip_len=4, context=4),
 ]
 PARAMS = [pytest.param(b, id=b.name) for b in BACKBONES]
 
@@ -243,7 +248,7 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
         s3d_encoder(weights=str(tmp_path / "no_such.pth"))
     junk = tmp_path / "junk.pth"
     junk.write_text("not a checkpoint")
-    with pytest.raises(WeightsError, match="junk.pth: cannot be read as a state dict with weights_only=True"):
+    with pytest.raises(WeightsError, match="junk.pth: not a loadable checkpoint or weights file"):
         s3d_encoder(weights=str(junk))
 
 
@@ -258,8 +263,9 @@ def test_wrong_weights_file_is_a_clear_error(tmp_path: Path) -> None:
         (mvit_v2_s_encoder, dict(clip_len=2, context=1, frame_size=(32, 32)), r"even number of frames .* = 3 frames"),
         (mvit_v2_s_encoder, dict(clip_len=2, context=2, frame_size=(48, 32)), r"multiples of 32 .* 4 frames of 48x32"),
         (r2plus1d_18_encoder, dict(clip_len=0, context=2, frame_size=(16, 16)), r"clip_len must be >= 1"),
+        (slowfast_r50_encoder, dict(clip_len=3, context=2, frame_size=(16, 16)), r"multiple of alpha = 4 .* = 5 frames"),
     ],
-    ids=["s3d_short_window", "s3d_small_frames", "mvit_odd_window", "mvit_frame_size", "zero_clip"],
+    ids=["s3d_short_window", "s3d_small_frames", "mvit_odd_window", "mvit_frame_size", "zero_clip", "slowfast_window"],
 )
 def test_illegal_sizes_name_what_is_expected(build, kwargs, expected) -> None:
     with pytest.raises(ValueError, match=expected):
@@ -299,7 +305,8 @@ def test_frames_of_another_size_are_refused() -> None:
 def test_model_config_offers_every_backbone() -> None:
     config = import_file(REPO / "model_configs" / "video_memtcn.py", "_test_model_config_video_memtcn")
     choices = typing.get_args(typing.get_type_hints(config.Params)["backbone"])
-    assert set(choices) == set(config.ENCODERS) == {b.name for b in BACKBONES}
+    x3d_inputs = {"x3d_xs", "x3d_s"}  # X3D-M's network with other default clips (tests/models/test_pyslowfast.py)
+    assert set(choices) == set(config.ENCODERS) == {b.name for b in BACKBONES} | x3d_inputs
     assert all(config.ENCODERS[b.name] is b.build for b in BACKBONES)
     b = BACKBONES[1]  # S3D: the quickest to build
     p = config.Params(backbone=b.name, clip_len=b.clip_len, context=b.context, frame_size=b.frame_size,

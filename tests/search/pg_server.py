@@ -6,6 +6,7 @@ STREAMSEG_REQUIRE_POSTGRES is set (CI): then that fails the test."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
@@ -34,6 +35,23 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def postgres_server():
     """`postgresql://postgres@127.0.0.1:<port>/optuna`, a fresh database; the server stops afterwards."""
+    with _server(password=None) as url:
+        yield url
+
+
+PASSWORD = "pg-Secret-4e1d9b"  # what postgres_password_server requires
+
+
+@pytest.fixture(scope="module")
+def postgres_password_server():
+    """`postgresql://postgres@127.0.0.1:<port>/optuna` (no password in it) on a server that requires
+    `PASSWORD` (scram-sha-256 on every connection, loopback included); the server stops afterwards."""
+    with _server(password=PASSWORD) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _server(password: str | None):
     # set by .ci/run: there a missing driver or server is a failure, not a skip
     required = bool(os.environ.get("STREAMSEG_REQUIRE_POSTGRES"))
     why = None
@@ -49,14 +67,30 @@ def postgres_server():
     as_root = os.geteuid() == 0
     prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
     data = tempfile.mkdtemp(prefix="streamseg-pg-")  # under /tmp: the postgres user must reach it
+    auth = ["-A", "trust"]
+    env = dict(os.environ)
+    if password is not None:
+        secret_dir = tempfile.mkdtemp(prefix="streamseg-pgpw-")
+        pwfile = os.path.join(secret_dir, "pw")
+        with open(pwfile, "w") as f:
+            f.write(password + "\n")
+        auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        env["PGPASSWORD"] = password  # for createdb below
     if as_root:
         shutil.chown(data, "postgres", "postgres")
+        if password is not None:
+            for path in (secret_dir, pwfile):
+                shutil.chown(path, "postgres", "postgres")
     port = _free_port()
 
     def run(*cmd: str) -> None:
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120, env=env)
 
-    run(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    try:
+        run(f"{bin_dir}/initdb", "-D", data, *auth, "-U", "postgres", "--no-sync")
+    finally:
+        if password is not None:
+            shutil.rmtree(secret_dir, ignore_errors=True)
     run(f"{bin_dir}/pg_ctl", "-D", data, "-l", f"{data}/server.log", "-w", "-o",
         f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
     try:

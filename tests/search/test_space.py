@@ -42,6 +42,16 @@ def test_sampled_overrides_are_typed_and_applied():
     assert again == params
 
 
+def test_step_grid_artefacts_are_tidied_before_the_trial_runs():
+    configs = load_configs("synth", "mstcn", TINY_EXP)
+    overrides, params, _ = sample_overrides(configs, _trial({"train.lr": 0.1 + 0.2, "model.num_maps": 4}), [])
+    assert overrides["train.lr"] == 0.3 and params.train.lr == 0.3  # what ran is what is recorded
+    assert "train.lr=0.3" in override_args(overrides)
+    lr = 0.0012345678901234567  # a log-uniform draw keeps its 15 significant digits
+    overrides, _, _ = sample_overrides(configs, _trial({"train.lr": lr, "model.num_maps": 4}), [])
+    assert abs(overrides["train.lr"] - lr) < 1e-17
+
+
 def test_a_key_searched_and_fixed_is_an_error():
     configs = load_configs("synth", "mstcn", TINY_EXP)
     with pytest.raises(ConfigError, match=r"searches \['train.lr'\].*also sets with -o"):

@@ -5,8 +5,10 @@ from the dataset's videos (PyAV decode + resize + normalise + model), peak memor
 
 Printed as a table and written as JSON (default bench/<dataset>_<model>_<exp>_<device>_s<S>_t<T>_<precision>.json,
 with _onnxruntime before .json for that backend) with the environment (versions, CPU, threads, GPU).
-Warm-up steps first, then --repeats runs of --steps steps; throughput is the median run. The model is
-freshly initialised (speed does not depend on weights).
+Warm-up steps first, then --repeats runs of --steps steps; throughput is the median run. The end-to-end
+part runs at most as many steps (warm-up + steps x repeats) and at most --e2e-max-frames sampled frames.
+Each phase shows a progress bar with the time left on stderr. The model is freshly initialised (speed does
+not depend on weights).
 
 --backend onnxruntime times the same model exported to ONNX (state as graph inputs/outputs, parity
 checked against PyTorch; or --onnx, an existing export of this experiment's model) through ONNX Runtime,
@@ -23,13 +25,12 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from ..config import ConfigError
-from .common import load_run_params
+from .common import load_run_params, make_console
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed steps per run")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (throughput: their median)")
     p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end (decode + model) benchmark")
-    p.add_argument("--e2e-max-frames", type=int, default=2000, help="stop opening videos after this many frames")
+    p.add_argument("--e2e-max-frames", type=int, default=2000, help="end to end: stop after this many sampled frames (or the steps above)")
     p.add_argument("--out", default=None, help="JSON output path")
     p.set_defaults(func=run_bench)
 
@@ -84,10 +85,12 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..deploy.onnx_export import ExportError, ParityError
 
     try:
-        result = run_benchmark(configs, params, device=args.device, streams=args.streams, chunk=args.chunk,
-                               precision=args.precision, warmup=args.warmup, steps=args.steps, repeats=args.repeats,
-                               end_to_end=not args.no_e2e, e2e_max_frames=args.e2e_max_frames, backend=args.backend,
-                               onnx_path=args.onnx, threads=args.threads)
+        with _ProgressBar() as progress:
+            result = run_benchmark(configs, params, device=args.device, streams=args.streams, chunk=args.chunk,
+                                   precision=args.precision, warmup=args.warmup, steps=args.steps,
+                                   repeats=args.repeats, end_to_end=not args.no_e2e,
+                                   e2e_max_frames=args.e2e_max_frames, backend=args.backend, onnx_path=args.onnx,
+                                   threads=args.threads, progress=progress)
     except (ValueError, FileNotFoundError, ExportError, ParityError) as e:
         raise SystemExit(f"error: {e}") from None
     result["command"] = "streamseg bench " + " ".join(_argv(args))
@@ -100,6 +103,31 @@ def run_bench(args: argparse.Namespace) -> int:
     print_bench(result)
     console.print(f"wrote {out}")
     return 0
+
+
+class _ProgressBar:
+    """`run_benchmark`'s progress as a rich bar per phase on stderr, with the time left; on a pipe, one
+    line per phase when it ends (rich draws nothing live there)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("left"), TimeRemainingColumn(), console=make_console(stderr=True),
+                             transient=False)
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> "_ProgressBar":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self._tasks:
+            self._tasks[phase] = self._bar.add_task(f"{phase} steps", total=total or None)
+        self._bar.update(self._tasks[phase], completed=done)
 
 
 def _argv(args: argparse.Namespace) -> list[str]:

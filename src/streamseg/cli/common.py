@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from ..config import ConfigSet, RunParams, load_configs, resolve_params
+
+
+# Rich lays tables out for 80 columns when stdout is not a terminal, so a piped or logged table folds
+# long values (a trial's overrides) across lines. Piped output gets this width unless COLUMNS says otherwise.
+PIPED_WIDTH = 240
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The commands' console: the terminal's width on a terminal, `COLUMNS` or `PIPED_WIDTH` when piped."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH
+    return Console(stderr=stderr, width=width)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from rich.console import Console
+from .common import make_console
 
-console = Console()
+console = make_console()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +49,8 @@ def run_check(args: argparse.Namespace) -> int:
         kwargs["length_tolerance"] = args.length_tolerance
     problems = check_dataset(args.root, splits=args.split, **kwargs)
     if problems:
-        console.print(f"[red]{len(problems)} problem(s) in {args.root}:[/red]")
-        console.print(format_problems(problems), markup=False, highlight=False, soft_wrap=True)
+        console.print(format_problems(problems, args.root), style="red", markup=False, highlight=False,
+                      soft_wrap=True)
         return 1
     console.print(f"[green]{args.root}: no problems found[/green]")
     return 0

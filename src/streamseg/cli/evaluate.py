@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from streamseg.data.names import unsafe_name_reason
 from streamseg.metrics import OnsetDelay, SegmentationMetrics
 from streamseg.metrics.io import LabelFile, LabelFileError, read_ground_truth, read_label_file, read_mapping
 
@@ -92,6 +93,9 @@ def read_split(path: Path) -> list[str]:
         if not name:
             continue
         vid = name[:-4] if name.endswith(".txt") else name
+        reason = unsafe_name_reason(vid)
+        if reason is not None:  # it would read, and plot to, a file outside the given folders
+            raise EvaluationInputError(f"{path}:{i + 1}: video name {vid!r} is not a plain file name ({reason})")
         if vid in seen:
             raise EvaluationInputError(f"{path}:{i + 1}: video {vid!r} already listed on line {seen[vid]}")
         seen[vid] = i + 1
@@ -160,12 +164,27 @@ def _class_names(
     return sorted(names), None
 
 
-def _check_errors(errors: list[str]) -> None:
+def _partial_predictions_hint(pred_dir: Path, gt_dir: Path, vids: Sequence[str]) -> str | None:
+    """Without a split file every ground-truth video is scored; when predictions exist for only some of
+    them (a run predicts its test split), say so, with the flag that scores just those."""
+    missing = [v for v in vids if isinstance(_find_prediction(pred_dir, v), str)]
+    if not missing or len(missing) == len(vids):
+        return None
+    splits = sorted((gt_dir.parent / "splits").glob("test.split*.bundle"))
+    example = splits[0] if splits else Path("splits/test.split1.bundle")
+    return (
+        f"{pred_dir} has predictions for {len(vids) - len(missing)} of the {len(vids)} videos in {gt_dir}: "
+        f"to score only the split that was predicted, pass --split-file (e.g. --split-file {example})"
+    )
+
+
+def _check_errors(errors: list[str], hint: str | None = None) -> None:
     if errors:
         shown = errors[:MAX_ERRORS_SHOWN]
         more = f"\n  ... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
         raise EvaluationInputError(
-            f"{len(errors)} problem(s) in the inputs:\n  " + "\n  ".join(shown) + more
+            (f"{hint}\n" if hint else "")
+            + f"{len(errors)} problem(s) in the inputs:\n  " + "\n  ".join(shown) + more
         )
 
 
@@ -210,7 +229,7 @@ def evaluate_dirs(
 
     errors: list[str] = []
     files = _load(pred_dir, gt_dir, vids, errors)
-    _check_errors(errors)
+    _check_errors(errors, None if split_file is not None else _partial_predictions_hint(pred_dir, gt_dir, vids))
     class_names, mapping_used = _class_names(Path(mapping) if mapping is not None else None, gt_dir, files)
     class_to_id = {name: i for i, name in enumerate(class_names)}
     if bg_names is None:
@@ -267,10 +286,11 @@ def _fmt(value: float | None) -> str:
 
 def print_result(result: dict) -> None:
     """Rich tables: per-class scores, then the dataset scores and onset delay."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from .common import make_console
+
+    console = make_console()
     score_keys = [k for k in result if k.startswith("f1@")]
     per_class = Table(title="per class", title_justify="left")
     for col in ("class", "frames", "frame acc", "segments", *score_keys):

@@ -49,6 +49,7 @@ def run_export_onnx(args: argparse.Namespace) -> int:
                          "pip install -e '.[export]'") from None
     from ..deploy.infer import video_files
     from ..deploy.onnx_export import ExportError, ParityError, export_trained
+    from ..engine.checkpoint_io import CheckpointError
 
     if args.int8_check and not args.int8:
         raise SystemExit("error: --int8-check needs --int8 VIDEOS")
@@ -61,7 +62,7 @@ def run_export_onnx(args: argparse.Namespace) -> int:
     try:
         onnx_path, meta_path, meta, seconds = export_trained(args.model, args.out, check=not args.no_check,
                                                              overrides=args.override)
-    except (FileNotFoundError, ExportError, ParityError, ValueError) as e:
+    except (FileNotFoundError, CheckpointError, ExportError, ParityError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     kind = "streaming step" if meta.streaming else "whole-video graph (no look-ahead bound: run once per video)"
     print(f"wrote {onnx_path} ({kind}, {len(meta.state_shapes)} state tensors, lookahead {meta.lookahead})")

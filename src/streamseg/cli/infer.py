@@ -21,7 +21,7 @@ chunk by chunk with the state carried. Outputs:
 keeps up: seconds behind the source and chunks labelled late (after the next chunk had arrived).
 Nothing is dropped. Live sources are always measured.
 
-    streamseg infer data/synth/Videos/vid_000.mp4 --model experiments/.../export/model.onnx
+    streamseg infer data/synth/Videos/coffee_000.mp4 --model experiments/.../export/model.onnx
     streamseg infer data/synth/Videos --model experiments/synth/tsm_memtcn_chunk32/version_0 --pred-dir preds
     streamseg infer rtsp://camera.local/stream --model model.onnx -O rtsp_transport=tcp --live
     streamseg infer /dev/video0 --model model.onnx -O video_size=640x480 --annotate cam.mp4 --max-frames 900
@@ -88,9 +88,11 @@ def _annotate_path(arg: str, name: str, several: bool) -> Path:
 def run_infer(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.names import unsafe_name_reason
     from ..deploy.infer import VideoResult, infer_stream, open_source, sources
     from ..deploy.runtime import open_streamer
     from ..deploy.sources import source_name
+    from ..engine.checkpoint_io import CheckpointError
     from ..metrics.io import write_results
 
     if args.threads is not None:
@@ -98,10 +100,13 @@ def run_infer(args: argparse.Namespace) -> int:
     if (args.chunk is not None and args.chunk < 1) or (args.max_frames is not None and args.max_frames < 1):
         raise SystemExit(f"error: --chunk and --max-frames must be >= 1, got {args.chunk}, {args.max_frames}")
     options = _options(args.input_option)
+    unsafe = unsafe_name_reason(args.name) if args.name is not None else None
+    if unsafe:  # the name becomes a file name in --pred-dir and --annotate
+        raise SystemExit(f"error: --name {args.name!r} is not a plain file name ({unsafe})")
     try:
         streamer = open_streamer(args.model, args.device, args.threads)
         todo = sources(args.source)
-    except (FileNotFoundError, ValueError, ImportError) as e:
+    except (FileNotFoundError, CheckpointError, ValueError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
     if args.name is not None and len(todo) > 1:
         raise SystemExit(f"error: --name names one source, {args.source} has {len(todo)}")

@@ -10,6 +10,7 @@
     streamseg infer    (VIDEO | FOLDER | URL | /dev/videoN) --model (RUN_DIR | model.onnx) [--realtime --live --annotate out.mp4]
     streamseg serve    --model (RUN_DIR | model.onnx) [--port 8000 --source rtsp://cam1 ...]
     streamseg client   (add SOURCE | push VIDEO | list | status ID | events [ID] | remove ID) [--server URL]
+    streamseg explain  RUN_DIR VIDEO [--out cam.mp4 --class NAME --method gradcam|hirescam]
     streamseg bench    -D synth -M tsm_memtcn -E chunk32 [--streams 16 --chunk 32 --device cuda]
 """
 
@@ -22,6 +23,7 @@ from . import bench as bench_cmd
 from . import client as client_cmd
 from . import data as data_cmd
 from . import evaluate as evaluate_cmd
+from . import explain as explain_cmd
 from . import export as export_cmd
 from . import infer as infer_cmd
 from . import search as search_cmd
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer_cmd.add_parser(sub)
     serve_cmd.add_parser(sub)
     client_cmd.add_parser(sub)
+    explain_cmd.add_parser(sub)
     return parser
 
 

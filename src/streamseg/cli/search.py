@@ -22,11 +22,11 @@ import argparse
 import logging
 from typing import Any
 
-from rich.console import Console
+from .common import make_console
 
-from ..config import ConfigError, load_configs, resolve_params
+from ..config import ConfigError, load_configs, redact, resolve_params
 
-console = Console()
+console = make_console()
 METRICS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
 EXIT_INCOMPLETE = 3  # a worker ended with fewer finished trials in the study than --trials (docs/search.md)
 
@@ -68,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="--backend nni: trials run at the same time")
     p.add_argument("--nni-port", type=int, default=None,
                    help="--backend nni: port of NNI's web server, which listens on ALL interfaces (default: a free one)")
-    add_telegram_args(p)
+    add_telegram_args(p, preview=False)
     p.set_defaults(func=run_search, telegram_every=1)
 
 
@@ -118,8 +118,12 @@ def run_search(args: argparse.Namespace) -> int:
     study_dir = experiment_dir(args.root, configs.dataset_name, configs.model_name, configs.exp_name) / "search" / name
     try:
         storage, url = open_storage(args.storage, study_dir, args.heartbeat, args.grace, args.max_retry)
-    except ValueError as e:
+    except ValueError as e:  # a malformed --storage or missing driver; the message shows the URL redacted
         raise SystemExit(f"error: {e}") from None
+    except Exception as e:  # noqa: BLE001 (a refused password, a server down: one line, redacted)
+        shown = redact(args.storage or str(study_dir))
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SystemExit(f"error: --storage {shown}: cannot open the study storage: {redact(first)}") from None
     multi = args.cost is not None and args.max_cost is None
     cfg = StudyConfig(
         name=name,
@@ -132,7 +136,7 @@ def run_search(args: argparse.Namespace) -> int:
         study = open_study(storage, cfg)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    console.print(f"study {name!r} in {url}; folder {study_dir}")
+    console.print(f"study {name!r} in {redact(url)}; folder {study_dir}")
     if not args.report:
         if multi and args.pruner != "none":
             console.print("note: no pruning with two objectives (Optuna cannot prune multi-objective trials)")

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 from pathlib import Path
 
-from rich.console import Console
 
 from ..config import ConfigError
-from .common import add_config_args, load_run_params, print_metrics
+from .common import add_config_args, load_run_params, make_console, print_metrics
 
-console = Console()
+console = make_console()
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "-o model.weights=PATH (e.g. an official MS-TCN / MS-TCN++ / ASFormer checkpoint); "
                         "results in <root>/<dataset>/<model>_<exp>/weights_<file stem>/")
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    add_telegram_args(t)
+    add_telegram_args(t, preview=False)
     t.set_defaults(func=run_test)
 
 
@@ -66,12 +66,15 @@ def _test_weights(args: argparse.Namespace, configs, params, exp_dir: Path) -> i
     return 0
 
 
-def add_telegram_args(p: argparse.ArgumentParser) -> None:
+def add_telegram_args(p: argparse.ArgumentParser, preview: bool = True) -> None:
     p.add_argument("-B", "--telegram", type=int, default=None, metavar="N",
                    help="report progress to Telegram with the [TelegramN] section of --telegram-keys "
                         "(or STREAMSEG_TELEGRAM_TOKEN / _CHAT_ID); see docs/telegram.md")
     p.add_argument("--telegram-keys", default="tools/key.ini", help="key file (default: tools/key.ini)")
     p.add_argument("--telegram-every", type=int, default=10, help="epochs between progress reports")
+    if preview:  # commands that train: the input preview at the start of training
+        p.add_argument("--no-telegram-preview", dest="telegram_preview", action="store_false",
+                       help="do not send the animated preview of augmented training chunks at the start")
 
 
 def _telegram(args: argparse.Namespace) -> list:
@@ -79,7 +82,8 @@ def _telegram(args: argparse.Namespace) -> list:
         return []
     from ..integrations.telegram import telegram_callback_from_cli
 
-    cb = telegram_callback_from_cli(args.telegram, args.telegram_keys, every_n_epochs=args.telegram_every)
+    cb = telegram_callback_from_cli(args.telegram, args.telegram_keys, every_n_epochs=args.telegram_every,
+                                    preview=getattr(args, "telegram_preview", False))
     return [cb] if cb is not None else []
 
 
@@ -95,9 +99,19 @@ def _relaunch_under_torchrun(devices: int) -> int:
     """Run this same command as `devices` processes with torchrun (standalone, one node)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+    cmd = [sys.executable, "-m", "streamseg.cli.torchrun", "--standalone", f"--nproc_per_node={devices}",
            "-m", "streamseg.cli.main", *sys.argv[1:]]
     return subprocess.call(cmd)
+
+
+def _fail(error: object, same_on_every_rank: bool) -> NoReturn:
+    """Exit with code 1 and `error: ...`. An error every rank finds identically (a config error, the
+    dataset report, which is broadcast) is printed by rank 0 alone, so N processes do not print it N times."""
+    from ..engine import dist
+
+    if same_on_every_rank and not dist.detect_launch().is_zero:
+        raise SystemExit(1)
+    raise SystemExit(f"error: {error}")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -112,18 +126,22 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         configs, params, applied = load_run_params(args)
     except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
+        _fail(e, same_on_every_rank=True)
     hw = Hardware(_accelerator(args.accelerator), args.devices, args.num_nodes)
     from ..data.errors import DataError
     from ..engine.checkpoint_io import CheckpointError, CheckpointWriteError
+    from ..engine.datacheck import DatasetProblems
+    from ..models.checkpoint import WeightsError
 
     try:
         run, metrics = train_and_test(configs, params, applied, args.root, hw, new=args.new,
                                       extra_callbacks=_telegram(args))
-    except (ConfigError, DataError, CheckpointError, CheckpointWriteError, FloatingPointError) as e:
+    except (ConfigError, DataError, CheckpointError, CheckpointWriteError, WeightsError, FloatingPointError) as e:
         # expected failures (bad config or data, damaged checkpoint, full disk, NaN loss): the message
         # names the file / step; a traceback would only bury it
-        raise SystemExit(f"error: {e}") from None
+        if isinstance(e, DatasetProblems):
+            e = f"{e}\n(to use your own copy of the dataset: -o data.root=/path/to/it)"
+        _fail(e, same_on_every_rank=isinstance(e, (str, ConfigError)))
     if dist.detect_launch().is_zero:
         print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} (test)")
         console.print(f"run directory: {run.path}")
@@ -156,11 +174,12 @@ def run_test(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: checkpoint {ckpt} does not exist")
     from ..data.errors import DataError
     from ..engine.checkpoint_io import CheckpointError
+    from ..models.checkpoint import WeightsError
 
     try:
         metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override,
                                   extra_callbacks=_telegram(args))
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError, WeightsError) as e:
         raise SystemExit(f"error: {e}") from None
     write_json(run_path / "metrics.json", metrics)
     print_metrics(console, metrics, title=f"{configs.dataset_name} / {configs.model_name}_{configs.exp_name} ({ckpt.name})")

@@ -11,6 +11,7 @@ from .params import (
     parse_value,
     to_jsonable,
 )
+from .secrets import redact, redact_all, remember_secret
 
 __all__ = [
     "ConfigError",
@@ -22,6 +23,9 @@ __all__ = [
     "load_jsonable",
     "load_configs",
     "parse_value",
+    "redact",
+    "redact_all",
+    "remember_secret",
     "resolve_params",
     "to_jsonable",
 ]

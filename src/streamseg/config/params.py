@@ -14,11 +14,12 @@ Overrides are parsed against the annotated field type (int, float, bool, str, `X
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 
 class ConfigError(ValueError):
@@ -182,6 +183,19 @@ def parse_override(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def unknown_key_message(key: str, valid: Iterable[str]) -> str:
+    """``unknown override key 'x' (did you mean 'y'?). Valid keys: ...``: the closest keys first (difflib
+    on the whole dotted key and on its last part, so ``train.epoch`` and ``epochs`` both find
+    ``train.epochs``), then every valid key."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close]
+    hint = f" (did you mean {' or '.join(repr(k) for k in close[:3])}?)" if close else ""
+    keys = "\n  ".join(valid)
+    return f"unknown override key {key!r}{hint}. Valid keys:\n  {keys}"
+
+
 def apply_overrides(params: RunParams, overrides: list[str]) -> dict[str, Any]:
     """Apply `-o` items in order; returns {key: parsed value}. Unknown keys raise with the valid keys."""
     valid = flatten(params)
@@ -189,8 +203,7 @@ def apply_overrides(params: RunParams, overrides: list[str]) -> dict[str, Any]:
     for item in overrides:
         key, text = parse_override(item)
         if key not in valid:
-            keys = "\n  ".join(sorted(valid))
-            raise ConfigError(f"unknown override key {key!r}. Valid keys:\n  {keys}")
+            raise ConfigError(unknown_key_message(key, valid))
         *path, leaf = key.split(".")
         node = params
         for part in path:

@@ -1,12 +1,14 @@
 """`check_dataset`: find every problem of a dataset in the standard layout in one pass.
 
 Training on a broken dataset fails on the first bad file, often an hour in; this check reads every
-file the chosen splits reference (feature files only up to their header, via memory mapping) and
-reports all problems together, each with its file and, where one line is at fault, its line.
+file the chosen splits reference (feature files through memory mapping, each value once: one epoch's
+worth of feature I/O) and reports all problems together, each with its file and, where one line or
+frame is at fault, its line or frame.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from streamseg.data.layout import (
     VIDEO_SUFFIXES,
     find_split_indices,
     load_feature_array,
+    nonfinite_frames,
     scan_labels,
     scan_mapping,
     scan_split,
@@ -51,8 +54,9 @@ def check_dataset(
 
     Checks ``mapping.txt`` (present, lines ``<index> <name>`` with indices 0..K-1); the split files of
     ``splits`` (default: every k found in ``splits/``): train and test present, none empty, no repeated
-    video; and for every listed video: the label file (present, non-empty, every label in the mapping),
-    the feature file (a readable ``.npy`` holding a 2-D float array (D, T), D the same for all videos),
+    video, every video name a plain file name (`streamseg.data.names`); and for every listed video: the
+    label file (UTF-8, present, non-empty, every label in the mapping), the feature file (a readable
+    ``.npy`` holding a 2-D float array (D, T), D the same for all videos, every value finite),
     ``abs(T_features - T_labels) <= length_tolerance`` (default `DEFAULT_LENGTH_TOLERANCE` = 8 frames,
     the 50Salads I3D offset), and, when ``Videos/`` exists, a video that PyAV can open and decode.
     """
@@ -78,10 +82,12 @@ def check_dataset(
             problems.append(Problem(str(features_path), None, f"missing features of '{name}' (listed in {listed_in})"))
         else:
             try:
-                shape = load_feature_array(features_path).shape
+                array = load_feature_array(features_path)
             except DataError as exc:
                 problems.append(Problem.from_error(exc))
             else:
+                shape = array.shape
+                problems += _nonfinite_problems(features_path, array)
                 if first_dim is None:
                     first_dim = (shape[0], str(features_path))
                 elif shape[0] != first_dim[0]:
@@ -141,6 +147,14 @@ def _check_labels(path: Path, listed_in: str, class_to_index: dict[str, int] | N
     return len(labels) or None
 
 
+def _nonfinite_problems(path: Path, array) -> list[Problem]:
+    count, first = nonfinite_frames(array)
+    if not count:
+        return []
+    return [Problem(str(path), None, f"non-finite values in {count} frame(s), first at frame {first} (0-based "
+                                     "column of (D, T)); a NaN or inf feature makes the training loss NaN")]
+
+
 def _length_problems(path: Path, shape: tuple[int, ...], num_labels: int, tolerance: int) -> list[Problem]:
     num_features = shape[1]
     if abs(num_features - num_labels) <= tolerance:
@@ -174,10 +188,11 @@ def _video_problems(videos_dir: Path, name: str) -> list[Problem]:
     return []
 
 
-def format_problems(problems: Sequence[Problem]) -> str:
-    """A human-readable report: one ``path:line: message`` per problem, or "no problems found"."""
+def format_problems(problems: Sequence[Problem], where: str | os.PathLike | None = None) -> str:
+    """A human-readable report: one header (naming ``where`` if given), then one ``path:line: message``
+    per problem; or "no problems found"."""
     if not problems:
         return "no problems found"
-    lines = [f"{len(problems)} problem(s) found:"]
+    lines = [f"{len(problems)} problem(s) found" + (f" in {where}:" if where is not None else ":")]
     lines += [f"  {p}" for p in problems]
     return "\n".join(lines)

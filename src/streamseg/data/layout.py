@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.data.errors import DataError
+from streamseg.data.names import child_path, unsafe_name_reason
 
 SPLITS = ("train", "val", "test")
 """Split kinds a layout may hold; ``val`` is optional."""
@@ -57,9 +58,15 @@ def _read_lines(path: Path) -> list[str] | DataError:
     if not path.is_file():
         return DataError(path, "file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return DataError(path, f"cannot read as UTF-8 text: {exc}")
+        data = path.read_bytes()
+    except OSError as exc:
+        return DataError(path, f"cannot read: {exc}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        return DataError(path, f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {exc.start - line_start + 1} "
+                               f"({exc.reason}); expected UTF-8", data.count(b"\n", 0, exc.start) + 1)
     return [line.strip() for line in text.splitlines()]
 
 
@@ -85,6 +92,9 @@ def scan_mapping(path: str | Path) -> tuple[list[str], list[DataError]]:
             continue
         index, name = parts
         expected = len(names)
+        reason = unsafe_name_reason(name)
+        if reason is not None:
+            errors.append(DataError(path, f"class name {name!r} is not a plain file name ({reason})", lineno))
         if not index.isdigit() or int(index) != expected:
             errors.append(
                 DataError(path, f"index {index!r} out of order; expected {expected} "
@@ -153,7 +163,8 @@ def read_labels(path: str | Path, class_to_index: dict[str, int]) -> np.ndarray:
 
 def scan_split(path: str | Path) -> tuple[list[str], list[DataError]]:
     """Parse a split file (lines like ``S1_Cheese_C1.txt``): returns (video names without ``.txt``,
-    problems). Blank lines are skipped; a repeated video is a problem (it would be scored twice)."""
+    problems). Blank lines are skipped; a repeated video is a problem (it would be scored twice), and so is
+    a name that is not a plain file name (`streamseg.data.names`: it would reach outside the dataset)."""
     path = Path(path)
     lines = _read_lines(path)
     if isinstance(lines, DataError):
@@ -165,6 +176,11 @@ def scan_split(path: str | Path) -> tuple[list[str], list[DataError]]:
         if not line:
             continue
         name = line.removesuffix(".txt")
+        reason = unsafe_name_reason(name)
+        if reason is not None:
+            errors.append(DataError(path, f"video name {name!r} is not a plain file name ({reason}); "
+                                          "expected '<video>.txt' naming a file of groundTruth/", lineno))
+            continue
         if name in first_line:
             errors.append(DataError(path, f"video {name!r} repeated (first at line {first_line[name]})", lineno))
             continue
@@ -196,6 +212,21 @@ def load_feature_array(path: str | Path) -> np.ndarray:
     if array.ndim != 2 or array.dtype.kind != "f":
         raise DataError(path, f"expected a 2-D float array (D, T), got shape {array.shape} dtype {array.dtype}")
     return array
+
+
+def nonfinite_frames(array: np.ndarray) -> tuple[int, int | None]:
+    """(number of frames with a NaN or inf value, first such frame or None) of a (D, T) feature array.
+
+    Reads the (memory-mapped) array in blocks of about 2**24 values (64 MB of float32), one pass."""
+    count, first = 0, None
+    step = max(1, (1 << 24) // max(1, array.shape[0]))
+    for t0 in range(0, array.shape[1], step):
+        bad = ~np.isfinite(array[:, t0:t0 + step]).all(axis=0)
+        n = int(bad.sum())
+        if n and first is None:
+            first = t0 + int(bad.argmax())
+        count += n
+    return count, first
 
 
 class TASLayout:
@@ -253,16 +284,17 @@ class TASLayout:
             raise DataError(path, f"split file not found; present: {', '.join(present) or 'none'}")
         return read_split(path)
 
+    # each refuses a name that is not a plain file name (`DataError`): nothing outside the dataset is read
     def features_path(self, name: str) -> Path:
-        return self.features_dir / f"{name}.npy"
+        return child_path(self.features_dir, name, ".npy")
 
     def labels_path(self, name: str) -> Path:
-        return self.labels_dir / f"{name}.txt"
+        return child_path(self.labels_dir, name, ".txt")
 
     def video_path(self, name: str) -> Path | None:
         """``Videos/<name>.mp4`` or ``.avi``, whichever exists first, else None."""
         for suffix in VIDEO_SUFFIXES:
-            path = self.videos_dir / f"{name}{suffix}"
+            path = child_path(self.videos_dir, name, suffix)
             if path.is_file():
                 return path
         return None

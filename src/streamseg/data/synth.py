@@ -41,6 +41,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -382,4 +383,9 @@ def ensure(root: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
     root = Path(root)
     if _matches(root, spec):
         return root
+    # Generation takes seconds to tens of seconds (videos are encoded): say what happens and where,
+    # on stderr so that stdout stays the command's own output.
+    what = f"{spec.num_videos} videos" + (" with mp4 files" if spec.with_videos else ", features only")
+    print(f"streamseg: writing the synthetic dataset ({what}) to {root.resolve()} (once; reused afterwards)",
+          file=sys.stderr, flush=True)
     return _generate(root, spec, keep_matching=True)

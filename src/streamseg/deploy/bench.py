@@ -109,12 +109,23 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
+# progress(phase, done, total): called after each step of a phase, so a caller can show progress and an
+# estimate of the time left (the CLI draws a bar on stderr).
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
 def _time_steps(step: Callable[[], None], frames_per_step: int, warmup: int, steps: int,
-                repeats: int) -> dict[str, Any]:
+                repeats: int, progress: Progress = _no_progress, phase: str = "model") -> dict[str, Any]:
     """``warmup`` untimed calls of ``step`` (which must block until its work is done), then ``repeats``
     runs of ``steps`` timed calls: throughput per run, latency percentiles over every timed call."""
-    for _ in range(warmup):
+    total = warmup + steps * repeats
+    for i in range(warmup):
         step()
+        progress(phase, i + 1, total)
     step_times: list[float] = []
     run_fps: list[float] = []
     for _ in range(repeats):
@@ -123,6 +134,7 @@ def _time_steps(step: Callable[[], None], frames_per_step: int, warmup: int, ste
             t0 = time.perf_counter()
             step()
             step_times.append(time.perf_counter() - t0)
+            progress(phase, warmup + len(step_times), total)
         run_fps.append(frames_per_step * steps / (time.perf_counter() - run_start))
     ms = np.array(step_times) * 1000
     return {
@@ -134,7 +146,8 @@ def _time_steps(step: Callable[[], None], frames_per_step: int, warmup: int, ste
 
 @torch.no_grad()
 def bench_model(net: nn.Module, sample_shape: Sequence[int], *, streams: int, chunk: int, device: str = "cpu",
-                precision: Precision = "fp32", warmup: int = 3, steps: int = 20, repeats: int = 3) -> dict[str, Any]:
+                precision: Precision = "fp32", warmup: int = 3, steps: int = 20, repeats: int = 3,
+                progress: Progress = _no_progress) -> dict[str, Any]:
     """Model-only speed of ``streams`` concurrent streams advanced ``chunk`` frames per step.
 
     Returns ``{"frames_per_s", "frames_per_s_runs", "latency_ms_p50", "latency_ms_p99", "steps", ...}``:
@@ -153,12 +166,12 @@ def bench_model(net: nn.Module, sample_shape: Sequence[int], *, streams: int, ch
         _sync(dev)
 
     with _autocast(dev, precision):
-        result = _time_steps(step, streams * chunk, warmup, steps, repeats)
+        result = _time_steps(step, streams * chunk, warmup, steps, repeats, progress)
     return {**result, **_peak_memory_mb(dev)}
 
 
 def bench_onnx_model(streamer: Any, *, streams: int, chunk: int, warmup: int = 3, steps: int = 20,
-                     repeats: int = 3) -> dict[str, Any]:
+                     repeats: int = 3, progress: Progress = _no_progress) -> dict[str, Any]:
     """`bench_model` through ONNX Runtime: an `OnnxStreamer` (its graph's input shape) stepped on random
     float32 input with its state carried. Same keys; peak memory is the process's RSS."""
     shape = streamer.meta.sample_shape
@@ -169,7 +182,8 @@ def bench_onnx_model(streamer: Any, *, streams: int, chunk: int, warmup: int = 3
         nonlocal state
         _, state = streamer.step(x, state)  # session.run returns once the outputs are on the host
 
-    return {**_time_steps(step, streams * chunk, warmup, steps, repeats), **_peak_memory_mb(torch.device("cpu"))}
+    return {**_time_steps(step, streams * chunk, warmup, steps, repeats, progress),
+            **_peak_memory_mb(torch.device("cpu"))}
 
 
 def onnx_streamer(path: str | Path, device: str = "cpu", threads: int | None = None):
@@ -240,9 +254,11 @@ class _OnnxSlots:
 def bench_end_to_end(model: Any, videos: Sequence[str | Path], *, frame_size: tuple[int, int],
                      sample_rate: int, mean: Sequence[float], std: Sequence[float], streams: int, chunk: int,
                      device: str = "cpu", precision: Precision = "fp32",
-                     max_frames: int | None = None) -> dict[str, Any]:
+                     max_frames: int | None = None, max_steps: int | None = None,
+                     progress: Progress = _no_progress) -> dict[str, Any]:
     """Decode + preprocess + model from video files: every video once (or until ``max_frames`` sampled
-    frames), ``streams`` slots in one process, state reset per slot when it starts a video.
+    frames, or ``max_steps`` steps of one chunk per slot), ``streams`` slots in one process, state reset
+    per slot when it starts a video. ``"steps"`` in the result counts the steps run.
 
     ``model``: an ``nn.Module`` (PyTorch on ``device`` at ``precision``) or an `OnnxStreamer` (ONNX Runtime).
     Returns ``{"frames_per_s", "original_frames_per_s", "decode_s", "model_s", "wall_s", "frames", "videos"}``.
@@ -259,10 +275,10 @@ def bench_end_to_end(model: Any, videos: Sequence[str | Path], *, frame_size: tu
     state = slots.init_state(streams)
     fresh = slots.init_state(streams)
     frames = decode_s = model_s = 0.0
-    done_videos = 0
+    done_videos = steps = 0
     _reset_peak(dev)
     wall = time.perf_counter()
-    while True:
+    while max_steps is None or steps < max_steps:
         t0 = time.perf_counter()
         reset = torch.zeros(streams, dtype=torch.bool)
         batch = torch.zeros(streams, 3, chunk, *frame_size, dtype=torch.uint8)
@@ -292,21 +308,25 @@ def bench_end_to_end(model: Any, videos: Sequence[str | Path], *, frame_size: tu
         state = slots.step(x, state, mask)
         model_s += time.perf_counter() - t1
         frames += n
+        steps += 1
+        progress("end-to-end", steps, max_steps or 0)  # 0: no step bound, the total is unknown
     wall = time.perf_counter() - wall
     return {
         "frames_per_s": frames / wall, "original_frames_per_s": frames * sample_rate / wall,
         "decode_s": decode_s, "model_s": model_s, "wall_s": wall, "frames": int(frames),
-        "videos": done_videos, **_peak_memory_mb(dev),
+        "videos": done_videos, "steps": steps, **_peak_memory_mb(dev),
     }
 
 
 def run_benchmark(configs: Any, params: Any, *, device: str = "cpu", streams: int = 1, chunk: int | None = None,
                   precision: Precision = "fp32", warmup: int = 3, steps: int = 20, repeats: int = 3,
                   end_to_end: bool = True, e2e_max_frames: int | None = 2000, backend: Backend = "torch",
-                  onnx_path: str | Path | None = None, threads: int | None = None) -> dict[str, Any]:
+                  onnx_path: str | Path | None = None, threads: int | None = None,
+                  progress: Progress = _no_progress) -> dict[str, Any]:
     """`streamseg bench`: the experiment's model (freshly initialised: speed does not depend on the
     weights) on its dataset's input; the end-to-end part plays the dataset's videos (test split first,
-    repeated when there are fewer videos than streams) until ``e2e_max_frames``.
+    repeated when there are fewer videos than streams) until ``e2e_max_frames`` sampled frames or
+    ``warmup + steps * repeats`` steps, whichever comes first (the same bound as the model-only part).
 
     ``chunk`` defaults to the experiment's ``train.chunk_size`` (or 32 for offline experiments).
     End to end needs a raw-video experiment (``data.input = "video"``); feature models skip it.
@@ -343,11 +363,12 @@ def run_benchmark(configs: Any, params: Any, *, device: str = "cpu", streams: in
             model, result["onnx"] = _onnx_model(net, dm, params, Path(tmp), onnx_path, device, threads)
             result["environment"].update(_ort_environment(model))
             result["model_only"] = bench_onnx_model(model, streams=streams, chunk=chunk, warmup=warmup, steps=steps,
-                                                    repeats=repeats)
+                                                    repeats=repeats, progress=progress)
         else:
             model = net
             result["model_only"] = bench_model(net, sample_shape, streams=streams, chunk=chunk, device=device,
-                                               precision=precision, warmup=warmup, steps=steps, repeats=repeats)
+                                               precision=precision, warmup=warmup, steps=steps, repeats=repeats,
+                                               progress=progress)
         if end_to_end and frames_input:
             dm.setup()
             names = list(dict.fromkeys(dm.names["test"] + dm.names["val"] + dm.names["train"]))
@@ -355,7 +376,8 @@ def run_benchmark(configs: Any, params: Any, *, device: str = "cpu", streams: in
             videos = videos * -(-streams // len(videos))  # at least one video per slot (repeats if needed)
             result["end_to_end"] = bench_end_to_end(
                 model, videos, frame_size=dm.frame_size, sample_rate=info.sample_rate, mean=dm.mean, std=dm.std,
-                streams=streams, chunk=chunk, device=device, precision=precision, max_frames=e2e_max_frames)
+                streams=streams, chunk=chunk, device=device, precision=precision, max_frames=e2e_max_frames,
+                max_steps=warmup + steps * repeats, progress=progress)
         elif end_to_end:
             result["end_to_end"] = None  # feature input: nothing to decode
     return result

@@ -164,7 +164,12 @@ class OnnxStreamer:
         if threads is not None:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path), opts, providers=list(providers))
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=list(providers))
+        except Exception as e:  # noqa: BLE001 (onnxruntime's own exception types: one line naming the file)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{self.path}: not a loadable ONNX model (truncated, corrupt or another format): "
+                             f"{first}") from None
         self._in_names, self._out_names = self.meta.state_names()
         have = [i.name for i in self.session.get_inputs()]
         if have != ["x", *self._in_names]:

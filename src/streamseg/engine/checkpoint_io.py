@@ -12,8 +12,9 @@ save `<stem>.prev.ckpt` holds the generation before it (a second line of defence
 damaged on disk). A failed write (ENOSPC, EDQUOT, EIO, ...) removes the partial file, leaves both
 generations untouched and raises `CheckpointWriteError` naming the file and the cause.
 
-`usable_checkpoint(path)` is what resume and test call: it checks the zip records' CRC-32 and loads
-`path` with `weights_only=True` (so a checkpoint can never run code) and, when it is truncated or corrupt, falls back to `<stem>.prev.ckpt`
+`usable_checkpoint(path)` is what resume, test, export and inference call: it checks the zip records' CRC-32
+and loads `path` with `weights_only=True` (`streamseg.models.checkpoint.read_weights_file`, so a checkpoint
+can never run code) and, when it is truncated or corrupt, falls back to `<stem>.prev.ckpt`
 with a warning; when neither loads it raises `CheckpointError` naming both files and why.
 """
 
@@ -28,6 +29,8 @@ from typing import Any
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ..models.checkpoint import WeightsError, read_weights_file
 
 # Checkpoint keys a Lightning training checkpoint always has; a file without them cannot resume a run.
 _REQUIRED_KEYS = ("state_dict", "epoch", "global_step")
@@ -122,66 +125,48 @@ def _keep_previous(path: Path) -> None:
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint loaded safely (`weights_only=True`: tensors and plain types only, never
-    code); raises `CheckpointError` naming the file when it is truncated, corrupt or not a checkpoint."""
+    """A training checkpoint loaded safely (`streamseg.models.checkpoint.read_weights_file`: CRC-32 checked,
+    `weights_only=True`, never code); raises `CheckpointError`, one line naming the file, when it is
+    missing, truncated, corrupt, refused (it would run code) or not a training checkpoint."""
     path = Path(path)
-    damaged = _zip_crc_failure(path)
-    if damaged is not None:
-        raise CheckpointError(f"{path}: corrupt on disk: record {damaged!r} fails its CRC-32 check")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # truncated zip, bad CRC, or a pickle that would need code to load
-        raise CheckpointError(f"{path}: not a loadable checkpoint (truncated, corrupt, or it needs code to "
-                              f"unpickle, which is refused): {type(e).__name__}: {_first_line(e)}") from e
+        ckpt = read_weights_file(path)
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not a training checkpoint; expected keys {list(_REQUIRED_KEYS)}, got {keys}")
     return ckpt
 
 
-def _zip_crc_failure(path: Path) -> str | None:
-    """The first record of a zip-format checkpoint whose CRC-32 does not match, else None.
-
-    torch.save writes a zip with a CRC-32 per record but torch.load does not check them, so a flipped
-    bit inside a tensor would load silently; reading the file once more through zipfile catches it.
-    Files that are not zips (truncated ones among them) are left to torch.load to reject.
-    """
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return None
+RESUME_HINT = " Start afresh with --new (or delete the damaged file)."
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
+def usable_checkpoint(path: str | Path, hint: str = RESUME_HINT) -> Path:
+    """`path` when it loads, else `previous_path(path)` (with a warning), else `CheckpointError` (ending
+    with `hint`: what to do; the default is for a run that resumes, "" where the file is only read)."""
+    return load_usable_checkpoint(path, hint)[0]
 
 
-def usable_checkpoint(path: str | Path) -> Path:
-    """`path` when it loads, else `previous_path(path)` (with a warning), else `CheckpointError`."""
+def load_usable_checkpoint(path: str | Path, hint: str = RESUME_HINT) -> tuple[Path, dict[str, Any]]:
+    """(`usable_checkpoint(path, hint)`, that checkpoint loaded by `load_checkpoint_file`): one read of it."""
     path = Path(path)
     try:
-        load_checkpoint_file(path)
-        return path
+        return path, load_checkpoint_file(path)
     except CheckpointError as e:
         first = str(e)
     prev = previous_path(path)
     if not prev.is_file():
-        raise CheckpointError(f"{first}; and there is no previous checkpoint {prev.name} to fall back to. "
-                              "Start afresh with --new (or delete the damaged file).")
+        raise CheckpointError(f"{first}; and there is no previous checkpoint {prev.name} to fall back to.{hint}")
     try:
-        epoch = load_checkpoint_file(prev)["epoch"]
+        ckpt = load_checkpoint_file(prev)
     except CheckpointError as e:
-        raise CheckpointError(f"{first}; the previous checkpoint is unusable too: {e}. "
-                              "Start afresh with --new.") from None
-    warnings.warn(f"{first}; falling back to the previous checkpoint {prev} (epoch {epoch}): "
-                  "the work since then is redone", CheckpointFallbackWarning, stacklevel=2)
-    return prev
+        raise CheckpointError(f"{first}; the previous checkpoint is unusable too: {e}.{hint}") from None
+    warnings.warn(f"{first}; falling back to the previous checkpoint {prev} (epoch {ckpt['epoch']}): "
+                  "the work since then is redone", CheckpointFallbackWarning, stacklevel=3)
+    return prev, ckpt
 
 
 class CheckpointFallbackWarning(UserWarning):
@@ -203,6 +188,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"AtomicCheckpointIO.save_checkpoint takes no storage_options, got {storage_options!r}")
         atomic_save(checkpoint, path, keep_previous=self.keep_previous)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        """Lightning's resume and test loads go through `load_checkpoint_file` too (one checked loader);
+        tensors come to the CPU and Lightning moves them. `weights_only=False` is never honoured."""
+        return load_checkpoint_file(path)
 
     def remove_checkpoint(self, path: Any) -> None:
         path = Path(path)

@@ -1,8 +1,9 @@
 """The dataset check that gates training: `streamseg.data.check` plus what streaming from video needs.
 
-A run on a broken dataset must not die on the first bad file an hour in. `runner.build` calls
-`require_sound_data` after the data is prepared and before any model is built: every problem is reported
-at once, in the format of `streamseg data check`, and nothing is trained.
+A run on a broken dataset must not die on the first bad file an hour in. `runner.check_data` (called by
+`runner.build` after the data is prepared and before any model is built) runs `run_data_problems` on
+rank 0 and raises `DatasetProblems` on every rank: every problem is reported at once, in the format of
+`streamseg data check`, and nothing is trained.
 
 * `data.input="features"`: exactly `check_dataset(root, splits=[split])`, i.e. the same report as
   `streamseg data check ROOT --split k` (labels, mapping, features, lengths, and videos when `Videos/`
@@ -67,10 +68,3 @@ def _video_length_problems(root: Path, split: int, already: set[str]) -> list[Pr
             out.append(Problem(str(video), None, f"has {num_frames} frames but {labels} has {num_labels} labels; "
                                                  "streaming needs a frame for every label"))
     return out
-
-
-def require_sound_data(root: str | Path, split: int, video_input: bool) -> None:
-    """Raise `DatasetProblems` listing every problem of the run's data; return when there are none."""
-    problems = run_data_problems(root, split, video_input)
-    if problems:
-        raise DatasetProblems(root, problems)

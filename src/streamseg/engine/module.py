@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..data.names import child_path
 from ..metrics import SegmentationMetrics, upsample
 from ..metrics.io import write_results
 from .datamodule import DatasetInfo
@@ -362,9 +363,7 @@ class SegmentationModule(pl.LightningModule):
         if self.test_results is not None:
             self.test_results["videos"] = [v[0] for v in videos]
         if self.predictions_dir is not None and self.trainer.is_global_zero:
-            self.predictions_dir.mkdir(parents=True, exist_ok=True)
-            for name, pred, _ in videos:
-                write_results(self.predictions_dir / name, pred, self.info.class_names)
+            write_predictions(self.predictions_dir, videos, self.info.class_names)
         self._test_videos = videos
 
     # ------------------------------------------------------------------ resume: RNG state
@@ -398,3 +397,13 @@ def _numpy_state_to_plain(state: tuple) -> list:
 def _numpy_state_from_plain(state: list) -> tuple:
     kind, keys, pos, has_gauss, cached = state
     return (kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+
+
+def write_predictions(directory: Path, videos: list[tuple[str, np.ndarray, np.ndarray]],
+                      class_names: list[str]) -> None:
+    """``directory/<video>`` in the MS-TCN results format for each ``(video, prediction, ground truth)``;
+    a video name that is not a plain file name is refused (`DataError`) before anything is written."""
+    paths = [child_path(directory, name) for name, _, _ in videos]
+    directory.mkdir(parents=True, exist_ok=True)
+    for path, (_, pred, _) in zip(paths, videos):
+        write_results(path, pred, class_names)

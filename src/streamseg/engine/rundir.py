@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, redact_all
 
 _VERSION_RE = re.compile(r"^version_(\d+)$")
 
@@ -156,7 +156,7 @@ def write_snapshot(run: RunDir, config_paths: dict[str, Path], params_json: dict
     _atomic_write_json(run.config / "params.json", params_json)
     _atomic_write_json(run.config / "overrides.json", {k: _jsonable(v) for k, v in overrides.items()})
     info = {
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "command": redact_all([Path(sys.argv[0]).name, *sys.argv[1:]]),  # e.g. a --storage URL's password
         "config_files": {k: str(v) for k, v in config_paths.items()},
         "git_sha": git_sha(Path(next(iter(config_paths.values()))).parent),
         "host": platform.node(),

@@ -23,12 +23,13 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from . import dist
-from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
+from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
 from .datacheck import DatasetProblems, run_data_problems
 from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .rundir import RunDir, choose_run_dir, experiment_dir, write_json, write_snapshot
+from .quiet import RunProgressBar, silence_lightning_noise
 from .throughput import TrainThroughput
 
 METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
@@ -45,6 +46,7 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[A
     """DataModule, dataset info and LightningModule for `params`, data prepared once per node and checked.
 
     Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout."""
+    silence_lightning_noise()  # before any Trainer exists (train, test, test --ckpt none all build first)
     dm = configs.dataset.build_datamodule(params.data, params.train)
     if launch.local_rank == 0:
         dm.prepare_data()
@@ -133,9 +135,7 @@ def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
             )
         )
     try:
-        from pytorch_lightning.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(RunProgressBar(leave=True))
     except Exception:  # rich missing or unusable terminal: Lightning's default bar
         pass
     return callbacks
@@ -220,10 +220,9 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
 
     The config modules are the run's snapshot (`config/*.py`), the params its `params.json` plus
     `overrides`; weights come from `checkpoints/<ckpt>.ckpt` (best falls back to last) or a path, loaded
-    with `weights_only=True`, so a checkpoint file cannot run code.
+    by `checkpoint_io.load_usable_checkpoint` (CRC-checked, `weights_only=True`, so a checkpoint file cannot
+    run code; a damaged one falls back to its previous generation, else `CheckpointError` naming the file).
     """
-    import torch
-
     from ..config import apply_overrides, load_configs
 
     run_path = Path(run_path)
@@ -240,8 +239,8 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
         path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
+    _, state = load_usable_checkpoint(path, hint="")  # before building: a bad file is refused before any work
     dm, _, module = build(configs, params, dist.Launch(0, 0, 1, 0))
-    state = torch.load(path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     return configs, params, dm, module.eval()
 
@@ -331,6 +330,7 @@ def _plots(module: SegmentationModule, run: RunDir) -> None:
     """Segmentation bars for the first test videos, the confusion matrix and per-class scores."""
     import numpy as np
 
+    from ..data.names import child_path
     from ..viz import plots
 
     videos = getattr(module, "_test_videos", [])
@@ -338,10 +338,10 @@ def _plots(module: SegmentationModule, run: RunDir) -> None:
     if not videos:
         return
     info = module.info
+    paths = [child_path(run.plots, name, ".png", prefix="seg_") for name, _, _ in videos[:8]]  # refused: DataError
     run.plots.mkdir(parents=True, exist_ok=True)
-    for name, pred, gt in videos[:8]:
-        plots.plot_segmentation(run.plots / f"seg_{name}.png", gt, pred, info.class_names, info.bg_ids,
-                                title=name, fps=info.fps)
+    for path, (name, pred, gt) in zip(paths, videos[:8]):
+        plots.plot_segmentation(path, gt, pred, info.class_names, info.bg_ids, title=name, fps=info.fps)
     if "confusion" in results:
         plots.plot_confusion_matrix(run.plots / "confusion.png", np.asarray(results["confusion"]), info.class_names)
     if results.get("per_class"):
@@ -363,10 +363,11 @@ def test_checkpoint(
     _load_saved_params(params, run_path)
     apply_overrides(params, list(overrides))
     run = RunDir(run_path, int(run_path.name.split("_")[-1]), None)
+    ckpt = usable_checkpoint(ckpt, hint="")  # checked as resume checks it: a damaged file falls back to *.prev.ckpt
     dm, _, module = build(configs, params, dist.detect_launch())  # weights: trainer.test(ckpt_path)
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(run.path), enable_checkpointing=False,
-                         callbacks=list(extra_callbacks))
+                         callbacks=list(extra_callbacks), plugins=[AtomicCheckpointIO()])  # its checked load
     module_metrics = test(trainer, module, dm, run, ckpt)
     module_metrics["checkpoint"] = str(ckpt)
     return module_metrics

@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config.secrets import remember_secret
 from .telegram_sender import INSTALL_HINT, TelegramCredentials, TelegramNotifier
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ def load_credentials(
             if missing:
                 raise CredentialsError(f"{path} [{section}]: missing {', '.join(missing)} (expected token = <bot token>, "
                                        "chat_id = <chat id>)")
+            remember_secret(values["token"])  # hidden from then on in run.json, messages, logs
+            remember_secret(values["chat_id"])
             return TelegramCredentials(
                 token=values["token"].strip(),
                 chat_id=values["chat_id"].strip(),
@@ -88,6 +91,8 @@ def load_credentials(
         if not (token and chat_id):
             missing = ENV_CHAT_ID if token else ENV_TOKEN
             raise CredentialsError(f"environment: {missing} is not set (both {ENV_TOKEN} and {ENV_CHAT_ID} are needed)")
+        remember_secret(token)
+        remember_secret(chat_id)
         return TelegramCredentials(token, chat_id, api_url or env.get(ENV_API_URL) or None, source="environment")
     return None
 
@@ -136,8 +141,10 @@ def telegram_callback_from_cli(
     key_file: str | Path = DEFAULT_KEY_FILE,
     api_url: str | None = None,
     every_n_epochs: int = 10,
+    preview: bool = True,
 ) -> "pl.Callback | None":
-    """The Lightning callback for `-B N` (reports every `every_n_epochs` epochs), or None as above.
+    """The Lightning callback for `-B N` (reports every `every_n_epochs` epochs; `preview`: the input preview
+    at the start of training), or None as above.
 
     Safe to call on every DDP rank: nothing connects or starts a thread until rank 0 sends."""
     notifier = telegram_notifier_from_cli(section_index, key_file, api_url)
@@ -145,7 +152,7 @@ def telegram_callback_from_cli(
         return None
     from .telegram_callback import TelegramCallback
 
-    return TelegramCallback(notifier, every_n_epochs=every_n_epochs)
+    return TelegramCallback(notifier, every_n_epochs=every_n_epochs, preview=preview)
 
 
 __all__ = [

@@ -1,6 +1,9 @@
 """`TelegramCallback`: Lightning hooks that report a run to Telegram, from rank 0 only.
 
     on_train_start           "started": run, host, fresh or resumed, config summary
+    on_train_batch_start     once, at the first training batch of a run on frames: an animated preview of up
+                             to `preview_chunks` chunks as the model gets them (augmented; normalisation
+                             undone for display) with their labels (`preview=False` / --no-telegram-preview: off)
     on_train_epoch_end       every `every_n_epochs` epochs (and the last): best/last metrics, time per epoch,
                              ETA; then photos: training curves and the segmentation bars of one validation video
     on_exception             "crashed": exception, traceback tail, last metrics; flushes (bounded)
@@ -88,10 +91,12 @@ class TelegramCallback(pl.Callback):
         every_n_epochs: epochs between progress reports (the last epoch always reports).
         plots: send training curves and a validation video's segmentation bars with each report.
         flush_timeout: seconds queued messages get at the end of testing or after a crash.
+        preview: send the input preview at the start of training (runs on frames only).
+        preview_chunks: chunks (batch rows) in the preview.
     """
 
     def __init__(self, notifier: TelegramNotifier, every_n_epochs: int = 10, plots: bool = True,
-                 flush_timeout: float = 10.0):
+                 flush_timeout: float = 10.0, preview: bool = True, preview_chunks: int = 4):
         if every_n_epochs < 1:
             raise ValueError(f"TelegramCallback: every_n_epochs must be >= 1, got {every_n_epochs}")
         self.notifier = notifier
@@ -102,6 +107,8 @@ class TelegramCallback(pl.Callback):
         self._started: float | None = None  # time.time() at the start of training (None: evaluation only)
         self._val_video: tuple[str, np.ndarray, np.ndarray] | None = None  # (name, pred, gt) at full frame rate
         self._failed_hooks: set[str] = set()
+        self.preview, self.preview_chunks = preview, preview_chunks
+        self._preview_pending = False
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -146,6 +153,7 @@ class TelegramCallback(pl.Callback):
     @_rank_zero_guarded
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.time()
+        self._preview_pending = self.preview
         self._epoch_seconds = []
         resumed = trainer.current_epoch if trainer.ckpt_path else None
         if resumed:
@@ -153,6 +161,36 @@ class TelegramCallback(pl.Callback):
         self.notifier.send(report.start_message(
             self._run_name(trainer), platform.node(), resumed, trainer.max_epochs, trainer.world_size,
             self._config_summary(trainer)))
+
+    @_rank_zero_guarded
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if not self._preview_pending:
+            return
+        self._preview_pending = False
+        x = batch.get("x") if isinstance(batch, dict) else None
+        if not torch.is_tensor(x) or x.dim() != 5:  # features, not frames: nothing to look at
+            return
+        mask = batch["mask"].reshape(x.shape[0], -1) > 0
+        rows = [i for i in range(x.shape[0]) if bool(mask[i].any())][: self.preview_chunks]  # live stream slots
+        frames = x[rows].detach().float().cpu()  # (N, 3, T, H, W)
+        labels = torch.where(mask[rows], batch["labels"][rows], -1).cpu().numpy()
+        names = [str(batch["names"][i]) for i in rows] if "names" in batch else []
+        dm = getattr(trainer, "datamodule", None)
+        mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
+        info = pl_module.info
+        n, _, t, h, w = frames.shape
+
+        def render() -> bytes:
+            pixels = frames
+            if x.dtype != torch.uint8 and mean is not None and std is not None:  # undo (x / 255 - mean) / std
+                pixels = (frames * torch.tensor(std).view(1, 3, 1, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1, 1)) * 255
+            array = pixels.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()  # (N, T, H, W, 3)
+            return report.render_input_preview(array, labels, info.class_names, info.bg_ids, names)
+
+        self.notifier.animation(render, filename="input_preview.gif", caption=(
+            f"input preview: {n} training chunks of {t} frames ({h}x{w}) as the model gets them (augmented), "
+            "labels under each; --no-telegram-preview turns this off"))
 
     @_rank_zero_guarded
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -191,3 +191,44 @@ def render_segmentation(name: str, pred: np.ndarray, gt: np.ndarray, class_names
         path = Path(tmp) / "seg.png"
         plots.plot_segmentation(path, gt, pred, class_names, bg_ids, title=title, fps=fps)
         return path.read_bytes()
+
+
+PREVIEW_TILE = 128  # pixels: the longer side of each chunk's tile (small frames are scaled up, nearest)
+PREVIEW_TEXT = 14  # pixels of the label row under each tile
+PREVIEW_FRAME_MS = 250  # 4 sampled frames per second: slow enough to read the labels
+
+
+def render_input_preview(frames: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                         bg_ids: Sequence[int] = (), names: Sequence[str] = ()) -> bytes:
+    """An animated GIF of training chunks as the model sees them: ``frames uint8 (N, T, H, W, 3)`` (N chunks
+    of T sampled frames, after augmentation), ``labels (N, T)`` class ids (< 0: padding). The N chunks play
+    side by side, frame t of every chunk at once; under each, a bar in the class colour with the label name
+    (``pad`` for padding) and the chunk's video name (``names``)."""
+    from PIL import Image, ImageDraw
+
+    from ..viz.plots import class_colours
+
+    n, t, h, w, _ = frames.shape
+    scale = max(1, PREVIEW_TILE // max(h, w))
+    th, tw = h * scale, w * scale
+    colours = (class_colours(len(class_names), list(bg_ids))[:, :3] * 255).round().astype(np.uint8)
+    gif = []
+    for step in range(t):
+        canvas = np.zeros((th + 2 * PREVIEW_TEXT, n * (tw + 4), 3), np.uint8)
+        for i in range(n):
+            x0 = i * (tw + 4)
+            canvas[:th, x0 : x0 + tw] = frames[i, step].repeat(scale, 0).repeat(scale, 1)
+            label = int(labels[i, step])
+            if label >= 0:
+                canvas[th : th + PREVIEW_TEXT, x0 : x0 + tw] = colours[label]
+        image = Image.fromarray(canvas)
+        draw = ImageDraw.Draw(image)
+        for i in range(n):
+            x0, label = i * (tw + 4), int(labels[i, step])
+            draw.text((x0 + 2, th + 1), class_names[label] if label >= 0 else "pad", fill=(255, 255, 255))
+            caption = f"{names[i]} t={step}" if i < len(names) else f"t={step}"
+            draw.text((x0 + 2, th + PREVIEW_TEXT + 1), caption[: tw // 6], fill=(200, 200, 200))
+        gif.append(image.convert("P", palette=Image.Palette.ADAPTIVE))
+    buf = io.BytesIO()
+    gif[0].save(buf, format="GIF", save_all=True, append_images=gif[1:], duration=PREVIEW_FRAME_MS, loop=0)
+    return buf.getvalue()

@@ -56,7 +56,7 @@ class TelegramCredentials:
 
 @dataclasses.dataclass
 class _Item:
-    kind: str  # "text" | "photo"
+    kind: str  # "text" | "photo" | "animation"
     text: str = ""
     html: bool = True
     photo: PhotoSource | None = None
@@ -188,6 +188,11 @@ class TelegramNotifier:
         rendered off the training thread; None from it skips the photo). `caption` is plain text, cut to
         1,024 characters."""
         return self._put(_Item("photo", text=caption, html=False, photo=png, filename=filename))
+
+    def animation(self, gif: PhotoSource, caption: str = "", filename: str = "preview.gif") -> bool:
+        """Queue an animation (sendAnimation: a GIF, or an mp4 without sound), as `photo` does a picture:
+        bytes, or a function returning them in the worker thread."""
+        return self._put(_Item("animation", text=caption, html=False, photo=gif, filename=filename))
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued within `timeout` seconds, then stop the worker. Safe to call twice; a
@@ -373,12 +378,15 @@ class TelegramNotifier:
                 return
 
     async def _deliver(self, bot: Any, item: _Item) -> None:
-        if item.kind == "photo":
+        if item.kind in ("photo", "animation"):
             data = item.photo() if callable(item.photo) else item.photo
             if not data:
                 return
-            caption = truncate(redact(item.text, self._creds.token), CAPTION_LIMIT)
-            await self._call(bot.send_photo, photo=data, caption=caption or None, filename=item.filename)
+            caption = truncate(redact(item.text, self._creds.token), CAPTION_LIMIT) or None
+            if item.kind == "photo":
+                await self._call(bot.send_photo, photo=data, caption=caption, filename=item.filename)
+            else:
+                await self._call(bot.send_animation, animation=data, caption=caption, filename=item.filename)
             return
         text = redact(item.text, self._creds.token)
         if not item.html:
@@ -412,8 +420,8 @@ class TelegramNotifier:
             except tg.BadRequest:
                 raise
             except (tg.InvalidToken, tg.Forbidden) as e:
-                self._disable(f"Telegram: {type(e).__name__}: the bot may not post to chat {self._chat_id} "
-                              f"or its token is invalid; no further reports")
+                self._disable(f"Telegram: {type(e).__name__}: the bot may not post to the chat of "
+                              f"{self._creds.source} or its token is invalid; no further reports")
                 raise _Disabled() from None
             except (tg.NetworkError, tg.TelegramError) as e:  # timeouts, connection errors, 5xx
                 wait, err = self._backoff * (2 ** attempt), e

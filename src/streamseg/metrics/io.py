@@ -50,11 +50,14 @@ class LabelFile:
 
 
 def _read_lines(path: PathLike) -> list[str]:
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise LabelFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:  # name the line (and column) an editor jumps to, not a byte offset
+        line, line_start = data.count(b"\n", 0, e.start) + 1, data.rfind(b"\n", 0, e.start) + 1
+        raise LabelFileError(f"{path}:{line}: not UTF-8 text: byte "
+                             f"0x{data[e.start]:02x} at column {e.start - line_start + 1} ({e.reason})") from None
     lines = text.splitlines()
     # Trailing blank lines (a final newline, an editor's extra one) carry no frames.
     while lines and not lines[-1].strip():

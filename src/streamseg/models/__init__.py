@@ -21,6 +21,14 @@ from streamseg.models.losses import SegmentationLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
 from streamseg.models.mstcn2 import MSTCN2
+from streamseg.models.pyslowfast import (
+    X3D,
+    SlowFast,
+    slowfast_r50_encoder,
+    x3d_m_encoder,
+    x3d_s_encoder,
+    x3d_xs_encoder,
+)
 from streamseg.models.transeger import (
     ClassNameTokenizer,
     PromptTextEncoder,
@@ -72,6 +80,12 @@ __all__ = [
     "s3d_encoder",
     "mvit_v2_s_encoder",
     "swin3d_t_encoder",
+    "X3D",
+    "SlowFast",
+    "x3d_xs_encoder",
+    "x3d_s_encoder",
+    "x3d_m_encoder",
+    "slowfast_r50_encoder",
     "Transeger",
     "PromptTextEncoder",
     "ClassNameTokenizer",

@@ -37,6 +37,8 @@ from torchvision.models import mobilenet_v2, resnet50
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.models.resnet import Bottleneck
 
+from streamseg.models.checkpoint import read_weights_file
+
 __all__ = ["ShiftedResidual", "TSMEncoder", "tsm_mobilenet_v2", "tsm_resnet50"]
 
 # A causal shift layer reaches 2 frames back (the [0, fold) group comes from t-2).
@@ -213,7 +215,7 @@ def _load_weights(model: nn.Module, weights: str | None, where: str) -> None:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: weights file {path} does not exist (a local path is expected)")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = read_weights_file(path)  # WeightsError naming the file when damaged or unsafe
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:

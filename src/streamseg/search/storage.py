@@ -28,6 +28,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
+from ..config.secrets import redact
 from .defaults import GRACE_S, HEARTBEAT_S, MAX_RETRY
 
 try:  # Optuna >= 4.9 renamed the retry callback and its RDBStorage argument
@@ -98,7 +99,8 @@ def default_url(study_dir: Path) -> str:
 
 def open_storage(url: str | None, study_dir: Path, heartbeat: int = HEARTBEAT_S, grace: int = GRACE_S,
                  max_retry: int = MAX_RETRY) -> tuple[BaseStorage, str]:
-    """The storage behind `--storage` (see the module docstring) and its URL as shown to the user.
+    """The storage behind `--storage` (see the module docstring) and its URL (with any password in it:
+    show it through `streamseg.config.redact`).
 
     heartbeat, grace: seconds between heartbeats of a running trial, and the silence after which a
     trial counts as dead (several heartbeats, so a busy machine is not mistaken for a dead one).
@@ -112,7 +114,7 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int = HEARTBEAT_S,
         return HeartbeatJournalStorage(path, heartbeat, grace, max_retry), f"journal:{path}"
     if not url.startswith(RDB_PREFIXES):
         raise ValueError(
-            f"--storage {url!r}: expected sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB, "
+            f"--storage {redact(url)!r}: expected sqlite:///PATH, postgresql://USER:PASS@HOST:PORT/DB, "
             "mysql+pymysql://..., or journal:PATH (an Optuna journal file)"
         )
     url = _postgres_driver(url)
@@ -155,7 +157,7 @@ def _postgres_driver(url: str) -> str:
             for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
                 if importlib.util.find_spec(module) is not None:
                     return f"postgresql+{driver}://{rest}"
-            raise ValueError(f"--storage {url}: PostgreSQL needs a driver: pip install 'psycopg[binary]' "
+            raise ValueError(f"--storage {redact(url)}: PostgreSQL needs a driver: pip install 'psycopg[binary]' "
                              "(or psycopg2-binary)")
     return url
 

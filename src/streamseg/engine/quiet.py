@@ -1,0 +1,55 @@
+"""What Lightning and torch print that is not the user's business, silenced in one place.
+
+Each filter names the exact message and why it is noise here (not a blanket `ignore`):
+* Lightning's "Tip: ... litlogger" advert, printed at every Trainer construction.
+* torch's "`isinstance(treespec, LeafSpec)` is deprecated" raised from inside Lightning's own pytree
+  helper (Lightning's code, not ours; fixed upstream by Lightning, nothing a user can change).
+* "The number of training batches (N) is smaller than the logging interval": the module logs each
+  epoch's mean loss (`train/epoch_loss`) whatever the interval, so short epochs lose nothing.
+* "It is recommended to use `self.log(..., sync_dist=True)`" under DDP: the epoch-level values logged
+  with `sync_dist=False` (validation scores, skipped-step count) are computed from gathered data and are
+  identical on every rank by construction (`engine/module.py` says so at each call), so a reduction
+  would only add a collective.
+* rich's 'install "ipywidgets" for Jupyter support' (from the progress bar's live display in a notebook):
+  without ipywidgets the bar is drawn once per update as text, which is what the example notebooks show.
+The progress bar drops Lightning's `v_num` item (the logger's version string, here `_csv`): the run
+directory, printed at the end, is the version.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from pytorch_lightning.callbacks import RichProgressBar
+
+NOISE_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r"The number of training batches \(\d+\) is smaller than the logging interval.*",
+    r".*It is recommended to use `self\.log\(.*sync_dist=True\)`.*",
+    r'install "ipywidgets" for Jupyter support',
+)
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def silence_lightning_noise() -> None:
+    """Install the filters above (idempotent: warnings' filter list and the logger keep one of each)."""
+    for pattern in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in log.filters):
+            log.addFilter(_DropLitLoggerTip())
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich bar without the `v_num` item."""
+
+    def get_metrics(self, trainer, pl_module):  # noqa: ANN001 (Lightning's signature)
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
