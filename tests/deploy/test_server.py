@@ -334,3 +334,19 @@ def test_two_replicas_each_own_their_streams(streamer, videos, expected) -> None
     for i in range(200):
         with_third = owner_of(f"s{i}", [a.url, b.url, third])
         assert with_third == third or owner_of(f"s{i}", [a.url, b.url]) == with_third
+
+
+def test_serve_command_refuses_bad_settings_before_loading_the_model(tmp_path, monkeypatch) -> None:
+    from streamseg.cli.main import main
+
+    monkeypatch.delenv("STREAMSEG_TOKEN", raising=False)
+    missing = tmp_path / "missing.onnx"  # never opened: each refusal comes first
+    with pytest.raises(SystemExit, match="--host 0.0.0.0: serving beyond this machine needs a token"):
+        main(["serve", "--model", str(missing), "--host", "0.0.0.0"])
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SystemExit, match="empty: the token file is empty"):
+        main(["serve", "--model", str(missing), "--token-file", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="--buffer-chunks must be >= 1, got 0"):
+        main(["serve", "--model", str(missing), "--buffer-chunks", "0"])
+    with pytest.raises(SystemExit, match="missing.json: no metadata file"):
+        main(["serve", "--model", str(missing)])
