@@ -27,6 +27,7 @@ from streamseg.deploy.server import ServerOptions, ServerThread
 
 from ..conftest import streamseg
 from .test_infer import varying_streamer
+from .test_sources import http_dir, remux_to_mpegts  # noqa: F401 (http_dir is a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
@@ -350,3 +351,25 @@ def test_serve_command_refuses_bad_settings_before_loading_the_model(tmp_path, m
         main(["serve", "--model", str(missing), "--buffer-chunks", "0"])
     with pytest.raises(SystemExit, match="missing.json: no metadata file"):
         main(["serve", "--model", str(missing)])
+
+
+def test_a_source_that_dies_mid_stream_ends_alone(streamer, videos, expected, http_dir) -> None:
+    """A network stream cut off half-way ends with the segments it had (the open one closed where the
+    frames stopped, the earlier ones those of `infer`); a stream served beside it is untouched."""
+    folder, base = http_dir
+    data = remux_to_mpegts(videos[2], folder / "full.ts").read_bytes()
+    (folder / "cut.ts").write_bytes(data[: len(data) // 2])  # the camera stops sending half-way
+    with ServerThread(streamer, ServerOptions(chunk=CHUNK)) as server, Client(server.url) as c:
+        cut, good = c.add(f"{base}/cut.ts", name="cut"), c.add(str(videos[1]), name="good")
+        final = c.wait(cut)
+        whole = expected[videos[2].stem]
+        assert final["status"] == "ended" and 0 < final["frames"] < len(whole.labels)
+        events = c.segments(cut)
+        assert len(events) > 1 and events[-1]["end"] == final["frames"]
+        # closed before the cut: the segments of `infer` (those closed by the short last chunk were emitted
+        # at another frame count, so that field is left out)
+        before = [{**e, "video": "cut"} for e in whole.events[: len(events) - 1]]
+        assert [{k: v for k, v in e.items() if k != "emitted_at_frame"} for e in _same(events[:-1])] == \
+            [{k: v for k, v in e.items() if k != "emitted_at_frame"} for e in _same(before)]
+        assert c.wait(good)["status"] == "ended"
+        assert_same_events(c.segments(good), expected[videos[1].stem].events, "good")
