@@ -42,8 +42,8 @@ def test_a_failing_step_and_a_raising_handler_stop_only_their_streams() -> None:
     try:
         ramp = torch.linspace(0, 200, 12).to(torch.uint8)[:, None, None, None].expand(12, 3, 16, 16).contiguous()
         bad = pool.add(None, name="bad")
-        pool.push(bad, torch.full((4, 3, 16, 16), 255, dtype=torch.uint8))
-        pool.end(bad)
+        pool.push(bad, torch.full((3, 3, 16, 16), 255, dtype=torch.uint8))  # less than a chunk: held ...
+        pool.end(bad)  # ... until the end sends it (the stream may fail as soon as its chunk is queued)
         failed = _wait(pool, bad)
         assert failed["status"] == "error" and "poisoned chunk" in failed["error"]
         good = pool.add(None, name="good")

@@ -83,8 +83,12 @@ def test_batched_streams_give_the_events_of_infer(streamer, videos, expected) ->
         assert listening.wait(10)
         leaver = c.add(str(videos[1]), name="leaver", realtime=True)  # paced: still running when removed
         pulled = [c.add(str(v)) for v in videos]
-        pushed = [c.push_video(v, name=f"push-{v.stem}") for v in videos[:2]]
+        deadline = time.monotonic() + 60
+        while c.status(leaver)["frames"] == 0:  # its first chunk (due after 0.8 s) labelled: mid-way now
+            assert time.monotonic() < deadline, "the paced stream never got a chunk labelled"
+            time.sleep(0.02)
         c.remove(leaver)
+        pushed = [c.push_video(v, name=f"push-{v.stem}") for v in videos[:2]]
         late = c.add(str(videos[2]), name="late")
         finals = {sid: c.wait(sid) for sid in [*pulled, *pushed, late]}
         assert c.wait(leaver)["status"] == "removed"

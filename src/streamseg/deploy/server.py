@@ -369,7 +369,10 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
                 await ws.send_text(json.dumps({"ended": sid}))
                 await ws.close()
                 return
-        except (UnknownStream, ValueError) as e:  # removed meanwhile, or frames after the end
+        except UnknownStream:  # finished meanwhile: removed, or failed
+            rejected.labels("unknown").inc()
+            await ws.close(1008, f"stream {sid!r} has finished (see GET /streams/{sid})"[:120])
+        except ValueError as e:  # frames after the end
             rejected.labels("bad").inc()
             await ws.close(1008, str(e)[:120])
         except WebSocketDisconnect:
