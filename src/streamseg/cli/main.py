@@ -8,6 +8,8 @@
     streamseg search   -D synth -M mstcn -E quick --trials 20 [--storage URL] [--cost flops]
     streamseg export onnx RUN_DIR [--out model.onnx]
     streamseg infer    (VIDEO | FOLDER | URL | /dev/videoN) --model (RUN_DIR | model.onnx) [--realtime --live --annotate out.mp4]
+    streamseg serve    --model (RUN_DIR | model.onnx) [--port 8000 --source rtsp://cam1 ...]
+    streamseg client   (add SOURCE | push VIDEO | list | status ID | events [ID] | remove ID) [--server URL]
     streamseg explain  RUN_DIR VIDEO [--out cam.mp4 --class NAME --method gradcam|hirescam]
     streamseg bench    -D synth -M tsm_memtcn -E chunk32 [--streams 16 --chunk 32 --device cuda]
 """
@@ -18,12 +20,14 @@ import argparse
 import sys
 
 from . import bench as bench_cmd
+from . import client as client_cmd
 from . import data as data_cmd
 from . import evaluate as evaluate_cmd
 from . import explain as explain_cmd
 from . import export as export_cmd
 from . import infer as infer_cmd
 from . import search as search_cmd
+from . import serve as serve_cmd
 from . import train as train_cmd
 
 
@@ -39,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     infer_cmd.add_parser(sub)
+    serve_cmd.add_parser(sub)
+    client_cmd.add_parser(sub)
     explain_cmd.add_parser(sub)
     return parser
 

@@ -44,8 +44,8 @@ from ..data.layout import VIDEO_SUFFIXES, is_video_file
 from .runtime import Streamer
 from .sources import StreamSource, is_stream, source_name
 
-__all__ = ["LagMeter", "Progress", "SegmentTracker", "VideoResult", "infer_stream", "infer_video", "open_source",
-           "sources", "video_files"]
+__all__ = ["LagMeter", "Progress", "SegmentTracker", "VideoResult", "frame_labels", "infer_stream", "infer_video",
+           "open_source", "sources", "video_files"]
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """(K, T) logits -> (K, T) probabilities."""
@@ -198,9 +198,12 @@ class Progress:
     late_chunks: int = 0
 
 
-def _expand(labels: np.ndarray, probs: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per sampled frame -> per original frame (each covers sample_rate frames)."""
-    return np.repeat(labels, sample_rate), np.repeat(probs, sample_rate)
+def frame_labels(logits: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """One chunk's logits ``(K, T)`` at the sample rate -> labels and confidences (max softmax
+    probability) per *original* frame, ``(T * sample_rate,)`` each: a sampled frame covers the
+    ``sample_rate`` original frames from it on."""
+    probs = _softmax(logits)
+    return np.repeat(probs.argmax(0), sample_rate), np.repeat(probs.max(0), sample_rate)
 
 
 FramesHook = Callable[[list[Any], np.ndarray, np.ndarray], None]
@@ -246,8 +249,7 @@ def infer_stream(streamer: Streamer, source: StreamSource, chunk: int | None = N
     def label(frames: torch.Tensor, state: Any) -> Any:
         nonlocal sampled_done, last_conf
         logits, state = streamer.step(meta.preprocess(frames), state)
-        probs = _softmax(logits[0])
-        lab, conf = _expand(probs.argmax(0), probs.max(0), sr)
+        lab, conf = frame_labels(logits[0], sr)
         full.append(lab)
         tracker.push(lab, conf, chunk_time)
         sampled_done, last_conf = sampled_done + len(frames), float(conf[-1])

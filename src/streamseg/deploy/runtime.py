@@ -55,7 +55,9 @@ class DeployMeta:
     chunk_size: sampled frames per chunk in training (0 = whole videos); a hint, any T works.
     state_shapes: per state tensor, its shape without the batch dim (dim 0), in the model's order.
     onnx: file name of the ONNX graph beside this file (None for a PyTorch-only meta).
-    parity: the export's ONNX-vs-PyTorch check (max differences, tolerance, chunk lengths).
+    parity: the export's ONNX-vs-PyTorch check (max differences, tolerance, chunk lengths); for an INT8
+    graph, its label agreement with the fp32 graph.
+    quantization: None (float32), or how the graph was quantised (``"int8-static"``).
     """
 
     class_names: list[str]
@@ -74,6 +76,7 @@ class DeployMeta:
     torch_version: str = torch.__version__
     parity: dict[str, Any] | None = None
     source: str = ""  # the run directory or checkpoint it came from
+    quantization: str | None = None  # "int8-static" for `export onnx --int8` (deploy.quantize), else None
 
     @property
     def num_classes(self) -> int:

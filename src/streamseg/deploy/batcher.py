@@ -1,0 +1,428 @@
+"""Continuous batching: many streams through one model, each step one batch of every ready stream's next chunk.
+
+A `StreamPool` owns one `Streamer` (ONNX Runtime or PyTorch, see `streamseg.deploy.runtime`) and a
+set of stream *slots*. Each slot has its own state (``streamer.init_state(1)`` when the stream starts,
+never shared or reused), a bounded queue of chunks and a `SegmentTracker`. One engine thread loops:
+
+    take the next chunk of every slot that has one ready (at most one per slot)
+    group them by length T (a stream's last chunk is short), and per group:
+        x = concat of the preprocessed chunks on the batch axis; state = concat of their states
+        logits, state = streamer.step(x, state)        # one call for the whole group
+        split logits and state back to the slots; label; emit the segment events that closed
+
+Streams join and leave at any time: a new slot is picked up at the next step, a removed one is
+finished (its open segment closed) and dropped, and the other slots' states are untouched. The labels
+and events of a stream are those `streamseg.deploy.infer.infer_stream` gives for the same source and
+chunk length (same decode, same chunks, same `frame_labels` and `SegmentTracker`), up to float
+rounding of batched kernels.
+
+Sources: ``add(source=...)`` pulls from anything `StreamSource` opens (file, URL, device) in a reader
+thread, optionally paced at the source's frame rate (``realtime``); ``add(source=None)`` makes a *push*
+slot fed by `push` (sampled uint8 frames ``(n, 3, H, W)`` at the model's input size) and `end`.
+
+Buffer policy: each slot holds at most ``buffer_chunks`` chunks. A full buffer blocks the producer (the
+reader thread stops decoding; a pushing client's `push` waits): nothing is ever dropped. A live source
+whose consumer cannot keep up thus falls behind, and `LagMeter` reports it (lag in seconds, *late*
+chunks: labelled after the next one had already arrived).
+
+Failures: opening a source is retried ``retries`` times with exponential backoff (1, 2, 4, ... s, at
+most 30 s), each attempt reported as a ``retrying`` status event; a source that fails for good, or
+fails mid-stream, ends its stream with status ``error`` (segments so far closed and emitted). A model
+step that raises fails only the streams of that batch.
+
+Events go to ``on_event(stream_id, event)``: segment events (the JSON objects `infer` prints; ``video``
+is the stream id) and status events ``{"stream": id, "status": "running" | "retrying" | "ended" |
+"error" | "removed", ...}`` (no ``label`` key).
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .infer import LagMeter, SegmentTracker, frame_labels, open_source
+from .runtime import Streamer
+from .sources import source_name
+
+__all__ = ["PoolFull", "StreamPool", "UnknownStream"]
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_BACKOFF_S = 30.0
+KEEP_FINISHED = 256  # finished streams kept for status queries (oldest forgotten first)
+
+
+class UnknownStream(KeyError):
+    """No stream with this id."""
+
+
+class PoolFull(RuntimeError):
+    """All stream slots are taken."""
+
+
+@dataclass
+class _Chunk:
+    frames: torch.Tensor  # uint8 (T, 3, H, W) sampled frames
+    arrived: float  # perf_counter when read (or paced)
+    due: float | None = None  # when its last frame became available at the source's pace (pull only)
+    media_s: float = 0.0
+
+
+@dataclass
+class _End:
+    num_frames: int | None  # original frames of the stream; None: those labelled
+    error: str | None = None
+
+
+@dataclass
+class _Slot:
+    id: str
+    source: str | None
+    realtime: bool
+    fps: float
+    chunk: int
+    queue: queue.Queue
+    state: Any
+    stop: threading.Event = field(default_factory=threading.Event)
+    tracker: SegmentTracker | None = None
+    lag: LagMeter | None = None
+    labels: list[np.ndarray] = field(default_factory=list)
+    pending: list[torch.Tensor] = field(default_factory=list)  # pushed frames not yet a whole chunk
+    status: str = "starting"
+    error: str | None = None
+    frames: int = 0  # original frames labelled
+    chunks: int = 0
+    retries: int = 0
+    created: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+    last_label: str | None = None
+    last_time: float = 0.0
+    ended_input: bool = False
+
+    def info(self) -> dict[str, Any]:
+        """JSON-ready status: frames labelled, chunks, lag and late chunks (real-time or live), errors."""
+        lag = self.lag
+        return {"id": self.id, "source": self.source, "kind": "pull" if self.source is not None else "push",
+                "status": self.status, "error": self.error, "realtime": self.realtime, "fps": self.fps,
+                "frames": self.frames, "chunks": self.chunks, "queued_chunks": self.queue.qsize(),
+                "segments": len(self.tracker.events) if self.tracker else 0, "label": self.last_label,
+                "lag_s": round(lag.last, 4) if lag and lag.last is not None else None,
+                "max_lag_s": round(max(lag.lags), 4) if lag and lag.lags else None,
+                "late_chunks": lag.late if lag else 0, "retries": self.retries, "created": self.created,
+                "seconds": round(self.seconds or time.perf_counter() - self.started, 4)}
+
+
+def _cat(states: list[Any]) -> Any:
+    """Per-slot states (batch 1 each) -> one batched state (concatenated on dim 0)."""
+    if not states[0]:
+        return states[0]
+    parts = zip(*states)
+    return type(states[0])(np.concatenate(p) if isinstance(p[0], np.ndarray) else torch.cat(p) for p in parts)
+
+
+def _split(state: Any, batch: int) -> list[Any]:
+    if not state:
+        return [state] * batch
+    return [type(state)(t[b:b + 1] for t in state) for b in range(batch)]
+
+
+class StreamPool:
+    """Stream slots batched through one streamer (see the module docstring).
+
+    Args:
+        streamer: a streaming model (``meta.lookahead`` not None; frames input).
+        chunk: sampled frames per chunk (default: the model's training chunk, else 32; as `infer`).
+        max_streams: slots; `add` raises `PoolFull` beyond.
+        buffer_chunks: chunks a slot may hold before its producer waits.
+        retries: attempts to (re)open a failing pull source, with exponential backoff from ``backoff_s``.
+        on_event: ``(stream_id, event)`` for every segment and status event (from the engine or a reader
+            thread: it must be quick and thread-safe).
+        on_step: ``(batch_size, seconds)`` after every model call.
+        source_options: `StreamSource` keyword arguments for pull sources (fmt, options, timeout_s, max_frames).
+    """
+
+    def __init__(self, streamer: Streamer, chunk: int | None = None, *, max_streams: int = 64,
+                 buffer_chunks: int = 4, retries: int = 3, backoff_s: float = 1.0,
+                 on_event: Callable[[str, dict[str, Any]], None] = lambda s, e: None,
+                 on_step: Callable[[int, float], None] = lambda b, s: None,
+                 source_options: dict[str, Any] | None = None) -> None:
+        meta = streamer.meta
+        if meta.input_kind != "frames":
+            raise ValueError(f"{meta.source or 'model'}: reads pre-extracted features, a server needs a video model")
+        if not meta.streaming:
+            raise ValueError(f"{meta.source or 'model'}: no look-ahead bound (whole videos only), cannot serve streams")
+        self.streamer, self.meta = streamer, meta
+        self.chunk = chunk or meta.chunk_size or 32
+        self.max_streams, self.buffer_chunks = max_streams, buffer_chunks
+        self.retries, self.backoff_s = retries, backoff_s
+        self.on_event, self.on_step = on_event, on_step
+        self.source_options = dict(source_options or {})
+        self._slots: dict[str, _Slot] = {}
+        self._finished: OrderedDict[str, _Slot] = OrderedDict()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.steps = 0
+        self.failed_steps = 0
+        self.event_errors = 0  # on_event calls that raised
+        self._engine = threading.Thread(target=self._loop, name="streamseg-engine", daemon=True)
+        self._engine.start()
+
+    # ---- control (any thread) ----
+    @property
+    def alive(self) -> bool:
+        return self._engine.is_alive() and not self._stop.is_set()
+
+    def add(self, source: str | None = None, name: str | None = None, *, realtime: bool = False,
+            fps: float | None = None) -> str:
+        """A new stream: pull ``source`` (file, URL, device), or a push slot when None. Returns its id
+        (``name``, else the source's name, made unique with ``-2``, ``-3``, ...)."""
+        if name is not None and not NAME.match(name):
+            raise ValueError(f"stream name {name!r}: expected 1-64 characters of A-Z a-z 0-9 _ . -")
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        with self._lock:
+            if len(self._slots) >= self.max_streams:
+                raise PoolFull(f"all {self.max_streams} stream slots are taken")
+            base = name or (source_name(source) if source is not None else "push")
+            sid, n = base, 1
+            while sid in self._slots or sid in self._finished:
+                if name is not None:
+                    raise ValueError(f"stream name {name!r} is taken")
+                n += 1
+                sid = f"{base}-{n}"
+            slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk,
+                         queue.Queue(self.buffer_chunks), self.streamer.init_state(1))
+            self._slots[sid] = slot
+        if source is None:
+            self._start_tracking(slot, slot.fps)
+        else:
+            threading.Thread(target=self._pull, args=(slot,), name=f"streamseg-pull-{sid}", daemon=True).start()
+        self._wake.set()
+        return sid
+
+    def remove(self, sid: str) -> None:
+        """Stop a stream now: its open segment is closed (emitted) and its slot freed."""
+        slot = self._get(sid, live_only=True)
+        slot.stop.set()
+        self._wake.set()
+
+    def push(self, sid: str, frames: torch.Tensor, timeout_s: float | None = None) -> None:
+        """Sampled frames ``uint8 (n, 3, H, W)`` for a push stream; blocks while its buffer is full."""
+        slot = self._get(sid, live_only=True)
+        if slot.source is not None:
+            raise ValueError(f"stream {sid} pulls from its source; frames cannot be pushed to it")
+        want = (3, *self.meta.sample_shape[1:])
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or tuple(frames.shape[1:]) != want:
+            raise ValueError(f"stream {sid}: expected uint8 frames (n, {', '.join(map(str, want))}), got "
+                             f"{str(frames.dtype).replace('torch.', '')} {tuple(frames.shape)}")
+        if slot.ended_input:
+            raise ValueError(f"stream {sid} has ended")
+        slot.pending.append(frames)
+        have = torch.cat(slot.pending)
+        whole = len(have) // self.chunk * self.chunk
+        slot.pending = [have[whole:]] if whole < len(have) else []
+        for start in range(0, whole, self.chunk):
+            self._put(slot, _Chunk(have[start:start + self.chunk], time.perf_counter()), timeout_s)
+
+    def end(self, sid: str, num_frames: int | None = None, timeout_s: float | None = None) -> None:
+        """No more frames for a push stream; ``num_frames``: its original frame count (default: those labelled)."""
+        slot = self._get(sid, live_only=True)
+        if slot.source is not None:
+            raise ValueError(f"stream {sid} pulls from its source; remove it instead")
+        if slot.pending:
+            self._put(slot, _Chunk(torch.cat(slot.pending), time.perf_counter()), timeout_s)
+            slot.pending = []
+        slot.ended_input = True
+        self._put(slot, _End(num_frames), timeout_s)
+
+    def info(self, sid: str) -> dict[str, Any]:
+        return self._get(sid).info()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            slots = [*self._slots.values(), *self._finished.values()]
+        return [s.info() for s in slots]
+
+    def events(self, sid: str) -> list[dict[str, Any]]:
+        """The segment events of a stream so far (all of them once it has finished)."""
+        slot = self._get(sid)
+        return list(slot.tracker.events) if slot.tracker else []
+
+    def labels(self, sid: str) -> np.ndarray:
+        """Per original frame labels so far (int64)."""
+        slot = self._get(sid)
+        return np.concatenate(slot.labels).astype(np.int64) if slot.labels else np.zeros(0, np.int64)
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._slots)
+
+    def close(self) -> None:
+        """Stop every stream (finished as removed) and the engine."""
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
+            slot.stop.set()
+        self._wake.set()
+        deadline = time.perf_counter() + 5.0
+        while self.active() and self._engine.is_alive() and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        self._stop.set()
+        self._wake.set()
+        self._engine.join(timeout=5.0)
+
+    # ---- internals ----
+    def _get(self, sid: str, live_only: bool = False) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(sid) or (None if live_only else self._finished.get(sid))
+        if slot is None:
+            raise UnknownStream(sid)
+        return slot
+
+    def _put(self, slot: _Slot, item: Any, timeout_s: float | None = None) -> bool:
+        """Into the slot's buffer, waiting while it is full; False when the stream was stopped meanwhile."""
+        deadline = None if timeout_s is None else time.perf_counter() + timeout_s
+        while not slot.stop.is_set():
+            try:
+                slot.queue.put(item, timeout=0.05)
+                self._wake.set()
+                return True
+            except queue.Full:
+                if deadline is not None and time.perf_counter() > deadline:
+                    raise TimeoutError(f"stream {slot.id}: buffer full for {timeout_s} s") from None
+        return False
+
+    def _emit(self, sid: str, event: dict[str, Any]) -> None:
+        """``on_event``, which must never stop the engine or a reader: its failures are only counted."""
+        try:
+            self.on_event(sid, event)
+        except Exception:  # noqa: BLE001
+            self.event_errors += 1
+
+    def _start_tracking(self, slot: _Slot, fps: float) -> None:
+        slot.fps = fps
+        slot.tracker = SegmentTracker(slot.id, self.meta.class_names, fps, lambda e: self._emit(slot.id, e))
+        slot.status = "running"
+        self._emit(slot.id, {"stream": slot.id, "status": "running", "source": slot.source, "fps": fps})
+
+    def _pull(self, slot: _Slot) -> None:
+        """Reader thread of a pull stream: open (with retries), read chunk by chunk, pace, enqueue."""
+        for attempt in range(self.retries + 1):
+            try:
+                source = open_source(slot.source, self.streamer, **self.source_options)
+                break
+            except (ValueError, OSError) as e:  # DataError is a ValueError
+                error = str(e)
+                if attempt == self.retries or slot.stop.is_set():
+                    self._put(slot, _End(None, error))
+                    return
+                delay = min(self.backoff_s * 2 ** attempt, MAX_BACKOFF_S)
+                slot.retries = attempt + 1
+                self._emit(slot.id, {"stream": slot.id, "status": "retrying", "attempt": attempt + 1,
+                                        "delay_s": delay, "error": error})
+                if slot.stop.wait(delay):
+                    self._put(slot, _End(None, error))
+                    return
+        with source:
+            if slot.stop.is_set():  # removed while it was being opened
+                return
+            fps = source.fps or self.meta.fps
+            if slot.realtime or source.live:
+                slot.lag = LagMeter(self.chunk * self.meta.sample_rate / fps, slot.realtime, fps)
+            self._start_tracking(slot, fps)
+            try:
+                while not slot.stop.is_set() and len(frames := source.read(self.chunk)) > 0:
+                    now = time.perf_counter()
+                    due = (source.first_frame_wall or now) + source.media_time_s
+                    if slot.realtime and due > now and slot.stop.wait(due - now):
+                        break
+                    if not self._put(slot, _Chunk(frames, time.perf_counter(), due, source.media_time_s)):
+                        return
+                num = source.num_frames if source.num_frames is not None and source.ended else source.decoded
+                self._put(slot, _End(num))
+            except (ValueError, OSError) as e:
+                self._put(slot, _End(source.decoded, str(e)))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.1)
+            self._wake.clear()
+            with self._lock:
+                slots = list(self._slots.values())
+            ready: list[tuple[_Slot, _Chunk]] = []
+            for slot in slots:
+                if slot.stop.is_set():
+                    self._finish(slot, None, None, "removed")
+                    continue
+                try:
+                    item = slot.queue.get_nowait()
+                except queue.Empty:
+                    continue
+                if isinstance(item, _End):
+                    self._finish(slot, item.num_frames, item.error, "error" if item.error else "ended")
+                else:
+                    ready.append((slot, item))
+            if ready:
+                self._wake.set()  # more may be queued: look again right after this step
+            by_length: dict[int, list[tuple[_Slot, _Chunk]]] = {}
+            for slot, chunk in ready:
+                by_length.setdefault(len(chunk.frames), []).append((slot, chunk))
+            for group in by_length.values():
+                self._step(group)
+
+    def _step(self, group: list[tuple[_Slot, _Chunk]]) -> None:
+        meta = self.meta
+        t0 = time.perf_counter()
+        try:
+            x = np.concatenate([meta.preprocess(chunk.frames) for _, chunk in group])
+            logits, state = self.streamer.step(x, _cat([slot.state for slot, _ in group]))
+        except Exception as e:  # noqa: BLE001 (a failing batch ends its streams, never the server)
+            self.failed_steps += 1
+            for slot, _ in group:
+                self._finish(slot, None, f"model step failed: {type(e).__name__}: {e}", "error")
+            return
+        self.steps += 1
+        self.on_step(len(group), time.perf_counter() - t0)
+        done = time.perf_counter()
+        for (slot, chunk), row, new_state in zip(group, logits, _split(state, len(group))):
+            slot.state = new_state
+            lab, conf = frame_labels(row, meta.sample_rate)
+            slot.labels.append(lab)
+            slot.tracker.push(lab, conf, chunk.arrived)
+            slot.frames += len(lab)
+            slot.chunks += 1
+            slot.last_label, slot.last_time = meta.class_names[int(lab[-1])], chunk.arrived
+            if slot.lag is not None and chunk.due is not None:
+                slot.lag.record(done - chunk.due, chunk.media_s)
+
+    def _finish(self, slot: _Slot, num_frames: int | None, error: str | None, status: str) -> None:
+        """Close the stream's open segment, free its slot, report how it ended."""
+        labelled = sum(len(lab) for lab in slot.labels)
+        num = labelled if num_frames is None else min(num_frames, labelled)
+        if slot.labels:
+            slot.labels = [np.concatenate(slot.labels)[:num]]
+        if slot.tracker is not None:
+            slot.tracker.finish(num, slot.last_time or time.perf_counter())
+        slot.frames, slot.status, slot.error = num, status, error
+        slot.seconds = time.perf_counter() - slot.started
+        slot.stop.set()
+        with self._lock:
+            self._slots.pop(slot.id, None)
+            self._finished[slot.id] = slot
+            while len(self._finished) > KEEP_FINISHED:
+                self._finished.popitem(last=False)
+        event = {"stream": slot.id, "status": status, "frames": num,
+                 "segments": len(slot.tracker.events) if slot.tracker else 0}
+        if error:
+            event["error"] = error
+        self._emit(slot.id, event)

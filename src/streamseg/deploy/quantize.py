@@ -1,0 +1,89 @@
+"""INT8 ONNX for CPU edge boxes: static quantisation of an exported streaming step, calibrated on videos.
+
+`quantize_int8(model.onnx, videos)` runs the fp32 graph over the calibration videos chunk by chunk (state
+carried, as `infer` runs it) and hands those exact inputs (``x`` and the ``state_in_i`` of each chunk) to
+ONNX Runtime's static quantiser (`onnxruntime.quantization.quantize_static`: QDQ format, int8 weights
+per channel, int8 activations, MinMax calibration). It writes ``model.int8.onnx`` and its metadata
+(``model.int8.json``, ``quantization: "int8-static"``) beside the fp32 files; `OnnxStreamer`, `infer`
+and `serve` run it like any export.
+
+`label_agreement` measures what matters for segmentation: the fraction of original frames whose label
+the INT8 graph gives as the fp32 graph does, over whole videos run through `infer_video`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .infer import infer_video, open_source
+from .runtime import OnnxStreamer, meta_path_for
+
+__all__ = ["calibration_feeds", "label_agreement", "quantize_int8"]
+
+
+def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
+                      max_chunks: int = 64) -> Iterator[dict[str, np.ndarray]]:
+    """The graph's inputs ``{"x", "state_in_i"}`` chunk by chunk over ``videos`` (state carried by the
+    fp32 graph), at most ``max_chunks`` in all."""
+    in_names, _ = fp32.meta.state_names()
+    done = 0
+    for video in videos:
+        with open_source(video, fp32) as source:
+            state = fp32.init_state(1)
+            while done < max_chunks and len(frames := source.read(chunk)) > 0:
+                x = fp32.meta.preprocess(frames)
+                yield {"x": x, **dict(zip(in_names, state))}
+                _, state = fp32.step(x, state)
+                done += 1
+        if done >= max_chunks:
+            return
+
+
+def quantize_int8(onnx_path: str | Path, videos: Sequence[str | Path], out: str | Path | None = None, *,
+                  chunk: int | None = None, max_chunks: int = 64,
+                  check_videos: Sequence[str | Path] = ()) -> tuple[Path, Path, dict | None]:
+    """Static INT8 quantisation of an exported streaming step, calibrated on ``videos`` (at most
+    ``max_chunks`` chunks). With ``check_videos``, the `label_agreement` with the fp32 graph on them is
+    measured and stored as the metadata's ``parity``. Returns (int8 .onnx, its metadata, that report)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    onnx_path = Path(onnx_path)
+    fp32 = OnnxStreamer(onnx_path)
+    meta = fp32.meta
+    if meta.input_kind != "frames" or not meta.streaming:
+        raise ValueError(f"{onnx_path}: INT8 calibration needs a streaming video model")
+    if not videos:
+        raise ValueError(f"{onnx_path}: no calibration videos")
+    out = Path(out) if out is not None else onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
+    feeds = calibration_feeds(fp32, videos, chunk or meta.chunk_size or 32, max_chunks)
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    int8_meta = dataclasses.replace(meta, onnx=out.name, quantization="int8-static", parity=None)
+    int8_meta.to_json(meta_path_for(out))
+    report = None
+    if check_videos:
+        report = label_agreement(fp32, OnnxStreamer(out), check_videos, chunk)
+        dataclasses.replace(int8_meta, parity=report).to_json(meta_path_for(out))
+    return out, meta_path_for(out), report
+
+
+def label_agreement(reference: OnnxStreamer, other: OnnxStreamer, videos: Sequence[str | Path],
+                    chunk: int | None = None) -> dict[str, float | int]:
+    """Fraction of original frames labelled alike by two streamers over whole videos (`infer_video`)."""
+    same = total = 0
+    for video in videos:
+        a = infer_video(reference, video, chunk).labels
+        b = infer_video(other, video, chunk).labels
+        same += int((a == b).sum())
+        total += len(a)
+    return {"label_agreement": round(same / max(total, 1), 6), "frames": total, "videos": len(videos)}
+

@@ -1,0 +1,58 @@
+"""`StreamPool` without the web server: a failing model call ends only the streams of its batch, and an
+event handler that raises never stops the engine."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from streamseg.deploy.batcher import StreamPool
+
+from .test_infer import _Brightness, tiny_meta
+
+
+class _Poisoned(_Brightness):
+    """Raises on a chunk holding a pure white frame (normalised mean > 2)."""
+
+    def step(self, x: np.ndarray, state: list):
+        if (x.mean(axis=(1, 3, 4)) > 2).any():
+            raise RuntimeError("poisoned chunk")
+        return super().step(x, state)
+
+
+def _wait(pool: StreamPool, sid: str) -> dict:
+    deadline = time.monotonic() + 30
+    while (info := pool.info(sid))["status"] in ("starting", "running"):
+        assert time.monotonic() < deadline, f"{sid} never finished"
+        time.sleep(0.01)
+    return info
+
+
+def test_a_failing_step_and_a_raising_handler_stop_only_their_streams() -> None:
+    calls = []
+
+    def on_event(sid: str, event: dict) -> None:
+        calls.append(event)
+        if len(calls) % 2:
+            raise RuntimeError("a broken subscriber")
+
+    pool = StreamPool(_Poisoned(tiny_meta(sample_rate=1)), chunk=4, on_event=on_event)
+    try:
+        ramp = torch.linspace(0, 200, 12).to(torch.uint8)[:, None, None, None].expand(12, 3, 16, 16).contiguous()
+        bad = pool.add(None, name="bad")
+        pool.push(bad, torch.full((3, 3, 16, 16), 255, dtype=torch.uint8))  # less than a chunk: held ...
+        pool.end(bad)  # ... until the end sends it (the stream may fail as soon as its chunk is queued)
+        failed = _wait(pool, bad)
+        assert failed["status"] == "error" and "poisoned chunk" in failed["error"]
+        good = pool.add(None, name="good")
+        pool.push(good, ramp)
+        pool.end(good, num_frames=12)
+        assert _wait(pool, good)["status"] == "ended" and pool.alive
+        np.testing.assert_array_equal(pool.labels(good), [e["label_id"] for e in pool.events(good)
+                                                          for _ in range(e["end"] - e["start"])])
+        assert len(set(pool.labels(good).tolist())) > 1
+        assert pool.failed_steps == 1 and pool.event_errors == (len(calls) + 1) // 2
+    finally:
+        pool.close()

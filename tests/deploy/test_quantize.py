@@ -1,0 +1,88 @@
+"""`export onnx --int8`: static INT8 quantisation calibrated on videos keeps the fp32 graph's labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from streamseg.data.video import VideoFileSource  # noqa: E402
+from streamseg.deploy.infer import infer_video  # noqa: E402
+from streamseg.deploy.quantize import label_agreement, quantize_int8  # noqa: E402
+from streamseg.deploy.runtime import DeployMeta, OnnxStreamer  # noqa: E402
+
+from .test_infer import tiny_meta  # noqa: E402
+
+
+def conv_onnx(path, k: int = 4, bias: np.ndarray | None = None):
+    """A hand-built streaming step with weights to quantise (no torch export: minutes on a busy CPU):
+    Conv (3 -> 8 channels, 4x4 patches) -> ReLU -> spatial mean -> MatMul to K classes + ``bias``, plus a
+    tenth of the previous chunk's mean logits (the state)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[1, 4, 4], strides=[1, 4, 4]),
+        helper.make_node("Relu", ["c"], ["r"]),  # (B, 8, T, 4, 4)
+        helper.make_node("ReduceMean", ["r"], ["f"], axes=[3, 4], keepdims=0),  # (B, 8, T)
+        helper.make_node("Transpose", ["f"], ["ft"], perm=[0, 2, 1]),  # (B, T, 8)
+        helper.make_node("MatMul", ["ft", "w2"], ["zb"]),  # (B, T, K)
+        helper.make_node("Add", ["zb", "b2"], ["z"]),
+        helper.make_node("Transpose", ["z"], ["zt"], perm=[0, 2, 1]),  # (B, K, T)
+        helper.make_node("Mul", ["state_in_0", "half"], ["s"]),
+        helper.make_node("Unsqueeze", ["s", "axis2"], ["s3"]),  # (B, K, 1)
+        helper.make_node("Add", ["zt", "s3"], ["logits"]),
+        helper.make_node("ReduceMean", ["logits"], ["state_out_0"], axes=[2], keepdims=0),  # (B, K)
+    ]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 1, 4, 4)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 1.0, (8, k)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.zeros(k, np.float32) if bias is None else bias.astype(np.float32), "b2"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "half"),
+             numpy_helper.from_array(np.array([2], np.int64), "axis2")]
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3, "T", 16, 16]),
+                        helper.make_tensor_value_info("state_in_0", TensorProto.FLOAT, ["B", k])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", k, "T"]),
+         helper.make_tensor_value_info("state_out_0", TensorProto.FLOAT, ["B", k])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    tiny_meta(state_shapes=[[k]], onnx=path.name, chunk_size=6).to_json(path.with_suffix(".json"))
+    return path
+
+
+def test_int8_graph_is_quantised_and_keeps_the_labels(tmp_path, synth_video_root) -> None:
+    import onnx
+
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))
+    fp32_path = conv_onnx(tmp_path / "m.onnx")
+    with VideoFileSource(videos[0], 2, (16, 16)) as src:  # centre the classes on a video, so labels vary
+        logits, _ = OnnxStreamer(fp32_path).step(tiny_meta().preprocess(src.read(1000)), [np.zeros((1, 4), "f")])
+    fp32_path = conv_onnx(tmp_path / "m.onnx", bias=-logits[0].mean(1))
+    held_out = videos[3:]
+    int8_path, meta_path, report = quantize_int8(fp32_path, videos[:3], max_chunks=30, check_videos=held_out)
+    assert int8_path == tmp_path / "m.int8.onnx" and meta_path == tmp_path / "m.int8.json"
+    meta = DeployMeta.from_json(meta_path)
+    assert meta.quantization == "int8-static" and meta.onnx == "m.int8.onnx"
+    ops = {n.op_type for n in onnx.load(int8_path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: int8 weights and activations
+    weights = {i.name: i.data_type for i in onnx.load(int8_path).graph.initializer}
+    assert onnx.TensorProto.INT8 in weights.values()
+
+    assert meta.parity == report
+    fp32, int8 = OnnxStreamer(fp32_path, threads=1), OnnxStreamer(int8_path, threads=1)
+    assert label_agreement(fp32, int8, held_out) == report
+    labels = np.concatenate([infer_video(fp32, v).labels for v in held_out])
+    assert len(set(labels.tolist())) > 1  # the fp32 labels vary: agreement is not trivially 1
+    assert report["frames"] == len(labels) and report["videos"] == 3
+    assert report["label_agreement"] >= 0.9
+
+
+def test_export_int8_names_bad_video_arguments_before_exporting(tmp_path) -> None:
+    from streamseg.cli.main import main
+
+    with pytest.raises(SystemExit, match="--int8-check needs --int8 VIDEOS"):
+        main(["export", "onnx", str(tmp_path), "--int8-check", str(tmp_path)])
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'nope'}: no such video file or folder"):
+        main(["export", "onnx", str(tmp_path), "--int8", str(tmp_path / "nope")])  # not a run dir either: named first
