@@ -8,6 +8,7 @@
     streamseg search   -D synth -M mstcn -E quick --trials 20 [--storage URL] [--cost flops]
     streamseg export onnx RUN_DIR [--out model.onnx]
     streamseg infer    (VIDEO | FOLDER | URL | /dev/videoN) --model (RUN_DIR | model.onnx) [--realtime --live --annotate out.mp4]
+    streamseg extract  (DATASET_ROOT | FOLDER | LIST.txt | VIDEO...) --encoder s3d --weights s3d.pth [--mode dense --flow raft_large]
     streamseg bench    -D synth -M tsm_memtcn -E chunk32 [--streams 16 --chunk 32 --device cuda]
 """
 
@@ -20,6 +21,7 @@ from . import bench as bench_cmd
 from . import data as data_cmd
 from . import evaluate as evaluate_cmd
 from . import export as export_cmd
+from . import extract as extract_cmd
 from . import infer as infer_cmd
 from . import search as search_cmd
 from . import train as train_cmd
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_parser(sub)
     bench_cmd.add_parser(sub)
     infer_cmd.add_parser(sub)
+    extract_cmd.add_parser(sub)
     return parser
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["load_weights", "WeightsError"]
+__all__ = ["load_weights", "read_state_dict", "WeightsError"]
 
 
 class WeightsError(ValueError):
@@ -41,8 +41,8 @@ def _short(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str] | None = None) -> nn.Module:
-    """Load the state dict at ``path`` into ``model`` (strict); returns the model."""
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The state dict in ``path`` (``weights_only=True``, containers and prefixes unwrapped as above)."""
     path = str(path)
     if not Path(path).is_file():
         raise WeightsError(f"model.weights={path}: no such file")
@@ -50,7 +50,13 @@ def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or one that needs code to unpickle
         raise WeightsError(f"{path}: cannot be read as a state dict with weights_only=True: {e}") from e
-    state = _unwrap(obj, path)
+    return _unwrap(obj, path)
+
+
+def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str] | None = None) -> nn.Module:
+    """Load the state dict at ``path`` into ``model`` (strict); returns the model."""
+    path = str(path)
+    state = read_state_dict(path)
     if rename is not None:
         state = {rename(k): v for k, v in state.items()}
     own = model.state_dict()
