@@ -107,12 +107,14 @@ def test_flow_reader_pairs_each_frame_with_the_next_and_repeats_the_last_flow():
         return out
 
     read_streams = device_reader(read, torch.device("cpu"), [((0.0,) * 3, (1 / 255,) * 3)], fake_flow)
-    rgb, flow = [], []
+    rgb, flow, sizes = [], [], []
     for n in (3, 1, 5, 5):
         got = read_streams(n)
+        sizes.append(got[0].shape[0] if got else 0)
         if got:
             rgb.append(got[0][:, 0, 0, 0])
             flow.append(got[1][:, 0, 0, 0])
+    assert sizes == [3, 1, 3, 0]  # short only at the end (segments() takes a short read as the end)
     assert torch.cat(rgb).tolist() == list(range(7))
     # frame t's flow is (t -> t + 1) = 10 + t; the last frame repeats the one before
     assert torch.cat(flow).tolist() == [10 + t for t in range(6)] + [15]

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser("check", help="validate a dataset folder; reports every problem at once")
     c.add_argument("root", help="dataset folder with features/, groundTruth/, splits/, mapping.txt")
     c.add_argument("--split", type=int, action="append", default=None, help="only these split numbers")
+    c.add_argument("--features-dir", default="features",
+                   help="folder under ROOT with the <video>.npy files (default: features)")
     c.add_argument("--length-tolerance", type=int, default=None,
                    help="allowed |feature frames - label frames| (default: the checker's)")
     c.set_defaults(func=run_check)
@@ -47,7 +49,7 @@ def run_check(args: argparse.Namespace) -> int:
     kwargs = {}
     if args.length_tolerance is not None:
         kwargs["length_tolerance"] = args.length_tolerance
-    problems = check_dataset(args.root, splits=args.split, **kwargs)
+    problems = check_dataset(args.root, splits=args.split, features_dir=args.features_dir, **kwargs)
     if problems:
         console.print(f"[red]{len(problems)} problem(s) in {args.root}:[/red]")
         console.print(format_problems(problems), markup=False, highlight=False, soft_wrap=True)

@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=32, help="windows (or frames) per network run (default 32)")
     p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="frame size the encoder gets (default: the model's, e.g. 224 224 for S3D)")
-    p.add_argument("--sample-rate", type=int, default=1, help="encode every N-th frame (default 1)")
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="encode every N-th frame (default 1; --encoder run: the run's sample rate)")
     p.add_argument("--flow", choices=FLOW_MODELS, default=None,
                    help="add RAFT optical flow as a second stream (video models), concatenated")
     p.add_argument("--flow-weights", default=None, help="local torchvision RAFT state dict")
@@ -91,20 +92,19 @@ def run_extract(args: argparse.Namespace) -> int:
         line = (f"[rank {e['rank']}] {e['index']}/{e['total']} {e['name']}: {e['status']}"
                 + (f", {e['frames']} frames in {e['seconds']:.1f} s" if e["status"] == "done" else "")
                 + f"; {e['fps_rate']:.0f} frames/s, ETA {eta}")
-        console.print(line if e["status"] != "failed" else f"{line}\n  {e['error']}", markup=False, highlight=False)
+        console.print(line if e["status"] != "failed" else f"{line}\n  {e['error']}", markup=False, highlight=False,
+                      soft_wrap=True)
 
     try:
         report = extract_features(args.inputs, out, spec, flow, args.sample_rate, args.device, args.dtype,
                                   args.seed, progress)
     except ValueError as e:  # bad settings, weights, names or output folder: nothing was extracted
-        console.print(f"extract: {e}", markup=False, highlight=False, style="red")
+        console.print(f"extract: {e}", markup=False, highlight=False, style="red", soft_wrap=True)
         return 2
-    import torch.distributed as tdist
-
-    if tdist.is_available() and tdist.is_initialized() and tdist.get_rank() != 0:
+    if report.rank != 0:  # rank 0 reports for all ranks
         return 1 if report.failed else 0
     console.print(f"{out}: {len(report.done)} extracted ({report.frames} frames, {report.seconds:.1f} s), "
-                  f"{len(report.skipped)} already there, {len(report.failed)} failed", markup=False)
+                  f"{len(report.skipped)} already there, {len(report.failed)} failed", markup=False, soft_wrap=True)
     for name, err in sorted(report.failed.items()):
-        console.print(f"  failed {name}: {err}", markup=False, highlight=False, style="red")
+        console.print(f"  failed {name}: {err}", markup=False, highlight=False, style="red", soft_wrap=True)
     return 1 if report.failed else 0

@@ -31,13 +31,14 @@ class DatasetProblems(DataError):
                          + "\n(run `streamseg data check` on the folder for the same report)")
 
 
-def run_data_problems(root: str | Path, split: int, video_input: bool) -> list[Problem]:
+def run_data_problems(root: str | Path, split: int, video_input: bool,
+                      features_dir: str = "features") -> list[Problem]:
     """Every problem that would stop (or silently spoil) a run on split `split` of `root`."""
     root = Path(root)
-    problems = check_dataset(root, splits=[split])
+    problems = check_dataset(root, splits=[split], features_dir=features_dir)
     if not video_input:
         return problems
-    features = str(root / "features")
+    features = str(root / features_dir)
     problems = [p for p in problems if not (p.path == features or p.path.startswith(features + "/"))]
     if not (root / "Videos").is_dir():
         return problems + [Problem(str(root / "Videos"), None,

@@ -75,8 +75,8 @@ def check_data(params: RunParams, launch: dist.Launch) -> None:
     ranks so that they all stop together with the same report."""
     if not isinstance(params.data, TASDatasetParams):
         return  # a custom layout: its DataModule is responsible for its own checks
-    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params)) \
-        if launch.is_zero else None
+    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params),
+                                 params.data.features_dir) if launch.is_zero else None
     problems = dist.broadcast(problems)
     if problems:
         raise DatasetProblems(params.data.root, problems)

@@ -157,9 +157,11 @@ class RunEncoder(_Encoder):
     """A trained run's frame encoder (``(B, 3, T, H, W), state -> (B, D, T), state``), called on
     ``step = chunk`` frames at a time with its state carried, reset at each video's start."""
 
-    def __init__(self, encoder: nn.Module, name: str, chunk: int, size: tuple[int, int], mean, std) -> None:
+    def __init__(self, encoder: nn.Module, name: str, chunk: int, size: tuple[int, int], mean, std,
+                 sample_rate: int) -> None:
         super().__init__()
         self.encoder, self.name, self.dim = encoder, name, int(encoder.out_channels)
+        self.sample_rate = sample_rate  # the run's: its encoder learned motion at that frame rate
         self.step, self.left, self.right = chunk, 0, 0
         self.size, self.mean, self.std = size, tuple(mean), tuple(std)
         self._state: tuple[Tensor, ...] | None = None
@@ -201,7 +203,7 @@ def _run_encoder(spec: EncoderSpec) -> RunEncoder:
     if spec.size is not None and tuple(spec.size) != size:
         raise ValueError(f"{spec.weights}: the run's encoder takes {size[0]}x{size[1]} frames, got size {spec.size}")
     return RunEncoder(encoder, f"run:{Path(spec.weights).name}", meta.chunk_size or spec.chunk, size, meta.mean,
-                      meta.std)
+                      meta.std, meta.sample_rate)
 
 
 def build_encoder(spec: EncoderSpec) -> _Encoder:

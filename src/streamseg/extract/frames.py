@@ -85,8 +85,8 @@ def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: li
                   flow: Callable[[Tensor, Tensor], Tensor] | None = None) -> Read:
     """``read(n)`` -> ``tuple`` of float32 ``(n', C, H, W)`` tensors on ``device``: the frames normalised once
     per ``(mean, std)`` in ``norms``, then, with ``flow``, the flow of each frame to the next (``(n', 2, H, W)``;
-    the last frame of the video repeats the flow before it, a one-frame video gets zero flow). With flow, a
-    frame is returned only once the frame after it has been read (or the video has ended)."""
+    the last frame of the video repeats the flow before it, a one-frame video gets zero flow). With flow, the
+    frame after the last one returned is read ahead and kept for the next call. ``n' < n`` only at the end."""
     state = {"last": None, "last_flow": None}
 
     def normalise(frames: Tensor) -> list[Tensor]:
@@ -105,10 +105,11 @@ def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: li
         return tuple(normalise(frames))
 
     def read_flow(n: int) -> tuple[Tensor, ...]:
-        frames = read(n)
-        ended = frames.shape[0] < n
-        new = frames.to(device, non_blocking=True) if frames.shape[0] else None
         pending = state["last"]
+        want = n if pending is not None else n + 1  # one frame more than returned: its flow needs the next
+        frames = read(want)
+        ended = frames.shape[0] < want
+        new = frames.to(device, non_blocking=True) if frames.shape[0] else None
         if new is None and pending is None:
             return ()
         seq = new if pending is None else (pending if new is None else torch.cat([pending, new]))

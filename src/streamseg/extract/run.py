@@ -46,9 +46,11 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 
 @dataclass
 class ExtractReport:
-    """What one call did (on rank 0 under DDP: all ranks together). failed: ``{name: error message}``."""
+    """What one call did (on rank 0 under DDP: all ranks together; elsewhere the rank's own share).
+    failed: ``{name: error message}``."""
 
     out: Path
+    rank: int = 0
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -181,7 +183,8 @@ def _prepare_out(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
         return data
     if out.is_dir() and any(out.glob("*.npy")):
         raise ValueError(f"{out}: holds .npy files but no {MANIFEST}, so how they were made is unknown; "
-                         "extract into another folder (e.g. features_<encoder>, read with features_dir)")
+                         "extract into another folder, e.g. <root>/features_<encoder>, and train with "
+                         "-o data.features_dir=features_<encoder>")
     out.mkdir(parents=True, exist_ok=True)
     data = {"format": MANIFEST_FORMAT, "spec": spec, "videos": {}}
     _write_json(manifest, data)
@@ -191,7 +194,7 @@ def _prepare_out(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
 class _Extractor:
     """The encoders (and flow) on a device; ``__call__(path) -> (float32 (D, T) array, fps)``."""
 
-    def __init__(self, spec: EncoderSpec, flow: FlowSpec | None, sample_rate: int, device: torch.device,
+    def __init__(self, spec: EncoderSpec, flow: FlowSpec | None, sample_rate: int | None, device: torch.device,
                  dtype: torch.dtype) -> None:
         self.rgb = build_encoder(spec).to(device)
         self.encoders = [self.rgb]
@@ -200,7 +203,9 @@ class _Extractor:
             self.flow = RaftFlow(flow, self.rgb.size).to(device)
             self.encoders.append(flow_encoder(self.rgb, flow.encoder_weights).to(device))
         self.dim = sum(e.dim for e in self.encoders)
-        self.sample_rate, self.device, self.dtype = sample_rate, device, dtype
+        # a trained run's encoder defaults to the run's sample rate, the others to every frame
+        self.sample_rate = sample_rate if sample_rate is not None else getattr(self.rgb, "sample_rate", 1)
+        self.device, self.dtype = device, dtype
 
     @torch.inference_mode()
     def __call__(self, path: Path) -> tuple[np.ndarray, float]:
@@ -234,7 +239,7 @@ def extract_features(
     out: str | Path,
     spec: EncoderSpec,
     flow: FlowSpec | None = None,
-    sample_rate: int = 1,
+    sample_rate: int | None = None,
     device: str = "cpu",
     dtype: str = "float32",
     seed: int = 0,
@@ -244,7 +249,8 @@ def extract_features(
 
     Args:
         spec: the encoder (`EncoderSpec`); flow: add RAFT optical flow as a second stream (`FlowSpec`).
-        sample_rate: encode every ``sample_rate``-th frame (features repeated to the full frame count).
+        sample_rate: encode every ``sample_rate``-th frame (features repeated to the full frame count); None:
+            1, or the run's sample rate for ``encoder="run"``.
         device: ``"cpu"`` or ``"cuda"`` (each rank uses ``cuda:<local rank>``). dtype: ``"float32"``,
             ``"bfloat16"`` or ``"float16"`` (autocast; files are float32 either way).
         seed: seeds the random initialisation of encoders without weights (recorded in the manifest).
@@ -256,7 +262,8 @@ def extract_features(
     """
     from ..engine import dist
 
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+    if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)
+                                    or sample_rate < 1):
         raise ValueError(f"extract: sample_rate must be an int >= 1, got {sample_rate!r}")
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
@@ -282,7 +289,7 @@ def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, pro
 
     torch.manual_seed(seed)  # every rank builds the same randomly initialised encoders
     extractor = _Extractor(spec, flow, sample_rate, dev, dtype)  # bad weights fail here, on every rank
-    manifest_info = manifest_spec(spec, flow, sample_rate, extractor.dim, seed)
+    manifest_info = manifest_spec(spec, flow, extractor.sample_rate, extractor.dim, seed)
     error = None
     if launch.is_zero:
         try:
@@ -294,7 +301,7 @@ def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, pro
         raise ValueError(error)
 
     mine = shard(videos, launch.rank, launch.world_size)
-    report = ExtractReport(out)
+    report = ExtractReport(out, launch.rank)
     info: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     for index, (name, path) in enumerate(mine, 1):
