@@ -234,6 +234,35 @@ class _Extractor:
         return np.ascontiguousarray(full.T.numpy(), dtype=np.float32), source.fps
 
 
+class _OneProcess:
+    """`streamseg.engine.dist`'s interface for a single process (no launcher)."""
+
+    @staticmethod
+    def detect_launch():
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rank=0, local_rank=0, world_size=1, node_rank=0, is_zero=True)
+
+    @staticmethod
+    def init_process_group(launch, accelerator) -> None:
+        pass
+
+    broadcast = staticmethod(lambda obj: obj)
+    all_gather = staticmethod(lambda obj: [obj])
+    barrier = staticmethod(lambda: None)
+
+
+def _dist():
+    """`streamseg.engine.dist` (torchrun / SLURM ranks, as training reads them) under a launcher; else a
+    single process, without importing the engine (and Lightning): a plain extraction starts seconds sooner."""
+    launched = any(int(os.environ.get(var, "1") or "1") > 1 for var in ("WORLD_SIZE", "SLURM_NTASKS"))
+    if launched:
+        from ..engine import dist
+
+        return dist
+    return _OneProcess
+
+
 def extract_features(
     inputs: Sequence[str | Path],
     out: str | Path,
@@ -260,8 +289,7 @@ def extract_features(
     Returns:
         an `ExtractReport` (all ranks' videos on rank 0, the rank's own elsewhere).
     """
-    from ..engine import dist
-
+    dist = _dist()
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, int)
                                     or sample_rate < 1):
         raise ValueError(f"extract: sample_rate must be an int >= 1, got {sample_rate!r}")
@@ -285,8 +313,7 @@ def extract_features(
 
 
 def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, progress) -> ExtractReport:
-    from ..engine import dist
-
+    dist = _dist()
     torch.manual_seed(seed)  # every rank builds the same randomly initialised encoders
     extractor = _Extractor(spec, flow, sample_rate, dev, dtype)  # bad weights fail here, on every rank
     manifest_info = manifest_spec(spec, flow, extractor.sample_rate, extractor.dim, seed)
