@@ -39,6 +39,17 @@ videos must still load against the shipped features. The bundle's own labels mat
 VIDEO_SUFFIXES = (".mp4", ".avi")
 
 
+def check_video_name(name: str, where: str) -> str:
+    """``name`` if it is a plain file name (a video's name becomes ``<name>.npy``, ``<name>.txt``: no folders,
+    no leading ``.``, no control characters), else a `DataError` at ``where``."""
+    bad = (not name or name in (".", "..") or name.startswith(".") or Path(name).name != name
+           or "/" in name or "\\" in name or any(ord(c) < 32 for c in name))
+    if bad:
+        raise DataError(where, f"video name {name!r} is not a plain file name (no folders, no leading '.', "
+                               "no control characters)")
+    return name
+
+
 def _more(errors: list[DataError]) -> str:
     """Suffix for a raised first error that says how many others the same file has."""
     if len(errors) <= 1:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.layout import check_video_name
 from ..data.video import VideoFileSource
 from .encoders import EncoderSpec, build_encoder, flow_encoder
 from .flow import FlowSpec, RaftFlow
@@ -56,15 +57,6 @@ class ExtractReport:
     failed: dict[str, str] = field(default_factory=dict)
     frames: int = 0
     seconds: float = 0.0
-
-
-def _check_name(name: str, where: str) -> str:
-    bad = (not name or name in (".", "..") or name.startswith(".") or Path(name).name != name
-           or "/" in name or "\\" in name or any(ord(c) < 32 for c in name))
-    if bad:
-        raise ValueError(f"{where}: video name {name!r} is not a plain file name (no folders, no leading '.', "
-                         "no control characters)")
-    return name
 
 
 def list_videos(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
@@ -93,7 +85,7 @@ def list_videos(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
             raise ValueError(f"{item}: not a dataset root, a folder of videos, a list (.txt) or a video file")
     seen: dict[str, str] = {}
     for name, _, where in found:
-        _check_name(name, where)
+        check_video_name(name, where)
         if name in seen:
             raise ValueError(f"{where}: video name {name!r} again (first from {seen[name]}); names must be unique")
         seen[name] = where
