@@ -11,12 +11,14 @@ mean and 5th-percentile per-frame cosine similarity, and the relative L2 distanc
 
     python tools/bench_extract.py --device cuda                       # S3D 224x224, W=16, chunk 64 + 2x16
     python tools/bench_extract.py --device cuda --flow raft_large --videos 2 --frames 600
+    python tools/bench_extract.py --device cuda --videos 8 --frames 3000 --ranks 1 4 8   # processes per GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +43,26 @@ def decode_rate(clips: list[Path], size: tuple[int, int]) -> float:
     return frames / (time.perf_counter() - t0)
 
 
+def model_rate(spec: EncoderSpec, device: str, dtype: str, steps: int = 20) -> float:
+    """Frames per second of the encoder alone on random segments already on the device (no decode)."""
+    from streamseg.extract import build_encoder
+
+    enc = build_encoder(spec).to(device)
+    seg = torch.randn(enc.left + enc.step + enc.right, 3, *enc.size, device=device)
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt != torch.float32):
+        for _ in range(3):
+            enc(seg)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            enc(seg)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return steps * enc.step / (time.perf_counter() - t0)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame cosine similarity of (D, T) arrays."""
     return (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0) + 1e-30)
@@ -61,6 +83,9 @@ def main() -> None:
     p.add_argument("--flow", default=None, help="also time RGB + this RAFT model (raft_small, raft_large)")
     p.add_argument("--flow-updates", type=int, default=12)
     p.add_argument("--flow-frames", type=int, default=None, help="frames of the clips the flow runs use")
+    p.add_argument("--ranks", type=int, nargs="+", default=None,
+                   help="instead: time `streamseg extract` (dense, the last dtype) under torchrun with N processes "
+                        "sharing the one device, process start included")
     args = p.parse_args()
 
     torch.backends.cudnn.benchmark = True
@@ -72,8 +97,22 @@ def main() -> None:
     size = (224, 224)
     print(f"decode alone (VideoFileSource, rgb24, resized to 224x224, one thread): {decode_rate(clips, size):.0f} "
           "frames/s\n")
-    print("| encoder | mode | streams | dtype | frames/s end to end | seconds |")
-    print("|---|---|---|---|---|---|")
+    print("| encoder | mode | streams | dtype | frames/s end to end | seconds | model alone, frames/s |")
+    print("|---|---|---|---|---|---|---|")
+    if args.ranks:
+        print("| encoder | mode | processes on one device | dtype | frames/s end to end | seconds |")
+        print("|---|---|---|---|---|---|")
+        for n in args.ranks:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
+                   "streamseg.cli.main", "extract", *map(str, clips), "--encoder", args.encoder, "--mode", "dense",
+                   "--chunk", str(args.chunk), "--overlap", str(args.overlap), "--dtype", args.dtypes[-1],
+                   "--device", args.device, "--out", str(tmp / f"ranks{n}")]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            seconds = time.perf_counter() - t0
+            print(f"| {args.encoder} 224x224 | dense ({args.chunk} + 2x{args.overlap}) | {n} | {args.dtypes[-1]} | "
+                  f"{total / seconds:.0f} | {seconds:.1f} |", flush=True)
+        return
     outs: dict[tuple, Path] = {}
     runs = [(mode, dtype, None) for mode in args.modes for dtype in args.dtypes]
     if args.flow:
@@ -95,8 +134,9 @@ def main() -> None:
         assert not report.failed, report.failed
         streams = f"RGB + {flow.model} ({flow.updates} updates)" if flow else "RGB"
         window = f"W={args.window}" if mode == "window" else f"{args.chunk} + 2x{args.overlap}"
+        alone = f"{model_rate(spec, args.device, dtype):.0f}" if flow is None else "-"
         print(f"| {args.encoder} 224x224 | {mode} ({window}) | {streams} | {dtype} | {frames / seconds:.0f} | "
-              f"{seconds:.1f} |", flush=True)
+              f"{seconds:.1f} | {alone} |", flush=True)
         outs[(mode, dtype, flow is None)] = out
 
     for dtype in args.dtypes:

@@ -93,11 +93,12 @@ def test_a_rerun_skips_finished_videos_and_an_interrupted_run_resumes(dataset, e
         extract_features([dataset], out, spec, progress=stop_after_first)
     assert [p.name for p in out.glob("*.npy")] == ["cut_a.npy"]
     assert not list(out.glob(".*"))
-
+    (out / ".cut_b.npy.999.tmp").write_bytes(b"half")  # what a SIGKILL during a write leaves
     events = []
     report = extract_features([dataset], out, spec, progress=events.append)
     assert report.skipped == ["cut_a"] and sorted(report.done) == ["cut_b", "cut_c", "cut_d"]
     assert [e["status"] for e in events] == ["skipped", "done", "done", "done"]
+    assert not list(out.glob(".*"))  # the stale temporary file is gone
     assert events[-1]["eta_s"] == 0 and events[-1]["fps_rate"] > 0
     for name, array in _arrays(out).items():  # deterministic: the same weights (seed) and frames
         np.testing.assert_array_equal(array, np.load(extracted / f"{name}.npy"))
@@ -243,3 +244,11 @@ def test_a_trained_runs_encoder_gives_the_features_its_stream_computes(synth_vid
     _close(got, want)
     spec = json.loads((tmp_path / "feats" / "extract.json").read_text())["spec"]
     assert spec["encoder"] == "run" and spec["sample_rate"] == meta.sample_rate and len(spec["weights_sha256"]) == 64
+
+
+def test_the_command_line_offers_exactly_the_encoders_and_flow_models_the_library_builds():
+    from streamseg.cli import extract as cli
+    from streamseg.extract import CLIP_MODELS, IMAGE_MODELS, RAFT_MODELS
+
+    assert sorted(cli.ENCODERS) == sorted([*CLIP_MODELS, *IMAGE_MODELS, "run"])
+    assert sorted(cli.FLOW_MODELS) == sorted(RAFT_MODELS)

@@ -24,7 +24,7 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-# the names `streamseg.extract` knows (tests/extract/test_extract_cli.py checks they agree); spelled out here
+# the names `streamseg.extract` knows (tests/extract/test_extract_run.py checks they agree); spelled out here
 # so that building the parser does not import torchvision
 ENCODERS = ("s3d", "r2plus1d_18", "swin3d_t", "mvit_v2_s", "resnet50", "mobilenet_v2", "run")
 FLOW_MODELS = ("raft_small", "raft_large")

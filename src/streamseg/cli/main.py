@@ -5,6 +5,7 @@
     streamseg evaluate --pred-dir P --gt-dir G [--bg background] [--json out.json]
     streamseg data synth [--root data/synth]
     streamseg data check ROOT
+    streamseg data import --segments SEGMENTS.csv --videos DIR --root ROOT [--units frames --folds 4]
     streamseg search   -D synth -M mstcn -E quick --trials 20 [--storage URL] [--cost flops]
     streamseg export onnx RUN_DIR [--out model.onnx]
     streamseg infer    (VIDEO | FOLDER | URL | /dev/videoN) --model (RUN_DIR | model.onnx) [--realtime --live --annotate out.mp4]

@@ -8,8 +8,9 @@
   original frames it stands for, so the file still has T columns and ``features[:, ::s]`` (what a dataset
   config with ``sample_rate = s`` reads) are exactly the computed ones.
 * Sharding: under torchrun or SLURM (`streamseg.engine.dist`) every rank takes a disjoint share of the
-  videos (balanced by file size; every rank computes the same plan from the same listing). One process
-  group (gloo on CPU, NCCL on GPUs) is set up only to agree on the manifest and gather the report.
+  videos (balanced by file size; every rank computes the same plan from the same listing) on GPU
+  ``local_rank % device_count``, so several ranks may share a GPU (more decoding processes per GPU). One gloo
+  process group is set up only to agree on the manifest and gather the report.
 * Resumable: a video whose ``.npy`` exists is skipped; each file is written to a temporary name in ``out``
   then renamed (atomic), so a killed run leaves finished files or none. ``out/extract.json`` records what
   made the features (`manifest_spec`); a run asking for different settings is refused, as is an ``out`` that
@@ -162,8 +163,11 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _prepare_out(out: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """Check (or start) the manifest of ``out``; returns it."""
+    """Check (or start) the manifest of ``out``; returns it. Temporary files a killed run left are removed
+    (this runs on rank 0 before any rank writes)."""
     manifest = out / MANIFEST
+    for stale in out.glob(".*.npy.*.tmp") if out.is_dir() else ():
+        stale.unlink(missing_ok=True)
     if manifest.is_file():
         data = json.loads(manifest.read_text())
         if data.get("spec") != spec:
@@ -296,7 +300,9 @@ def extract_features(
         dev = torch.device("cuda", launch.local_rank % max(torch.cuda.device_count(), 1))
         torch.cuda.set_device(dev)
     own_group = launch.world_size > 1 and not torch.distributed.is_initialized()
-    dist.init_process_group(launch, "gpu" if dev.type == "cuda" else "cpu")
+    # gloo even for GPUs: the group only agrees on the manifest and gathers reports (small objects), and gloo lets
+    # several ranks share one GPU (NCCL refuses two ranks on one device), so more processes can decode for it
+    dist.init_process_group(launch, "cpu")
     try:
         return _extract(out, videos, spec, flow, sample_rate, dev, dtypes[dtype], seed, launch, progress)
     finally:
