@@ -218,11 +218,13 @@ class _Extractor:
                 for streams, count in segments(read, step, left, max(e.right for e in self.encoders)):
                     parts = [e(s[left - e.left : left + step + e.right])[:count]
                              for e, s in zip(self.encoders, streams)]
-                    chunks.append(torch.cat(parts, dim=1).float().cpu())
+                    # kept on the device until the video ends: a copy to the host per segment would make the
+                    # CPU wait for the GPU before it prepares the next segment
+                    chunks.append(torch.cat(parts, dim=1).float())
         finally:
             reader.close()
             source.close()
-        sampled = torch.cat(chunks)  # (ceil(T / s), D)
+        sampled = torch.cat(chunks).cpu()  # (ceil(T / s), D)
         frames = source.num_frames
         if sampled.shape[0] != -(-frames // self.sample_rate):
             raise ValueError(f"{sampled.shape[0]} sampled frames decoded, the video has {frames} frames")
