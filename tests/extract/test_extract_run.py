@@ -252,3 +252,23 @@ def test_the_command_line_offers_exactly_the_encoders_and_flow_models_the_librar
 
     assert sorted(cli.ENCODERS) == sorted([*CLIP_MODELS, *IMAGE_MODELS, "run"])
     assert sorted(cli.FLOW_MODELS) == sorted(RAFT_MODELS)
+
+
+def test_i420_decoding_converts_on_the_device_close_to_rgb24_and_is_recorded(dataset, extracted, tmp_path):
+    from streamseg.data.video import VideoFileSource
+    from streamseg.extract.frames import device_reader, i420_to_rgb
+
+    video = dataset / "Videos" / "cut_b.mp4"
+    with VideoFileSource(video, 1, (24, 40)) as rgb_source, VideoFileSource(video, 1, None, "i420") as planes:
+        plain = device_reader(rgb_source.read, torch.device("cpu"), [((0.0,) * 3, (1 / 255,) * 3)])(100)[0]
+        convert = i420_to_rgb(planes.height, planes.width, (24, 40), planes.colour)
+        i420 = device_reader(planes.read, torch.device("cpu"), [((0.0,) * 3, (1 / 255,) * 3)], to_rgb=convert)(100)[0]
+    assert i420.shape == plain.shape == (25, 3, 24, 40)
+    # 0..255 scale: the same pixels up to rounding, except at this video's sharp colour edges, where swscale's
+    # chroma upsampling and the resize order differ (a wrong matrix or swapped chroma is off by tens everywhere)
+    diff = (i420 - plain).abs()
+    assert diff.median() < 2 and diff.mean() < 8
+    report = extract_features([video], tmp_path, EncoderSpec("mobilenet_v2", size=(32, 32)), decode="i420")
+    assert report.done == ["cut_b"]
+    assert json.loads((tmp_path / "extract.json").read_text())["spec"]["decode"] == "i420"
+    assert np.load(tmp_path / "cut_b.npy").shape == np.load(extracted / "cut_b.npy").shape

@@ -61,6 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="compute precision (autocast); files are float32")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init when there are no weights")
+    p.add_argument("--decode", choices=("rgb24", "i420"), default="rgb24",
+                   help="rgb24: colour and resize on the CPU (as training); i420: on the device (less CPU work)")
     # set by tools/run_*.sh; the ranks themselves come from torchrun's environment
     p.add_argument("--devices", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--num-nodes", type=int, default=None, help=argparse.SUPPRESS)
@@ -97,7 +99,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
     try:
         report = extract_features(args.inputs, out, spec, flow, args.sample_rate, args.device, args.dtype,
-                                  args.seed, progress)
+                                  args.seed, progress, args.decode)
     except ValueError as e:  # bad settings, weights, names or output folder: nothing was extracted
         console.print(f"extract: {e}", markup=False, highlight=False, style="red", soft_wrap=True)
         return 2

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ..data.video import FrameSource
+from ..data.video import FrameSource, ycbcr420_to_rgb_float, ycbcr_matrix
 
-__all__ = ["PrefetchReader", "segments"]
+__all__ = ["PrefetchReader", "device_reader", "i420_to_rgb", "segments"]
 
 Read = Callable[[int], tuple[Tensor, ...]]
 
@@ -82,15 +82,20 @@ class PrefetchReader:
 
 
 def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: list[tuple],
-                  flow: Callable[[Tensor, Tensor], Tensor] | None = None) -> Read:
+                  flow: Callable[[Tensor, Tensor], Tensor] | None = None,
+                  to_rgb: Callable[[Tensor], Tensor] | None = None) -> Read:
     """``read(n)`` -> ``tuple`` of float32 ``(n', C, H, W)`` tensors on ``device``: the frames normalised once
     per ``(mean, std)`` in ``norms``, then, with ``flow``, the flow of each frame to the next (``(n', 2, H, W)``;
     the last frame of the video repeats the flow before it, a one-frame video gets zero flow). With flow, the
-    frame after the last one returned is read ahead and kept for the next call. ``n' < n`` only at the end."""
-    state = {"last": None, "last_flow": None}
+    frame after the last one returned is read ahead and kept for the next call. ``n' < n`` only at the end.
 
-    def normalise(frames: Tensor) -> list[Tensor]:
-        x = frames.to(device, non_blocking=True).float().div_(255.0)
+    ``to_rgb``: what ``read`` returns, on the device, -> float RGB ``(n', 3, H, W)`` on the 0..255 scale
+    (default: ``uint8`` RGB frames as they are; `i420_to_rgb` for packed 4:2:0 planes)."""
+    state = {"last": None, "last_flow": None}
+    convert = to_rgb or (lambda frames: frames.float())
+
+    def normalise(rgb: Tensor) -> list[Tensor]:
+        x = rgb / 255.0
         out = []
         for mean, std in norms:
             m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
@@ -102,14 +107,14 @@ def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: li
         frames = read(n)
         if frames.shape[0] == 0:
             return ()
-        return tuple(normalise(frames))
+        return tuple(normalise(convert(frames.to(device, non_blocking=True))))
 
     def read_flow(n: int) -> tuple[Tensor, ...]:
         pending = state["last"]
         want = n if pending is not None else n + 1  # one frame more than returned: its flow needs the next
         frames = read(want)
         ended = frames.shape[0] < want
-        new = frames.to(device, non_blocking=True) if frames.shape[0] else None
+        new = convert(frames.to(device, non_blocking=True)) if frames.shape[0] else None
         if new is None and pending is None:
             return ()
         seq = new if pending is None else (pending if new is None else torch.cat([pending, new]))
@@ -129,6 +134,24 @@ def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: li
         return (*normalise(out), flows)
 
     return read_flow if flow is not None else read_plain
+
+
+def i420_to_rgb(height: int, width: int, size: tuple[int, int], colour: tuple[int, bool]) -> Callable[[Tensor], Tensor]:
+    """Packed I420 frames ``uint8 (n, 1, H*3/2, W)`` (`VideoFileSource(pixel_path="i420")`) -> float RGB
+    ``(n, 3, *size)`` on the 0..255 scale, colour-converted and resized where they are (the GPU), with
+    `streamseg.data.video.ycbcr420_to_rgb_float`, the conversion of the streaming fast path."""
+    matrices: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def convert(frames: Tensor) -> Tensor:
+        if frames.device not in matrices:
+            m, o = ycbcr_matrix(*colour)
+            matrices[frames.device] = (m.to(frames.device), o.to(frames.device))
+        n = frames.shape[0]
+        y = frames[:, 0, :height]
+        uv = frames[:, 0, height:].reshape(n, 2, height // 2, width // 2)
+        return ycbcr420_to_rgb_float(y, uv, size, *matrices[frames.device]).clamp_(0, 255)
+
+    return convert
 
 
 def segments(read: Read, step: int, left: int, right: int) -> Iterator[tuple[tuple[Tensor, ...], int]]:
