@@ -76,9 +76,12 @@ class PrefetchReader:
             return torch.empty(0, dtype=torch.uint8)
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Stop the thread; True once it has ended (only then may the source be closed: closing a container
+        that another thread is decoding from is a use after free)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=30)
+        return not self._thread.is_alive()
 
 
 def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: list[tuple],

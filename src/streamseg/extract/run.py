@@ -229,8 +229,8 @@ class _Extractor:
                     # CPU wait for the GPU before it prepares the next segment
                     chunks.append(torch.cat(parts, dim=1).float())
         finally:
-            reader.close()
-            source.close()
+            if reader.close():
+                source.close()
         sampled = torch.cat(chunks).cpu()  # (ceil(T / s), D)
         frames = source.num_frames
         if sampled.shape[0] != -(-frames // self.sample_rate):
