@@ -19,6 +19,7 @@ FORBIDDEN = {
     "integrations": {"cli"},
     "deploy": {"cli", "integrations"},
     "search": {"cli"},
+    "extract": {"cli", "integrations", "search"},
     "viz": {"engine", "cli", "models", "data", "integrations"},
 }
 NO_LIGHTNING = {"models", "data", "metrics", "config", "viz"}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run streamseg training on several machines: start this on every node, each with its NODE_RANK.
+# Run streamseg training (or feature extraction) on several machines: start this on every node, each with its NODE_RANK.
 #
 #   tools/run_multinode.sh MODE GPUS_PER_NODE NUM_NODES NODE_RANK MASTER_ADDR MASTER_PORT [streamseg args...]
 #   node 0: tools/run_multinode.sh train 4 2 0 10.0.0.1 29500 -D gtea -M mstcn -E paper
@@ -15,8 +15,9 @@ if [ $# -lt 6 ]; then
 fi
 MODE=$1; GPUS=$2; NODES=$3; NODE_RANK=$4; ADDR=$5; PORT=$6; shift 6
 PY=${PYTHON:-python3}
-if [ "$MODE" != train ]; then
-  echo "run_multinode.sh: only MODE=train runs on several nodes; use run_singlenode.sh for '$MODE'" >&2; exit 2
+if [ "$MODE" != train ] && [ "$MODE" != extract ]; then
+  echo "run_multinode.sh: only MODE=train or extract runs on several nodes; use run_singlenode.sh for '$MODE'" >&2
+  exit 2
 fi
 for v in "$GPUS" "$NODES" "$PORT"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "run_multinode.sh: expected a positive integer, got '$v'" >&2; exit 2; }

@@ -50,6 +50,17 @@ def is_video_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+def check_video_name(name: str, where: str) -> str:
+    """``name`` if it is a plain file name (a video's name becomes ``<name>.npy``, ``<name>.txt``: no folders,
+    no leading ``.``, no control characters), else a `DataError` at ``where``."""
+    bad = (not name or name in (".", "..") or name.startswith(".") or Path(name).name != name
+           or "/" in name or "\\" in name or any(ord(c) < 32 for c in name))
+    if bad:
+        raise DataError(where, f"video name {name!r} is not a plain file name (no folders, no leading '.', "
+                               "no control characters)")
+    return name
+
+
 def _more(errors: list[DataError]) -> str:
     """Suffix for a raised first error that says how many others the same file has."""
     if len(errors) <= 1:

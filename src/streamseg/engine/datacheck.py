@@ -32,14 +32,16 @@ class DatasetProblems(DataError):
                            "which a run on features does not read)")
 
 
-def run_data_problems(root: str | Path, split: int, video_input: bool, notes: list[str] | None = None) -> list[Problem]:
+def run_data_problems(root: str | Path, split: int, video_input: bool, notes: list[str] | None = None,
+                      features_dir: str = "features") -> list[Problem]:
     """Every problem that would stop (or silently spoil) a run on split `split` of `root`; ``notes``, when
-    given, receives what is worth knowing about the videos read (rotated, interlaced, variable rate, ...)."""
+    given, receives what is worth knowing about the videos read (rotated, interlaced, variable rate, ...).
+    ``features_dir``: the folder of `root` the features are read from (`data.features_dir`)."""
     root = Path(root)
-    problems = check_dataset(root, splits=[split], check_videos=video_input, notes=notes)
+    problems = check_dataset(root, splits=[split], check_videos=video_input, notes=notes, features_dir=features_dir)
     if not video_input:
         return problems
-    features = str(root / "features")
+    features = str(root / features_dir)
     problems = [p for p in problems if not (p.path == features or p.path.startswith(features + "/"))]
     if not (root / "Videos").is_dir():
         return problems + [Problem(str(root / "Videos"), None,

@@ -30,6 +30,8 @@ class TASDatasetParams:
     training videos held out for model selection when the dataset has no `val` split. input: what the
     model consumes: pre-extracted `features` (whole videos per item) or `video` streams (chunk batches).
     preload: keep decoded feature videos in RAM (`memory`) or on the GPU (`device`) after first use.
+    features_dir: the folder under `root` holding `<video>.npy` (e.g. `features_s3d`, written by
+    `streamseg extract`), so several feature sets can sit side by side.
     """
 
     root: str = "data"
@@ -46,6 +48,7 @@ class TASDatasetParams:
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
     preload: Literal["none", "memory", "device"] = "none"
+    features_dir: str = "features"
 
 
 @dataclass
@@ -150,6 +153,7 @@ class FeatureDataModule(pl.LightningDataModule):
         select_on: str = "val",
         prepare: Callable[[], object] | None = None,
         preload: str = "none",
+        features_dir: str = "features",
     ):
         super().__init__()
         if preload not in ("none", "memory", "device"):
@@ -157,7 +161,7 @@ class FeatureDataModule(pl.LightningDataModule):
         if preload == "device" and num_workers > 0:
             raise ConfigError("data.preload='device' keeps features on the GPU: set train.num_workers=0 "
                               f"(got {num_workers}); worker processes cannot hand out CUDA tensors")
-        self.preload = preload
+        self.preload, self.features_dir = preload, features_dir
         self._cache: dict[str, dict] = {}
         self.root, self.split, self.name = root, split, name
         self.sample_rate, self.bg_classes, self.fps = sample_rate, tuple(bg_classes), fps
@@ -175,7 +179,7 @@ class FeatureDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.layout is not None:
             return
-        layout = TASLayout(self.root)
+        layout = TASLayout(self.root, self.features_dir)
         self.names = split_names(layout, self.split, self.val_fraction, self.seed, self.select_on)
         self.layout = layout
 
@@ -197,6 +201,7 @@ class FeatureDataModule(pl.LightningDataModule):
             select_on=train.select_on,
             prepare=prepare,
             preload=getattr(p, "preload", "none"),
+            features_dir=getattr(p, "features_dir", "features"),
         )
 
     @property

@@ -83,7 +83,8 @@ def check_data(params: RunParams, launch: dist.Launch, notes: list[str] | None =
     if not isinstance(params.data, TASDatasetParams):
         return  # a custom layout: its DataModule is responsible for its own checks
     found: list[str] = []
-    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params), found) \
+    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params), found,
+                                 params.data.features_dir) \
         if launch.is_zero else None
     for note in found:
         print(f"note: {note}", file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["load_weights", "read_weights_file", "WeightsError"]
+__all__ = ["load_weights", "read_state_dict", "read_weights_file", "WeightsError"]
 
 
 class WeightsError(ValueError):
@@ -99,12 +99,18 @@ def _short(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str | None] | None = None) -> nn.Module:
-    """Load the state dict at ``path`` into ``model`` (strict); returns the model."""
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The state dict in ``path`` (read by `read_weights_file`; containers and prefixes unwrapped as above)."""
     path = str(path)
     if not Path(path).is_file():
         raise WeightsError(f"model.weights={path}: no such file")
-    state = _unwrap(read_weights_file(path), path)
+    return _unwrap(read_weights_file(path), path)
+
+
+def load_weights(model: nn.Module, path: str | Path, rename: Callable[[str], str | None] | None = None) -> nn.Module:
+    """Load the state dict at ``path`` into ``model`` (strict); returns the model."""
+    path = str(path)
+    state = read_state_dict(path)
     if rename is not None:
         renamed = ((rename(k), v) for k, v in state.items())
         state = {k: v for k, v in renamed if k is not None}

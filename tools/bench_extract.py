@@ -1,0 +1,156 @@
+"""Feature extraction throughput (`streamseg.extract`), and how far window- and dense-mode features differ.
+
+Generates synthetic 320x240 30 fps H.264 clips (`tools/bench_decode.py`'s scrolling noise texture), then
+times `extract_features` end to end (model build, decode, network, writing the files) for each mode,
+precision and stream set, and prints a markdown table of frames per second. Decoding alone (the same
+`VideoFileSource` reads at the encoder's size, one thread) is timed too, as the bound of a single
+process. Weights are random (seeded): no weights are downloaded, and the speed does not depend on them.
+
+The window/dense difference compares the two modes' features of the same frames with the same weights:
+mean and 5th-percentile per-frame cosine similarity, and the relative L2 distance ||w - d|| / ||w||.
+
+    python tools/bench_extract.py --device cuda                       # S3D 224x224, W=16, chunk 64 + 2x16
+    python tools/bench_extract.py --device cuda --flow raft_large --videos 2 --frames 600
+    python tools/bench_extract.py --device cuda --videos 8 --frames 3000 --ranks 1 4 8   # processes per GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from streamseg.data.video import VideoFileSource
+from streamseg.extract import EncoderSpec, FlowSpec, extract_features
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_decode import make_clip  # noqa: E402 (a sibling tool script)
+
+
+def decode_rate(clips: list[Path], size: tuple[int, int]) -> float:
+    t0, frames = time.perf_counter(), 0
+    for clip in clips:
+        with VideoFileSource(clip, 1, size) as source:
+            while (n := source.read(256).shape[0]) > 0:
+                frames += n
+    return frames / (time.perf_counter() - t0)
+
+
+def model_rate(spec: EncoderSpec, device: str, dtype: str, steps: int = 20) -> float:
+    """Frames per second of the encoder alone on random segments already on the device (no decode)."""
+    from streamseg.extract import build_encoder
+
+    enc = build_encoder(spec).to(device)
+    seg = torch.randn(enc.left + enc.step + enc.right, 3, *enc.size, device=device)
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt != torch.float32):
+        for _ in range(3):
+            enc(seg)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            enc(seg)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    return steps * enc.step / (time.perf_counter() - t0)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame cosine similarity of (D, T) arrays."""
+    return (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0) + 1e-30)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--encoder", default="s3d")
+    p.add_argument("--videos", type=int, default=4)
+    p.add_argument("--frames", type=int, default=1500, help="frames per clip (30 fps)")
+    p.add_argument("--window", type=int, default=16)
+    p.add_argument("--batch", type=int, default=32, help="windows per network run in window mode")
+    p.add_argument("--chunk", type=int, default=64)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--modes", nargs="+", default=["window", "dense"])
+    p.add_argument("--flow", default=None, help="also time RGB + this RAFT model (raft_small, raft_large)")
+    p.add_argument("--flow-updates", type=int, default=12)
+    p.add_argument("--flow-frames", type=int, default=None, help="frames of the clips the flow runs use")
+    p.add_argument("--ranks", type=int, nargs="+", default=None,
+                   help="instead: time `streamseg extract` (dense, the last dtype) under torchrun with N processes "
+                        "sharing the one device, process start included")
+    args = p.parse_args()
+
+    torch.backends.cudnn.benchmark = True
+    tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
+    clips = [make_clip(tmp / f"clip{i}.mp4", "libx264", args.frames) for i in range(args.videos)]
+    total = args.videos * args.frames
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+    print(f"device: {name}; torch {torch.__version__}; {args.videos} clips x {args.frames} frames, 320x240 H.264")
+    size = (224, 224)
+    print(f"decode alone (VideoFileSource, rgb24, resized to 224x224, one thread): {decode_rate(clips, size):.0f} "
+          "frames/s\n")
+    print("| encoder | mode | streams | dtype | frames/s end to end | seconds | model alone, frames/s |")
+    print("|---|---|---|---|---|---|---|")
+    if args.ranks:
+        print("| encoder | mode | processes on one device | dtype | frames/s end to end | seconds |")
+        print("|---|---|---|---|---|---|")
+        for n in args.ranks:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m",
+                   "streamseg.cli.main", "extract", *map(str, clips), "--encoder", args.encoder, "--mode", "dense",
+                   "--chunk", str(args.chunk), "--overlap", str(args.overlap), "--dtype", args.dtypes[-1],
+                   "--device", args.device, "--out", str(tmp / f"ranks{n}")]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            seconds = time.perf_counter() - t0
+            print(f"| {args.encoder} 224x224 | dense ({args.chunk} + 2x{args.overlap}) | {n} | {args.dtypes[-1]} | "
+                  f"{total / seconds:.0f} | {seconds:.1f} |", flush=True)
+        return
+    outs: dict[tuple, Path] = {}
+    runs = [(mode, dtype, None) for mode in args.modes for dtype in args.dtypes]
+    if args.flow:
+        runs += [(mode, dtype, FlowSpec(args.flow, updates=args.flow_updates)) for mode in args.modes
+                 for dtype in args.dtypes[-1:]]
+    for mode, dtype, flow in runs:
+        spec = EncoderSpec(args.encoder, mode=mode, window=args.window, chunk=args.chunk, overlap=args.overlap,
+                           batch=args.batch)
+        out = tmp / f"out_{mode}_{dtype}_{flow.model if flow else 'rgb'}"
+        inputs, frames = clips, total
+        if flow and args.flow_frames:  # RAFT is slow: time it on a cut of the clips
+            inputs = [make_clip(tmp / f"flowclip{i}.mp4", "libx264", args.flow_frames) for i in range(args.videos)]
+            frames = args.videos * args.flow_frames
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        report = extract_features(inputs, out, spec, flow=flow, device=args.device, dtype=dtype)
+        seconds = time.perf_counter() - t0
+        assert not report.failed, report.failed
+        streams = f"RGB + {flow.model} ({flow.updates} updates)" if flow else "RGB"
+        window = f"W={args.window}" if mode == "window" else f"{args.chunk} + 2x{args.overlap}"
+        alone = f"{model_rate(spec, args.device, dtype):.0f}" if flow is None else "-"
+        print(f"| {args.encoder} 224x224 | {mode} ({window}) | {streams} | {dtype} | {frames / seconds:.0f} | "
+              f"{seconds:.1f} | {alone} |", flush=True)
+        outs[(mode, dtype, flow is None)] = out
+
+    for dtype in args.dtypes:
+        if ("window", dtype, True) in outs and ("dense", dtype, True) in outs:
+            cos, rel = [], []
+            for clip in clips:
+                w = np.load(outs[("window", dtype, True)] / f"{clip.stem}.npy")
+                d = np.load(outs[("dense", dtype, True)] / f"{clip.stem}.npy")
+                cos.append(cosine(w, d))
+                rel.append(np.linalg.norm(w - d) / np.linalg.norm(w))
+            c = np.concatenate(cos)
+            print(f"\nwindow vs dense ({dtype}, random weights, seed 0): per-frame cosine mean {c.mean():.4f}, "
+                  f"5th percentile {np.percentile(c, 5):.4f}; relative L2 {np.mean(rel):.4f}")
+
+
+if __name__ == "__main__":
+    main()
