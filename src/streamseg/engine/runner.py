@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
+from ..models import set_activation_checkpointing
 from . import dist
 from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
 from .datacheck import DatasetProblems, run_data_problems
@@ -54,6 +55,9 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch) -> tuple[A
     net = build_net(configs.model, params.model, info)
     builder = getattr(configs.exp, "build_module", default_module)
     module = builder(net, params, info)
+    if params.train.activation_checkpointing and not set_activation_checkpointing(module.net):
+        raise ConfigError(f"train.activation_checkpointing: {type(module.net).__name__} has no frame encoder that "
+                          "supports it (TSM encoders do); set it to false")
     if params.train.compile:
         module.net.compile()  # nn.Module.compile: in place, state_dict keys unchanged
     # the policy is the run's, whatever the experiment's build_module passed
