@@ -194,7 +194,11 @@ class VideoStreamDataModule(pl.LightningDataModule):
             augment_params=video_augment_params() if (train and self.augment and self.preprocess != "cpu") else None,
             uint8_frames=True,  # normalised on the device: on_after_batch_transfer
         )
-        return StreamLoader(batcher, num_workers=self.num_workers)
+        # on a GPU the workers' parts go straight from their shared memory to the device and are merged
+        # there (no host concatenation, no second host copy); Lightning's own transfer then has nothing to move
+        root = getattr(getattr(trainer, "strategy", None), "root_device", None)
+        device = root if isinstance(root, torch.device) and root.type == "cuda" else None
+        return StreamLoader(batcher, num_workers=self.num_workers, device=device)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """uint8 frames -> ``(x / 255 - mean) / std`` float32, on the batch's device; with device
