@@ -109,7 +109,7 @@ def render_frames(appearance: np.ndarray, phase: np.ndarray, jitter: np.ndarray,
     if background is None:
         frames[:] = shade(backdrop, slice(None))
     else:
-        frames[:] = np.clip(background * brightness[:, :, None, None], 0, 255)
+        frames[:] = np.clip(background * brightness[:, :, None, None].astype(np.float32), 0, 255)
     ys = ((np.arange(height, dtype=np.float32) + 0.5) / height)[None, :, None]  # (1, H, 1)
     xs = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, None, :]  # (1, 1, W)
     # Draw run by run (maximal equal-appearance stretches): each is a view, nothing is copied.
@@ -156,7 +156,7 @@ CAMERA_PAN = 0.25
 """The scene is (1 + CAMERA_PAN) times the frame in each direction; the camera sweeps across that margin."""
 CAMERA_NOISE = 4.0
 """Std of the per-pixel sensor noise (0..255 scale)."""
-CAMERA_CHUNK = 64  # frames rendered and encoded at a time: memory stays small at 1280x720
+CAMERA_CHUNK = 32  # frames rendered and encoded at a time: about 0.4 GB of float32 at 1280x720
 
 
 def camera_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
