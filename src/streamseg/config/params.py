@@ -44,7 +44,11 @@ class TrainParams:
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
     details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
-    vary between videos become dynamic after the first recompilation).
+    vary between videos become dynamic after the first recompilation; stream batches keep one shape, and
+    the number of graphs compiled is in metrics.json, ``train_throughput.compiled_graphs``).
+    activation_checkpointing: recompute the frame encoder's block activations in the backward pass instead
+    of keeping them (TSM encoders; `streamseg.models.set_activation_checkpointing`): less memory for bigger
+    batches, about one more encoder forward pass of compute.
     """
 
     epochs: int = 50
@@ -65,6 +69,7 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
+    activation_checkpointing: bool = False
 
 
 @dataclass

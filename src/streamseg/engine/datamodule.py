@@ -45,6 +45,11 @@ class TASDatasetParams:
     input: Literal["features", "video"] = "features"
     frame_size: tuple[int, ...] = (224, 224)
     augment: bool = True
+    # Where video frames are resized, augmented and normalised: "cpu" (decode workers resize to frame_size
+    # and augment; the reference), or on the training device from native-size uint8 frames that the workers
+    # ship as RGB ("device-rgb") or as the decoder's I420 planes ("device-i420", no colour conversion on
+    # the CPU); all videos of the dataset must then share one frame size (data/augment.py).
+    preprocess: Literal["cpu", "device-rgb", "device-i420"] = "cpu"
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
     preload: Literal["none", "memory", "device"] = "none"

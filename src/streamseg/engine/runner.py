@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
+from ..models import set_activation_checkpointing
 from . import dist
 from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
 from .csvlog import ResumableCSVLogger, checkpoint_with_history
@@ -60,6 +61,9 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
     net = build_net(configs.model, params.model, info)
     builder = getattr(configs.exp, "build_module", default_module)
     module = builder(net, params, info)
+    if params.train.activation_checkpointing and not set_activation_checkpointing(module.net):
+        raise ConfigError(f"train.activation_checkpointing: {type(module.net).__name__} has no frame encoder that "
+                          "supports it (TSM encoders do); set it to false")
     if params.train.compile:
         module.net.compile()  # nn.Module.compile: in place, state_dict keys unchanged
     # the policy is the run's, whatever the experiment's build_module passed

@@ -36,7 +36,7 @@ from streamseg.models.transeger import (
     transeger_features,
     transeger_mobilenet_v2,
 )
-from streamseg.models.tsm import TSMEncoder, tsm_mobilenet_v2, tsm_resnet50
+from streamseg.models.tsm import TSMEncoder, set_activation_checkpointing, tsm_mobilenet_v2, tsm_resnet50
 from streamseg.models.tsm_memtcn import (
     EncoderHead,
     TSMMemoryTCN,
@@ -68,6 +68,7 @@ __all__ = [
     "FramewiseHead",
     "SegmentationLoss",
     "TSMEncoder",
+    "set_activation_checkpointing",
     "TSMMemoryTCN",
     "tsm_mobilenet_v2",
     "tsm_resnet50",
