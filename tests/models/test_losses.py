@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,3 +104,22 @@ def test_shapes_and_reduction_are_checked() -> None:
         SegmentationLoss(K)(logits, labels[:, :5], mask)
     with pytest.raises(ValueError, match="reduction"):
         SegmentationLoss(K, reduction="frames")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("window, windows, counted", [(0, 0, 2), (2, 2, 1), (4, 1, 2)])
+def test_smooth_window_averages_over_whole_windows(window: int, windows: int, counted: int) -> None:
+    """C2F-TCN's smoothing: transitions inside windows of W frames only, divided by windows * K * (W - 1).
+
+    Logits (K = 2) per frame: (0, 0), (ln 3, 0), (0, 0) -> log-probabilities (ln 1/2, ln 1/2), (ln 3/4,
+    ln 1/4), (ln 1/2, ln 1/2). Each of the two transitions costs ln(3/2)^2 + ln(1/2)^2 (squared, the
+    signs do not matter). W = 0 (MS-TCN): both, / (B K (T - 1)) = 4; W = 2: windows [0, 1], [2, pad]:
+    only the first transition, / (2 * 2 * 1) = 4; W = 4: one padded window with both, / (1 * 2 * 3) = 6.
+    """
+    step = math.log(1.5) ** 2 + math.log(0.5) ** 2
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0], [0.0, 0.0, 0.0]])[None, None]  # (1, 1, 2, 3)
+    labels, mask = torch.tensor([[0, 0, 1]]), torch.ones(1, 3)
+    _, parts = SegmentationLoss(2, smooth_window=window)(logits, labels, mask)
+    denominator = 4 if window == 0 else windows * 2 * (window - 1)
+    assert parts["smooth"].item() == pytest.approx(0.15 * counted * step / denominator, rel=1e-6)
+    # cross-entropy unchanged: mean of -ln 1/2, -ln 3/4, -ln 1/2
+    assert parts["ce"].item() == pytest.approx((2 * math.log(2) - math.log(0.75)) / 3, rel=1e-6)

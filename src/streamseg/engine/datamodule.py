@@ -30,6 +30,12 @@ class TASDatasetParams:
     training videos held out for model selection when the dataset has no `val` split. input: what the
     model consumes: pre-extracted `features` (whole videos per item) or `video` streams (chunk batches).
     preload: keep decoded feature videos in RAM (`memory`) or on the GPU (`device`) after first use.
+    pooling: how `sample_rate` feature frames become one: `subsample` (the first; MS-TCN) or `max` (each
+    feature's maximum over the group, the group's most frequent label: C2F-TCN). test_rates /
+    test_rate_weights: test-time augmentation over sample rates (C2F-TCN's eval.py): validation and test
+    videos are also pooled at each rate, the model runs on each, its last stage's class probabilities
+    (softmax) are repeated back to the original frame rate and averaged with these weights (empty: equal
+    weights), and the prediction is the argmax. Empty `test_rates`: off (features only).
     """
 
     root: str = "data"
@@ -46,11 +52,15 @@ class TASDatasetParams:
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
     preload: Literal["none", "memory", "device"] = "none"
+    pooling: Literal["subsample", "max"] = "subsample"
+    test_rates: tuple[int, ...] = ()
+    test_rate_weights: tuple[float, ...] = ()
 
 
 @dataclass
 class DatasetInfo:
-    """What models and metrics need to know about a dataset."""
+    """What models and metrics need to know about a dataset (`test_rates`, `test_rate_weights`: see
+    `TASDatasetParams`; the weights are filled in, one per rate)."""
 
     name: str
     class_names: list[str]
@@ -58,6 +68,8 @@ class DatasetInfo:
     in_channels: int
     fps: float
     sample_rate: int
+    test_rates: tuple[int, ...] = ()
+    test_rate_weights: tuple[float, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -82,13 +94,29 @@ def split_names(layout: TASLayout, split: int, val_fraction: float, seed: int, s
 
 
 def dataset_info(
-    layout: TASLayout, name: str, bg_classes: Sequence[str], in_channels: int, fps: float, sample_rate: int, root: str
+    layout: TASLayout, name: str, bg_classes: Sequence[str], in_channels: int, fps: float, sample_rate: int, root: str,
+    test_rates: Sequence[int] = (), test_rate_weights: Sequence[float] = (),
 ) -> DatasetInfo:
     classes = list(layout.classes)
     missing = [b for b in bg_classes if b not in classes]
     if missing:
         raise ValueError(f"{root}/mapping.txt: background classes {missing} (data.bg_classes) are not in the mapping")
-    return DatasetInfo(name, classes, [classes.index(b) for b in bg_classes], in_channels, fps, sample_rate)
+    rates, weights = check_test_rates(test_rates, test_rate_weights)
+    return DatasetInfo(name, classes, [classes.index(b) for b in bg_classes], in_channels, fps, sample_rate,
+                       rates, weights)
+
+
+def check_test_rates(rates: Sequence[int], weights: Sequence[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """`data.test_rates` and `data.test_rate_weights` checked, the weights filled in (1 each when empty)."""
+    rates, weights = tuple(int(r) for r in rates), tuple(float(w) for w in weights)
+    if any(r < 1 for r in rates):
+        raise ConfigError(f"data.test_rates must be >= 1, got {rates}")
+    if not weights:
+        weights = (1.0,) * len(rates)
+    if len(weights) != len(rates) or (rates and sum(weights) <= 0) or any(w < 0 for w in weights):
+        raise ConfigError(f"data.test_rate_weights {weights}: expected one weight >= 0 per rate of "
+                          f"data.test_rates {rates}, with a positive sum")
+    return rates, weights
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -150,8 +178,15 @@ class FeatureDataModule(pl.LightningDataModule):
         select_on: str = "val",
         prepare: Callable[[], object] | None = None,
         preload: str = "none",
+        pooling: str = "subsample",
+        test_rates: Sequence[int] = (),
+        test_rate_weights: Sequence[float] = (),
     ):
         super().__init__()
+        if pooling not in ("subsample", "max"):
+            raise ConfigError(f"data.pooling must be 'subsample' or 'max', got {pooling!r}")
+        self.pooling = pooling
+        self.test_rates, self.test_rate_weights = check_test_rates(test_rates, test_rate_weights)
         if preload not in ("none", "memory", "device"):
             raise ConfigError(f"data.preload must be 'none', 'memory' or 'device', got {preload!r}")
         if preload == "device" and num_workers > 0:
@@ -197,6 +232,9 @@ class FeatureDataModule(pl.LightningDataModule):
             select_on=train.select_on,
             prepare=prepare,
             preload=getattr(p, "preload", "none"),
+            pooling=getattr(p, "pooling", "subsample"),
+            test_rates=getattr(p, "test_rates", ()),
+            test_rate_weights=getattr(p, "test_rate_weights", ()),
         )
 
     @property
@@ -204,7 +242,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.setup()
         assert self.layout is not None
         return dataset_info(self.layout, self.name, self.bg_classes, self.layout.feature_dim, self.fps,
-                            self.sample_rate, self.root)
+                            self.sample_rate, self.root, self.test_rates, self.test_rate_weights)
 
     @property
     def has_val(self) -> bool:
@@ -213,7 +251,8 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: str) -> FeatureVideoDataset:
         self.setup()
-        ds = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
+        ds = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate, pooling=self.pooling,
+                                 test_rates=self.test_rates if split != "train" else ())
         if self.preload == "none":
             return ds
         device = None

@@ -310,6 +310,8 @@ class SegmentationModule(pl.LightningModule):
     def _collect(self, batch: dict) -> None:
         if self.stream_batches:
             return self._stream_collect(batch)
+        if "rate_features" in batch:
+            return self._collect_rates(batch)
         logits = self(batch["features"], batch["mask"])
         pred = logits[-1].argmax(dim=1).cpu().numpy()  # (B, T) at the sample rate
         for b, name in enumerate(batch["names"]):
@@ -317,6 +319,23 @@ class SegmentationModule(pl.LightningModule):
             gt = batch["full_labels"][b].cpu().numpy()
             full = upsample(pred[b, :n], self.info.sample_rate, len(gt))
             self._outputs.append((name, full, gt))
+
+    def _collect_rates(self, batch: dict) -> None:
+        """Test-time augmentation over sample rates (`DatasetInfo.test_rates`, C2F-TCN's eval.py and
+        testtime_postprocess.py): per video and rate r, the last stage's softmax over classes on the features
+        pooled at r, each column repeated r times and cut to the ground truth's length, averaged with the
+        rate weights; the prediction is the argmax (ties: the first class)."""
+        weights = self.info.test_rate_weights
+        for b, name in enumerate(batch["names"]):
+            gt = batch["full_labels"][b].cpu().numpy()
+            total = None
+            for rate, w, x in zip(self.info.test_rates, weights, batch["rate_features"][b]):
+                x = x.to(self.device)[None]
+                prob = self(x, torch.ones(1, x.shape[-1], device=self.device))[-1, 0].softmax(dim=0)  # (K, T_r)
+                prob = w * prob.repeat_interleave(rate, dim=1)[:, :len(gt)]
+                total = prob if total is None else total + prob
+            pred = (total / sum(weights)).argmax(dim=0).cpu().numpy()
+            self._outputs.append((name, upsample(pred, 1, len(gt)), gt))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect(batch)

@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ..config import ConfigError, RunParams
-from ..models import ASRF, ASRFLoss, DiffAct, DiffActLoss, Transeger
+from ..models import ASRF, C2FTCN, ASRFLoss, DiffAct, DiffActLoss, Transeger
 from ..models.asrf import boundary_pos_weight, class_weights
 from ..models.losses import SegmentationLoss
 from ..data import TASLayout
@@ -60,6 +60,15 @@ def asformer_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Seg
         scheduler=partial(torch.optim.lr_scheduler.ReduceLROnPlateau, mode="min", factor=0.5, patience=3),
         scheduler_monitor="train/epoch_loss",
     )
+
+
+def c2ftcn_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """C2F-TCN's recipe (dipika-singhania/C2F-TCN train.py): Adam (`train.lr`, `train.weight_decay`), CE +
+    0.15 truncated MSE on the log of the decoder ensemble (the model's output), the smoothing averaged over
+    whole windows of `model.window` frames as the official loader's samples (`SegmentationLoss(smooth_window)`)."""
+    if not isinstance(net, C2FTCN):
+        raise TypeError(f"this experiment trains C2F-TCN (-M c2ftcn), got {type(net).__name__}")
+    return _adam_module(net, params, info, SegmentationLoss(info.num_classes, smooth_window=net.window))
 
 
 # the model params the ASRF recipe reads (model_configs/asrf.py)

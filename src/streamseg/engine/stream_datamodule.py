@@ -19,7 +19,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..config import TrainParams
+from ..config import ConfigError, TrainParams
 from ..data import TASLayout
 from ..data.augment import video_augment_factory
 from ..data.streams import StreamBatcher, StreamLoader, StreamVideo, normalize_frames
@@ -72,6 +72,9 @@ class VideoStreamDataModule(pl.LightningDataModule):
     def from_params(
         cls, p: TASDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
     ) -> "VideoStreamDataModule":
+        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()):
+            raise ConfigError("data.pooling and data.test_rates act on pre-extracted features; with "
+                              "data.input='video' keep data.pooling=subsample and data.test_rates empty")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,

@@ -16,6 +16,13 @@ engine can divide by the valid frames of the whole video (``parts["frames"]``, s
 (for a single unpadded video, ``loss / frames`` equals the mean loss up to the smoothing denominator,
 T rather than T - 1). In both modes the smoothing only sees transitions inside the call: the step from
 the previous chunk's last frame to this chunk's first is not penalised.
+
+``smooth_window = W > 0`` (C2F-TCN, dipika-singhania/C2F-TCN ``train.py`` CriterionClass with the samples of
+``dataset.py``): each video is cut into windows of W frames, the last zero-padded, as the official loader
+makes its samples; the smoothing sees transitions inside a window only and its mean divides by
+(windows) * K * (W - 1), padding included. (The official smoothing takes no log_softmax of its input, the
+log of the ensemble's probabilities; for such an input log_softmax only subtracts log(1 + K * 1e-10), the
+same at every frame.)
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ class SegmentationLoss:
         smooth_clamp: upper clamp of the squared log-probability difference (MS-TCN: 16 = 4**2).
         ignore_index: label value that takes no part in the cross-entropy (padding: -100).
         reduction: "mean" (the official loss, per call) or "sum" (sums; see the module docstring).
+        smooth_window: 0, or the window length W of C2F-TCN's smoothing (module docstring; "mean" only).
 
     Call: ``(logits (S, B, K, T), labels (B, T) int64, mask (B, T) or (B, 1, T) float) -> (loss, parts)``,
     where ``loss`` is a scalar with gradient and ``parts`` holds detached scalars: ``"ce"`` and
@@ -52,9 +60,14 @@ class SegmentationLoss:
         smooth_clamp: float = 16.0,
         ignore_index: int = -100,
         reduction: Literal["mean", "sum"] = "mean",
+        smooth_window: int = 0,
     ) -> None:
         if reduction not in ("mean", "sum"):
             raise ValueError(f"SegmentationLoss: reduction must be 'mean' or 'sum', got {reduction!r}")
+        if smooth_window < 0 or smooth_window == 1 or (smooth_window and reduction != "mean"):
+            raise ValueError(f"SegmentationLoss: smooth_window must be 0 or >= 2 with reduction 'mean', got "
+                             f"{smooth_window} with {reduction!r}")
+        self.smooth_window = smooth_window
         self.num_classes = num_classes
         self.smooth_weight = smooth_weight
         self.smooth_clamp = smooth_clamp
@@ -85,13 +98,16 @@ class SegmentationLoss:
         for stage_logits in logits:  # (B, K, T)
             ce_sum = F.cross_entropy(stage_logits, targets, ignore_index=self.ignore_index, reduction="sum")
             log_p = F.log_softmax(stage_logits, dim=1)
+            smooth_mask = mask
+            if self.smooth_window:
+                log_p, smooth_mask = _windows(log_p, self.smooth_window), _windows(mask[:, None], self.smooth_window)[:, 0]
             # The previous frame is detached, as in the official code: only y_t is pulled towards y_{t-1}.
             sq = (log_p[:, :, 1:] - log_p.detach()[:, :, :-1]) ** 2
-            sq = torch.clamp(sq, min=0, max=self.smooth_clamp) * mask[:, None, 1:]  # (B, K, T - 1)
+            sq = torch.clamp(sq, min=0, max=self.smooth_clamp) * smooth_mask[:, None, 1:]  # (B, K, T - 1)
             if self.reduction == "mean":
                 # An all-ignored batch gives 0, not the 0/0 = NaN of the official code.
                 ce_total = ce_total + ce_sum / frames.clamp(min=1)
-                smooth_total = smooth_total + (sq.mean() if length > 1 else sq.sum())
+                smooth_total = smooth_total + (sq.mean() if sq.shape[-1] > 0 else sq.sum())
             else:
                 ce_total = ce_total + ce_sum
                 smooth_total = smooth_total + sq.mean(dim=1).sum()
@@ -99,3 +115,11 @@ class SegmentationLoss:
         loss = ce_total + smooth_total
         parts = {"ce": ce_total.detach(), "smooth": smooth_total.detach(), "frames": frames.detach()}
         return loss, parts
+
+
+def _windows(x: Tensor, window: int) -> Tensor:
+    """(B, C, T) -> (B * n, C, window), n = ceil(T / window), zero-padded at the end of each video."""
+    batch, channels, length = x.shape
+    n = -(-length // window)
+    x = F.pad(x, (0, n * window - length))
+    return x.reshape(batch, channels, n, window).permute(0, 2, 1, 3).reshape(batch * n, channels, window)
