@@ -90,7 +90,7 @@ def test_max_pooling_takes_each_groups_maximum_and_most_frequent_label(tmp_path:
     item = FeatureVideoDataset(TASLayout(tmp_path), ["v"], sample_rate=3, pooling="max", test_rates=(2, 7))[0]
     assert item["features"].tolist() == [[5.0, 0.0, 4.0]]  # max of (1, 5, 2), (0, -3, -1), (4)
     assert item["labels"].tolist() == [1, 2, 0]
-    assert item["full_labels"].tolist() == labels
+    assert item["full_labels"].tolist() == labels and item["index"] == 0
     # the same video at the test rates: groups of 2 -> (1, 5) (2, 0) (-3, -1) (4); one group of 7
     assert [f.tolist() for f in item["rate_features"]] == [[[5.0, 2.0, -1.0, 4.0]], [[5.0]]]
     subsampled = FeatureVideoDataset(TASLayout(tmp_path), ["v"], sample_rate=3)[0]

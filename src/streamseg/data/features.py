@@ -54,6 +54,7 @@ class FeatureVideoDataset(Dataset):
     Item::
 
         {"name": str,
+         "index": int, the video's position in ``names`` (its split's order),
          "features": float32 (D, T') = features[:, ::sample_rate] (or pooled, see ``pooling``),
          "labels": int64 (T') = labels[::sample_rate] (or each group's most frequent label),
          "full_labels": int64 (T) at the original frame rate (what predictions are scored against),
@@ -107,6 +108,7 @@ class FeatureVideoDataset(Dataset):
         # pool_features copies: the memory map is read-only and must not stay open under the tensor.
         item = {
             "name": name,
+            "index": index,
             "features": torch.from_numpy(pool_features(features, self.sample_rate, self.pooling)),
             "labels": torch.from_numpy(pool_labels(labels, self.sample_rate, self.pooling)),
             "full_labels": torch.from_numpy(labels),
@@ -126,7 +128,7 @@ def collate_videos(items: Sequence[dict]) -> dict:
          "labels": int64 (B, T), IGNORE_INDEX (-100) after each video's end,
          "mask": float32 (B, T), 1 on real frames and 0 on padding,
          "lengths": int64 (B,) real frames T' per video,
-         "names": list[str] (B),
+         "names": list[str] (B), "indices": list[int] (B) the items' "index",
          "full_labels": list of int64 (T_b,) tensors at the original frame rate,
          "rate_features": list (B) of the items' lists, when the items have them}
     """
@@ -139,7 +141,7 @@ def collate_videos(items: Sequence[dict]) -> dict:
         item = items[0]
         out = {"features": item["features"][None], "labels": item["labels"][None],
                "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,
-               "names": [item["name"]], "full_labels": [item["full_labels"]]}
+               "names": [item["name"]], "full_labels": [item["full_labels"]], "indices": [item.get("index", 0)]}
         if "rate_features" in item:
             out["rate_features"] = [item["rate_features"]]
         return out
@@ -158,6 +160,7 @@ def collate_videos(items: Sequence[dict]) -> dict:
         "lengths": lengths,
         "names": [item["name"] for item in items],
         "full_labels": [item["full_labels"] for item in items],
+        "indices": [item.get("index", 0) for item in items],
     }
     if "rate_features" in items[0]:
         out["rate_features"] = [item["rate_features"] for item in items]

@@ -310,6 +310,9 @@ class SegmentationModule(pl.LightningModule):
     def _collect(self, batch: dict) -> None:
         if self.stream_batches:
             return self._stream_collect(batch)
+        set_indices = getattr(self.net, "set_video_indices", None)  # optional: nets whose sampling seeds per video
+        if set_indices is not None:
+            set_indices(batch.get("indices"))
         if "rate_features" in batch:
             return self._collect_rates(batch)
         logits = self(batch["features"], batch["mask"])
@@ -326,7 +329,10 @@ class SegmentationModule(pl.LightningModule):
         pooled at r, each column repeated r times and cut to the ground truth's length, averaged with the
         rate weights; the prediction is the argmax (ties: the first class)."""
         weights = self.info.test_rate_weights
+        set_indices = getattr(self.net, "set_video_indices", None)
         for b, name in enumerate(batch["names"]):
+            if set_indices is not None:
+                set_indices(batch["indices"][b:b + 1])
             gt = batch["full_labels"][b].cpu().numpy()
             total = None
             for rate, w, x in zip(self.info.test_rates, weights, batch["rate_features"][b]):
