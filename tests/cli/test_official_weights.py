@@ -38,11 +38,12 @@ def test_an_official_mstcn_checkpoint_gives_the_official_predictions(synth_root:
 
     out = streamseg("test", "-D", "synth", "-M", "mstcn", "-E", "quick", "-R", str(tmp_path / "runs"),
                     "-o", f"data.root={synth_root}", "-o", f"model.weights={ckpt}", "--ckpt", "none",
-                    "--accelerator", "cpu", *[a for k, v in SIZES.items() for a in ("-o", f"model.{k}={v}")])
+                    "--accelerator", "cpu", *[a for k, v in SIZES.items() for a in ("-o", f"model.{k}={v}")],
+                    "--protocol", "asformer")  # scored as ASFormer's eval.py would (predictions unchanged)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "runs" / "synth" / "mstcn_quick" / "weights_epoch-50"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["weights"] == str(ckpt) and metrics["num_videos"] > 0
+    assert metrics["weights"] == str(ckpt) and metrics["num_videos"] > 0 and metrics["protocol"] == "asformer"
 
     tests = [Path(v).stem for v in (synth_root / "splits" / "test.split1.bundle").read_text().split()]
     assert sorted(p.name for p in (run / "predictions").iterdir()) == sorted(tests)  # official: no extension

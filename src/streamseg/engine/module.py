@@ -95,6 +95,7 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"train.chunk_size must be >= 0 and train.tbptt_chunks >= 1, got {chunk_size}, {tbptt_chunks}")
         self.chunk_size, self.tbptt_chunks = chunk_size, tbptt_chunks
         self.predictions_dir: Path | None = None  # set by the runner before testing
+        self.test_protocol = "mstcn"  # F1 protocol of the test scores (runner.test); validation: always mstcn
         self.test_results: dict[str, Any] | None = None
         self._outputs: list[tuple[str, np.ndarray, np.ndarray]] = []
 
@@ -366,8 +367,8 @@ class SegmentationModule(pl.LightningModule):
             unique.setdefault(o[0], o)  # DistributedSampler padding repeats videos: score each once
         return [unique[k] for k in sorted(unique)]
 
-    def _score(self, videos: list[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, Any]:
-        m = SegmentationMetrics(self.info.num_classes, self.info.bg_ids, self.info.class_names)
+    def _score(self, videos: list[tuple[str, np.ndarray, np.ndarray]], protocol: str = "mstcn") -> dict[str, Any]:
+        m = SegmentationMetrics(self.info.num_classes, self.info.bg_ids, self.info.class_names, protocol=protocol)
         for name, pred, gt in videos:
             m.update(pred, gt, name)
         return m.compute() | {"confusion": m.confusion_matrix().tolist()}
@@ -383,7 +384,7 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         videos = self._gathered()
-        self.test_results = self._score(videos) if videos else None
+        self.test_results = self._score(videos, self.test_protocol) if videos else None
         if self.test_results is not None:
             self.test_results["videos"] = [v[0] for v in videos]
         if self.predictions_dir is not None and self.trainer.is_global_zero:
