@@ -43,7 +43,11 @@ class TrainParams:
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
     details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
-    vary between videos become dynamic after the first recompilation).
+    vary between videos become dynamic after the first recompilation). shuffle: the order of the training
+    videos (whole-video features): "seeded" (a permutation drawn from (seed, epoch)) or "python" (the official
+    MS-TCN / MS-TCN++ / ASFormer BatchGenerator: the split file's order shuffled with Python's
+    ``random.shuffle`` under ``random.seed(seed)`` once before the first epoch and once more, in place,
+    before each next one), so a run can be compared with the official code step by step.
     """
 
     epochs: int = 50
@@ -64,6 +68,7 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
+    shuffle: Literal["seeded", "python"] = "seeded"
 
 
 @dataclass

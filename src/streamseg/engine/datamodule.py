@@ -7,6 +7,7 @@ same videos every run). With no validation videos, `best.ckpt` is the last epoch
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -137,6 +138,19 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
 
+class PythonShuffleSampler(EpochShuffleSampler):
+    """The training order of the official MS-TCN / MS-TCN++ / ASFormer batch generators (``batch_gen.py``):
+    ``random.seed(seed)``, the video list shuffled once by ``random.shuffle`` in ``read_data`` and once more,
+    in place, after every epoch (``reset``). Epoch e's order is the list after e + 1 shuffles of one
+    ``random.Random(seed)`` stream, recomputed from (seed, epoch) alone, so a resumed run keeps it."""
+
+    def __iter__(self) -> Iterator[int]:
+        rng, order = random.Random(self.seed), list(range(self.n))
+        for _ in range(self.epoch + 1):
+            rng.shuffle(order)
+        return iter(order)
+
+
 class _CachedItems(torch.utils.data.Dataset):
     """A `FeatureVideoDataset` whose items are read once and kept (shared by the splits through
     ``cache``); ``device``: the tensors the model consumes live there (full labels stay on the CPU)."""
@@ -181,8 +195,12 @@ class FeatureDataModule(pl.LightningDataModule):
         pooling: str = "subsample",
         test_rates: Sequence[int] = (),
         test_rate_weights: Sequence[float] = (),
+        shuffle: str = "seeded",
     ):
         super().__init__()
+        if shuffle not in ("seeded", "python"):
+            raise ConfigError(f"train.shuffle must be 'seeded' or 'python', got {shuffle!r}")
+        self.shuffle = shuffle
         if pooling not in ("subsample", "max"):
             raise ConfigError(f"data.pooling must be 'subsample' or 'max', got {pooling!r}")
         self.pooling = pooling
@@ -235,6 +253,7 @@ class FeatureDataModule(pl.LightningDataModule):
             pooling=getattr(p, "pooling", "subsample"),
             test_rates=getattr(p, "test_rates", ()),
             test_rate_weights=getattr(p, "test_rate_weights", ()),
+            shuffle=train.shuffle,
         )
 
     @property
@@ -265,11 +284,15 @@ class FeatureDataModule(pl.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(ds), self.seed) if shuffle else None,
+            sampler=self._sampler_class(len(ds), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate_videos,
             persistent_workers=self.num_workers > 0,
         )
+
+    @property
+    def _sampler_class(self) -> type[EpochShuffleSampler]:
+        return PythonShuffleSampler if self.shuffle == "python" else EpochShuffleSampler
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

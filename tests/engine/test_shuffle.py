@@ -1,0 +1,36 @@
+"""`train.shuffle="python"`: the training order of the official MS-TCN/ASFormer batch generators."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from streamseg.engine.datamodule import FeatureDataModule
+
+
+def _epoch_names(dm: FeatureDataModule, epoch: int) -> list[str]:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    return [dm.names["train"][i] for i in loader.sampler]
+
+
+def test_python_shuffle_is_the_official_batch_generator_order(synth_root: Path) -> None:
+    """ms-tcn batch_gen.py: random.seed(seed) (main.py), read_data shuffles the split file's list, reset
+    shuffles it again in place after each epoch; restated here with the module-level random functions."""
+    seed = 1538574472  # ms-tcn main.py's
+    dm = FeatureDataModule(str(synth_root), 1, seed=seed, shuffle="python")
+    dm.setup()
+    listed = (synth_root / "splits" / "train.split1.bundle").read_text().split()
+    examples = [name.removesuffix(".txt") for name in listed]
+    state = random.getstate()
+    random.seed(seed)
+    random.shuffle(examples)
+    epoch0 = list(examples)
+    random.shuffle(examples)
+    epoch1 = list(examples)
+    random.setstate(state)
+    assert epoch0 != epoch1
+    assert _epoch_names(dm, 1) == epoch1 and _epoch_names(dm, 0) == epoch0  # from (seed, epoch) alone
+    seeded = FeatureDataModule(str(synth_root), 1, seed=seed)
+    seeded.setup()
+    assert _epoch_names(seeded, 0) != epoch0  # the default order is another one
