@@ -34,3 +34,24 @@ def test_python_shuffle_is_the_official_batch_generator_order(synth_root: Path) 
     seeded = FeatureDataModule(str(synth_root), 1, seed=seed)
     seeded.setup()
     assert _epoch_names(seeded, 0) != epoch0  # the default order is another one
+
+
+def test_asformer_shuffle_reseeds_before_each_shuffle(synth_root: Path) -> None:
+    """ASFormer batch_gen.py my_shuffle: r = random.randint(0, 100); random.seed(r); shuffle (three parallel
+    lists, each after random.seed(r)); restated with the module-level functions, seed 19980125 (main.py)."""
+    seed = 19980125
+    dm = FeatureDataModule(str(synth_root), 1, seed=seed, shuffle="asformer")
+    dm.setup()
+    examples, gts = list(dm.names["train"]), list(dm.names["train"])
+    state = random.getstate()
+    random.seed(seed)
+    epochs = []
+    for _ in range(2):
+        r = random.randint(0, 100)
+        random.seed(r)
+        random.shuffle(examples)
+        random.seed(r)
+        random.shuffle(gts)
+        epochs.append(list(examples))
+    random.setstate(state)
+    assert [_epoch_names(dm, 0), _epoch_names(dm, 1)] == epochs

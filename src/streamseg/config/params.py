@@ -47,7 +47,8 @@ class TrainParams:
     videos (whole-video features): "seeded" (a permutation drawn from (seed, epoch)) or "python" (the official
     MS-TCN / MS-TCN++ / ASFormer BatchGenerator: the split file's order shuffled with Python's
     ``random.shuffle`` under ``random.seed(seed)`` once before the first epoch and once more, in place,
-    before each next one), so a run can be compared with the official code step by step.
+    before each next one) or "asformer" (ASFormer's BatchGenerator: before each shuffle it re-seeds Python's
+    random with ``random.randint(0, 100)``), so a run can be compared with the official code step by step.
     """
 
     epochs: int = 50
@@ -68,7 +69,7 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
-    shuffle: Literal["seeded", "python"] = "seeded"
+    shuffle: Literal["seeded", "python", "asformer"] = "seeded"
 
 
 @dataclass

@@ -139,14 +139,24 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class PythonShuffleSampler(EpochShuffleSampler):
-    """The training order of the official MS-TCN / MS-TCN++ / ASFormer batch generators (``batch_gen.py``):
+    """The training order of the official MS-TCN / MS-TCN++ batch generators (``batch_gen.py``):
     ``random.seed(seed)``, the video list shuffled once by ``random.shuffle`` in ``read_data`` and once more,
-    in place, after every epoch (``reset``). Epoch e's order is the list after e + 1 shuffles of one
-    ``random.Random(seed)`` stream, recomputed from (seed, epoch) alone, so a resumed run keeps it."""
+    in place, after every epoch (``reset``). Epoch e's order is the list after e + 1 shuffles, recomputed
+    from (seed, epoch) alone, so a resumed run keeps it.
+
+    ``reseed=True``: ASFormer's ``batch_gen.py`` ``my_shuffle``: each shuffle first draws
+    ``r = random.randint(0, 100)``, then shuffles after ``random.seed(r)`` (it re-seeds with r before
+    shuffling its two parallel lists as well, so the stream then continues from seed r after one shuffle)."""
+
+    def __init__(self, n: int, seed: int, reseed: bool = False):
+        super().__init__(n, seed)
+        self.reseed = reseed
 
     def __iter__(self) -> Iterator[int]:
         rng, order = random.Random(self.seed), list(range(self.n))
         for _ in range(self.epoch + 1):
+            if self.reseed:
+                rng.seed(rng.randint(0, 100))
             rng.shuffle(order)
         return iter(order)
 
@@ -198,8 +208,8 @@ class FeatureDataModule(pl.LightningDataModule):
         shuffle: str = "seeded",
     ):
         super().__init__()
-        if shuffle not in ("seeded", "python"):
-            raise ConfigError(f"train.shuffle must be 'seeded' or 'python', got {shuffle!r}")
+        if shuffle not in ("seeded", "python", "asformer"):
+            raise ConfigError(f"train.shuffle must be 'seeded', 'python' or 'asformer', got {shuffle!r}")
         self.shuffle = shuffle
         if pooling not in ("subsample", "max"):
             raise ConfigError(f"data.pooling must be 'subsample' or 'max', got {pooling!r}")
@@ -284,15 +294,16 @@ class FeatureDataModule(pl.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=self._sampler_class(len(ds), self.seed) if shuffle else None,
+            sampler=self._sampler(len(ds)) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate_videos,
             persistent_workers=self.num_workers > 0,
         )
 
-    @property
-    def _sampler_class(self) -> type[EpochShuffleSampler]:
-        return PythonShuffleSampler if self.shuffle == "python" else EpochShuffleSampler
+    def _sampler(self, n: int) -> EpochShuffleSampler:
+        if self.shuffle == "seeded":
+            return EpochShuffleSampler(n, self.seed)
+        return PythonShuffleSampler(n, self.seed, reseed=self.shuffle == "asformer")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -73,7 +73,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         cls, p: TASDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
     ) -> "VideoStreamDataModule":
         if train.shuffle != "seeded":
-            raise ConfigError("train.shuffle='python' orders whole feature videos; streams plan their own order "
+            raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
                               "(keep train.shuffle=seeded with data.input='video')")
         if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()):
             raise ConfigError("data.pooling and data.test_rates act on pre-extracted features; with "
