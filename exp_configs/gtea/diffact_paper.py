@@ -18,6 +18,7 @@ from streamseg.engine.recipes import diffact_module as build_module  # noqa: F40
 
 def configure(params: RunParams) -> None:
     params.model.seed_by_video_index = True  # official: seed = the video's index in the test list
+    params.model.official_purge_end = True  # official purge: the last segment ends one frame early
     params.train.epochs = 10001
     params.train.batch_size = 4
     params.train.lr = 5e-4

@@ -416,6 +416,15 @@ def test_purge_splits_short_segments_between_their_neighbours() -> None:
     assert purge(torch.tensor([4, 4]), 5).tolist() == [4, 4]
 
 
+def test_official_purge_end_counts_the_last_segment_one_frame_short() -> None:
+    """0 0 0 0 1 1 1 1, purge segments <= 3: the last segment (frames 4-7) has 4 frames and stays; the
+    official ends it at index 7 (3 frames, 4..6), so it is purged: frames 4..6 take the previous label 0
+    and frame 7 keeps its 1."""
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert torch.equal(purge(labels, 3), labels)
+    assert purge(labels, 3, official_end=True).tolist() == [0, 0, 0, 0, 0, 0, 0, 1]
+
+
 def test_postprocessed_last_stage() -> None:
     torch.manual_seed(0)
     model = _tiny(postprocess="purge", postprocess_size=2).eval()

@@ -76,8 +76,8 @@ unpadded video given the same noise):
   rate with sigma ``boundary_smooth / sample_rate`` (the recipe divides), not at the original rate and then
   subsampled; no temporal augmentation over sample-rate offsets, and no test-time mean over the offsets
   (the engine repeats predictions back to the original rate). Identical at sample rate 1 (GTEA, Breakfast).
-* ``purge`` ends the last segment at T (the official ``get_labels_start_end_time`` ends it one frame early,
-  so a purged last segment kept its last frame).
+* ``purge`` ends the last segment at T unless ``official_purge_end`` (the official
+  ``get_labels_start_end_time`` ends it one frame early, so a purged last segment keeps its last frame).
 * The schedule buffers (float64, as official; persistent, so official files load) are kept; the DDIM update
   runs in float64 as the official type promotion does.
 """
@@ -284,6 +284,7 @@ class DiffAct(nn.Module):
         sampling_seed: seed of each video's sampling noise (None: the global RNG).
         seed_by_video_index: add the video's index in its split to ``sampling_seed`` (the official test loop).
         postprocess, postprocess_size: "none", "median" (window) or "purge" (longest purged segment).
+        official_purge_end: purge ends the last segment one frame early, as the official (see `purge`).
     """
 
     lookahead: int | None = None  # every output frame sees the whole video
@@ -316,6 +317,7 @@ class DiffAct(nn.Module):
         seed_by_video_index: bool = False,
         postprocess: str = "none",
         postprocess_size: int = 3,
+        official_purge_end: bool = False,
     ) -> None:
         super().__init__()
         feature_layers = tuple(int(i) for i in feature_layers)
@@ -343,6 +345,7 @@ class DiffAct(nn.Module):
         self.sampling_seed, self.seed_by_video_index = sampling_seed, seed_by_video_index
         self.video_indices: list[int] | None = None  # of the next eval call's videos (set_video_indices)
         self.postprocess, self.postprocess_size = postprocess, postprocess_size
+        self.official_purge_end = official_purge_end
 
         layer_features = sum(1 for i in feature_layers if i >= 0) * encoder_maps
         feature_channels = layer_features + in_channels * (-1 in feature_layers) + num_classes * (-2 in feature_layers)
@@ -523,7 +526,7 @@ class DiffAct(nn.Module):
                 probs = probs / probs.sum(dim=0, keepdim=True).clamp(min=1e-12)
                 out[b][:, idx] = torch.log(probs.clamp(min=1e-12)).to(out.dtype)
             else:
-                labels = purge(part.argmax(dim=0), self.postprocess_size)
+                labels = purge(part.argmax(dim=0), self.postprocess_size, self.official_purge_end)
                 out[b][:, idx] = F.one_hot(labels, self.num_classes).T.to(out.dtype)
         return out
 
@@ -537,13 +540,15 @@ def median_filter(x: Tensor, size: int) -> Tensor:
     return padded.unfold(-1, size, 1).sort(dim=-1).values[..., size // 2]
 
 
-def purge(labels: Tensor, max_length: int) -> Tensor:
+def purge(labels: Tensor, max_length: int, official_end: bool = False) -> Tensor:
     """The official ``purge`` post-processing of one video's labels (n,): every segment of at most
     ``max_length`` frames takes its neighbours' labels (the first half the previous segment's, the rest the
-    next one's; first and last segments take their one neighbour's). Neighbours are the original segments."""
+    next one's; first and last segments take their one neighbour's). Neighbours are the original segments.
+    ``official_end``: the last segment ends at n - 1, as the official ``get_labels_start_end_time``
+    (DiffAct ``utils.py``) ends it: it counts one frame less and, when purged, keeps its last frame."""
     change = torch.nonzero(labels[1:] != labels[:-1]).flatten() + 1
     starts = [0] + change.tolist()
-    ends = change.tolist() + [labels.shape[0]]
+    ends = change.tolist() + [labels.shape[0] - int(official_end)]
     seg = [int(labels[s]) for s in starts]
     out = labels.clone()
     if len(seg) < 2:
