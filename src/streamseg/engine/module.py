@@ -67,6 +67,7 @@ class SegmentationModule(pl.LightningModule):
         stream_batches: bool = False,
         grad_clip: float = 0.0,
         nonfinite: str = "stop",
+        loss_takes_chunks: bool = False,
     ):
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -82,6 +83,10 @@ class SegmentationModule(pl.LightningModule):
         # manual optimisation. `loss` must then sum (SegmentationLoss(reduction="sum")); the module
         # divides by the valid frames of the whole truncation window.
         self.stream_batches = stream_batches
+        # stream batches: the loss also gets each slot's video length in chunks (SVTASStreamLoss)
+        self.loss_takes_chunks = loss_takes_chunks
+        if loss_takes_chunks and not stream_batches:
+            raise ValueError("loss_takes_chunks needs stream batches (data.input='video' with train.chunk_size)")
         self.automatic_optimization = not stream_batches
         self.grad_clip = grad_clip
         self._train_state: tuple[Tensor, ...] | None = None
@@ -148,7 +153,10 @@ class SegmentationModule(pl.LightningModule):
             self._snapshot_buffers()
         logits, state = self._stream_forward(batch, self._train_state)
         self._train_state = self._teacher_force(state, batch["labels"], batch["mask"].unsqueeze(1))
-        loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
+        if self.loss_takes_chunks:
+            loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"], self._video_chunks(batch))
+        else:
+            loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
         w = self._window
         w["loss"] = w.get("loss", 0.0) + loss_sum
         w["frames"] = w.get("frames", 0) + parts["frames"]
@@ -177,6 +185,11 @@ class SegmentationModule(pl.LightningModule):
         self._train_state = tuple(s.detach() for s in self._train_state)
         self._window = {}
         self._log_train(loss.detach(), {}, len(batch["names"]))
+
+    def _video_chunks(self, batch: dict) -> Tensor:
+        """(B,) chunks of each slot's video: ceil(ceil(full_length / sample_rate) / chunk) (0 for an empty slot)."""
+        sampled = -(-batch["full_length"] // self.info.sample_rate)
+        return -(-sampled // batch["x"].shape[2])
 
     def _log_train(self, loss: Tensor, parts: dict, batch_size: int) -> None:
         """Step values (``train/loss``, the loss parts) go to `self.log` only on the steps Lightning writes to

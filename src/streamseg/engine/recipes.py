@@ -17,7 +17,7 @@ from torch import nn
 from ..config import ConfigError, RunParams
 from ..models import ASRF, C2FTCN, ASRFLoss, DiffAct, DiffActLoss, Transeger
 from ..models.asrf import boundary_pos_weight, class_weights
-from ..models.losses import SegmentationLoss
+from ..models.losses import SegmentationLoss, SVTASStreamLoss
 from ..data import TASLayout
 from .datamodule import DatasetInfo, TASDatasetParams, split_names
 from .module import SegmentationModule
@@ -140,6 +140,32 @@ def transeger_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Se
         raise ConfigError(f"train.chunk_size={chunk} must be between 1 and model.feedback_delay="
                           f"{net.feedback_delay} (Transeger feeds back the labels of frame t - feedback_delay)")
     return default_module(net, params, info)
+
+
+def svtas_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """SVTAS's streaming recipe (Thinksky5124/SVTAS ``segmentation_loss.py``): Adam (`train.lr`,
+    `train.weight_decay`) on `SVTASStreamLoss`: per chunk CE + 0.15 smoothing, each normalised by the
+    video's number of chunks. For video streams (`data.input="video"`, `train.chunk_size`); with
+    `train.tbptt_chunks=1` a step per chunk and the state detached every chunk (SETE). Transeger's chunk
+    limit is checked as in `transeger_module`."""
+    return _svtas(net, params, info, reward="none")
+
+
+def svtas_rl_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """SVTAS-RL's recipe (arXiv 2309.15683; SVTAS ``rl_dpg_loss.py`` ``RLPGSegmentationLoss``): `svtas_module`'s
+    loss times the no-gradient reward 4 ** dice + 1 of the last stage's soft Dice score on the chunk."""
+    return _svtas(net, params, info, reward="dice")
+
+
+def _svtas(net: nn.Module, params: RunParams, info: DatasetInfo, reward: str) -> SegmentationModule:
+    if not is_stream_input(params) or params.train.chunk_size <= 0:
+        raise ConfigError("the SVTAS recipes train on video streams: set data.input=video and train.chunk_size > 0 "
+                          f"(got data.input={getattr(params.data, 'input', 'features')!r}, "
+                          f"train.chunk_size={params.train.chunk_size})")
+    if isinstance(net, Transeger):
+        transeger_module(net, params, info)  # only for its chunk check
+    return _adam_module(net, params, info, SVTASStreamLoss(info.num_classes, reward=reward),
+                        stream_batches=True, loss_takes_chunks=True)
 
 
 def diffact_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:

@@ -1,4 +1,5 @@
-"""`train.shuffle="python"`: the training order of the official MS-TCN/ASFormer batch generators."""
+"""Official-parity training inputs: `train.shuffle="python"|"asformer"` (the official batch generators'
+order) and the chunk counts the SVTAS loss receives."""
 
 from __future__ import annotations
 
@@ -55,3 +56,20 @@ def test_asformer_shuffle_reseeds_before_each_shuffle(synth_root: Path) -> None:
         epochs.append(list(examples))
     random.setstate(state)
     assert [_epoch_names(dm, 0), _epoch_names(dm, 1)] == epochs
+
+
+def test_the_svtas_loss_gets_each_streams_video_length_in_chunks() -> None:
+    """SVTAS's precise_sliding_num: ceil(ceil(full_length / sample_rate) / chunk). Sample rate 2, chunks of
+    32: 100 frames -> 50 sampled -> 2 chunks; 128 -> 64 -> 2; 129 -> 65 -> 3; an empty slot -> 0."""
+    import torch
+    from torch import nn
+
+    from streamseg.engine.datamodule import DatasetInfo
+    from streamseg.engine.module import SegmentationModule
+    from streamseg.models import SVTASStreamLoss
+
+    info = DatasetInfo("synth", ["a", "b"], [], 3, 15.0, 2)
+    module = SegmentationModule(nn.Identity(), info, SVTASStreamLoss(2), torch.optim.Adam, stream_batches=True,
+                                loss_takes_chunks=True)
+    batch = {"full_length": torch.tensor([100, 128, 129, 0]), "x": torch.zeros(4, 3, 32, 8, 8)}
+    assert module._video_chunks(batch).tolist() == [2, 2, 3, 0]
