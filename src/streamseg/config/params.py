@@ -48,7 +48,12 @@ class TrainParams:
     the number of graphs compiled is in metrics.json, ``train_throughput.compiled_graphs``).
     activation_checkpointing: recompute the frame encoder's block activations in the backward pass instead
     of keeping them (TSM encoders; `streamseg.models.set_activation_checkpointing`): less memory for bigger
-    batches, about one more encoder forward pass of compute.
+    batches, about one more encoder forward pass of compute. shuffle: the order of the training
+    videos (whole-video features): "seeded" (a permutation drawn from (seed, epoch)) or "python" (the official
+    MS-TCN / MS-TCN++ / ASFormer BatchGenerator: the split file's order shuffled with Python's
+    ``random.shuffle`` under ``random.seed(seed)`` once before the first epoch and once more, in place,
+    before each next one) or "asformer" (ASFormer's BatchGenerator: before each shuffle it re-seeds Python's
+    random with ``random.randint(0, 100)``), so a run can be compared with the official code step by step.
     """
 
     epochs: int = 50
@@ -70,6 +75,7 @@ class TrainParams:
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
     activation_checkpointing: bool = False
+    shuffle: Literal["seeded", "python", "asformer"] = "seeded"
 
 
 @dataclass

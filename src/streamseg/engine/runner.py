@@ -34,6 +34,7 @@ from .recipes import default_module, is_stream_input
 from .quiet import RunProgressBar, silence_lightning_noise
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .throughput import TrainThroughput
+from ..metrics import PROTOCOLS
 
 METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
 
@@ -314,10 +315,16 @@ def check_ranks_agree(module: SegmentationModule) -> list[list[float]]:
     return gathered
 
 
-def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path | None) -> dict[str, Any]:
+def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path | None,
+         protocol: str = "mstcn") -> dict[str, Any]:
     """Score `ckpt` on the test split; predictions into `run.predictions`, plots into `run.plots`.
-    ``ckpt=None`` scores the module's weights as they are (the model config's ``weights``)."""
+    ``ckpt=None`` scores the module's weights as they are (the model config's ``weights``). ``protocol``:
+    the F1 protocol (`streamseg.metrics.PROTOCOLS`: "mstcn", or "asformer" whose final segment ends one
+    frame early), recorded in the summary."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
     module.predictions_dir = run.predictions
+    module.test_protocol = protocol
     if ckpt is None:
         trainer.test(module, datamodule=dm, verbose=False)
     else:
@@ -327,6 +334,7 @@ def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, 
     summary["num_videos"] = results.get("num_videos", 0)
     summary["per_class"] = results.get("per_class", {})
     summary["split"] = "test"
+    summary["protocol"] = protocol
     summary["latency"] = latency(module, dm.info)
     if trainer.is_global_zero:
         _plots(module, run)
@@ -386,8 +394,10 @@ def test_checkpoint(
     accelerator: str,
     overrides: list[str] = (),
     extra_callbacks: list[pl.Callback] = (),
+    protocol: str = "mstcn",
 ) -> dict[str, Any]:
-    """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split."""
+    """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split, scored
+    with ``protocol`` (see `test`)."""
     from ..config import apply_overrides
 
     params = configs.default_params()
@@ -399,7 +409,7 @@ def test_checkpoint(
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(run.path), enable_checkpointing=False,
                          callbacks=list(extra_callbacks), plugins=[AtomicCheckpointIO()])  # its checked load
-    module_metrics = test(trainer, module, dm, run, ckpt)
+    module_metrics = test(trainer, module, dm, run, ckpt, protocol)
     module_metrics["checkpoint"] = str(ckpt)
     return module_metrics
 
@@ -410,6 +420,7 @@ def test_weights(
     out: Path,
     accelerator: str,
     extra_callbacks: list[pl.Callback] = (),
+    protocol: str = "mstcn",
 ) -> dict[str, Any]:
     """`streamseg test --ckpt none`: the network exactly as its model config builds it, typically from a
     state dict given by ``model.weights`` (e.g. a checkpoint of the official MS-TCN / MS-TCN++ / ASFormer
@@ -426,7 +437,7 @@ def test_weights(
     dm, _, module = build(configs, params, dist.detect_launch())  # loads model.weights (strict) or raises
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(out), enable_checkpointing=False, callbacks=list(extra_callbacks))
-    metrics = test(trainer, module, dm, run, None)
+    metrics = test(trainer, module, dm, run, None, protocol)
     metrics["checkpoint"] = None
     metrics["weights"] = str(weights)
     write_json(out / "params.json", to_jsonable(params))

@@ -27,7 +27,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..config import TrainParams
+from ..config import ConfigError, TrainParams
 from ..data import TASLayout
 from ..data.augment import augment_to_model, video_augment_factory, video_augment_params
 from ..data.errors import DataError
@@ -90,6 +90,12 @@ class VideoStreamDataModule(pl.LightningDataModule):
     def from_params(
         cls, p: TASDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
     ) -> "VideoStreamDataModule":
+        if train.shuffle != "seeded":
+            raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
+                              "(keep train.shuffle=seeded with data.input='video')")
+        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()):
+            raise ConfigError("data.pooling and data.test_rates act on pre-extracted features; with "
+                              "data.input='video' keep data.pooling=subsample and data.test_rates empty")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,

@@ -17,7 +17,7 @@ from streamseg.models.checkpoint import WeightsError, load_weights
 from streamseg.models.diffact import DiffAct
 from streamseg.models.diffact_loss import DiffActLoss
 from streamseg.models.framewise import FramewiseHead
-from streamseg.models.losses import SegmentationLoss
+from streamseg.models.losses import SegmentationLoss, SVTASStreamLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
 from streamseg.models.mstcn2 import MSTCN2
@@ -67,6 +67,7 @@ __all__ = [
     "MemoryTCN",
     "FramewiseHead",
     "SegmentationLoss",
+    "SVTASStreamLoss",
     "TSMEncoder",
     "set_activation_checkpointing",
     "TSMMemoryTCN",
