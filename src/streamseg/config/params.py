@@ -45,6 +45,22 @@ class TrainParams:
     details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
     vary between videos become dynamic after the first recompilation).
+
+    Optimiser, schedule and early stopping (`streamseg.engine.schedules`; every recipe honours them):
+    optimizer: "adam" (default), "adamw" (decoupled weight decay) or "sgd"; lr and weight_decay apply to all
+    three. momentum / nesterov: SGD's momentum and Nesterov momentum (nesterov needs sgd and momentum > 0).
+    schedule: the learning rate per epoch: "none" (constant, or the recipe's own schedule, e.g. ASFormer's
+    plateau on the training loss: today's behaviour), "cosine_restarts" (cosine annealing from lr to min_lr
+    over restart_epochs epochs, each cycle restart_mult times longer than the last), "step" (x gamma every
+    step_size epochs), "multistep" (x gamma at each epoch of milestones, strictly increasing) or "plateau"
+    (x gamma when the validation metric plateau_metric, '' = monitor, has not improved in plateau_mode for
+    plateau_patience validations; not below min_lr). Any schedule other than "none", or a warm-up, replaces
+    the recipe's own. warmup_epochs: epochs of linear warm-up in front of the schedule (epoch e < W trains at
+    lr x (e + 1) / (W + 1)); the schedule then starts from its own epoch 0. early_stop_metric: '' (off) or a
+    validation metric (a key of metrics.json: acc, edit, f1@10, f1@25, f1@50) whose lack of progress stops
+    training: early_stop_patience validations in a row without an improvement larger than
+    early_stop_min_delta in early_stop_mode ("max" or "min"); the stopped epoch and the reason go to
+    metrics.json (`early_stopping`), and the state resumes with the run.
     """
 
     epochs: int = 50
@@ -65,6 +81,24 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: Literal["none", "cosine_restarts", "step", "multistep", "plateau"] = "none"
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    restart_epochs: int = 10
+    restart_mult: int = 1
+    step_size: int = 30
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    plateau_metric: str = ""
+    plateau_mode: Literal["max", "min"] = "max"
+    plateau_patience: int = 5
+    early_stop_metric: str = ""
+    early_stop_mode: Literal["max", "min"] = "max"
+    early_stop_patience: int = 10
+    early_stop_min_delta: float = 0.0
 
 
 @dataclass
