@@ -29,6 +29,9 @@ class Params:
     dropout: float = 0.5
     refine: bool = True
     boundary_threshold: float = 0.5
+    # majority-vote ties in the refinement: "probability" (larger softmax sum) or "official" (see
+    # streamseg.models.asrf.refine_with_boundaries); the paper configs use "official"
+    tie_rule: Literal["probability", "official"] = "probability"
     # training loss (read by streamseg.engine.recipes.asrf_module)
     class_weight: bool = True
     smoothing: Literal["gstmse", "mstcn"] = "gstmse"
@@ -40,6 +43,6 @@ class Params:
 def build_model(p: Params, in_channels: int, num_classes: int) -> ASRF:
     model = ASRF(
         in_channels, num_classes, p.num_layers, p.num_maps, p.num_stages_asb, p.num_stages_brb, p.dropout,
-        refine_in_eval=p.refine, boundary_threshold=p.boundary_threshold,
+        refine_in_eval=p.refine, boundary_threshold=p.boundary_threshold, tie_rule=p.tie_rule,
     )
     return model if p.weights is None else load_weights(model, p.weights, rename=official_key)

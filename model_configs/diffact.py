@@ -45,8 +45,10 @@ class Params:
     cond_types: tuple[str, ...] = ("full", "zero", "boundary03-", "segment=1", "segment=1")
     detach_decoder: bool = False
     sampling_seed: int | None = 0  # None: sampling noise from the global RNG
+    seed_by_video_index: bool = False  # seed + the video's index in its split (official set_sampling_seed)
     postprocess: Literal["none", "median", "purge"] = "purge"
     postprocess_size: int = 3
+    official_purge_end: bool = False  # purge: the last segment ends one frame early (official utils.py)
     # training loss (read by streamseg.engine.recipes.diffact_module)
     loss_encoder_ce: float = 0.5
     loss_encoder_smooth: float = 0.1
@@ -69,6 +71,7 @@ def build_model(p: Params, in_channels: int, num_classes: int) -> DiffAct:
         decoder_dropout=p.decoder_dropout, time_emb_dim=p.time_emb_dim,
         timesteps=p.timesteps, sampling_steps=p.sampling_steps, ddim_eta=p.ddim_eta, snr_scale=p.snr_scale,
         cond_types=p.cond_types, detach_decoder=p.detach_decoder, sampling_seed=p.sampling_seed,
-        postprocess=p.postprocess, postprocess_size=p.postprocess_size,
+        seed_by_video_index=p.seed_by_video_index,
+        postprocess=p.postprocess, postprocess_size=p.postprocess_size, official_purge_end=p.official_purge_end,
     )
     return model if p.weights is None else load_weights(model, p.weights)

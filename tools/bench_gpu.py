@@ -5,6 +5,7 @@
     python tools/bench_gpu.py e2e    --out results/       # mp4 -> labels with decode worker processes
     python tools/bench_gpu.py offline --out results/      # MS-TCN epoch: official recipe vs fast path
     python tools/bench_gpu.py stream-train --out results/ # TSM+MemoryTCN end-to-end training throughput
+    python tools/bench_gpu.py train-e2e --out results/    # training-step ceiling + streamseg train from H.264
 
 Parts:
 * ``model``: TSM-MobileNetV2 + MemoryTCN (SVTAS's paper model, 11 classes) at 224x224, chunks of 32,
@@ -23,6 +24,14 @@ Parts:
   per run: median training-epoch time, speed-up over the official epoch, test scores.
 * ``stream-train``: `streamseg train` of TSM+MemoryTCN on synthetic videos at 224x224 (bf16-mixed),
   throughput from `TrainThroughput` and peak memory; run under torchrun for the DDP scaling figures.
+* ``train-e2e``: in one run, (a) the training-step ceiling: TSM+MemoryTCN (15 classes), 16 streams x 32 at
+  224x224, bf16 autocast, Adam, state carried, TBPTT over ``--tbptt`` chunks, ``torch.compile``; input on the
+  GPU (normalised float), or native uint8 I420 320x240 + augmentation draws (the device preprocessing
+  compiled in front of the step), with and without activation checkpointing; (b) `streamseg train -D synth
+  -M tsm_memtcn -E chunk32` end to end from camera-like 320x240 H.264 (``streamseg data synth --camera``),
+  sample rate 1, 16 streams, the same settings, for each ``--preprocess`` (cpu = the workers resize and
+  augment; device-i420 / device-rgb = on the GPU); throughput (median epoch after the first), peak memory
+  and compiled graph counts from metrics.json.
 """
 
 from __future__ import annotations
@@ -334,9 +343,18 @@ def part_e2e(args) -> dict:
     return res
 
 
-def _streamseg(*argv: str, env: dict | None = None) -> tuple[int, str]:
+def _streamseg(*argv: str, env: dict | None = None, log: Path | None = None) -> tuple[int, str]:
+    """Run the CLI; its output goes to ``log`` as it comes (kept if the run is killed) or is captured."""
     cmd = [sys.executable, "-m", "streamseg.cli.main", *argv]
     print("$", " ".join(cmd), flush=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as f:
+            p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        tail = log.read_text(errors="replace")[-3000:]
+        print(tail, flush=True)
+        return p.returncode, tail
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})})
     print(p.stdout[-3000:], p.stderr[-3000:], flush=True)
     return p.returncode, p.stderr[-3000:]
@@ -412,6 +430,129 @@ def part_stream_train(args) -> dict:
             **{k: m.get(k) for k in ("acc", "edit", "f1@50", "train_throughput", "world_size")}}
 
 
+def _step_ceiling(args, preprocess: str, checkpointing: bool) -> dict:
+    """Frames/s and peak memory of the compiled training step alone (see the module docstring)."""
+    from streamseg.data.augment import augment_to_model
+    from streamseg.engine.throughput import compiled_graphs
+    from streamseg.models import SegmentationLoss, set_activation_checkpointing
+
+    torch.manual_seed(0)
+    b, t, k, dev = args.batch, args.chunk, 15, torch.device("cuda")
+    net = tsm_memtcn_mobilenet_v2(k).to(dev).train()
+    set_activation_checkpointing(net, checkpointing)
+    net.compile()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    loss_fn = SegmentationLoss(k, reduction="sum")
+    labels = torch.randint(0, k, (b, t), device=dev)
+    mask = torch.ones(b, t, device=dev)
+    if preprocess == "none":
+        inputs = [torch.randn(b, 3, t, 224, 224, device=dev) for _ in range(2)]
+        prep = None
+    else:  # uint8 I420 at 320x240 and per-stream augmentation draws, preprocessed on the device, compiled
+        inputs = [torch.randint(0, 256, (b, 1, t, 360, 320), dtype=torch.uint8, device=dev) for _ in range(2)]
+        aug = torch.tensor([[0.9, 0.3, 0.6, 1.0, 1.1, 1.0]], dtype=torch.float64, device=dev).expand(b, -1)
+        prep = torch.compile(lambda x: augment_to_model(x, aug, (224, 224), MEAN, STD, "i420"), dynamic=False)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    graphs0 = compiled_graphs()
+    state = net.init_state(b, dev)
+    window: list = []
+
+    def step(i: int) -> None:
+        nonlocal state
+        x = inputs[i % 2] if prep is None else prep(inputs[i % 2])
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, state = net(x, state, mask[:, None])
+            loss, _ = loss_fn(logits, labels, mask)
+        window.append(loss)
+        if len(window) == args.tbptt:  # truncated back-propagation over train.tbptt_chunks chunks
+            opt.zero_grad(set_to_none=True)
+            (sum(window) / (args.tbptt * b * t)).backward()
+            opt.step()
+            state = tuple(s.detach() for s in state)
+            window.clear()
+
+    t0 = time.perf_counter()
+    for i in range(6):  # compiles
+        step(i)
+    torch.cuda.synchronize()
+    setup = time.perf_counter() - t0
+    runs = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for i in range(args.steps):
+            step(i)
+        torch.cuda.synchronize()
+        runs.append(b * t * args.steps / (time.perf_counter() - t0))
+    return {"input": preprocess, "activation_checkpointing": checkpointing, "frames_per_s": statistics.median(runs),
+            "frames_per_s_runs": runs, "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20,
+            "compile_s": setup, "graphs": compiled_graphs() - graphs0}
+
+
+def _loader_only(args, data: Path) -> dict:
+    """The training loader alone (decode workers -> device, no model): frames/s per data.preprocess."""
+    from streamseg.engine import VideoStreamDataModule
+
+    out = {}
+    for prep in args.preprocess:
+        dm = VideoStreamDataModule(str(data), 1, chunk_size=args.chunk, frame_size=(224, 224), batch_size=args.batch,
+                                   num_workers=args.loader_workers, bg_classes=("background",), preprocess=prep)
+        dm.setup()
+        loader = dm._loader("train", train=True)
+        loader.device = torch.device("cuda")  # as under a GPU trainer
+        frames = torch.zeros((), device="cuda")
+        t0 = time.perf_counter()
+        for batch in loader:
+            frames += batch["mask"].sum()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        out[prep] = {"frames": int(frames), "wall_s": wall, "frames_per_s": float(frames) / wall,
+                     "workers": args.loader_workers}
+    return out
+
+
+def part_train_e2e(args) -> dict:
+    res: dict = {"environment": environment("cuda"), "ceiling": [], "e2e": {}}
+    data = Path(args.work) / "cam320"
+    t0 = time.perf_counter()
+    synth = ["--root", str(data), "--num-videos", str(args.num_videos), "--size", "320x240", "--camera",
+             "--jobs", str(os.cpu_count())]
+    rc, _ = _streamseg("data", "synth", *synth)
+    res["synth"] = {"args": synth, "rc": rc, "seconds": time.perf_counter() - t0}
+    for prep in [] if args.skip_train else args.preprocess:
+        extra = ["-D", "synth", "-M", "tsm_memtcn", "-E", "chunk32", "--accelerator", "gpu", "--devices", "1",
+                 "-o", f"data.root={data}", "-o", f"data.num_videos={args.num_videos}", "-o", "data.height=240",
+                 "-o", "data.width=320", "-o", "data.camera=true", "-o", "data.frame_size=224,224",
+                 "-o", "model.frame_size=224,224", "-o", "data.sample_rate=1", "-o", f"data.preprocess={prep}",
+                 "-o", f"train.epochs={args.epochs}", "-o", f"train.batch_size={args.batch}",
+                 "-o", "train.precision=bf16-mixed", "-o", "train.compile=true", "-o", f"train.tbptt_chunks={args.tbptt}",
+                 "-o", f"train.num_workers={args.loader_workers}", "-o", "train.val_every=1000"]
+        root = Path(args.work) / f"runs_train_e2e_{prep}"
+        t0 = time.perf_counter()
+        rc, err = _streamseg("train", *extra, "-R", str(root), log=Path(args.out) / f"train_{prep}.log")
+        m = _metrics(root, "tsm_memtcn_chunk32")
+        res["e2e"][prep] = {"rc": rc, "wall_s": time.perf_counter() - t0, "args": extra, "stderr": err if rc else "",
+                            **{k: m.get(k) for k in ("acc", "train_throughput")}}
+        print(prep, res["e2e"][prep], flush=True)
+        _dump(Path(args.out), "train_e2e_partial", res)
+    if args.loader_only:
+        res["loader_only"] = _loader_only(args, data)
+        print("loader only", res["loader_only"], flush=True)
+        _dump(Path(args.out), "train_e2e_partial", res)
+    ceilings = {"gpu-input": ("none", False), "i420-input": ("i420-320x240", False), "gpu-input-ckpt": ("none", True)}
+    for prep, ckpt in (ceilings[c] for c in args.ceilings):
+        try:
+            row = _step_ceiling(args, prep, ckpt)
+        except Exception as e:
+            row = {"input": prep, "activation_checkpointing": ckpt, "error": f"{type(e).__name__}: {e}"}
+            traceback.print_exc()
+        res["ceiling"].append(row)
+        print(row, flush=True)
+        torch.cuda.empty_cache()
+        _dump(Path(args.out), "train_e2e_partial", res)
+    return res
+
+
 def _run(cmd: list[str]) -> tuple[int, str]:
     print("$", " ".join(cmd), flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHON": sys.executable})
@@ -421,7 +562,7 @@ def _run(cmd: list[str]) -> tuple[int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["model", "trained", "e2e", "offline", "stream-train"])
+    ap.add_argument("part", choices=["model", "trained", "e2e", "offline", "stream-train", "train-e2e"])
     ap.add_argument("--out", default="results")
     ap.add_argument("--work", default="/tmp/streamseg_bench")
     ap.add_argument("--chunk", type=int, default=32)
@@ -463,8 +604,16 @@ def main() -> None:
     ap.add_argument("--num-videos", type=int, default=120)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--loader-workers", type=int, default=6)
+    ap.add_argument("--ceilings", nargs="*", default=["gpu-input", "i420-input", "gpu-input-ckpt"],
+                    choices=["gpu-input", "i420-input", "gpu-input-ckpt"], help="train-e2e: step ceilings to measure")
+    ap.add_argument("--skip-train", action="store_true", help="train-e2e: no streamseg train runs")
+    ap.add_argument("--loader-only", action="store_true", help="train-e2e: also time the training loader alone")
+    ap.add_argument("--tbptt", type=int, default=2, help="train-e2e: chunks per truncation window (train.tbptt_chunks)")
+    ap.add_argument("--preprocess", nargs="+", default=["device-i420", "cpu"],
+                    choices=["cpu", "device-rgb", "device-i420"], help="train-e2e: data.preprocess values to run")
     args = ap.parse_args()
-    fn = {"model": part_model, "trained": part_trained, "e2e": part_e2e, "offline": part_offline, "stream-train": part_stream_train}[args.part]
+    fn = {"model": part_model, "trained": part_trained, "e2e": part_e2e, "offline": part_offline,
+          "stream-train": part_stream_train, "train-e2e": part_train_e2e}[args.part]
     name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu-{args.launcher}"
     _dump(Path(args.out), name, fn(args))
 

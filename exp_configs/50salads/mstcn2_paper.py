@@ -12,3 +12,4 @@ def configure(params: RunParams) -> None:
     params.train.batch_size = 1
     params.train.lr = 5e-4
     params.train.seed = 1538574472  # the official main.py's seed
+    params.train.shuffle = "python"  # the official training order (sj-li/MS-TCN2 batch_gen.py)

@@ -13,3 +13,4 @@ def configure(params: RunParams) -> None:
     params.train.batch_size = 1
     params.train.lr = 5e-4
     params.train.seed = 1538574472  # the official code's seed
+    params.train.shuffle = "python"  # the official training order (yabufarha/ms-tcn batch_gen.py)

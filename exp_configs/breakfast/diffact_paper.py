@@ -2,7 +2,8 @@
 encoder 12 layers x 256 maps, input dropout 0.1 (channels and frames), decoder conditioned on encoder
 layers 7/8/9, decoder 8 layers x 128 maps (11,912,800 parameters at 48 classes); Adam 1e-4, no weight
 decay, 1001 epochs, 4 videos per optimiser step; loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
-the encoder and the decoder, 0.1 boundary BCE (boundaries smoothed with sigma 3); DDIM 25 steps; median
+the encoder and the decoder, 0.1 boundary BCE (boundaries smoothed with sigma 3); DDIM 25 steps, each video's noise seeded with its index in
+the test split (official `set_sampling_seed`); median
 filter of 15 frames on the probabilities. The last epoch's weights are tested.
 
     streamseg train -D breakfast -M diffact -E paper -o data.split=1   # then the other splits and average
@@ -13,6 +14,7 @@ from streamseg.engine.recipes import diffact_module as build_module  # noqa: F40
 
 
 def configure(params: RunParams) -> None:
+    params.model.seed_by_video_index = True  # official: seed = the video's index in the test list
     params.model.encoder_layers = 12
     params.model.encoder_maps = 256
     params.model.channel_dropout = 0.1

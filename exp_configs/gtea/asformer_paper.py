@@ -16,4 +16,5 @@ def configure(params: RunParams) -> None:
     params.train.lr = 5e-4
     params.train.weight_decay = 1e-5
     params.train.seed = 19980125  # the official main.py's seed
+    params.train.shuffle = "asformer"  # the official training order (ChinaYi/ASFormer batch_gen.py)
     params.model.channel_masking_rate = 0.5  # official: larger dropout against GTEA's over-fitting

@@ -3,11 +3,11 @@ the model config's defaults are this config (1,204,438 parameters); Adam 5e-4, w
 10001 epochs (official "num_epochs"), 4 videos per optimiser step (the official accumulates 4 single-video
 steps; the loss here is the same mean of per-video losses); loss 0.5 CE + 0.1 T-MSE for the encoder and
 the decoder, 0.1 boundary BCE for the decoder, soft labels (sigma 1.4, unweighted), boundaries smoothed
-with sigma 1; DDIM 25 steps, one sampling seed for every video; purge of segments <= 3 frames. The last
+with sigma 1; DDIM 25 steps, each video's sampling noise seeded with its index in the test split
+(official `set_sampling_seed`); purge of segments <= 3 frames. The last
 epoch's weights are tested (no validation split, no test-set selection).
 
-Differences: no temporal augmentation over sample-rate offsets (sample rate 1 here, so none is lost), the
-official seeds sampling with each test video's index, here with `model.sampling_seed`.
+Differences: no temporal augmentation over sample-rate offsets (sample rate 1 here, so none is lost).
 
     streamseg train -D gtea -M diffact -E paper -o data.split=1   # then the other splits and average
 """
@@ -17,6 +17,8 @@ from streamseg.engine.recipes import diffact_module as build_module  # noqa: F40
 
 
 def configure(params: RunParams) -> None:
+    params.model.seed_by_video_index = True  # official: seed = the video's index in the test list
+    params.model.official_purge_end = True  # official purge: the last segment ends one frame early
     params.train.epochs = 10001
     params.train.batch_size = 4
     params.train.lr = 5e-4

@@ -153,15 +153,19 @@ class Run:
 
     def predict(self, source: str | Path, chunk: int | None = None, ckpt: str | Path = "best",
                 on_segment: Callable[[dict[str, Any]], None] | None = None, *, realtime: bool = False,
-                annotate: str | Path | None = None) -> Prediction:
+                annotate: str | Path | None = None, sampling: str = "index", deinterlace: str = "auto") -> Prediction:
         """Label a video file, stream URL or device (a model trained on frames) or a ``(D, T)`` features
         ``.npy`` (a model trained on features), online: ``chunk`` sampled frames at a time (default: the
         training chunk size, else 32) with the model's state carried from chunk to chunk, as
         `streamseg infer` does. ``on_segment(event)`` is called as each segment closes. Whole-video models
         (MS-TCN: no look-ahead bound) see the whole input in one call at its end. ``realtime``: play the
         video at its frame rate and report the lag; ``annotate``: write an annotated copy of the video
-        (label and timeline bar) there. See `predict`, which takes any model."""
-        return _predict(self.streamer(ckpt), source, chunk, on_segment, realtime, annotate, str(self.path))
+        (label and timeline bar) there. ``sampling``: ``"index"`` (every ``sample_rate``-th decoded frame)
+        or ``"time"`` (a constant grid at the training fps first: variable-frame-rate footage);
+        ``deinterlace``: ``"auto"`` (interlaced video only), ``"on"``, ``"off"``; as `streamseg infer
+        --sampling/--deinterlace`. See `predict`, which takes any model."""
+        return _predict(self.streamer(ckpt), source, chunk, on_segment, realtime, annotate, str(self.path),
+                        sampling, deinterlace)
 
     def export_onnx(self, out: str | Path | None = None, ckpt: str | Path = "best", check: bool = True) -> Path:
         """`streamseg export onnx`: the checkpoint's streaming step as ONNX with the state as explicit
@@ -188,7 +192,7 @@ class Run:
 
 def predict(model: Run | str | Path | Any, source: str | Path, chunk: int | None = None,
             on_segment: Callable[[dict[str, Any]], None] | None = None, *, realtime: bool = False,
-            annotate: str | Path | None = None) -> Prediction:
+            annotate: str | Path | None = None, sampling: str = "index", deinterlace: str = "auto") -> Prediction:
     """`streamseg infer SOURCE --model MODEL` as a function: label ``source`` chunk by chunk as it arrives.
 
     ``model``: a `Run`, a run directory or checkpoint (PyTorch), an exported ``.onnx`` (ONNX Runtime), or
@@ -199,13 +203,16 @@ def predict(model: Run | str | Path | Any, source: str | Path, chunk: int | None
     from .deploy.runtime import open_streamer
 
     if isinstance(model, Run):
-        return model.predict(source, chunk, on_segment=on_segment, realtime=realtime, annotate=annotate)
+        return model.predict(source, chunk, on_segment=on_segment, realtime=realtime, annotate=annotate,
+                             sampling=sampling, deinterlace=deinterlace)
     streamer = model if hasattr(model, "step") and hasattr(model, "meta") else open_streamer(model)
-    return _predict(streamer, source, chunk, on_segment, realtime, annotate, str(getattr(model, "path", model)))
+    return _predict(streamer, source, chunk, on_segment, realtime, annotate, str(getattr(model, "path", model)),
+                    sampling, deinterlace)
 
 
 def _predict(streamer, source: str | Path, chunk: int | None, on_segment, realtime: bool,
-             annotate: str | Path | None, where: str) -> Prediction:
+             annotate: str | Path | None, where: str, sampling: str = "index",
+             deinterlace: str = "auto") -> Prediction:
     from .deploy.infer import infer_stream, open_source
     from .deploy.sources import is_stream
 
@@ -226,7 +233,7 @@ def _predict(streamer, source: str | Path, chunk: int | None, on_segment, realti
         labels, events = _predict_features(streamer, source, chunk or meta.chunk_size or 32, emit)
         return Prediction(source.stem, labels, events, list(meta.class_names), meta.fps)
     writer = None
-    with open_source(source, streamer) as src:
+    with open_source(source, streamer, sampling=sampling, deinterlace=deinterlace) as src:
         if annotate is not None:
             from .deploy.annotate import AnnotatedVideoWriter
 

@@ -63,6 +63,29 @@ def test_cli_scores_match_the_library_and_write_json(dataset, capsys):
     assert "mean_s" in result["onset_delay"]
     printed = capsys.readouterr().out
     assert "F1@50" in printed and "pour" in printed and f"{expected['acc']:.2f}" in printed
+    assert result["protocol"] == "mstcn"
+
+
+def test_protocol_option_scores_and_records_the_asformer_end_index(tmp_path):
+    """One video a a a b, predicted exactly: F1 100 under mstcn; under asformer the one-frame final b is an
+    empty segment (FP + FN), F1 = 2 * (1/2 * 1/2) / 1 = 50; the protocol is recorded in the JSON."""
+    for d in ("gt", "pred"):
+        (tmp_path / d).mkdir()
+        write_ground_truth(tmp_path / d / "v.txt", np.array([0, 0, 0, 1]), NAMES)
+    scores = {}
+    for protocol in ("mstcn", "asformer"):
+        out = tmp_path / f"{protocol}.json"
+        args = parse(["--pred-dir", str(tmp_path / "pred"), "--gt-dir", str(tmp_path / "gt"), "--mapping",
+                      str(_mapping(tmp_path)), "--json", str(out), "--protocol", protocol])
+        assert args.func(args) == 0
+        scores[protocol] = json.loads(out.read_text())
+    assert scores["mstcn"]["f1@50"] == 100.0 and scores["asformer"]["f1@50"] == pytest.approx(50.0)
+    assert [scores[p]["protocol"] for p in ("mstcn", "asformer")] == ["mstcn", "asformer"]
+
+
+def _mapping(root):
+    write_mapping(root / "mapping.txt", NAMES)
+    return root / "mapping.txt"
 
 
 def test_split_file_and_no_background(dataset):

@@ -80,3 +80,26 @@ def test_collate_works_as_a_dataloader_collate_fn(tmp_path: Path) -> None:
     batches = list(torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=collate_videos))
     assert [b["lengths"].tolist() for b in batches] == [[2, 3], [2]]
     assert [len(t) for t in batches[0]["full_labels"]] == [4, 6]
+
+
+def test_max_pooling_takes_each_groups_maximum_and_most_frequent_label(tmp_path: Path) -> None:
+    # groups of 3: frames [0, 3), [3, 6), [6, 7); labels 0 1 1 | 2 2 0 | 0 -> 1, 2, 0
+    labels = [0, 1, 1, 2, 2, 0, 0]
+    write_video(tmp_path, "v", labels, num_features=7)
+    np.save(tmp_path / "features" / "v.npy", np.array([[1.0, 5.0, 2.0, 0.0, -3.0, -1.0, 4.0]]))
+    item = FeatureVideoDataset(TASLayout(tmp_path), ["v"], sample_rate=3, pooling="max", test_rates=(2, 7))[0]
+    assert item["features"].tolist() == [[5.0, 0.0, 4.0]]  # max of (1, 5, 2), (0, -3, -1), (4)
+    assert item["labels"].tolist() == [1, 2, 0]
+    assert item["full_labels"].tolist() == labels and item["index"] == 0
+    # the same video at the test rates: groups of 2 -> (1, 5) (2, 0) (-3, -1) (4); one group of 7
+    assert [f.tolist() for f in item["rate_features"]] == [[[5.0, 2.0, -1.0, 4.0]], [[5.0]]]
+    subsampled = FeatureVideoDataset(TASLayout(tmp_path), ["v"], sample_rate=3)[0]
+    assert subsampled["features"].tolist() == [[1.0, 0.0, 4.0]] and "rate_features" not in subsampled
+
+
+def test_a_tied_group_takes_the_smallest_class_id() -> None:
+    from streamseg.data.features import pool_labels
+
+    # (2, 1, 1, 2): 1 and 2 twice each -> 1, as np.unique + argmax in C2F-TCN's dataset.py
+    assert pool_labels(np.array([2, 1, 1, 2, 0]), 4, "max").tolist() == [1, 0]
+    assert pool_labels(np.array([2, 1, 1, 2, 0]), 4, "subsample").tolist() == [2, 0]

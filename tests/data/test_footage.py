@@ -180,6 +180,11 @@ def test_variable_frame_rate_times_come_from_timestamps(clips) -> None:
     duration = times[-1] + 0.1  # the grid covers the video's span: ceil(0.9 s * 15) frames, 1/15 s apart
     assert timed.decoded == int(np.ceil(duration * 15 - 1e-6)) and n == (timed.decoded + 1) // 2
     assert np.allclose(steps, 1 / 15, atol=1e-3)
+    # the Python API takes the same choice (`predict(..., sampling="time")`) and says so in its footage
+    from streamseg.api import predict
+
+    timed_pred = predict(streamer, vfr, chunk=3, sampling="time")
+    assert timed_pred.footage["sampling"] == "time" and len(timed_pred.labels) != len(result.labels)
 
 
 def test_annotated_copy_stands_upright_and_keeps_the_source_clock(clips, tmp_path) -> None:

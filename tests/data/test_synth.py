@@ -165,6 +165,25 @@ def test_videos_decode_with_one_frame_per_label(tmp_path: Path) -> None:
         assert spread[labels == 0].max() < 8 < spread[labels != 0].min()
 
 
+def test_camera_videos_are_h264_with_the_same_labels_and_a_moving_textured_scene(tmp_path: Path) -> None:
+    spec = SynthSpec(num_videos=3, seed=1, height=48, width=64, min_frames=60, max_frames=90, camera=True)
+    root = synth.generate(tmp_path / "cam", spec)
+    plain = synth.generate(tmp_path / "plain", SynthSpec(num_videos=3, seed=1, min_frames=60, max_frames=90,
+                                                          with_videos=False))
+    layout = TASLayout(root)
+    assert check_dataset(root) == []
+    for name in layout.split_names("train", 1):
+        labels = layout.load_labels(name)
+        assert np.array_equal(labels, TASLayout(plain).load_labels(name))  # the style changes pixels only
+        with av.open(str(layout.video_path(name))) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(float)
+        assert frames.shape == (len(labels), 48, 64, 3)
+        background = frames[labels == 0]
+        assert background.reshape(len(background), -1, 3).std(1).max(1).min() > 8  # textured, never flat
+        assert np.abs(np.diff(background, axis=0)).mean() > 2  # camera motion and sensor noise
+
+
 def test_ensure_generates_once_and_regenerates_on_a_new_spec(tmp_path: Path, capsys) -> None:
     root = tmp_path / "data" / "synth"
     spec = SynthSpec(num_videos=3, with_videos=False)

@@ -28,7 +28,7 @@ TAUS = (0.10, 0.25, 0.50)
 
 
 # ----------------------------------------------------------------------------- reference (MS-TCN style)
-def ref_get_segments(frame_labels, bg_class):
+def ref_get_segments(frame_labels, bg_class, last_end=1):
     labels, starts, ends = [], [], []
     last_label = frame_labels[0]
     if frame_labels[0] not in bg_class:
@@ -43,7 +43,7 @@ def ref_get_segments(frame_labels, bg_class):
                 ends.append(i)
             last_label = frame_labels[i]
     if last_label not in bg_class:
-        ends.append(i + 1)  # end = T (MS-TCN), not the last index (MS-TCN++/ASFormer)
+        ends.append(i + last_end)  # end = T (MS-TCN); i, the last index, in MS-TCN++/ASFormer (last_end=0)
     return labels, starts, ends
 
 
@@ -71,9 +71,9 @@ def ref_edit(recognized, ground_truth, bg_class):
     return (1 - ref_levenstein(P, Y) / max(len(P), len(Y))) * 100
 
 
-def ref_f_score(recognized, ground_truth, overlap, bg_class, per_class=None):
-    p_label, p_start, p_end = ref_get_segments(recognized, bg_class)
-    y_label, y_start, y_end = ref_get_segments(ground_truth, bg_class)
+def ref_f_score(recognized, ground_truth, overlap, bg_class, per_class=None, last_end=1):
+    p_label, p_start, p_end = ref_get_segments(recognized, bg_class, last_end)
+    y_label, y_start, y_end = ref_get_segments(ground_truth, bg_class, last_end)
     tp, fp = 0, 0
     hits = np.zeros(len(y_label))
     for j in range(len(p_label)):
@@ -84,7 +84,8 @@ def ref_f_score(recognized, ground_truth, overlap, bg_class, per_class=None):
             continue
         intersection = np.minimum(p_end[j], y_end) - np.maximum(p_start[j], y_start)
         union = np.maximum(p_end[j], y_end) - np.minimum(p_start[j], y_start)
-        IoU = (1.0 * intersection / union) * ([p_label[j] == y_label[x] for x in range(len(y_label))])
+        with np.errstate(invalid="ignore"):  # last_end=0: two empty final segments give 0/0 = nan, never a TP
+            IoU = (1.0 * intersection / union) * ([p_label[j] == y_label[x] for x in range(len(y_label))])
         idx = np.array(IoU).argmax()
         if IoU[idx] >= overlap and not hits[idx]:
             tp += 1
@@ -112,7 +113,7 @@ def ref_f1(tp, fp, fn):
     return f1 * 100
 
 
-def ref_dataset(videos, bg_class):
+def ref_dataset(videos, bg_class, last_end=1):
     """MS-TCN eval.py main(): pooled Acc, mean Edit, F1 from pooled counts; also per-video rows."""
     correct, total, edit = 0, 0, 0.0
     tp, fp, fn = np.zeros(3), np.zeros(3), np.zeros(3)
@@ -127,7 +128,7 @@ def ref_dataset(videos, bg_class):
         row["edit"] = ref_edit(recog[: len(gt)], list(gt), bg_class)
         edit += row["edit"]
         for s, overlap in enumerate(TAUS):
-            a, b, c = ref_f_score(recog[: len(gt)], list(gt), overlap, bg_class)
+            a, b, c = ref_f_score(recog[: len(gt)], list(gt), overlap, bg_class, last_end=last_end)
             row[overlap] = (a, b, c)
             tp[s] += a
             fp[s] += b
@@ -288,6 +289,41 @@ def test_one_frame_final_segment_counts_as_tp():
     # The end-index variant (MS-TCN++/ASFormer) would score this FP + FN; end = T scores TP.
     gt = np.array([0, 0, 0, 1])
     assert f1_counts(gt.copy(), gt, 0.5) == (2, 0, 0)
+
+
+def test_asformer_protocol_ends_the_final_segment_one_frame_early():
+    """GT = prediction = a a a b: with end = T both segments match (F1 100); ASFormer's eval.py ends b at
+    index 3 = its start, an empty segment that matches nothing: TP 1 (a), FP 1, FN 1 -> F1 50. Edit and Acc
+    are the same under both."""
+    gt = np.array([0, 0, 0, 1])
+    results = {}
+    for protocol in ("mstcn", "asformer"):
+        m = SegmentationMetrics(2, protocol=protocol)
+        m.update(gt.copy(), gt, "v")
+        results[protocol] = m.compute()
+    assert results["mstcn"]["f1@50"] == 100.0 and results["asformer"]["f1@50"] == pytest.approx(50.0)
+    assert results["mstcn"]["edit"] == results["asformer"]["edit"] == 100.0
+    # a longer final segment only shrinks: pred b over [1, 4), GT b over [2, 4) -> IoU 2/3 (mstcn) vs
+    # [1, 3) and [2, 3): 1/2 (asformer); at tau 0.6 the first is TP, the second FP
+    m = SegmentationMetrics(2, taus=(0.6,), protocol="asformer")
+    m.update(np.array([0, 1, 1, 1]), np.array([0, 0, 1, 1]), "v")
+    assert m.f1_counts(0.6) == (0, 2, 2)  # a: IoU 1/2 as well
+    with pytest.raises(ValueError, match="protocol"):
+        SegmentationMetrics(2, protocol="c2f")
+
+
+def test_asformer_protocol_matches_the_end_index_reference_on_random_datasets():
+    rng = np.random.default_rng(7)
+    n_videos = 0
+    while n_videos < 300:
+        k, bg, videos = random_dataset(rng)
+        m = SegmentationMetrics(k, bg, protocol="asformer")
+        for i, (pred, gt) in enumerate(videos):
+            m.update(pred, gt, name=f"v{i}")
+        ours, (ref, _) = m.compute(), ref_dataset(videos, bg, last_end=0)
+        for key, value in ref.items():
+            assert ours[key] == pytest.approx(value, abs=1e-9), (key, videos)
+        n_videos += len(videos)
 
 
 def test_iou_threshold_is_inclusive():

@@ -55,19 +55,32 @@ def test_boundary_pos_weight_is_frames_over_boundary_frames() -> None:
 
 def _gstmse_by_hand(logits: torch.Tensor, features: torch.Tensor, lengths: list[int], sigma: float,
                     clamp: float) -> float:
-    """GaussianSimilarityTMSE.forward written out frame by frame (valid frames = the first `lengths[b]`)."""
+    """GaussianSimilarityTMSE.forward written out frame by frame (valid frames = the first `lengths[b]`): the
+    official normalises each shifted copy, y[:, 1:] and y[:, :-1], over time (its dim 1 of a (K, T) tensor)."""
     total = 0.0
     for b, n in enumerate(lengths):
-        log_p = F.log_softmax(logits[b, :, :n].double(), dim=0)
+        y = logits[b, :, :n].double()
+        later, earlier = F.log_softmax(y[:, 1:], dim=1), F.log_softmax(y[:, :-1], dim=1)
         x = features[b, :, :n].double()
         terms = []
         for t in range(n - 1):
             dist = math.sqrt(sum((x[d, t + 1] - x[d, t]).item() ** 2 for d in range(x.shape[0])))
             s = math.exp(-dist / (2 * sigma**2))
-            for k in range(log_p.shape[0]):
-                terms.append(s * min((log_p[k, t + 1] - log_p[k, t]).item() ** 2, clamp))
+            for k in range(y.shape[0]):
+                terms.append(s * min((later[k, t] - earlier[k, t]).item() ** 2, clamp))
         total += sum(terms) / len(terms)
     return total / len(lengths)
+
+
+def test_gaussian_similarity_tmse_normalises_over_time_as_the_official() -> None:
+    """One class, logits (0, ln 2, 0): over classes every log-probability is 0 (loss 0); the official's
+    log_softmax over time gives y[1:] = (ln 2, 0) -> (ln 2/3, ln 1/3) and y[:-1] = (0, ln 2) -> (ln 1/3,
+    ln 2/3): both differences are +-ln 2. Features (0, 0, 2): similarities exp(0) = 1 and exp(-2 / 2) = 1/e.
+    Loss = mean(1 * ln(2)^2, ln(2)^2 / e) = ln(2)^2 (1 + 1/e) / 2."""
+    logits = torch.tensor([[[0.0, math.log(2.0), 0.0]]])
+    features = torch.tensor([[[0.0, 0.0, 2.0]]])
+    got = gaussian_similarity_tmse(logits, features, torch.ones(1, 3, dtype=torch.bool))
+    assert got.item() == pytest.approx(math.log(2) ** 2 * (1 + math.exp(-1)) / 2, rel=1e-6)
 
 
 def test_gaussian_similarity_tmse_equals_the_formula() -> None:
@@ -165,7 +178,7 @@ def test_recipe_passes_the_official_weights_to_the_loss(synth_root: Path) -> Non
 
     info = configs.dataset.build_datamodule(params.data, params.train).info
     module = asrf_module(build_net(configs.model, params.model, info), params, info)
-    loss = module.loss_fn
+    loss = module.loss_fn.loss  # built on first use (training)
     assert isinstance(loss, ASRFLoss) and loss.model is module.net
     assert loss.pos_weight == pytest.approx(frames / boundaries)
     torch.testing.assert_close(loss.class_weights, torch.from_numpy(expected).float())
@@ -176,8 +189,48 @@ def test_recipe_passes_the_official_weights_to_the_loss(synth_root: Path) -> Non
     params, _ = resolve_params(configs, [f"data.root={synth_root}", "model.class_weight=false",
                                          "model.smoothing=mstcn", "model.smooth_weight=0.15"])
     module = asrf_module(build_net(configs.model, params.model, info), params, info)
-    assert module.loss_fn.class_weights is None and module.hparams["asrf_class_weights"] is None
-    assert (module.loss_fn.smoothing, module.loss_fn.smooth_weight) == ("mstcn", 0.15)
-    assert module.loss_fn.pos_weight == pytest.approx(frames / boundaries)  # always the official one
+    loss = module.loss_fn.loss
+    assert loss.class_weights is None and module.hparams["asrf_class_weights"] is None
+    assert (loss.smoothing, loss.smooth_weight) == ("mstcn", 0.15)
+    assert loss.pos_weight == pytest.approx(frames / boundaries)  # always the official one
     with pytest.raises(TypeError, match="trains ASRF"):
         asrf_module(nn.Linear(2, 2), params, info)
+
+
+def test_the_recipe_reads_no_training_labels_until_it_trains(synth_root: Path, tmp_path: Path) -> None:
+    """Scoring a checkpoint (`streamseg test --ckpt none`) builds the module: it must not need the training
+    split, whose labels only the loss's class weights and pos_weight use."""
+    import shutil
+
+    from streamseg.engine.recipes import asrf_module
+    from streamseg.engine.runner import build_net
+
+    root = tmp_path / "no_train"
+    shutil.copytree(synth_root, root)
+    (root / "splits" / "train.split1.bundle").write_text("")  # no training video: no labels to count
+    configs = load_configs("synth", "asrf", "quick", None)
+    params, _ = resolve_params(configs, [f"data.root={root}", "model.num_layers=2", "model.num_maps=4"])
+    info = configs.dataset.build_datamodule(params.data, params.train).info
+    module = asrf_module(build_net(configs.model, params.model, info), params, info)  # no error
+    with pytest.raises(ValueError, match="no labelled frames"):
+        module.loss_fn.loss  # training would need them
+
+
+def test_official_tie_rule_keeps_the_previous_segments_label_when_no_logit_sum_is_positive() -> None:
+    """Boundary peaks at frames 0 and 2 -> segments [0, 2) and [2, 6). Frame labels 2 2 | 0 0 1 1: the
+    second segment ties 0 and 1. Raw logit sums there: class 0: -1 - 1 - 3 - 3 = -8, class 1: -3 - 3 - 1 -
+    0.5 = -7.5, neither > 0, so the official loop never picks one and the segment keeps the label of the one
+    before (2). The probability rule picks class 1 (larger softmax sum: its frames 4, 5 are surer)."""
+    from streamseg.models.asrf import refine_with_boundaries
+
+    cls = torch.tensor([[-1, -1, -1, -1, -3, -3], [-1, -1, -3, -3, -1, -0.5], [2, 2, -5, -5, -5, -5]])[None]
+    bound = torch.tensor([[0.0, -5, 3, -5, -5, -5]])
+    assert refine_with_boundaries(cls, bound, tie_rule="probability").tolist() == [[2, 2, 1, 1, 1, 1]]
+    assert refine_with_boundaries(cls, bound, tie_rule="official").tolist() == [[2, 2, 2, 2, 2, 2]]
+    # a positive sum: frame labels 2 2 | 0 0 1 1 again (frame 3 ties 0.2 / 0.2: argmax takes class 0); sums
+    # over [2, 6): class 0: 1.0 + 0.2 - 2 - 2 = -2.8, class 1: 0.3 + 0.2 + 0.4 + 0.4 = 1.3 > 0 -> class 1
+    cls2 = torch.tensor([[3, 3, 1.0, 0.2, -2, -2], [0, 0, 0.3, 0.2, 0.4, 0.4], [0, 0, -5, -5, -5, -5]])[None]
+    assert refine_with_boundaries(cls2, bound, tie_rule="official").tolist() == [[0, 0, 1, 1, 1, 1]]
+    # a first segment with no positive sum: the smallest tied id (the official code fails there)
+    first = torch.tensor([[-1.0, -2], [-2, -1]])[None]
+    assert refine_with_boundaries(first, torch.zeros(1, 2), tie_rule="official").tolist() == [[0, 0]]

@@ -152,30 +152,67 @@ def _official_alphas_cumprod(timesteps: int, s: float = 0.008) -> np.ndarray:
     return np.cumprod(1.0 - betas)
 
 
-def test_ddim_sampling_follows_the_official_algorithm() -> None:
-    """DDIM (eta 1) from the official ddim_sample, with the noise a seeded per-video generator gives."""
+def _official_ddim(model, feats: torch.Tensor, mask: torch.Tensor, seed: int, times: list[int]) -> torch.Tensor:
+    """Finspire13/DiffAct model.py ddim_sample re-stated for one unpadded video: the global generator seeded,
+    the start drawn by randn of the float32 shape, each step's noise by randn_like of the current state
+    (float64 after the first update, the (1, 1, 1) float64 coefficients promoting it)."""
+    scale, eta = model.scale, model.ddim_eta
+    torch.manual_seed(seed)
+    xt = torch.randn(1, K, feats.shape[-1])
+    for time, time_next in zip(times[:-1], times[1:]):
+        tc = torch.full((1,), time, dtype=torch.long)
+        event = (xt.clamp(-scale, scale) / scale + 1) / 2
+        out = model.denoise(feats, tc, event.float(), mask)
+        x0 = ((F.softmax(out, 1) * 2 - 1.0) * scale).clamp(-scale, scale)
+        if time_next < 0:
+            break
+        coef = model.sqrt_recip_alphas_cumprod.gather(-1, tc).reshape(1, 1, 1)
+        coef_m1 = model.sqrt_recipm1_alphas_cumprod.gather(-1, tc).reshape(1, 1, 1)
+        eps = (coef * xt - x0) / coef_m1
+        a, a_next = model.alphas_cumprod[time], model.alphas_cumprod[time_next]
+        sigma = eta * ((1 - a / a_next) * (1 - a_next) / (1 - a)).sqrt()
+        c = (1 - a_next - sigma**2).sqrt()
+        xt = x0 * a_next.sqrt() + c * eps + sigma * torch.randn_like(xt)
+    return out
+
+
+def test_ddim_sampling_draws_the_official_noise() -> None:
+    """The same seed gives exactly the official sampler's logits: float32 draws for the start and the
+    first step, float64 draws after (a float32-only sampler differs from the second step on)."""
     torch.manual_seed(0)
     model = _tiny(timesteps=200, sampling_steps=6, snr_scale=0.5).eval()
     x, mask = torch.randn(1, D, 30), torch.ones(1, 1, 30)
+    times = [199, 165, 132, 99, 65, 32, -1]  # int(linspace(-1, 199, 7)) reversed
     with torch.no_grad():
         _, feats = model.encode(x, mask)
         got = model.sample(feats, mask, seed=11)
-        ac = torch.from_numpy(_official_alphas_cumprod(200))
-        gen = torch.Generator().manual_seed(11)
-        xt = torch.randn(K, 30, generator=gen)[None].double()
-        times = [199, 165, 132, 99, 65, 32, -1]  # int(linspace(-1, 199, 7)) reversed
-        scale = 0.5
-        for time, time_next in zip(times[:-1], times[1:]):
-            event = (xt.clamp(-scale, scale) / scale + 1) / 2
-            out = model.denoise(feats, torch.tensor([time]), event, mask)
-            x0 = ((F.softmax(out, 1).double() * 2 - 1) * scale).clamp(-scale, scale)
-            if time_next < 0:
-                break
-            eps = (torch.sqrt(1 / ac[time]) * xt - x0) / torch.sqrt(1 / ac[time] - 1)
-            sigma = ((1 - ac[time] / ac[time_next]) * (1 - ac[time_next]) / (1 - ac[time])).sqrt()
-            c = (1 - ac[time_next] - sigma**2).sqrt()
-            xt = x0 * ac[time_next].sqrt() + c * eps + sigma * torch.randn(K, 30, generator=gen)[None].double()
-    torch.testing.assert_close(got, out, atol=1e-5, rtol=1e-5)
+        expected = _official_ddim(model, feats, mask, 11, times)
+        assert torch.equal(got, expected)
+        # the official's float64 state makes randn_like draw float64: not the float32 numbers of that seed
+        torch.manual_seed(11)
+        f32 = torch.randn(3, K, 30)[2]
+        torch.manual_seed(11)
+        torch.randn(2, K, 30)
+        assert not torch.allclose(torch.randn(K, 30, dtype=torch.float64).float(), f32)
+
+
+def test_seed_by_video_index_seeds_each_video_with_its_index() -> None:
+    """Official set_sampling_seed: video i of the test list samples with seed i (here sampling_seed + i)."""
+    torch.manual_seed(0)
+    model = _tiny(timesteps=200, sampling_steps=4, seed_by_video_index=True, sampling_seed=0).eval()
+    x = torch.randn(2, D, 20)
+    times = [199, 149, 99, 49, -1]  # int(linspace(-1, 199, 5)) reversed
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="set_video_indices"):
+            model(x, ())
+        model.set_video_indices([3, 5])
+        got, _ = model(x, ())
+        _, feats = model.encode(x, torch.ones(2, 1, 20))
+        for b, index in enumerate((3, 5)):  # (batched convolutions may round differently: a tolerance)
+            expected = _official_ddim(model, feats[b:b + 1], torch.ones(1, 1, 20), index, times)
+            torch.testing.assert_close(got[1, b], expected[0], atol=1e-5, rtol=1e-5)
+            other = _official_ddim(model, feats[b:b + 1], torch.ones(1, 1, 20), index + 1, times)
+            assert not torch.allclose(got[1, b], other[0], atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------- determinism
@@ -298,7 +335,8 @@ def test_training_loss_decreases_on_a_toy_problem() -> None:
     loss_fn = DiffActLoss(model, K, soft_label=1.4, boundary_smooth=1.0)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
-    for _ in range(30):
+    # 50 steps: after 30 the sampled decoder output was right on 0.0-0.7 of the frames depending on the seed
+    for _ in range(50):
         logits, _ = model(x, ())
         loss, _ = loss_fn(logits, labels, torch.ones(2, 40))
         opt.zero_grad()
@@ -376,6 +414,15 @@ def test_purge_splits_short_segments_between_their_neighbours() -> None:
     assert purge(labels, 2).tolist() == [0] * 6 + [2] * 6
     assert torch.equal(purge(labels, 0), labels)
     assert purge(torch.tensor([4, 4]), 5).tolist() == [4, 4]
+
+
+def test_official_purge_end_counts_the_last_segment_one_frame_short() -> None:
+    """0 0 0 0 1 1 1 1, purge segments <= 3: the last segment (frames 4-7) has 4 frames and stays; the
+    official ends it at index 7 (3 frames, 4..6), so it is purged: frames 4..6 take the previous label 0
+    and frame 7 keeps its 1."""
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert torch.equal(purge(labels, 3), labels)
+    assert purge(labels, 3, official_end=True).tolist() == [0, 0, 0, 0, 0, 0, 0, 1]
 
 
 def test_postprocessed_last_stage() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from streamseg.models import SegmentationLoss
+from streamseg.models import SegmentationLoss, SVTASStreamLoss
 
 K = 6
 
@@ -102,3 +104,52 @@ def test_shapes_and_reduction_are_checked() -> None:
         SegmentationLoss(K)(logits, labels[:, :5], mask)
     with pytest.raises(ValueError, match="reduction"):
         SegmentationLoss(K, reduction="frames")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("window, windows, counted", [(0, 0, 2), (2, 2, 1), (4, 1, 2)])
+def test_smooth_window_averages_over_whole_windows(window: int, windows: int, counted: int) -> None:
+    """C2F-TCN's smoothing: transitions inside windows of W frames only, divided by windows * K * (W - 1).
+
+    Logits (K = 2) per frame: (0, 0), (ln 3, 0), (0, 0) -> log-probabilities (ln 1/2, ln 1/2), (ln 3/4,
+    ln 1/4), (ln 1/2, ln 1/2). Each of the two transitions costs ln(3/2)^2 + ln(1/2)^2 (squared, the
+    signs do not matter). W = 0 (MS-TCN): both, / (B K (T - 1)) = 4; W = 2: windows [0, 1], [2, pad]:
+    only the first transition, / (2 * 2 * 1) = 4; W = 4: one padded window with both, / (1 * 2 * 3) = 6.
+    """
+    step = math.log(1.5) ** 2 + math.log(0.5) ** 2
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0], [0.0, 0.0, 0.0]])[None, None]  # (1, 1, 2, 3)
+    labels, mask = torch.tensor([[0, 0, 1]]), torch.ones(1, 3)
+    _, parts = SegmentationLoss(2, smooth_window=window)(logits, labels, mask)
+    denominator = 4 if window == 0 else windows * 2 * (window - 1)
+    assert parts["smooth"].item() == pytest.approx(0.15 * counted * step / denominator, rel=1e-6)
+    # cross-entropy unchanged: mean of -ln 1/2, -ln 3/4, -ln 1/2
+    assert parts["ce"].item() == pytest.approx((2 * math.log(2) - math.log(0.75)) / 3, rel=1e-6)
+
+
+def test_svtas_stream_loss_normalises_per_video_and_weighs_by_the_dice_reward() -> None:
+    """Two streams, K = 2, a chunk of T = 2 frames; video 0 has n = 2 chunks, video 1 n = 1.
+    Logits: v0 (0, 0), (ln 3, 0) -> p (1/2, 1/2), (3/4, 1/4); v1 (0, 0), (0, 0). Labels v0 (0, 0), v1 (1, pad).
+
+    CE = (v0: (ln 2 + ln 4/3) / 2 + v1: ln 2 / 1) / 3 valid labels.
+    SMOOTH: v0's one step costs ln(3/2)^2 + ln(1/2)^2 over K (T - 1) = 2 entries, / n = 2; v1's costs 0;
+    mean over the 2 streams -> (ln(3/2)^2 + ln(1/2)^2) / 8, times 0.15.
+    Dice (s = 1e-5), y = one-hot with the padding label clamped to class 0, m = valid labels:
+      v0 class 0: (2 (1/2 + 3/4) + s) / (1/4 + 9/16 + 2 + s); class 1: s / (1/4 + 1/16 + s)
+      v1 class 0: s / (1/2 + 1 + s);  class 1: (2 * 1/2 + s) / (1/2 + 1 + s)
+    dice = mean over streams of the class means; reward = 4 ** dice + 1 (SVTAS-RL's 4^dice - (-1)).
+    """
+    logits = torch.tensor([[[0.0, math.log(3.0)], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])[None]  # (1, 2, 2, 2)
+    labels, mask = torch.tensor([[0, 0], [1, -100]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    chunks = torch.tensor([2, 1])
+    ce = ((math.log(2) + math.log(4 / 3)) / 2 + math.log(2)) / 3
+    smooth = 0.15 * (math.log(1.5) ** 2 + math.log(0.5) ** 2) / 8
+    loss, parts = SVTASStreamLoss(2)(logits, labels, mask, chunks)
+    assert parts["ce"].item() == pytest.approx(ce, rel=1e-6)
+    assert parts["smooth"].item() == pytest.approx(smooth, rel=1e-6)
+    assert loss.item() == pytest.approx(ce + smooth, rel=1e-6) and parts["frames"].item() == 1
+    s = 1e-5
+    v0 = ((2 * 1.25 + s) / (0.8125 + 2 + s) + s / (0.3125 + s)) / 2
+    v1 = (s / (1.5 + s) + (1 + s) / (1.5 + s)) / 2
+    reward = 4 ** ((v0 + v1) / 2) + 1
+    rl_loss, rl_parts = SVTASStreamLoss(2, reward="dice")(logits, labels, mask, chunks)
+    assert rl_parts["reward"].item() == pytest.approx(reward, rel=1e-6)
+    assert rl_loss.item() == pytest.approx((ce + smooth) * reward, rel=1e-6)

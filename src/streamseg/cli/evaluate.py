@@ -1,7 +1,8 @@
-"""``streamseg evaluate``: score prediction files against ground truth (MS-TCN eval.py protocol).
+"""``streamseg evaluate``: score prediction files against ground truth (MS-TCN eval.py protocol, or
+ASFormer's with ``--protocol asformer``).
 
     streamseg evaluate --pred-dir P --gt-dir G [--mapping M] [--bg NAME ...] [--split-file F]
-                       [--json OUT] [--fps F] [--plots DIR]
+                       [--json OUT] [--fps F] [--plots DIR] [--protocol mstcn|asformer]
 
 Predictions: one file per video in ``P``, named ``<vid>`` or ``<vid>.txt``, in MS-TCN results format
 (header line, then space-separated labels) or ground-truth format (one label per line), at the
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from streamseg.data.names import unsafe_name_reason
-from streamseg.metrics import OnsetDelay, SegmentationMetrics
+from streamseg.metrics import PROTOCOLS, OnsetDelay, SegmentationMetrics
 from streamseg.metrics.io import LabelFile, LabelFileError, read_ground_truth, read_label_file, read_mapping
 
 DEFAULT_BG = ("background",)  # MS-TCN eval.py's bg_class; ignored silently if no such label exists
@@ -57,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="write the scores as JSON here")
     p.add_argument("--fps", type=float, help="frame rate of the labels: onset delays also in seconds")
     p.add_argument("--plots", type=Path, help="write PNG plots here (per-video bars, confusion, per-class)")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="mstcn",
+                   help="F1 protocol: mstcn (MS-TCN/C2F-TCN eval.py, default) or asformer (MS-TCN++, ASFormer, "
+                        "DiffAct, ASRF eval.py: the final segment ends one frame early); see docs/metrics.md")
     p.set_defaults(func=run)
 
 
@@ -71,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             split_file=args.split_file,
             fps=args.fps,
             plots_dir=args.plots,
+            protocol=args.protocol,
         )
     except (EvaluationInputError, LabelFileError, FileNotFoundError) as e:
         raise SystemExit(f"streamseg evaluate: error: {e}") from None
@@ -197,6 +202,7 @@ def evaluate_dirs(
     split_file: str | os.PathLike | None = None,
     fps: float | None = None,
     plots_dir: str | os.PathLike | None = None,
+    protocol: str = "mstcn",
 ) -> dict:
     """Score every video of a split; returns a JSON-ready dict.
 
@@ -210,10 +216,11 @@ def evaluate_dirs(
         split_file: ``<vid>.txt`` lines; default every ``*.txt`` in ``gt_dir``.
         fps: frame rate of the labels, for onset delays in seconds.
         plots_dir: if given, PNGs: ``videos/<vid>.png``, ``confusion_matrix.png``, ``per_class.png``.
+        protocol: "mstcn" or "asformer" (`streamseg.metrics.tas`), recorded as ``protocol``.
 
     Returns ``acc``, ``edit``, ``f1@10``, ``f1@25``, ``f1@50`` (percent), ``num_videos``,
     ``num_frames``, ``per_class``, ``per_video``, ``onset_delay``, ``truncated`` (videos whose
-    prediction was longer than the GT), ``class_names``, ``bg``, ``mapping``.
+    prediction was longer than the GT), ``class_names``, ``bg``, ``mapping``, ``protocol``.
     Raises :class:`EvaluationInputError` listing every problem (file and line) before scoring.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -250,7 +257,7 @@ def evaluate_dirs(
             errors.append(str(e))
     _check_errors(errors)
 
-    metrics = SegmentationMetrics(len(class_names), bg_ids, class_names)
+    metrics = SegmentationMetrics(len(class_names), bg_ids, class_names, protocol=protocol)
     onset = OnsetDelay(bg_ids, fps)
     truncated = []
     for vid, g, p in labelled:
@@ -265,6 +272,7 @@ def evaluate_dirs(
     result["class_names"] = class_names
     result["bg"] = list(bg_names)
     result["mapping"] = mapping_used
+    result["protocol"] = protocol
     if plots_dir is not None:
         _plot(Path(plots_dir), labelled, metrics, result, class_names, bg_ids, fps)
     return result

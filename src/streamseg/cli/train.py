@@ -42,6 +42,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "-o model.weights=PATH (e.g. an official MS-TCN / MS-TCN++ / ASFormer checkpoint); "
                         "results in <root>/<dataset>/<model>_<exp>/weights_<file stem>/")
     t.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    t.add_argument("--protocol", choices=["mstcn", "asformer"], default="mstcn",
+                   help="F1 protocol: mstcn (MS-TCN/C2F-TCN eval.py, default) or asformer (MS-TCN++, ASFormer, "
+                        "DiffAct, ASRF eval.py: the final segment ends one frame early); see docs/metrics.md")
     add_telegram_args(t, preview=False)
     t.set_defaults(func=run_test)
 
@@ -56,7 +59,8 @@ def _test_weights(args: argparse.Namespace, configs, params, exp_dir: Path) -> i
     weights = getattr(params.model, "weights", None)
     out = exp_dir / f"weights_{Path(weights).stem if weights else 'none'}"
     try:
-        metrics = test_weights(configs, params, out, _accelerator(args.accelerator), extra_callbacks=_telegram(args))
+        metrics = test_weights(configs, params, out, _accelerator(args.accelerator), extra_callbacks=_telegram(args),
+                               protocol=args.protocol)
     except (ConfigError, DataError, WeightsError) as e:
         raise SystemExit(f"error: {e}") from None
     write_json(out / "metrics.json", metrics)
@@ -178,7 +182,7 @@ def run_test(args: argparse.Namespace) -> int:
 
     try:
         metrics = test_checkpoint(configs, run_path, ckpt, _accelerator(args.accelerator), args.override,
-                                  extra_callbacks=_telegram(args))
+                                  extra_callbacks=_telegram(args), protocol=args.protocol)
     except (ConfigError, DataError, CheckpointError, WeightsError) as e:
         raise SystemExit(f"error: {e}") from None
     write_json(run_path / "metrics.json", metrics)

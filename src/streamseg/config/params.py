@@ -44,7 +44,16 @@ class TrainParams:
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
     details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
-    vary between videos become dynamic after the first recompilation).
+    vary between videos become dynamic after the first recompilation; stream batches keep one shape, and
+    the number of graphs compiled is in metrics.json, ``train_throughput.compiled_graphs``).
+    activation_checkpointing: recompute the frame encoder's block activations in the backward pass instead
+    of keeping them (TSM encoders; `streamseg.models.set_activation_checkpointing`): less memory for bigger
+    batches, about one more encoder forward pass of compute. shuffle: the order of the training
+    videos (whole-video features): "seeded" (a permutation drawn from (seed, epoch)) or "python" (the official
+    MS-TCN / MS-TCN++ / ASFormer BatchGenerator: the split file's order shuffled with Python's
+    ``random.shuffle`` under ``random.seed(seed)`` once before the first epoch and once more, in place,
+    before each next one) or "asformer" (ASFormer's BatchGenerator: before each shuffle it re-seeds Python's
+    random with ``random.randint(0, 100)``), so a run can be compared with the official code step by step.
 
     Optimiser, schedule and early stopping (`streamseg.engine.schedules`; every recipe honours them):
     optimizer: "adam" (default), "adamw" (decoupled weight decay) or "sgd"; lr and weight_decay apply to all
@@ -81,6 +90,8 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
+    activation_checkpointing: bool = False
+    shuffle: Literal["seeded", "python", "asformer"] = "seeded"
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = 0.9
     nesterov: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,6 +15,38 @@ from streamseg.data.layout import DEFAULT_LENGTH_TOLERANCE, TASLayout
 IGNORE_INDEX = -100
 """Label of padded frames; `torch.nn.functional.cross_entropy`'s default ``ignore_index``."""
 
+Pooling = Literal["subsample", "max"]
+"""How ``sample_rate`` frames become one: ``"subsample"`` keeps the first of each group (MS-TCN's
+``[::sample_rate]``); ``"max"`` takes each feature's maximum over the group and the group's most frequent
+label, ties going to the smallest class id (C2F-TCN's ``dataset.py``/``testtime_dataset.py``: ``np.max``
+over the group, ``np.unique`` + ``argmax`` of the counts). Groups start at frame 0; the last one may be
+shorter."""
+
+
+def pool_features(features: np.ndarray, rate: int, pooling: Pooling = "subsample") -> np.ndarray:
+    """(D, T) -> (D, ceil(T / rate)) float32, one column per group of ``rate`` frames (see `Pooling`)."""
+    if rate < 1:
+        raise ValueError(f"sample_rate must be >= 1, got {rate}")
+    if pooling == "subsample" or rate == 1:
+        return np.array(features[:, ::rate], dtype=np.float32, order="C")
+    if pooling != "max":
+        raise ValueError(f"pooling must be 'subsample' or 'max', got {pooling!r}")
+    dim, length = features.shape
+    groups = -(-length // rate)
+    padded = np.full((dim, groups * rate), -np.inf, dtype=np.float32)  # -inf never wins a max
+    padded[:, :length] = features
+    return np.ascontiguousarray(padded.reshape(dim, groups, rate).max(axis=2))
+
+
+def pool_labels(labels: np.ndarray, rate: int, pooling: Pooling = "subsample") -> np.ndarray:
+    """(T,) int64 -> (ceil(T / rate),): the first label of each group, or its most frequent one (``"max"``)."""
+    if pooling == "subsample" or rate == 1:
+        return labels[::rate].copy()
+    out = np.empty(-(-len(labels) // rate), dtype=np.int64)
+    for g, start in enumerate(range(0, len(labels), rate)):
+        out[g] = np.bincount(labels[start:start + rate]).argmax()  # argmax: the first (smallest) of ties
+    return out
+
 
 class FeatureVideoDataset(Dataset):
     """One video per item, features and labels of a `TASLayout`.
@@ -21,9 +54,11 @@ class FeatureVideoDataset(Dataset):
     Item::
 
         {"name": str,
-         "features": float32 (D, T') = features[:, ::sample_rate],
-         "labels": int64 (T') = labels[::sample_rate],
-         "full_labels": int64 (T) at the original frame rate (what predictions are scored against)}
+         "index": int, the video's position in ``names`` (its split's order),
+         "features": float32 (D, T') = features[:, ::sample_rate] (or pooled, see ``pooling``),
+         "labels": int64 (T') = labels[::sample_rate] (or each group's most frequent label),
+         "full_labels": int64 (T) at the original frame rate (what predictions are scored against),
+         "rate_features": [float32 (D, ceil(T / r)) for r in test_rates] (only with ``test_rates``)}
 
     with T' = ceil(T / sample_rate). When the feature and label files differ in length by at most
     ``length_tolerance`` frames, both are cropped to the shorter, T = min(T_features, T_labels): the
@@ -35,16 +70,24 @@ class FeatureVideoDataset(Dataset):
         names: the videos, e.g. ``layout.split_names("train", 1)``.
         sample_rate: keep every ``sample_rate``-th frame (MS-TCN uses 2 on 50Salads: 30 -> 15 fps).
         length_tolerance: largest accepted ``abs(T_features - T_labels)`` in frames.
+        pooling: how a group of ``sample_rate`` frames becomes one (`Pooling`).
+        test_rates: also give the features pooled at each of these rates (test-time augmentation over
+            sample rates, C2F-TCN's ``testtime_dataset.py``); empty: none.
     """
 
     def __init__(self, layout: TASLayout, names: Sequence[str], sample_rate: int = 1,
-                 length_tolerance: int = DEFAULT_LENGTH_TOLERANCE) -> None:
-        if sample_rate < 1:
-            raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
+                 length_tolerance: int = DEFAULT_LENGTH_TOLERANCE, pooling: Pooling = "subsample",
+                 test_rates: Sequence[int] = ()) -> None:
+        if sample_rate < 1 or any(r < 1 for r in test_rates):
+            raise ValueError(f"sample_rate and test_rates must be >= 1, got {sample_rate} and {tuple(test_rates)}")
+        if pooling not in ("subsample", "max"):
+            raise ValueError(f"pooling must be 'subsample' or 'max', got {pooling!r}")
         self.layout = layout
         self.names = list(names)
         self.sample_rate = sample_rate
         self.length_tolerance = length_tolerance
+        self.pooling = pooling
+        self.test_rates = tuple(test_rates)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -61,14 +104,19 @@ class FeatureVideoDataset(Dataset):
                 f"(|difference| > tolerance {self.length_tolerance})",
             )
         labels = labels[:num_frames]
-        # np.array copies: the memory map is read-only and must not stay open under the tensor.
-        sampled = np.array(features[:, :num_frames:self.sample_rate], dtype=np.float32, order="C")
-        return {
+        features = features[:, :num_frames]
+        # pool_features copies: the memory map is read-only and must not stay open under the tensor.
+        item = {
             "name": name,
-            "features": torch.from_numpy(sampled),
-            "labels": torch.from_numpy(labels[::self.sample_rate].copy()),
+            "index": index,
+            "features": torch.from_numpy(pool_features(features, self.sample_rate, self.pooling)),
+            "labels": torch.from_numpy(pool_labels(labels, self.sample_rate, self.pooling)),
             "full_labels": torch.from_numpy(labels),
         }
+        if self.test_rates:
+            item["rate_features"] = [torch.from_numpy(pool_features(features, r, self.pooling))
+                                     for r in self.test_rates]
+        return item
 
 
 def collate_videos(items: Sequence[dict]) -> dict:
@@ -80,8 +128,9 @@ def collate_videos(items: Sequence[dict]) -> dict:
          "labels": int64 (B, T), IGNORE_INDEX (-100) after each video's end,
          "mask": float32 (B, T), 1 on real frames and 0 on padding,
          "lengths": int64 (B,) real frames T' per video,
-         "names": list[str] (B),
-         "full_labels": list of int64 (T_b,) tensors at the original frame rate}
+         "names": list[str] (B), "indices": list[int] (B) the items' "index",
+         "full_labels": list of int64 (T_b,) tensors at the original frame rate,
+         "rate_features": list (B) of the items' lists, when the items have them}
     """
     if not items:
         raise ValueError("collate_videos needs at least one item")
@@ -90,9 +139,12 @@ def collate_videos(items: Sequence[dict]) -> dict:
     device = items[0]["features"].device  # preloaded on the GPU: batch there too
     if batch == 1:  # nothing to pad: no copy (a preloaded video is used in place)
         item = items[0]
-        return {"features": item["features"][None], "labels": item["labels"][None],
-                "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,
-                "names": [item["name"]], "full_labels": [item["full_labels"]]}
+        out = {"features": item["features"][None], "labels": item["labels"][None],
+               "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,
+               "names": [item["name"]], "full_labels": [item["full_labels"]], "indices": [item.get("index", 0)]}
+        if "rate_features" in item:
+            out["rate_features"] = [item["rate_features"]]
+        return out
     features = torch.zeros(batch, dim, longest, dtype=torch.float32, device=device)
     labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long, device=device)
     mask = torch.zeros(batch, longest, dtype=torch.float32, device=device)
@@ -101,11 +153,15 @@ def collate_videos(items: Sequence[dict]) -> dict:
         features[b, :, :n] = item["features"]
         labels[b, :n] = item["labels"]
         mask[b, :n] = 1.0
-    return {
+    out = {
         "features": features,
         "labels": labels,
         "mask": mask,
         "lengths": lengths,
         "names": [item["name"] for item in items],
         "full_labels": [item["full_labels"] for item in items],
+        "indices": [item.get("index", 0) for item in items],
     }
+    if "rate_features" in items[0]:
+        out["rate_features"] = [item["rate_features"] for item in items]
+    return out

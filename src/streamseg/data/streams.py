@@ -35,6 +35,8 @@ Batch (``StreamBatcher`` with ``sample_shape=(C, H, W)`` for frames or ``(D,)`` 
     start    int64 (B,), index of the chunk's first sampled frame within its video (-1 empty)
     full_length int64 (B,), the video's length at the original frame rate (0 empty)
     step     int, the batch's index within the epoch
+    aug      float64 (B, 6), only with ``augment_params``: each slot's per-video augmentation draw
+             (`streamseg.data.augment.AUGMENT_FIELDS`; the identity for empty slots), applied on the device
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from streamseg.data.augment import IDENTITY
 from streamseg.data.errors import DataError
 from streamseg.data.features import IGNORE_INDEX  # -100: torch's cross_entropy default ignore_index
 from streamseg.data.video import FrameSource
@@ -180,6 +183,9 @@ class StreamBatcher(IterableDataset):
             applied to every chunk of that video: ``uint8 (n, 3, H, W) -> (n, C, H', W')`` uint8 or
             float in [0, 1]; draw the crop/flip/colour parameters from ``rng`` when the factory runs, so
             that a video keeps one augmentation throughout.
+        augment_params: instead of ``augment_factory`` (device augmentation): ``augment_params(rng)`` is
+            called once per video and epoch with the same generator and returns that video's float64
+            parameter row, yielded as ``aug`` for every chunk of it; frames travel unaugmented.
         mean, std: per-channel normalisation of frames on the [0, 1] scale (None: leave v/255).
         uint8_frames: yield frames as uint8 (4x less memory to move; call `normalize_frames` on device).
     """
@@ -198,6 +204,7 @@ class StreamBatcher(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         augment_factory: Callable[[np.random.Generator], Augment] | None = None,
+        augment_params: Callable[[np.random.Generator], np.ndarray] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         uint8_frames: bool = False,
@@ -221,6 +228,9 @@ class StreamBatcher(IterableDataset):
             raise ValueError(f"StreamBatcher: {len(mean)} mean/std values for {sample_shape[0]} channels")
         if seed < 0:
             raise ValueError(f"StreamBatcher: seed must be >= 0, got {seed}")
+        if augment_factory is not None and augment_params is not None:
+            raise ValueError("StreamBatcher: give augment_factory (augment in the workers) or augment_params "
+                             "(augment on the device), not both")
         names = [v.name for v in videos]
         if len(set(names)) != len(names):
             raise ValueError(f"StreamBatcher: duplicate video names {sorted({n for n in names if names.count(n) > 1})}")
@@ -229,7 +239,7 @@ class StreamBatcher(IterableDataset):
         self.sample_shape = tuple(sample_shape)
         self.shuffle, self.longest_first, self.seed = shuffle, longest_first, seed
         self.rank, self.world_size = rank, world_size
-        self.augment_factory = augment_factory
+        self.augment_factory, self.augment_params = augment_factory, augment_params
         self.mean, self.std, self.uint8_frames = mean, std, uint8_frames
         if mean is not None:  # (C, 1, 1, 1), broadcast over (C, n, H, W)
             self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1)
@@ -289,7 +299,7 @@ class StreamBatcher(IterableDataset):
         """Yield one (part of a) batch per step for the given local slots, decoding only their videos."""
         runs, num_steps = self.plan()
         queues = {s: [r for r in runs if r.rank == self.rank and r.slot == s] for s in slots}  # by first_step
-        playing: dict[int, tuple[SlotRun, FrameSource, Augment | None]] = {}
+        playing: dict[int, tuple[SlotRun, FrameSource, Augment | np.ndarray | None]] = {}
         ring: list[dict] = []
         try:
             for step in range(num_steps):
@@ -319,7 +329,7 @@ class StreamBatcher(IterableDataset):
             for _, source, _ in playing.values():
                 source.close()
 
-    def _start(self, run: SlotRun) -> tuple[FrameSource, Augment | None]:
+    def _start(self, run: SlotRun) -> tuple[FrameSource, Augment | np.ndarray | None]:
         video = self.videos[run.video]
         source = video.open()
         if getattr(source, "sample_rate", self.sample_rate) != self.sample_rate:
@@ -329,8 +339,11 @@ class StreamBatcher(IterableDataset):
                 f"the batcher every {self.sample_rate}; build the source with sample_rate={self.sample_rate}"
             )
         augment = None
+        rng = np.random.default_rng([self.seed, self.epoch, run.video])
         if self.augment_factory is not None:
-            augment = self.augment_factory(np.random.default_rng([self.seed, self.epoch, run.video]))
+            augment = self.augment_factory(rng)
+        elif self.augment_params is not None:
+            augment = np.asarray(self.augment_params(rng), dtype=np.float64)
         return source, augment
 
     def _empty_part(self, slots: list[int], step: int) -> dict:
@@ -345,6 +358,8 @@ class StreamBatcher(IterableDataset):
                 "names": [None] * m, "index": torch.empty(m, dtype=torch.int64),
                 "start": torch.empty(m, dtype=torch.int64), "full_length": torch.empty(m, dtype=torch.int64),
                 "slots": torch.tensor(slots, dtype=torch.int64)}
+        if self.augment_params is not None:
+            part["aug"] = torch.empty((m, len(IDENTITY.as_row())), dtype=torch.float64)
         return self._clear_part(part, step)
 
     @staticmethod
@@ -360,11 +375,15 @@ class StreamBatcher(IterableDataset):
         part["start"].fill_(-1)
         part["full_length"].zero_()
         part["names"] = [None] * len(part["names"])
+        if "aug" in part:
+            part["aug"].copy_(torch.from_numpy(IDENTITY.as_row()))
         part["step"] = step
         return part
 
-    def _fill(self, part: dict, i: int, run: SlotRun, chunk: int, source: FrameSource, augment: Augment | None) -> None:
-        """Read chunk ``chunk`` of ``run``'s video into row ``i`` of ``part``."""
+    def _fill(self, part: dict, i: int, run: SlotRun, chunk: int, source: FrameSource,
+              augment: Augment | np.ndarray | None) -> None:
+        """Read chunk ``chunk`` of ``run``'s video into row ``i`` of ``part``; ``augment`` is the worker's
+        augmentation, or the video's parameter row for the device (``augment_params``)."""
         video = self.videos[run.video]
         start = chunk * self.chunk_size
         n = min(self.chunk_size, self.num_samples[run.video] - start)
@@ -376,7 +395,9 @@ class StreamBatcher(IterableDataset):
                 f"video {video.name!r} ended after {start + data.shape[0]} sampled frames; its {video.length} "
                 f"labels need {self.num_samples[run.video]} (= ceil({video.length} / sample_rate {self.sample_rate}))",
             )
-        if augment is not None:
+        if isinstance(augment, np.ndarray):
+            part["aug"][i] = torch.from_numpy(augment)
+        elif augment is not None:
             data = augment(data)
         if tuple(data.shape[1:]) != self.sample_shape:
             shape = tuple(data.shape[1:])
@@ -412,7 +433,9 @@ def _merge(parts: list[dict], copy: bool = False) -> dict:
     out a part's own tensors (ring parts are refilled by their worker)."""
     parts = sorted(parts, key=lambda p: int(p["slots"][0]))
     batch = {"step": parts[0]["step"], "names": [n for p in parts for n in p["names"]]}
-    for key in ("x", "labels", "mask", "reset", "last", "index", "start", "full_length"):
+    for key in ("x", "labels", "mask", "reset", "last", "index", "start", "full_length", "aug"):
+        if key not in parts[0]:
+            continue
         if len(parts) == 1:
             batch[key] = parts[0][key].clone() if copy else parts[0][key]
         else:

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from streamseg.data.errors import DataError
-from streamseg.data.synth_render import encode_mp4, render_frames
+from streamseg.data.synth_render import camera_frames, encode_h264, encode_mp4, render_frames
 
 GENERATOR_VERSION = 1
 """Bump when the generated data changes for the same spec, so `ensure` regenerates old copies."""
@@ -134,7 +134,10 @@ class SynthSpec:
     num_videos: videos in total, activities round-robin (>= 3: train, val and test get one at least).
     seed: master seed. feature_dim: D of ``features/<vid>.npy``. height, width, fps: of
     ``Videos/<vid>.mp4`` (H, W even). min_frames, max_frames: every video's length T is forced into this
-    range by rescaling all its durations. with_videos: also render and encode the mp4 files.
+    range by rescaling all its durations. with_videos: also render and encode the mp4 files. camera: draw
+    the videos camera-like (`streamseg.data.synth_render.camera_frames`: textured scene, panning and shaking
+    camera, sensor noise; H.264) instead of glyphs on a flat backdrop (MPEG-4 Part 2); same labels, same
+    features, e.g. at 320x240 or 1280x720 to measure real decoding cost.
     """
 
     num_videos: int = 40
@@ -146,6 +149,7 @@ class SynthSpec:
     min_frames: int = 200
     max_frames: int = 600
     with_videos: bool = True
+    camera: bool = False
 
     def __post_init__(self) -> None:
         if self.num_videos < 3:
@@ -286,6 +290,22 @@ def make_frames(latent: VideoLatent, spec: SynthSpec) -> np.ndarray:
     return render_frames(latent.appearance, latent.phase, jitter, APPEARANCES, backdrop, spec.height, spec.width)
 
 
+def write_video(path: Path, latent: VideoLatent, spec: SynthSpec) -> None:
+    """Render and encode one video of the spec."""
+    if not spec.camera:
+        encode_mp4(path, make_frames(latent, spec), spec.fps)
+        return
+    rng = np.random.default_rng([spec.seed, 4, latent.index])
+    jitter = latent.slow[:, :3] / SLOW_STD
+    chunks = camera_frames(latent.appearance, latent.phase, jitter, APPEARANCES, spec.height, spec.width, rng)
+    encode_h264(path, chunks, spec.height, spec.width, spec.fps)
+
+
+def _write_video_job(out: Path, index: int, spec: SynthSpec) -> None:
+    latent = sample_video(index, spec)
+    write_video(out / "Videos" / f"{latent.name}.mp4", latent, spec)
+
+
 def split_videos(names: Sequence[str], spec: SynthSpec) -> dict[str, list[str]]:
     """train / val / test names, 60 / 15 / 25 % with each activity spread evenly over the three."""
     rng = np.random.default_rng([spec.seed, 3])
@@ -315,7 +335,7 @@ def _read_manifest(root: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _write_dataset(out: Path, spec: SynthSpec) -> None:
+def _write_dataset(out: Path, spec: SynthSpec, jobs: int = 1) -> None:
     for sub in ("features", "groundTruth", "splits") + (("Videos",) if spec.with_videos else ()):
         (out / sub).mkdir(parents=True)
     (out / "mapping.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(CLASSES)), encoding="utf-8")
@@ -327,8 +347,16 @@ def _write_dataset(out: Path, spec: SynthSpec) -> None:
         labels_text = "".join(CLASSES[c] + "\n" for c in latent.labels)
         (out / "groundTruth" / f"{latent.name}.txt").write_text(labels_text, encoding="utf-8")
         np.save(out / "features" / f"{latent.name}.npy", make_features(latent, spec))
-        if spec.with_videos:
-            encode_mp4(out / "Videos" / f"{latent.name}.mp4", make_frames(latent, spec), spec.fps)
+        if spec.with_videos and jobs <= 1:
+            write_video(out / "Videos" / f"{latent.name}.mp4", latent, spec)
+    if spec.with_videos and jobs > 1:  # video i depends on (spec, i) only: the same files in any order
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a forked child of a process that has used torch's thread pools can deadlock
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_write_video_job, [out] * spec.num_videos, range(spec.num_videos),
+                          [spec] * spec.num_videos))
     for split, members in split_videos(names, spec).items():
         (out / "splits" / f"{split}.split1.bundle").write_text("".join(f"{n}.txt\n" for n in members),
                                                                 encoding="utf-8")
@@ -342,14 +370,14 @@ def _matches(root: Path, spec: SynthSpec) -> bool:
     return manifest is not None and all(manifest.get(k) == v for k, v in _manifest(spec).items())
 
 
-def _generate(root: Path, spec: SynthSpec, keep_matching: bool) -> Path:
+def _generate(root: Path, spec: SynthSpec, keep_matching: bool, jobs: int = 1) -> Path:
     if root.exists() and not (root / MANIFEST).is_file() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(root, f"exists and is not a synthetic dataset (no {MANIFEST}); refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = root.parent / f".{root.name}.tmp-{token}"
     try:
-        _write_dataset(tmp, spec)
+        _write_dataset(tmp, spec, jobs)
         if keep_matching and _matches(root, spec):  # another process finished first
             return root
         old = root.parent / f".{root.name}.old-{token}"
@@ -367,17 +395,18 @@ def _generate(root: Path, spec: SynthSpec, keep_matching: bool) -> Path:
     return root
 
 
-def generate(root: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
+def generate(root: str | Path, spec: SynthSpec = SynthSpec(), jobs: int = 1) -> Path:
     """(Re)generate the dataset at ``root``; returns ``root``.
 
     Writes into a temporary sibling directory and renames it into place at the end, so ``root`` is
     never half-written. Refuses (`DataError`) to replace a non-empty directory that has no
-    ``synth.json`` manifest, i.e. that this module did not make.
+    ``synth.json`` manifest, i.e. that this module did not make. ``jobs`` > 1 renders videos in that many
+    processes (the files are the same).
     """
-    return _generate(Path(root), spec, keep_matching=False)
+    return _generate(Path(root), spec, keep_matching=False, jobs=jobs)
 
 
-def ensure(root: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
+def ensure(root: str | Path, spec: SynthSpec = SynthSpec(), jobs: int = 1) -> Path:
     """Return ``root``, generating the dataset first if it is missing or was made from another spec
     (or generator version). Safe to call from several processes at once."""
     root = Path(root)
@@ -388,4 +417,4 @@ def ensure(root: str | Path, spec: SynthSpec = SynthSpec()) -> Path:
     what = f"{spec.num_videos} videos" + (" with mp4 files" if spec.with_videos else ", features only")
     print(f"streamseg: writing the synthetic dataset ({what}) to {root.resolve()} (once; reused afterwards)",
           file=sys.stderr, flush=True)
-    return _generate(root, spec, keep_matching=True)
+    return _generate(root, spec, keep_matching=True, jobs=jobs)

@@ -84,7 +84,8 @@ def _mask(shape: Shape, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 def render_frames(appearance: np.ndarray, phase: np.ndarray, jitter: np.ndarray, appearance_names: list[str],
-                  backdrop: tuple[int, int, int], height: int, width: int) -> np.ndarray:
+                  backdrop: tuple[int, int, int], height: int, width: int,
+                  background: np.ndarray | None = None) -> np.ndarray:
     """Draw a video from its latent.
 
     Args:
@@ -93,6 +94,7 @@ def render_frames(appearance: np.ndarray, phase: np.ndarray, jitter: np.ndarray,
         jitter: float (T, 3) slow noise (about unit variance): brightness, x and y offsets.
         appearance_names: names of `GLYPHS` in appearance-index order.
         backdrop: RGB colour of the empty scene.
+        background: uint8 (T, H, W, 3) scene behind the glyphs instead of the flat backdrop (camera style).
     Returns:
         uint8 (T, H, W, 3) RGB frames.
     """
@@ -104,7 +106,10 @@ def render_frames(appearance: np.ndarray, phase: np.ndarray, jitter: np.ndarray,
         return np.clip(np.asarray(colour) * brightness[span], 0, 255).astype(np.uint8)[:, None, None, :]
 
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
-    frames[:] = shade(backdrop, slice(None))
+    if background is None:
+        frames[:] = shade(backdrop, slice(None))
+    else:
+        frames[:] = np.clip(background * brightness[:, :, None, None].astype(np.float32), 0, 255)
     ys = ((np.arange(height, dtype=np.float32) + 0.5) / height)[None, :, None]  # (1, H, 1)
     xs = ((np.arange(width, dtype=np.float32) + 0.5) / width)[None, None, :]  # (1, 1, W)
     # Draw run by run (maximal equal-appearance stretches): each is a view, nothing is copied.
@@ -144,3 +149,66 @@ def encode_mp4(path: str | Path, frames: np.ndarray, fps: int) -> None:
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush delayed packets
+
+
+# camera style: a textured scene seen by a slowly panning, shaking camera with sensor noise, H.264
+CAMERA_PAN = 0.25
+"""The scene is (1 + CAMERA_PAN) times the frame in each direction; the camera sweeps across that margin."""
+CAMERA_NOISE = 4.0
+"""Std of the per-pixel sensor noise (0..255 scale)."""
+CAMERA_CHUNK = 32  # frames rendered and encoded at a time: about 0.4 GB of float32 at 1280x720
+
+
+def camera_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (H', W', 3) scene ``(1 + CAMERA_PAN)`` times the frame: colour blobs at three scales (coarse
+    layout, medium objects, fine grain), like a cluttered kitchen counter out of focus."""
+    h, w = int(height * (1 + CAMERA_PAN)) + 2, int(width * (1 + CAMERA_PAN)) + 2
+    scene = np.full((h, w, 3), 110.0, np.float32)
+    for cells, amplitude in ((4, 50.0), (24, 30.0), (max(h // 6, 8), 12.0)):
+        # mostly brightness, a little colour: surfaces, not confetti
+        low = rng.normal(0.0, amplitude, (cells + 1, cells + 1, 1)) + rng.normal(0.0, amplitude / 4, (cells + 1, cells + 1, 3))
+        low = low.astype(np.float32)
+        ys = np.linspace(0, cells, h, dtype=np.float32)
+        xs = np.linspace(0, cells, w, dtype=np.float32)
+        y0, x0 = np.minimum(ys.astype(int), cells - 1), np.minimum(xs.astype(int), cells - 1)
+        fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+        top = low[y0][:, x0] * (1 - fx) + low[y0][:, x0 + 1] * fx
+        bottom = low[y0 + 1][:, x0] * (1 - fx) + low[y0 + 1][:, x0 + 1] * fx
+        scene += top * (1 - fy) + bottom * fy
+    return np.clip(scene, 0, 255).astype(np.uint8)
+
+
+def camera_frames(appearance: np.ndarray, phase: np.ndarray, jitter: np.ndarray, appearance_names: list[str],
+                  height: int, width: int, rng: np.random.Generator):
+    """Yield uint8 (n, H, W, 3) chunks of a camera-style video: the glyphs of `render_frames` (same latent,
+    same labels) over `camera_texture`, the camera panning along a slow Lissajous path plus the slow noise
+    as shake, and sensor noise on top."""
+    scene = camera_texture(height, width, rng)
+    room_y, room_x = scene.shape[0] - height - 1, scene.shape[1] - width - 1
+    t = np.arange(len(appearance), dtype=np.float64)
+    py = np.clip(0.5 + 0.4 * np.sin(t / 97.0 + rng.uniform(0, 6.3)) + 0.05 * jitter[:, 2], 0, 1)
+    px = np.clip(0.5 + 0.4 * np.sin(t / 61.0 + rng.uniform(0, 6.3)) + 0.05 * jitter[:, 1], 0, 1)
+    oy, ox = np.round(py * room_y).astype(int), np.round(px * room_x).astype(int)
+    noise = rng.normal(0.0, CAMERA_NOISE, (8, height, width, 3)).astype(np.float32)  # a bank, cycled
+    for start in range(0, len(appearance), CAMERA_CHUNK):
+        span = slice(start, min(start + CAMERA_CHUNK, len(appearance)))
+        background = np.stack([scene[y : y + height, x : x + width] for y, x in zip(oy[span], ox[span])])
+        frames = render_frames(appearance[span], phase[span], jitter[span], appearance_names, (0, 0, 0),
+                               height, width, background=background)
+        noisy = frames + noise[rng.integers(0, len(noise), len(frames))]
+        yield np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def encode_h264(path: str | Path, chunks, height: int, width: int, fps: int) -> None:
+    """Write uint8 (n, H, W, 3) RGB chunks to an H.264 (libx264, yuv420p, CRF 23, veryfast) ``.mp4``: what
+    cameras and phones record, so decoding costs what real footage costs."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for chunk in chunks:
+            for frame in chunk:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())

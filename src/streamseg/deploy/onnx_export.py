@@ -29,6 +29,7 @@ Small models agree to ~1e-7.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,6 +84,10 @@ class StreamingStep(nn.Module):
         return (logits[-1], *new_state)
 
 
+# every state input shares the one "batch" dimension on purpose; the exporter says it keeps one name for it
+_SHARED_BATCH_AXIS = r".*The axis name: batch will not be used.*"
+
+
 def export_onnx(net: nn.Module, meta: DeployMeta, out: str | Path, *, check: bool = True,
                 atol: float = ATOL, rtol: float = RTOL) -> tuple[Path, Path]:
     """Write ``out`` (.onnx) and its metadata (``out`` with suffix .json); return both paths.
@@ -105,12 +110,15 @@ def export_onnx(net: nn.Module, meta: DeployMeta, out: str | Path, *, check: boo
     names_in, names_out = meta.state_names()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.no_grad(), _size_oblivious():
+        with torch.no_grad(), _size_oblivious(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SHARED_BATCH_AXIS)
             program = torch.onnx.export(StreamingStep(net).eval(), (x, *state), dynamo=True, dynamic_shapes=dynamic,
                                         verbose=False, input_names=["x", *names_in], output_names=["logits", *names_out])
     except Exception as e:  # torch.export raises many types; all mean "this model cannot be traced"
         raise ExportError(_explain(net, e)) from e
-    program.save(str(out))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SHARED_BATCH_AXIS)
+        program.save(str(out))
     meta.onnx = out.name
     meta.opset = _opset(out)
     meta_path = meta_path_for(out)

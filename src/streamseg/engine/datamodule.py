@@ -7,6 +7,7 @@ same videos every run). With no validation videos, `best.ckpt` is the last epoch
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -32,6 +33,12 @@ class TASDatasetParams:
     preload: keep decoded feature videos in RAM (`memory`) or on the GPU (`device`) after first use.
     features_dir: the folder under `root` holding `<video>.npy` (e.g. `features_s3d`, written by
     `streamseg extract`), so several feature sets can sit side by side.
+    pooling: how `sample_rate` feature frames become one: `subsample` (the first; MS-TCN) or `max` (each
+    feature's maximum over the group, the group's most frequent label: C2F-TCN). test_rates /
+    test_rate_weights: test-time augmentation over sample rates (C2F-TCN's eval.py): validation and test
+    videos are also pooled at each rate, the model runs on each, its last stage's class probabilities
+    (softmax) are repeated back to the original frame rate and averaged with these weights (empty: equal
+    weights), and the prediction is the argmax. Empty `test_rates`: off (features only).
     """
 
     root: str = "data"
@@ -45,15 +52,24 @@ class TASDatasetParams:
     input: Literal["features", "video"] = "features"
     frame_size: tuple[int, ...] = (224, 224)
     augment: bool = True
+    # Where video frames are resized, augmented and normalised: "cpu" (decode workers resize to frame_size
+    # and augment; the reference), or on the training device from native-size uint8 frames that the workers
+    # ship as RGB ("device-rgb") or as the decoder's I420 planes ("device-i420", no colour conversion on
+    # the CPU); all videos of the dataset must then share one frame size (data/augment.py).
+    preprocess: Literal["cpu", "device-rgb", "device-i420"] = "cpu"
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
     preload: Literal["none", "memory", "device"] = "none"
     features_dir: str = "features"
+    pooling: Literal["subsample", "max"] = "subsample"
+    test_rates: tuple[int, ...] = ()
+    test_rate_weights: tuple[float, ...] = ()
 
 
 @dataclass
 class DatasetInfo:
-    """What models and metrics need to know about a dataset."""
+    """What models and metrics need to know about a dataset (`test_rates`, `test_rate_weights`: see
+    `TASDatasetParams`; the weights are filled in, one per rate)."""
 
     name: str
     class_names: list[str]
@@ -61,6 +77,8 @@ class DatasetInfo:
     in_channels: int
     fps: float
     sample_rate: int
+    test_rates: tuple[int, ...] = ()
+    test_rate_weights: tuple[float, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -85,13 +103,29 @@ def split_names(layout: TASLayout, split: int, val_fraction: float, seed: int, s
 
 
 def dataset_info(
-    layout: TASLayout, name: str, bg_classes: Sequence[str], in_channels: int, fps: float, sample_rate: int, root: str
+    layout: TASLayout, name: str, bg_classes: Sequence[str], in_channels: int, fps: float, sample_rate: int, root: str,
+    test_rates: Sequence[int] = (), test_rate_weights: Sequence[float] = (),
 ) -> DatasetInfo:
     classes = list(layout.classes)
     missing = [b for b in bg_classes if b not in classes]
     if missing:
         raise ValueError(f"{root}/mapping.txt: background classes {missing} (data.bg_classes) are not in the mapping")
-    return DatasetInfo(name, classes, [classes.index(b) for b in bg_classes], in_channels, fps, sample_rate)
+    rates, weights = check_test_rates(test_rates, test_rate_weights)
+    return DatasetInfo(name, classes, [classes.index(b) for b in bg_classes], in_channels, fps, sample_rate,
+                       rates, weights)
+
+
+def check_test_rates(rates: Sequence[int], weights: Sequence[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """`data.test_rates` and `data.test_rate_weights` checked, the weights filled in (1 each when empty)."""
+    rates, weights = tuple(int(r) for r in rates), tuple(float(w) for w in weights)
+    if any(r < 1 for r in rates):
+        raise ConfigError(f"data.test_rates must be >= 1, got {rates}")
+    if not weights:
+        weights = (1.0,) * len(rates)
+    if len(weights) != len(rates) or (rates and sum(weights) <= 0) or any(w < 0 for w in weights):
+        raise ConfigError(f"data.test_rate_weights {weights}: expected one weight >= 0 per rate of "
+                          f"data.test_rates {rates}, with a positive sum")
+    return rates, weights
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -110,6 +144,29 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+class PythonShuffleSampler(EpochShuffleSampler):
+    """The training order of the official MS-TCN / MS-TCN++ batch generators (``batch_gen.py``):
+    ``random.seed(seed)``, the video list shuffled once by ``random.shuffle`` in ``read_data`` and once more,
+    in place, after every epoch (``reset``). Epoch e's order is the list after e + 1 shuffles, recomputed
+    from (seed, epoch) alone, so a resumed run keeps it.
+
+    ``reseed=True``: ASFormer's ``batch_gen.py`` ``my_shuffle``: each shuffle first draws
+    ``r = random.randint(0, 100)``, then shuffles after ``random.seed(r)`` (it re-seeds with r before
+    shuffling its two parallel lists as well, so the stream then continues from seed r after one shuffle)."""
+
+    def __init__(self, n: int, seed: int, reseed: bool = False):
+        super().__init__(n, seed)
+        self.reseed = reseed
+
+    def __iter__(self) -> Iterator[int]:
+        rng, order = random.Random(self.seed), list(range(self.n))
+        for _ in range(self.epoch + 1):
+            if self.reseed:
+                rng.seed(rng.randint(0, 100))
+            rng.shuffle(order)
+        return iter(order)
 
 
 class _CachedItems(torch.utils.data.Dataset):
@@ -154,8 +211,19 @@ class FeatureDataModule(pl.LightningDataModule):
         prepare: Callable[[], object] | None = None,
         preload: str = "none",
         features_dir: str = "features",
+        pooling: str = "subsample",
+        test_rates: Sequence[int] = (),
+        test_rate_weights: Sequence[float] = (),
+        shuffle: str = "seeded",
     ):
         super().__init__()
+        if shuffle not in ("seeded", "python", "asformer"):
+            raise ConfigError(f"train.shuffle must be 'seeded', 'python' or 'asformer', got {shuffle!r}")
+        self.shuffle = shuffle
+        if pooling not in ("subsample", "max"):
+            raise ConfigError(f"data.pooling must be 'subsample' or 'max', got {pooling!r}")
+        self.pooling = pooling
+        self.test_rates, self.test_rate_weights = check_test_rates(test_rates, test_rate_weights)
         if preload not in ("none", "memory", "device"):
             raise ConfigError(f"data.preload must be 'none', 'memory' or 'device', got {preload!r}")
         if preload == "device" and num_workers > 0:
@@ -202,6 +270,10 @@ class FeatureDataModule(pl.LightningDataModule):
             prepare=prepare,
             preload=getattr(p, "preload", "none"),
             features_dir=getattr(p, "features_dir", "features"),
+            pooling=getattr(p, "pooling", "subsample"),
+            test_rates=getattr(p, "test_rates", ()),
+            test_rate_weights=getattr(p, "test_rate_weights", ()),
+            shuffle=train.shuffle,
         )
 
     @property
@@ -209,7 +281,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.setup()
         assert self.layout is not None
         return dataset_info(self.layout, self.name, self.bg_classes, self.layout.feature_dim, self.fps,
-                            self.sample_rate, self.root)
+                            self.sample_rate, self.root, self.test_rates, self.test_rate_weights)
 
     @property
     def has_val(self) -> bool:
@@ -218,7 +290,8 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def _dataset(self, split: str) -> FeatureVideoDataset:
         self.setup()
-        ds = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
+        ds = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate, pooling=self.pooling,
+                                 test_rates=self.test_rates if split != "train" else ())
         if self.preload == "none":
             return ds
         device = None
@@ -231,11 +304,16 @@ class FeatureDataModule(pl.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(ds), self.seed) if shuffle else None,
+            sampler=self._sampler(len(ds)) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=collate_videos,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _sampler(self, n: int) -> EpochShuffleSampler:
+        if self.shuffle == "seeded":
+            return EpochShuffleSampler(n, self.seed)
+        return PythonShuffleSampler(n, self.seed, reseed=self.shuffle == "asformer")
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -69,6 +69,7 @@ class SegmentationModule(pl.LightningModule):
         stream_batches: bool = False,
         grad_clip: float = 0.0,
         nonfinite: str = "stop",
+        loss_takes_chunks: bool = False,
         epoch_schedule: Callable[[torch.optim.Optimizer], Any] | None = None,
     ):
         super().__init__()
@@ -85,6 +86,10 @@ class SegmentationModule(pl.LightningModule):
         # manual optimisation. `loss` must then sum (SegmentationLoss(reduction="sum")); the module
         # divides by the valid frames of the whole truncation window.
         self.stream_batches = stream_batches
+        # stream batches: the loss also gets each slot's video length in chunks (SVTASStreamLoss)
+        self.loss_takes_chunks = loss_takes_chunks
+        if loss_takes_chunks and not stream_batches:
+            raise ValueError("loss_takes_chunks needs stream batches (data.input='video' with train.chunk_size)")
         self.automatic_optimization = not stream_batches
         self.grad_clip = grad_clip
         self._train_state: tuple[Tensor, ...] | None = None
@@ -103,6 +108,7 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"train.chunk_size must be >= 0 and train.tbptt_chunks >= 1, got {chunk_size}, {tbptt_chunks}")
         self.chunk_size, self.tbptt_chunks = chunk_size, tbptt_chunks
         self.predictions_dir: Path | None = None  # set by the runner before testing
+        self.test_protocol = "mstcn"  # F1 protocol of the test scores (runner.test); validation: always mstcn
         self.test_results: dict[str, Any] | None = None
         self._outputs: list[tuple[str, np.ndarray, np.ndarray]] = []
 
@@ -155,7 +161,10 @@ class SegmentationModule(pl.LightningModule):
             self._snapshot_buffers()
         logits, state = self._stream_forward(batch, self._train_state)
         self._train_state = self._teacher_force(state, batch["labels"], batch["mask"].unsqueeze(1))
-        loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
+        if self.loss_takes_chunks:
+            loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"], self._video_chunks(batch))
+        else:
+            loss_sum, parts = self.loss_fn(logits, batch["labels"], batch["mask"])
         w = self._window
         w["loss"] = w.get("loss", 0.0) + loss_sum
         w["frames"] = w.get("frames", 0) + parts["frames"]
@@ -184,6 +193,11 @@ class SegmentationModule(pl.LightningModule):
         self._train_state = tuple(s.detach() for s in self._train_state)
         self._window = {}
         self._log_train(loss.detach(), {}, len(batch["names"]))
+
+    def _video_chunks(self, batch: dict) -> Tensor:
+        """(B,) chunks of each slot's video: ceil(ceil(full_length / sample_rate) / chunk) (0 for an empty slot)."""
+        sampled = -(-batch["full_length"] // self.info.sample_rate)
+        return -(-sampled // batch["x"].shape[2])
 
     def _log_train(self, loss: Tensor, parts: dict, batch_size: int) -> None:
         """Step values (``train/loss``, the loss parts) go to `self.log` only on the steps Lightning writes to
@@ -327,6 +341,11 @@ class SegmentationModule(pl.LightningModule):
     def _collect(self, batch: dict) -> None:
         if self.stream_batches:
             return self._stream_collect(batch)
+        set_indices = getattr(self.net, "set_video_indices", None)  # optional: nets whose sampling seeds per video
+        if set_indices is not None:
+            set_indices(batch.get("indices"))
+        if "rate_features" in batch:
+            return self._collect_rates(batch)
         logits = self(batch["features"], batch["mask"])
         pred = logits[-1].argmax(dim=1).cpu().numpy()  # (B, T) at the sample rate
         for b, name in enumerate(batch["names"]):
@@ -334,6 +353,26 @@ class SegmentationModule(pl.LightningModule):
             gt = batch["full_labels"][b].cpu().numpy()
             full = upsample(pred[b, :n], self.info.sample_rate, len(gt))
             self._outputs.append((name, full, gt))
+
+    def _collect_rates(self, batch: dict) -> None:
+        """Test-time augmentation over sample rates (`DatasetInfo.test_rates`, C2F-TCN's eval.py and
+        testtime_postprocess.py): per video and rate r, the last stage's softmax over classes on the features
+        pooled at r, each column repeated r times and cut to the ground truth's length, averaged with the
+        rate weights; the prediction is the argmax (ties: the first class)."""
+        weights = self.info.test_rate_weights
+        set_indices = getattr(self.net, "set_video_indices", None)
+        for b, name in enumerate(batch["names"]):
+            if set_indices is not None:
+                set_indices(batch["indices"][b:b + 1])
+            gt = batch["full_labels"][b].cpu().numpy()
+            total = None
+            for rate, w, x in zip(self.info.test_rates, weights, batch["rate_features"][b]):
+                x = x.to(self.device)[None]
+                prob = self(x, torch.ones(1, x.shape[-1], device=self.device))[-1, 0].softmax(dim=0)  # (K, T_r)
+                prob = w * prob.repeat_interleave(rate, dim=1)[:, :len(gt)]
+                total = prob if total is None else total + prob
+            pred = (total / sum(weights)).argmax(dim=0).cpu().numpy()
+            self._outputs.append((name, upsample(pred, 1, len(gt)), gt))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect(batch)
@@ -358,8 +397,8 @@ class SegmentationModule(pl.LightningModule):
             unique.setdefault(o[0], o)  # DistributedSampler padding repeats videos: score each once
         return [unique[k] for k in sorted(unique)]
 
-    def _score(self, videos: list[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, Any]:
-        m = SegmentationMetrics(self.info.num_classes, self.info.bg_ids, self.info.class_names)
+    def _score(self, videos: list[tuple[str, np.ndarray, np.ndarray]], protocol: str = "mstcn") -> dict[str, Any]:
+        m = SegmentationMetrics(self.info.num_classes, self.info.bg_ids, self.info.class_names, protocol=protocol)
         for name, pred, gt in videos:
             m.update(pred, gt, name)
         return m.compute() | {"confusion": m.confusion_matrix().tolist()}
@@ -376,7 +415,7 @@ class SegmentationModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         videos = self._gathered()
-        self.test_results = self._score(videos) if videos else None
+        self.test_results = self._score(videos, self.test_protocol) if videos else None
         if self.test_results is not None:
             self.test_results["videos"] = [v[0] for v in videos]
         if self.predictions_dir is not None and self.trainer.is_global_zero:

@@ -13,6 +13,9 @@ Each filter names the exact message and why it is noise here (not a blanket `ign
 * "Your `IterableDataset` has `__len__` defined ... could be inaccurate": the stream batcher splits its
   slots between the loader's workers itself (`data/streams.StreamBatcher.__iter__`) and its length is the
   number of steps every rank yields, so the count is exact.
+* "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided"
+  when a finished run's checkpoint is tested (`streamseg test`, `Run.evaluate`): testing needs none of the
+  training callbacks' state.
 * rich's 'install "ipywidgets" for Jupyter support' (from the progress bar's live display in a notebook):
   without ipywidgets the bar is drawn once per update as text, which is what the example notebooks show.
 The progress bar drops Lightning's `v_num` item (the logger's version string, here `_csv`): the run
@@ -32,6 +35,7 @@ NOISE_WARNINGS = (
     r".*It is recommended to use `self\.log\(.*sync_dist=True\)`.*",
     r'install "ipywidgets" for Jupyter support',
     r"Your `IterableDataset` has `__len__` defined.*",
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",
 )
 
 

@@ -15,9 +15,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from ..config import ConfigError, RunParams
-from ..models import ASRF, ASRFLoss, DiffAct, DiffActLoss, Transeger
+from ..models import ASRF, C2FTCN, ASRFLoss, DiffAct, DiffActLoss, Transeger
 from ..models.asrf import boundary_pos_weight, class_weights
-from ..models.losses import SegmentationLoss
+from ..models.losses import SegmentationLoss, SVTASStreamLoss
 from ..data import TASLayout
 from .datamodule import DatasetInfo, TASDatasetParams, split_names
 from .module import SegmentationModule
@@ -70,19 +70,31 @@ def asformer_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Seg
     )
 
 
+def c2ftcn_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """C2F-TCN's recipe (dipika-singhania/C2F-TCN train.py): Adam (`train.lr`, `train.weight_decay`), CE +
+    0.15 truncated MSE on the log of the decoder ensemble (the model's output), the smoothing averaged over
+    whole windows of `model.window` frames as the official loader's samples (`SegmentationLoss(smooth_window)`)."""
+    if not isinstance(net, C2FTCN):
+        raise TypeError(f"this experiment trains C2F-TCN (-M c2ftcn), got {type(net).__name__}")
+    return _adam_module(net, params, info, SegmentationLoss(info.num_classes, smooth_window=net.window))
+
+
 # the model params the ASRF recipe reads (model_configs/asrf.py)
 ASRF_LOSS_KEYS = ("class_weight", "smoothing", "smooth_weight", "boundary_weight")
 
 
 def asrf_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
-    """ASRF's recipe (yiskw713/asrf train.py, libs/helper.py): Adam (`train.lr`, `train.weight_decay`) on
+    """ASRF's recipe (yiskw713/asrf train.py, libs/helper.py): Adam (`train.lr`, `train.weight_decay`; the
+    official optimiser builder, libs/optimizer.py, gives Adam no weight decay, so the paper configs set 0) on
     `ASRFLoss` with the loss settings of the model config: per stage CE, with the official median-frequency
     class weights when `model.class_weight`, + `model.smooth_weight` x the `model.smoothing` term ("gstmse":
     the official Gaussian-similarity T-MSE on the input features), averaged over stages, + `model.boundary_weight`
     x the boundary BCE, whose positive weight is the official frames / boundary frames. Class weights and
     pos_weight come from the labels of the training videos (those the datamodule trains on) at the original
-    frame rate, as the official computes them, once, here; both are logged and kept in the module's hparams
-    (`asrf_pos_weight`, `asrf_class_weights`). The model must be ASRF (its boundary branch feeds the loss)."""
+    frame rate, as the official computes them, once, at the first training step (`DeferredLoss`: scoring a
+    checkpoint, `streamseg test --ckpt none`, reads no training labels); both are logged and kept in the
+    module's hparams (`asrf_pos_weight`, `asrf_class_weights`). The model must be ASRF (its boundary branch
+    feeds the loss)."""
     if not isinstance(net, ASRF):
         raise TypeError(f"this experiment trains ASRF (-M asrf) with its boundary loss, got {type(net).__name__}")
     m = params.model
@@ -90,19 +102,39 @@ def asrf_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Segment
     if missing:
         raise ConfigError(f"asrf_module reads model.{', model.'.join(ASRF_LOSS_KEYS)}; the model params "
                           f"{type(m).__name__} lack {', '.join(missing)} (see model_configs/asrf.py)")
-    labels = training_labels(params, "ASRF's boundary pos_weight and class weights")
-    pos_weight = boundary_pos_weight(labels)
-    weights = class_weights(labels, info.num_classes) if m.class_weight else None
-    loss = ASRFLoss(
-        net, info.num_classes, smooth_weight=m.smooth_weight, boundary_weight=m.boundary_weight,
-        pos_weight=pos_weight, class_weights=weights, smoothing=m.smoothing,
-    )
-    module = _adam_module(net, params, info, loss)
-    weight_list = None if weights is None else [round(float(w), 6) for w in weights]
-    module.save_hyperparameters({"asrf_pos_weight": pos_weight, "asrf_class_weights": weight_list})
-    rank_zero_info(f"ASRF loss: boundary BCE pos_weight {pos_weight:.4f} (training frames / boundary frames), "
-                   f"class weights {weight_list if weight_list is not None else 'off'}")
+
+    def build_loss() -> ASRFLoss:
+        labels = training_labels(params, "ASRF's boundary pos_weight and class weights")
+        pos_weight = boundary_pos_weight(labels)
+        weights = class_weights(labels, info.num_classes) if m.class_weight else None
+        weight_list = None if weights is None else [round(float(w), 6) for w in weights]
+        module.save_hyperparameters({"asrf_pos_weight": pos_weight, "asrf_class_weights": weight_list})
+        rank_zero_info(f"ASRF loss: boundary BCE pos_weight {pos_weight:.4f} (training frames / boundary frames), "
+                       f"class weights {weight_list if weight_list is not None else 'off'}")
+        return ASRFLoss(
+            net, info.num_classes, smooth_weight=m.smooth_weight, boundary_weight=m.boundary_weight,
+            pos_weight=pos_weight, class_weights=weights, smoothing=m.smoothing,
+        )
+
+    module = _adam_module(net, params, info, DeferredLoss(build_loss))
     return module
+
+
+class DeferredLoss:
+    """A loss built by ``build()`` on its first call (a training step) or first `loss` access, so that a
+    module that only evaluates never computes what the loss needs (e.g. class weights from training labels)."""
+
+    def __init__(self, build) -> None:
+        self._build, self._loss = build, None
+
+    @property
+    def loss(self):
+        if self._loss is None:
+            self._loss = self._build()
+        return self._loss
+
+    def __call__(self, logits, labels, mask):
+        return self.loss(logits, labels, mask)
 
 
 def transeger_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
@@ -116,6 +148,32 @@ def transeger_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> Se
         raise ConfigError(f"train.chunk_size={chunk} must be between 1 and model.feedback_delay="
                           f"{net.feedback_delay} (Transeger feeds back the labels of frame t - feedback_delay)")
     return default_module(net, params, info)
+
+
+def svtas_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """SVTAS's streaming recipe (Thinksky5124/SVTAS ``segmentation_loss.py``): Adam (`train.lr`,
+    `train.weight_decay`) on `SVTASStreamLoss`: per chunk CE + 0.15 smoothing, each normalised by the
+    video's number of chunks. For video streams (`data.input="video"`, `train.chunk_size`); with
+    `train.tbptt_chunks=1` a step per chunk and the state detached every chunk (SETE). Transeger's chunk
+    limit is checked as in `transeger_module`."""
+    return _svtas(net, params, info, reward="none")
+
+
+def svtas_rl_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:
+    """SVTAS-RL's recipe (arXiv 2309.15683; SVTAS ``rl_dpg_loss.py`` ``RLPGSegmentationLoss``): `svtas_module`'s
+    loss times the no-gradient reward 4 ** dice + 1 of the last stage's soft Dice score on the chunk."""
+    return _svtas(net, params, info, reward="dice")
+
+
+def _svtas(net: nn.Module, params: RunParams, info: DatasetInfo, reward: str) -> SegmentationModule:
+    if not is_stream_input(params) or params.train.chunk_size <= 0:
+        raise ConfigError("the SVTAS recipes train on video streams: set data.input=video and train.chunk_size > 0 "
+                          f"(got data.input={getattr(params.data, 'input', 'features')!r}, "
+                          f"train.chunk_size={params.train.chunk_size})")
+    if isinstance(net, Transeger):
+        transeger_module(net, params, info)  # only for its chunk check
+    return _adam_module(net, params, info, SVTASStreamLoss(info.num_classes, reward=reward),
+                        stream_batches=True, loss_takes_chunks=True)
 
 
 def diffact_module(net: nn.Module, params: RunParams, info: DatasetInfo) -> SegmentationModule:

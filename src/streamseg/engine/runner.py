@@ -23,6 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
+from ..models import set_activation_checkpointing
 from . import dist
 from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
 from .csvlog import ResumableCSVLogger, checkpoint_with_history
@@ -34,6 +35,7 @@ from .quiet import RunProgressBar, silence_lightning_noise
 from .schedules import METRIC_KEYS, check_train_options, early_stopping, early_stopping_summary, needs_validation
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .throughput import TrainThroughput
+from ..metrics import PROTOCOLS
 
 
 
@@ -61,6 +63,9 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
     net = build_net(configs.model, params.model, info)
     builder = getattr(configs.exp, "build_module", default_module)
     module = builder(net, params, info)
+    if params.train.activation_checkpointing and not set_activation_checkpointing(module.net):
+        raise ConfigError(f"train.activation_checkpointing: {type(module.net).__name__} has no frame encoder that "
+                          "supports it (TSM encoders do); set it to false")
     if params.train.compile:
         module.net.compile()  # nn.Module.compile: in place, state_dict keys unchanged
     # the policy is the run's, whatever the experiment's build_module passed
@@ -319,10 +324,16 @@ def check_ranks_agree(module: SegmentationModule) -> list[list[float]]:
     return gathered
 
 
-def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path | None) -> dict[str, Any]:
+def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path | None,
+         protocol: str = "mstcn") -> dict[str, Any]:
     """Score `ckpt` on the test split; predictions into `run.predictions`, plots into `run.plots`.
-    ``ckpt=None`` scores the module's weights as they are (the model config's ``weights``)."""
+    ``ckpt=None`` scores the module's weights as they are (the model config's ``weights``). ``protocol``:
+    the F1 protocol (`streamseg.metrics.PROTOCOLS`: "mstcn", or "asformer" whose final segment ends one
+    frame early), recorded in the summary."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
     module.predictions_dir = run.predictions
+    module.test_protocol = protocol
     if ckpt is None:
         trainer.test(module, datamodule=dm, verbose=False)
     else:
@@ -332,6 +343,7 @@ def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, 
     summary["num_videos"] = results.get("num_videos", 0)
     summary["per_class"] = results.get("per_class", {})
     summary["split"] = "test"
+    summary["protocol"] = protocol
     summary["latency"] = latency(module, dm.info)
     if trainer.is_global_zero:
         _plots(module, run)
@@ -391,8 +403,10 @@ def test_checkpoint(
     accelerator: str,
     overrides: list[str] = (),
     extra_callbacks: list[pl.Callback] = (),
+    protocol: str = "mstcn",
 ) -> dict[str, Any]:
-    """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split."""
+    """`streamseg test`: the run's saved params (plus `overrides`), weights from `ckpt`, test split, scored
+    with ``protocol`` (see `test`)."""
     from ..config import apply_overrides
 
     params = configs.default_params()
@@ -404,7 +418,7 @@ def test_checkpoint(
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(run.path), enable_checkpointing=False,
                          callbacks=list(extra_callbacks), plugins=[AtomicCheckpointIO()])  # its checked load
-    module_metrics = test(trainer, module, dm, run, ckpt)
+    module_metrics = test(trainer, module, dm, run, ckpt, protocol)
     module_metrics["checkpoint"] = str(ckpt)
     return module_metrics
 
@@ -415,6 +429,7 @@ def test_weights(
     out: Path,
     accelerator: str,
     extra_callbacks: list[pl.Callback] = (),
+    protocol: str = "mstcn",
 ) -> dict[str, Any]:
     """`streamseg test --ckpt none`: the network exactly as its model config builds it, typically from a
     state dict given by ``model.weights`` (e.g. a checkpoint of the official MS-TCN / MS-TCN++ / ASFormer
@@ -431,7 +446,7 @@ def test_weights(
     dm, _, module = build(configs, params, dist.detect_launch())  # loads model.weights (strict) or raises
     trainer = pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_model_summary=False,
                          default_root_dir=str(out), enable_checkpointing=False, callbacks=list(extra_callbacks))
-    metrics = test(trainer, module, dm, run, None)
+    metrics = test(trainer, module, dm, run, None, protocol)
     metrics["checkpoint"] = None
     metrics["weights"] = str(weights)
     write_json(out / "params.json", to_jsonable(params))

@@ -8,6 +8,14 @@ Lightning's DistributedSampler is not involved and evaluation scores every video
 Frames travel as uint8 from the decode workers to the device (4x fewer bytes through the workers'
 shared memory and the host -> device copy than float32, which bounded GPU training throughput) and are
 normalised there by `on_after_batch_transfer`. Code that iterates the loaders itself calls that hook.
+
+``preprocess`` says where frames are resized and augmented. ``"cpu"``: the workers resize to
+``frame_size`` and augment (`streamseg.data.augment.video_augment_factory`), the device only normalises.
+``"device-rgb"`` / ``"device-i420"``: the workers only decode (and, for rgb, convert colour) and ship
+native-size uint8 frames plus each slot's augmentation draw (``batch["aug"]``, the same draw for the same
+seed); `on_after_batch_transfer` crops, resizes, mirrors, shifts colour and normalises on the device
+(`streamseg.data.augment.augment_to_model`, compiled with ``train.compile``). Every video must then have
+the same native size (checked in `setup`, from the file headers).
 """
 
 from __future__ import annotations
@@ -19,15 +27,17 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from ..config import TrainParams
+from ..config import ConfigError, TrainParams
 from ..data import TASLayout
-from ..data.augment import video_augment_factory
+from ..data.augment import augment_to_model, video_augment_factory, video_augment_params
+from ..data.errors import DataError
 from ..data.streams import StreamBatcher, StreamLoader, StreamVideo, normalize_frames
-from ..data.video import VideoFileSource
+from ..data.video import VideoFileSource, probe
 from .datamodule import DatasetInfo, TASDatasetParams, dataset_info, split_names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PREPROCESS = ("cpu", "device-rgb", "device-i420")
 
 
 class VideoStreamDataModule(pl.LightningDataModule):
@@ -51,8 +61,12 @@ class VideoStreamDataModule(pl.LightningDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         prepare: Callable[[], object] | None = None,
+        preprocess: str = "cpu",
+        compile_transform: bool = False,
     ):
         super().__init__()
+        if preprocess not in PREPROCESS:
+            raise ValueError(f"data.preprocess must be one of {PREPROCESS}, got {preprocess!r}")
         if chunk_size < 1:
             raise ValueError(f"video streams need train.chunk_size >= 1 (sampled frames per chunk), got {chunk_size}")
         if len(frame_size) != 2:
@@ -64,6 +78,10 @@ class VideoStreamDataModule(pl.LightningDataModule):
         self.val_fraction, self.select_on, self.augment = val_fraction, select_on, augment
         self.mean, self.std = tuple(mean), tuple(std)
         self._prepare = prepare
+        self.preprocess, self.compile_transform = preprocess, compile_transform
+        self.native_size: tuple[int, int] | None = None  # device preprocessing: the videos' (H0, W0)
+        self.colour: tuple[int, bool] = (2, False)  # device-i420: the videos' (colorspace, full_range)
+        self._transform: Callable | None = None
         self.layout: TASLayout | None = None
         self.names: dict[str, list[str]] = {}
         self._labels: dict[str, np.ndarray] = {}
@@ -72,10 +90,17 @@ class VideoStreamDataModule(pl.LightningDataModule):
     def from_params(
         cls, p: TASDatasetParams, train: TrainParams, name: str, prepare: Callable[[], object] | None = None
     ) -> "VideoStreamDataModule":
+        if train.shuffle != "seeded":
+            raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
+                              "(keep train.shuffle=seeded with data.input='video')")
+        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()):
+            raise ConfigError("data.pooling and data.test_rates act on pre-extracted features; with "
+                              "data.input='video' keep data.pooling=subsample and data.test_rates empty")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,
-                   select_on=train.select_on, augment=p.augment, prepare=prepare)
+                   select_on=train.select_on, augment=p.augment, prepare=prepare,
+                   preprocess=p.preprocess, compile_transform=train.compile)
 
     def prepare_data(self) -> None:
         if self._prepare is not None:
@@ -92,7 +117,32 @@ class VideoStreamDataModule(pl.LightningDataModule):
                 f"{self.root}/Videos: no video file for {len(missing)} split entries (e.g. {missing[:3]}); "
                 "data.input='video' needs Videos/<name>.mp4 (or .mkv, .mov, .ts, ...; any case)"
             )
+        if self.preprocess != "cpu":
+            self._probe_native(layout, [n for ns in names.values() for n in ns])
         self.names, self.layout = names, layout
+
+    def _probe_native(self, layout: TASLayout, names: list[str]) -> None:
+        """The one native frame size (and, for I420, colour matrix) of all videos, from their headers."""
+        first: tuple | None = None
+        for name in dict.fromkeys(names):
+            path = layout.video_path(name)
+            _, _, h, w = probe(path)
+            if self.preprocess == "device-i420":
+                if h % 2 or w % 2:
+                    raise DataError(path, f"data.preprocess=device-i420 needs an even frame size, got {h}x{w} "
+                                          "(H x W); use data.preprocess=device-rgb")
+                with VideoFileSource(path, pixel_path="i420") as source:
+                    colour = source.colour
+            else:
+                colour = (2, False)
+            if first is None:
+                first = (path, (h, w), colour)
+            elif ((h, w), colour) != first[1:]:
+                raise DataError(path, f"{h}x{w} frames, colour {colour}; {first[0]} has {first[1][0]}x{first[1][1]}, "
+                                      f"colour {first[2]}: data.preprocess={self.preprocess} needs one native frame "
+                                      "size and colour matrix for all videos (use data.preprocess=cpu)")
+        if first is not None:
+            self.native_size, self.colour = first[1], first[2]
 
     @property
     def info(self) -> DatasetInfo:
@@ -114,11 +164,22 @@ class VideoStreamDataModule(pl.LightningDataModule):
 
     def _videos(self, split: str) -> list[StreamVideo]:
         assert self.layout is not None
-        return [
-            StreamVideo(n, partial(VideoFileSource, self.layout.video_path(n), self.sample_rate, self.frame_size),
-                        labels=self.full_labels(n))
-            for n in self.names[split]
-        ]
+        if self.preprocess == "cpu":
+            source = partial(VideoFileSource, sample_rate=self.sample_rate, size=self.frame_size)
+        else:  # native size; rgb24 (swscale colour conversion) or the decoder's I420 planes
+            source = partial(VideoFileSource, sample_rate=self.sample_rate, size=None,
+                             pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
+        return [StreamVideo(n, partial(source, self.layout.video_path(n)), labels=self.full_labels(n))
+                for n in self.names[split]]
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """One frame as the workers ship it: (3, H, W) at frame_size (cpu) or native, or (1, H0*3/2, W0) I420."""
+        if self.preprocess == "cpu":
+            return (3, *self.frame_size)
+        assert self.native_size is not None, "setup() first"
+        h0, w0 = self.native_size
+        return (1, h0 * 3 // 2, w0) if self.preprocess == "device-i420" else (3, h0, w0)
 
     def _loader(self, split: str, train: bool) -> StreamLoader:
         self.setup()
@@ -128,23 +189,35 @@ class VideoStreamDataModule(pl.LightningDataModule):
             self._videos(split),
             batch_size=self.batch_size,
             chunk_size=self.chunk_size,
-            sample_shape=(3, *self.frame_size),
+            sample_shape=self.sample_shape,
             sample_rate=self.sample_rate,
             shuffle=train,
             longest_first=not train,
             seed=self.seed,
             rank=rank,
             world_size=world,
-            augment_factory=video_augment_factory() if (train and self.augment) else None,
+            augment_factory=video_augment_factory() if (train and self.augment and self.preprocess == "cpu") else None,
+            augment_params=video_augment_params() if (train and self.augment and self.preprocess != "cpu") else None,
             uint8_frames=True,  # normalised on the device: on_after_batch_transfer
         )
-        return StreamLoader(batcher, num_workers=self.num_workers)
+        # on a GPU the workers' parts go straight from their shared memory to the device and are merged
+        # there (no host concatenation, no second host copy); Lightning's own transfer then has nothing to move
+        root = getattr(getattr(trainer, "strategy", None), "root_device", None)
+        device = root if isinstance(root, torch.device) and root.type == "cuda" else None
+        return StreamLoader(batcher, num_workers=self.num_workers, device=device)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """uint8 frames -> ``(x / 255 - mean) / std`` float32, on the batch's device."""
-        if isinstance(batch, dict) and isinstance(batch.get("x"), torch.Tensor) and batch["x"].dtype == torch.uint8:
-            batch = {**batch, "x": normalize_frames(batch["x"], self.mean, self.std)}
-        return batch
+        """uint8 frames -> ``(x / 255 - mean) / std`` float32, on the batch's device; with device
+        preprocessing, cropped, resized, mirrored and colour-shifted first (`augment_to_model`)."""
+        if not (isinstance(batch, dict) and isinstance(batch.get("x"), torch.Tensor) and batch["x"].dtype == torch.uint8):
+            return batch
+        if self.preprocess == "cpu":
+            return {**batch, "x": normalize_frames(batch["x"], self.mean, self.std)}
+        if self._transform is None:
+            fn = partial(augment_to_model, size=self.frame_size, mean=self.mean, std=self.std,
+                         in_format="i420" if self.preprocess == "device-i420" else "rgb", colour=self.colour)
+            self._transform = torch.compile(fn, dynamic=False) if self.compile_transform else fn
+        return {**batch, "x": self._transform(batch["x"], batch.get("aug"))}
 
     def train_dataloader(self) -> StreamLoader:
         return self._loader("train", train=True)

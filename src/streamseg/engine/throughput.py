@@ -5,7 +5,9 @@ the device, so counting adds no host synchronisation), times each epoch from its
 last (validation excluded; CUDA synchronised at both ends), sums the frames over ranks and logs
 ``train/frames_per_s`` and ``train/epoch_seconds``. The first epoch includes warm-up (cuDNN autotuning,
 ``torch.compile``, worker start), so `summary` reports the median over the later epochs. The per-epoch
-history is kept in checkpoints, so a resumed run's summary covers the epochs before the resume too.
+history is kept in checkpoints, so a resumed run's summary covers the epochs before the resume too. With
+``torch.compile`` each epoch also records how many graphs have been compiled so far in this process
+(``compiled_graphs``: constant after the first epoch means nothing recompiled).
 These are the numbers docs/benchmarks.md compares across 1 and 2 GPUs.
 """
 
@@ -18,7 +20,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["TrainThroughput"]
+__all__ = ["TrainThroughput", "compiled_graphs"]
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile (dynamo) has compiled in this process so far (recompilations included)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:  # pragma: no cover - dynamo ships with torch >= 2.0
+        return 0
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _sync(module: pl.LightningModule) -> None:
@@ -66,6 +77,9 @@ class TrainThroughput(pl.Callback):
         seconds = float(trainer.strategy.reduce(torch.tensor(seconds, device=pl_module.device), reduce_op="max"))
         entry = {"epoch": trainer.current_epoch, "frames": frames, "seconds": seconds,
                  "frames_per_s": frames / seconds if seconds > 0 else 0.0}
+        graphs = compiled_graphs()
+        if graphs:
+            entry["compiled_graphs"] = graphs
         if pl_module.device.type == "cuda":  # this rank's peak since the run started
             entry["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
         self.history.append(entry)
@@ -89,4 +103,6 @@ class TrainThroughput(pl.Callback):
                 "epoch_seconds": statistics.median(e["seconds"] for e in later),
                 "first_epoch_seconds": self.history[0]["seconds"],
                 **({"peak_cuda_allocated_mb": max(e["peak_cuda_allocated_mb"] for e in self.history)}
-                   if "peak_cuda_allocated_mb" in self.history[0] else {})}
+                   if "peak_cuda_allocated_mb" in self.history[0] else {}),
+                **({"compiled_graphs": [e.get("compiled_graphs", 0) for e in self.history]}
+                   if any("compiled_graphs" in e for e in self.history) else {})}

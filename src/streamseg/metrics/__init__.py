@@ -14,6 +14,7 @@ from streamseg.metrics.online import OnsetDelay, onset_delays
 from streamseg.metrics.segments import Segment, SegmentArrays, segment_arrays, segments, upsample
 from streamseg.metrics.tas import (
     DEFAULT_TAUS,
+    PROTOCOLS,
     SegmentationMetrics,
     compute_metrics,
     edit_distance,
@@ -25,6 +26,7 @@ from streamseg.metrics.tas import (
 
 __all__ = [
     "DEFAULT_TAUS",
+    "PROTOCOLS",
     "DetectionMetrics",
     "OnsetDelay",
     "Segment",

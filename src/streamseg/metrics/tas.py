@@ -10,6 +10,12 @@
 
 All scores are percentages. Degenerate cases (docs/metrics.md) never give NaN: a video whose GT and
 prediction both have no non-background segment has Edit 100; a dataset with TP = FP = FN = 0 has F1 100.
+
+``protocol="asformer"`` reproduces the ``eval.py`` of MS-TCN++, ASFormer, DiffAct and ASRF: the segment
+that runs to the end of a sequence ends at T - 1 instead of T (their ``get_labels_start_end_time`` appends
+the last frame's index), in the prediction and the ground truth alike; that shrinks the final segment's
+IoU, and a final segment of one frame becomes empty, never matched (FP in the prediction, FN in the GT).
+Acc and Edit are unchanged. ``"mstcn"`` (default) is MS-TCN's and C2F-TCN's ``eval.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 from streamseg.metrics.segments import SegmentArrays, check_pair, segment_arrays
 
 DEFAULT_TAUS: tuple[float, ...] = (0.10, 0.25, 0.50)
+PROTOCOLS: tuple[str, ...] = ("mstcn", "asformer")
 
 
 def f1_key(tau: float) -> str:
@@ -84,7 +91,7 @@ def best_matches(p: SegmentArrays, g: SegmentArrays) -> tuple[np.ndarray, np.nda
         return best_iou, best_idx
     lo = np.searchsorted(g.ends, p.starts, side="right")
     hi = np.searchsorted(g.starts, p.ends, side="left")
-    counts = hi - lo
+    counts = np.maximum(hi - lo, 0)  # an empty segment ("asformer" protocol) overlaps nothing
     n_pairs = int(counts.sum())
     if n_pairs == 0:
         return best_iou, best_idx
@@ -163,6 +170,8 @@ class SegmentationMetrics:
         bg_ids: class ids whose runs are dropped before Edit and F1 (Acc still counts their frames).
         class_names: K names for ``per_class``; default ``"0".."K-1"``.
         taus: IoU thresholds of the F1 scores (each in (0, 1]); keys ``f1@<100*tau>``.
+        protocol: "mstcn" (MS-TCN's eval.py) or "asformer" (the final segment ends one frame early; see the
+            module docstring).
     """
 
     def __init__(
@@ -171,7 +180,11 @@ class SegmentationMetrics:
         bg_ids: Sequence[int] = (),
         class_names: Sequence[str] | None = None,
         taus: Sequence[float] = DEFAULT_TAUS,
+        protocol: str = "mstcn",
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+        self.protocol = protocol
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -215,6 +228,8 @@ class SegmentationMetrics:
         cm = np.bincount(g * k + p, minlength=k * k).reshape(k, k)
         ps = segment_arrays(p, self.bg_ids)
         gs = segment_arrays(g, self.bg_ids)
+        if self.protocol == "asformer":
+            ps, gs = _end_one_early(ps, g.shape[0]), _end_one_early(gs, g.shape[0])
         best_iou, best_idx = best_matches(ps, gs)
         counts = np.zeros((len(self.taus), 3), dtype=np.int64)
         for i, tau in enumerate(self.taus):
@@ -307,14 +322,20 @@ class SegmentationMetrics:
         return rows
 
 
+def _end_one_early(seg: SegmentArrays, length: int) -> SegmentArrays:
+    """The "asformer" protocol: a segment ending at ``length`` ends at ``length - 1``."""
+    return SegmentArrays(seg.labels, seg.starts, np.where(seg.ends == length, length - 1, seg.ends))
+
+
 def compute_metrics(
     videos: Iterable[tuple[np.ndarray, np.ndarray]],
     num_classes: int,
     bg_ids: Sequence[int] = (),
     class_names: Sequence[str] | None = None,
+    protocol: str = "mstcn",
 ) -> dict:
     """Score ``(pred, gt)`` pairs of (T,) int arrays with :class:`SegmentationMetrics`; returns ``compute()``."""
-    m = SegmentationMetrics(num_classes, bg_ids, class_names)
+    m = SegmentationMetrics(num_classes, bg_ids, class_names, protocol=protocol)
     for pred, gt in videos:
         m.update(pred, gt)
     return m.compute()

@@ -17,7 +17,7 @@ from streamseg.models.checkpoint import WeightsError, load_weights
 from streamseg.models.diffact import DiffAct
 from streamseg.models.diffact_loss import DiffActLoss
 from streamseg.models.framewise import FramewiseHead
-from streamseg.models.losses import SegmentationLoss
+from streamseg.models.losses import SegmentationLoss, SVTASStreamLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
 from streamseg.models.mstcn2 import MSTCN2
@@ -36,7 +36,7 @@ from streamseg.models.transeger import (
     transeger_features,
     transeger_mobilenet_v2,
 )
-from streamseg.models.tsm import TSMEncoder, tsm_mobilenet_v2, tsm_resnet50
+from streamseg.models.tsm import TSMEncoder, set_activation_checkpointing, tsm_mobilenet_v2, tsm_resnet50
 from streamseg.models.tsm_memtcn import (
     EncoderHead,
     TSMMemoryTCN,
@@ -67,7 +67,9 @@ __all__ = [
     "MemoryTCN",
     "FramewiseHead",
     "SegmentationLoss",
+    "SVTASStreamLoss",
     "TSMEncoder",
+    "set_activation_checkpointing",
     "TSMMemoryTCN",
     "tsm_mobilenet_v2",
     "tsm_resnet50",

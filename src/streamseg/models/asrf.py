@@ -89,8 +89,12 @@ class ASRF(nn.Module):
         dropout: float = 0.5,
         refine_in_eval: bool = True,
         boundary_threshold: float = 0.5,
+        tie_rule: Literal["probability", "official"] = "probability",
     ) -> None:
         super().__init__()
+        if tie_rule not in TIE_RULES:
+            raise ValueError(f"ASRF: tie_rule must be one of {TIE_RULES}, got {tie_rule!r}")
+        self.tie_rule = tie_rule
         if num_layers < 1 or num_stages_asb < 1 or num_stages_brb < 1:
             raise ValueError(
                 f"ASRF: num_layers, num_stages_asb, num_stages_brb must be >= 1, "
@@ -139,7 +143,7 @@ class ASRF(nn.Module):
         self.boundary_logits, self.input_features = bounds, x
         if self.refine_in_eval and not self.training:
             m = None if mask is None else mask[:, 0]
-            refined = refine_with_boundaries(classes[-1], bounds[-1], m, self.boundary_threshold)
+            refined = refine_with_boundaries(classes[-1], bounds[-1], m, self.boundary_threshold, self.tie_rule)
             onehot = F.one_hot(refined, self.num_classes).permute(0, 2, 1).to(classes.dtype)
             if m is not None:
                 onehot = onehot * m[:, None].to(classes.dtype)
@@ -147,8 +151,12 @@ class ASRF(nn.Module):
         return classes, ()
 
 
+TIE_RULES = ("probability", "official")
+
+
 def refine_with_boundaries(
-    class_logits: Tensor, boundary_logits: Tensor, mask: Tensor | None = None, threshold: float = 0.5
+    class_logits: Tensor, boundary_logits: Tensor, mask: Tensor | None = None, threshold: float = 0.5,
+    tie_rule: Literal["probability", "official"] = "probability",
 ) -> Tensor:
     """ASRF's boundary refinement: a segment per boundary peak, each frame relabelled with its segment's majority.
 
@@ -158,9 +166,17 @@ def refine_with_boundaries(
         threshold: boundary probabilities below it are set to 0 before peak picking.
 
     Peaks, as the official ``argrelmax``: the first frame, and every frame whose (thresholded) probability
-    is strictly greater than both neighbours' (never the last valid frame). Ties in the majority vote go
-    to the class with the larger summed probability over the segment (the official code sums raw logits
-    from 0 and can leave a tie unresolved). Returns labels (B, T) int64; padding frames get label 0.
+    is strictly greater than both neighbours' (never the last valid frame). Ties in the majority vote
+    (``tie_rule``):
+
+    * ``"probability"``: the tied class with the larger summed softmax probability over the segment;
+    * ``"official"`` (yiskw713/asrf ``libs/postprocess.py::_refinement_with_boundary``): the tied classes in
+      increasing id order, each replacing the choice when its *raw logit* sum over the segment (float32) is
+      strictly greater than the best so far, which starts at 0; when no sum is positive the segment keeps
+      the label of the segment before it (the official's leftover loop variable). For a first segment
+      with no positive sum the official code fails (its variable is unset); here the smallest tied id.
+
+    Returns labels (B, T) int64; padding frames get label 0.
     """
     batch, k, length = class_logits.shape
     valid = torch.ones(batch, length, dtype=torch.bool, device=class_logits.device) if mask is None else mask > 0
@@ -182,8 +198,31 @@ def refine_with_boundaries(
     # A segment's probability sum is at most its length < length + 1, so it only breaks count ties.
     score = counts.view(batch, length, k) * (length + 1) + probsum
     mode = score.argmax(dim=-1)  # (B, segments)
+    if tie_rule == "official":
+        mode = _official_ties(mode, counts.view(batch, length, k), peak, valid, class_logits)
     refined = torch.gather(mode, 1, segment)
     return torch.where(valid, refined, torch.zeros_like(refined))
+
+
+def _official_ties(mode: Tensor, counts: Tensor, peak: Tensor, valid: Tensor, class_logits: Tensor) -> Tensor:
+    """`refine_with_boundaries`' "official" tie rule applied to the segments whose vote is tied."""
+    mode = mode.clone()
+    logits = class_logits.detach().float().cpu().numpy()
+    for b in range(mode.shape[0]):
+        n = int(valid[b].sum())
+        starts = torch.nonzero(peak[b, :n]).flatten().tolist() + [n]
+        for s in range(len(starts) - 1):
+            top = counts[b, s].max()
+            tied = torch.nonzero(counts[b, s] == top).flatten().tolist()
+            if len(tied) < 2:
+                continue
+            best, best_sum = None, 0.0
+            for m in tied:
+                total = logits[b, m, starts[s]:starts[s + 1]].sum()  # numpy float32, as the official
+                if best_sum < total:
+                    best, best_sum = m, total
+            mode[b, s] = best if best is not None else (mode[b, s - 1] if s > 0 else tied[0])
+    return mode
 
 
 def boundary_targets(labels: Tensor, mask: Tensor) -> Tensor:
@@ -250,16 +289,19 @@ def boundary_pos_weight(labels: Iterable[np.ndarray | Tensor]) -> float:
 def gaussian_similarity_tmse(
     logits: Tensor, features: Tensor, valid: Tensor, sigma: float = 1.0, clamp: float = 16.0
 ) -> Tensor:
-    """ASRF's Gaussian-similarity-weighted temporal MSE (official ``libs/loss_fn/tmse.py::GaussianSimilarityTMSE``
-    with ``gstmse_index="feature"``), averaged over the B videos:
+    """ASRF's Gaussian-similarity-weighted temporal MSE, as the official code computes it
+    (``libs/loss_fn/tmse.py::GaussianSimilarityTMSE`` with ``gstmse_index="feature"``), averaged over the B videos:
 
-        GS-TMSE_b = mean_{k, t} s_t * min((log p_{t+1,k} - log p_{t,k})^2, clamp),
+        GS-TMSE_b = mean_{k, t} s_t * min((a_{k,t} - c_{k,t})^2, clamp),   t = 0 .. T_b - 2
+        a = log_softmax over time of y[:, 1:],  c = log_softmax over time of y[:, :-1]
         s_t = exp(-||x_{t+1} - x_t||_2 / (2 sigma^2))
 
-    over the video's valid frames only (taken in order, the others dropped; p = softmax over classes, x the
-    input features). Unlike MS-TCN's smoothing, neither frame is detached, and the mean is per video.
-    Defaults: sigma 1, clamp 16 = 4**2 (official threshold 4). A video with fewer than 2 valid frames
-    adds 0 (the official code gives NaN).
+    over the video's valid frames only (taken in order, the others dropped; y the logits (K, T_b), x the
+    input features). The official applies ``F.log_softmax(pred[:, 1:], dim=1)`` to each video's (K, T)
+    tensor, so it normalises over the *time* axis of each shifted copy, not over classes; reproduced here.
+    Unlike MS-TCN's smoothing, neither side is detached, and the mean is per video. Defaults: sigma 1,
+    clamp 16 = 4**2 (official threshold 4). A video with fewer than 2 valid frames adds 0 (the official
+    code gives NaN).
 
     Args: logits (B, K, T); features (B, D, T); valid (B, T) bool. Returns a scalar.
     """
@@ -268,10 +310,11 @@ def gaussian_similarity_tmse(
         idx = torch.nonzero(valid[b], as_tuple=True)[0]
         if idx.numel() < 2:
             continue
-        log_p = F.log_softmax(logits[b][:, idx], dim=0)  # (K, T_b)
-        x = features[b][:, idx].to(log_p.dtype)  # (D, T_b)
+        y = logits[b][:, idx]  # (K, T_b)
+        later, earlier = F.log_softmax(y[:, 1:], dim=1), F.log_softmax(y[:, :-1], dim=1)  # over time
+        x = features[b][:, idx].to(y.dtype)  # (D, T_b)
         similarity = torch.exp(-torch.linalg.vector_norm(x[:, 1:] - x[:, :-1], dim=0) / (2 * sigma**2))  # (T_b - 1,)
-        sq = torch.clamp((log_p[:, 1:] - log_p[:, :-1]) ** 2, min=0, max=clamp)  # (K, T_b - 1)
+        sq = torch.clamp((later - earlier) ** 2, min=0, max=clamp)  # (K, T_b - 1)
         total = total + (similarity * sq).mean()
     return total / logits.shape[0]
 

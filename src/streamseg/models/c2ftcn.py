@@ -31,9 +31,10 @@ multiple of ``window`` and runs each window on its own, so the logits do not dep
 the batch (in eval mode; in training, BatchNorm sees the batch). ``window`` must be >= 384 = 64 * 6 so
 the bottom level (T / 64) is long enough for the pyramid's largest pool (6).
 
-Not reproduced: the official input features are max-pooled over chunks of 10 / 4 / 20 frames
-(here: use the dataset's ``sample_rate``, which subsamples), the training-time temporal crop/zoom
-augmentation, and test-time augmentation over several chunk sizes.
+The official input, each frame the maximum of the features over a group of 10 / 4 / 20 frames, is the
+dataset's ``sample_rate`` with ``data.pooling = "max"``; a window of W pooled frames is then the official
+window of W x sample_rate original frames. The official test-time augmentation over several group sizes is
+``data.test_rates`` (engine, ``SegmentationModule``). Not reproduced: the training-time zoom augmentation.
 
 The model needs the whole video (``lookahead = None``) and keeps no state between calls.
 """

@@ -33,8 +33,18 @@ Outputs. ``forward(x (B, D, T), state=(), mask (B, 1, T) | None) -> (logits, ())
   prediction with segments of at most ``postprocess_size`` frames split between their neighbours.
 
 Sampling is deterministic given ``sampling_seed``: every video draws its noise from its own
-``torch.Generator`` seeded with it, ``randn(K, n)`` for its n valid frames, so a video's output depends
-neither on its place in the batch nor on padding. ``sampling_seed=None`` draws from the global RNG.
+``torch.Generator`` (on the features' device) seeded with ``sampling_seed``, plus the video's index in its
+split when ``seed_by_video_index`` (the engine hands the indices over through `set_video_indices`), so a
+video's output depends neither on its place in the batch nor on padding. ``sampling_seed=None`` draws from
+the global RNG. The draws follow the official ``ddim_sample`` (Finspire13/DiffAct ``model.py``) exactly:
+``randn(K, n)`` in float32 for the start, float32 again for the first step's noise (``randn_like`` of the
+float32 start), float64 for every later step's noise (``randn_like`` of the state, float64 from the first
+update on); the update mixes float32 and float64 as the official type promotion does. So with
+``sampling_seed = 0`` and ``seed_by_video_index`` (the official ``set_sampling_seed``: seed = the video's
+index in the test list), a video's noise is the official noise: the official re-seeds torch's global
+generators with that seed before its first draw, and its draws for one unpadded video have the same shapes,
+dtypes and order as ours (on CUDA, a CUDA generator seeded so draws what the seeded default CUDA generator
+draws). The official's later re-seeding from the wall clock touches no stream used here.
 
 Parameter count, 2048-d input, GTEA config (encoder 10 x 64, kernel 5, features 5/7/9; decoder 8 x 24,
 kernel 5, time embedding 512), K classes (instance norms have no parameters)::
@@ -66,8 +76,8 @@ unpadded video given the same noise):
   rate with sigma ``boundary_smooth / sample_rate`` (the recipe divides), not at the original rate and then
   subsampled; no temporal augmentation over sample-rate offsets, and no test-time mean over the offsets
   (the engine repeats predictions back to the original rate). Identical at sample rate 1 (GTEA, Breakfast).
-* ``purge`` ends the last segment at T (the official ``get_labels_start_end_time`` ends it one frame early,
-  so a purged last segment kept its last frame).
+* ``purge`` ends the last segment at T unless ``official_purge_end`` (the official
+  ``get_labels_start_end_time`` ends it one frame early, so a purged last segment keeps its last frame).
 * The schedule buffers (float64, as official; persistent, so official files load) are kept; the DDIM update
   runs in float64 as the official type promotion does.
 """
@@ -272,7 +282,9 @@ class DiffAct(nn.Module):
         cond_types: training conditions, one drawn uniformly per video (repeats weight it); see COND_TYPES.
         detach_decoder: no decoder gradient into the encoder.
         sampling_seed: seed of each video's sampling noise (None: the global RNG).
+        seed_by_video_index: add the video's index in its split to ``sampling_seed`` (the official test loop).
         postprocess, postprocess_size: "none", "median" (window) or "purge" (longest purged segment).
+        official_purge_end: purge ends the last segment one frame early, as the official (see `purge`).
     """
 
     lookahead: int | None = None  # every output frame sees the whole video
@@ -302,8 +314,10 @@ class DiffAct(nn.Module):
         cond_types: Sequence[str] = ("full", "zero", "boundary03-", "segment=1", "segment=1"),
         detach_decoder: bool = False,
         sampling_seed: int | None = 0,
+        seed_by_video_index: bool = False,
         postprocess: str = "none",
         postprocess_size: int = 3,
+        official_purge_end: bool = False,
     ) -> None:
         super().__init__()
         feature_layers = tuple(int(i) for i in feature_layers)
@@ -328,8 +342,10 @@ class DiffAct(nn.Module):
         self.num_timesteps, self.sampling_steps = timesteps, sampling_steps
         self.ddim_eta, self.scale = ddim_eta, snr_scale
         self.cond_types, self.detach_decoder = tuple(cond_types), detach_decoder
-        self.sampling_seed = sampling_seed
+        self.sampling_seed, self.seed_by_video_index = sampling_seed, seed_by_video_index
+        self.video_indices: list[int] | None = None  # of the next eval call's videos (set_video_indices)
         self.postprocess, self.postprocess_size = postprocess, postprocess_size
+        self.official_purge_end = official_purge_end
 
         layer_features = sum(1 for i in feature_layers if i >= 0) * encoder_maps
         feature_channels = layer_features + in_channels * (-1 in feature_layers) + num_classes * (-2 in feature_layers)
@@ -423,10 +439,16 @@ class DiffAct(nn.Module):
         return self.denoise(features * cond, t, event, valid)
 
     # ----------------------------------------------------------------------------------------- DDIM
+    def set_video_indices(self, indices: Sequence[int] | None) -> None:
+        """The indices in their split of the videos of the next eval call (engine; `seed_by_video_index`)."""
+        self.video_indices = None if indices is None else [int(i) for i in indices]
+
     @torch.no_grad()
-    def sample(self, features: Tensor, mask: Tensor, seed: int | None = None, steps: int | None = None) -> Tensor:
+    def sample(self, features: Tensor, mask: Tensor, seed: int | Sequence[int] | None = None,
+               steps: int | None = None) -> Tensor:
         """DDIM from Gaussian noise conditioned on ``features`` (B, F, T); returns the decoder logits (B, K, T)
-        of the last step. ``steps`` (default ``sampling_steps``) evenly spaced steps from timesteps - 1 down."""
+        of the last step. ``seed``: one for every video, one per video, or None (global RNG). ``steps``
+        (default ``sampling_steps``) evenly spaced steps from timesteps - 1 down."""
         steps = self.sampling_steps if steps is None else steps
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"DiffAct.sample: steps must be in [1, {self.num_timesteps}], got {steps}")
@@ -435,32 +457,38 @@ class DiffAct(nn.Module):
         counts = valid.sum(dim=1).tolist()
         gens = [None] * batch
         if seed is not None:
-            gens = [torch.Generator(device=features.device).manual_seed(int(seed)) for _ in range(batch)]
+            seeds = [int(seed)] * batch if isinstance(seed, int) else [int(s) for s in seed]
+            if len(seeds) != batch:
+                raise ValueError(f"DiffAct.sample: {len(seeds)} seeds for a batch of {batch} videos")
+            gens = [torch.Generator(device=features.device).manual_seed(s) for s in seeds]
 
-        def noise() -> Tensor:
-            z = torch.zeros(batch, self.num_classes, length, dtype=torch.float64, device=features.device)
+        def noise(dtype: torch.dtype) -> Tensor:
+            z = torch.zeros(batch, self.num_classes, length, dtype=dtype, device=features.device)
             for b in range(batch):  # (K, n) per video: independent of batch position and padding
-                draw = torch.randn(self.num_classes, int(counts[b]), generator=gens[b], device=features.device)
-                z[b][:, valid[b]] = draw.double()
+                z[b][:, valid[b]] = torch.randn(self.num_classes, int(counts[b]), generator=gens[b],
+                                                dtype=dtype, device=features.device)
             return z
 
         dmask = mask.double()
         # official: linspace(-1, T - 1, steps + 1) truncated to int, reversed: 999, 959, ..., 39, -1
         times = torch.linspace(-1, self.num_timesteps - 1, steps=steps + 1).int().tolist()[::-1]
-        x = noise()
+        x = noise(torch.float32)  # the official start: randn of the float32 shape
         logits = features.new_zeros(batch, self.num_classes, length)
         for time, time_next in zip(times[:-1], times[1:]):
             t = torch.full((batch,), time, dtype=torch.long, device=features.device)
-            event = (x.clamp(-self.scale, self.scale) / self.scale + 1.0) / 2.0
-            logits = self.denoise(features, t, event * dmask, mask)
-            x0 = ((F.softmax(logits, dim=1).double() * 2.0 - 1.0) * self.scale).clamp(-self.scale, self.scale)
+            event = (x.clamp(-self.scale, self.scale) / self.scale + 1.0) / 2.0  # x's dtype, as official
+            logits = self.denoise(features, t, (event * dmask).float(), mask)
+            x0 = ((F.softmax(logits, dim=1) * 2.0 - 1.0) * self.scale).clamp(-self.scale, self.scale)  # float32
             if time_next < 0:
                 break
-            eps = (self.sqrt_recip_alphas_cumprod[time] * x - x0) / self.sqrt_recipm1_alphas_cumprod[time]
+            # The official extracts these coefficients as (B, 1, 1) float64 tensors, which promote x to float64;
+            # a_next, sigma and c stay 0-dim and do not promote: x0 * sqrt(a_next) is computed in float32.
+            eps = (self.sqrt_recip_alphas_cumprod[time].view(1, 1, 1) * x - x0) / \
+                self.sqrt_recipm1_alphas_cumprod[time].view(1, 1, 1)
             a, a_next = self.alphas_cumprod[time], self.alphas_cumprod[time_next]
             sigma = self.ddim_eta * ((1 - a / a_next) * (1 - a_next) / (1 - a)).sqrt()
             c = (1 - a_next - sigma**2).sqrt()
-            x = (x0 * a_next.sqrt() + c * eps + sigma * noise()) * dmask
+            x = (x0 * a_next.sqrt() + c * eps + sigma * noise(x.dtype)) * dmask  # randn_like(x): float32, then float64
         return logits
 
     # -------------------------------------------------------------------------------------- forward
@@ -473,10 +501,18 @@ class DiffAct(nn.Module):
             self.features, self.mask = features, mask
             return logits[None], ()
         self.features = self.mask = None
-        decoded = self.sample(features, mask, self.sampling_seed)
+        decoded = self.sample(features, mask, self._seeds(x.shape[0]))
         if self.postprocess != "none":
             decoded = self._postprocess(decoded, mask[:, 0] > 0)
         return torch.stack([logits, decoded.to(logits.dtype)]), ()
+
+    def _seeds(self, batch: int) -> int | list[int] | None:
+        if self.sampling_seed is None or not self.seed_by_video_index:
+            return self.sampling_seed
+        if self.video_indices is None or len(self.video_indices) != batch:
+            raise ValueError(f"DiffAct: seed_by_video_index needs the indices of the {batch} videos of this call "
+                             f"(set_video_indices; the engine sets them), got {self.video_indices}")
+        return [self.sampling_seed + i for i in self.video_indices]
 
     def _postprocess(self, logits: Tensor, valid: Tensor) -> Tensor:
         out = torch.zeros_like(logits)
@@ -490,7 +526,7 @@ class DiffAct(nn.Module):
                 probs = probs / probs.sum(dim=0, keepdim=True).clamp(min=1e-12)
                 out[b][:, idx] = torch.log(probs.clamp(min=1e-12)).to(out.dtype)
             else:
-                labels = purge(part.argmax(dim=0), self.postprocess_size)
+                labels = purge(part.argmax(dim=0), self.postprocess_size, self.official_purge_end)
                 out[b][:, idx] = F.one_hot(labels, self.num_classes).T.to(out.dtype)
         return out
 
@@ -504,13 +540,15 @@ def median_filter(x: Tensor, size: int) -> Tensor:
     return padded.unfold(-1, size, 1).sort(dim=-1).values[..., size // 2]
 
 
-def purge(labels: Tensor, max_length: int) -> Tensor:
+def purge(labels: Tensor, max_length: int, official_end: bool = False) -> Tensor:
     """The official ``purge`` post-processing of one video's labels (n,): every segment of at most
     ``max_length`` frames takes its neighbours' labels (the first half the previous segment's, the rest the
-    next one's; first and last segments take their one neighbour's). Neighbours are the original segments."""
+    next one's; first and last segments take their one neighbour's). Neighbours are the original segments.
+    ``official_end``: the last segment ends at n - 1, as the official ``get_labels_start_end_time``
+    (DiffAct ``utils.py``) ends it: it counts one frame less and, when purged, keeps its last frame."""
     change = torch.nonzero(labels[1:] != labels[:-1]).flatten() + 1
     starts = [0] + change.tolist()
-    ends = change.tolist() + [labels.shape[0]]
+    ends = change.tolist() + [labels.shape[0] - int(official_end)]
     seg = [int(labels[s]) for s in starts]
     out = labels.clone()
     if len(seg) < 2:

@@ -1,0 +1,21 @@
+"""TSM-MobileNetV2 + MemoryTCN on the synthetic videos (as `tsm_memtcn -E chunk32`) trained with
+SVTAS's streaming loss (per chunk CE + 0.15 smoothing, each normalised by the video's number of chunks; SVTAS segmentation_loss.py).
+SVTAS's SETE schedule: a step per chunk of 32 sampled frames, the state detached every chunk.
+
+    streamseg train -D synth -M tsm_memtcn -E svtas
+"""
+
+from streamseg.config import RunParams
+from streamseg.engine.recipes import svtas_module as build_module  # noqa: F401 (the experiment's recipe)
+
+
+def configure(params: RunParams) -> None:
+    params.data.input = "video"
+    params.data.frame_size = (32, 32)
+    params.data.sample_rate = 2
+    params.model.frame_size = params.data.frame_size
+    params.train.chunk_size = 32
+    params.train.tbptt_chunks = 1  # SETE: one chunk per step
+    params.train.batch_size = 4
+    params.train.epochs = 12
+    params.train.lr = 1e-3
