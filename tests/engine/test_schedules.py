@@ -197,6 +197,14 @@ def test_early_stopping_stops_at_the_expected_epoch_and_resumes(tmp_path, synth_
     assert off["early_stopping"] is None and len(_epoch_column(off_run, "train/epoch_loss")) == 4
 
 
+def test_plateau_steps_on_each_validation_of_the_run(tmp_path, synth_root):
+    # a learning rate too small to change a prediction: validation acc stays put, so with patience 0 every
+    # validation after the first reduces the rate
+    run, _ = _run(tmp_path, synth_root, "train.epochs=4", "train.lr=1e-6", "train.schedule=plateau",
+                  "train.plateau_metric=acc", "train.plateau_patience=0", "train.gamma=0.5")
+    assert _epoch_column(run, "train/lr") == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7], rel=1e-6)
+
+
 def test_early_stopping_and_plateau_need_a_validation_split(tmp_path):
     from streamseg.engine import runner
     from streamseg.engine.rundir import RunDir

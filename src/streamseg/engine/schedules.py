@@ -86,7 +86,8 @@ class EpochSchedule:
     - cosine_restarts: `CosineAnnealingWarmRestarts(T_0=restart_epochs, T_mult=restart_mult, eta_min=min_lr)`;
     - step: x `gamma` every `step_size` epochs; multistep: x `gamma` at each of `milestones`;
     - plateau: `ReduceLROnPlateau(mode=plateau_mode, factor=gamma, patience=plateau_patience, min_lr=min_lr)`
-      on the validation metric `plateau_metric`, stepped only after epochs that validated.
+      on the validation metric `plateau_metric`, stepped only after epochs that validated (like torch's, it
+      ignores a reduction smaller than 1e-8).
 
     `step(metric)` ends an epoch; `metric` is that epoch's validation value of `self.metric` or None.
     """
