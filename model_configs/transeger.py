@@ -23,12 +23,19 @@ class Params:
     text_heads: int = 4
     context_tokens: int = 8  # CoOp / SVTAS n_ctx
     class_specific_context: bool = True  # SVTAS's default
-    feedback_delay: int = 32  # = train.chunk_size: "the previous chunk's labels"
+    feedback_delay: int | None = 32  # None: train.chunk_size ("the previous chunk's labels"), see derive
     shift_div: int = 8
     causal: bool = True
     weights: str | None = None  # a local torchvision MobileNetV2 state dict (e.g. ImageNet); no downloads
     text_weights: str | None = None  # a local PromptTextEncoder state dict (same class names and sizes)
     frame_size: tuple[int, ...] = (224, 224)  # must equal data.frame_size
+
+
+def derive(params) -> None:
+    """After the overrides: `model.feedback_delay = None` follows `train.chunk_size` (so `-o
+    train.chunk_size=16` gives a delay of 16); a number, from a config or `-o`, is kept."""
+    if params.model.feedback_delay is None:
+        params.model.feedback_delay = params.train.chunk_size
 
 
 def build_model(p: Params, in_channels: int, num_classes: int, class_names: list[str] | None = None) -> Transeger:

@@ -1,24 +1,16 @@
-"""End-to-end streaming TSM-MobileNetV2 + MemoryTCN on breakfast raw video (Videos/<vid>.mp4), paper-like:
-224x224 frames, chunks of 32 sampled frames at sample rate 8 (32 x 8 = 256 frames per chunk (SVTAS-RL uses 128 x 8 on this dataset)), causal shifts and
-convolutions (lookahead 0), gradients through the state over 2 chunks, 2 parallel streams per GPU.
+"""End-to-end streaming TSM-MobileNetV2 + MemoryTCN on breakfast raw video: the shared base
+`streamseg.config.bases.tsm_memtcn_chunk32` (224x224 frames, chunks of 32 sampled frames, 2 chunks of
+gradient through the state, 2 streams per GPU) at the breakfast sample rate 8
+(32 x 8 = 256 frames per chunk; SVTAS-RL uses 128 x 8 on this dataset).
 Start from ImageNet weights you have locally: -o model.weights=/path/to/mobilenet_v2.pth
 
     tools/run_singlenode.sh train 4 -D breakfast -M tsm_memtcn -E chunk32 -o model.weights=...
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import tsm_memtcn_chunk32
 
 
 def configure(params: RunParams) -> None:
-    params.data.input = "video"
-    params.data.frame_size = (224, 224)
+    tsm_memtcn_chunk32(params)
     params.data.sample_rate = 8
-    params.model.frame_size = params.data.frame_size
-    params.train.chunk_size = 32
-    params.train.tbptt_chunks = 2
-    params.train.batch_size = 2  # streams per GPU
-    params.train.epochs = 50
-    params.train.lr = 5e-4
-    params.train.grad_clip = 20.0  # the TSM reference training script clips the gradient norm at 20
-    params.train.num_workers = 4
-    params.train.precision = "bf16-mixed"

@@ -20,7 +20,7 @@ def configure(params: RunParams) -> None:
     params.model.text_heads = 2
     params.model.num_maps = 64
     params.train.chunk_size = 32
-    params.model.feedback_delay = params.train.chunk_size
+    params.model.feedback_delay = None  # = train.chunk_size after the overrides (model_configs/transeger.py)
     params.train.tbptt_chunks = 2
     params.train.batch_size = 4
     params.train.epochs = 12

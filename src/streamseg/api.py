@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .cli.evaluate import evaluate_dirs
+from .evaluate import evaluate_dirs
 from .config import ConfigSet, RunParams, load_configs, resolve_params
 
 __all__ = ["Experiment", "Prediction", "Run", "evaluate_dirs", "predict"]

@@ -113,3 +113,26 @@ def test_dataset_params_must_have_root_and_split(user_root):
     write(user_root / "exp_configs" / "noroot" / "tiny_fast.py", EXP)
     with pytest.raises(ConfigError, match="root"):
         load_configs("noroot", "tiny", "fast", user_root)
+
+
+@pytest.mark.parametrize("dataset", ["gtea", "50salads", "breakfast", "synth"])
+def test_derived_values_follow_the_overrides(dataset):
+    """Transeger's feedback delay follows the chunk given with -o (it was copied before the overrides)."""
+    configs = load_configs(dataset, "transeger", "chunk32")
+    assert resolve_params(configs)[0].model.feedback_delay == 32
+    params, _ = resolve_params(configs, ["train.chunk_size=16"])
+    assert (params.train.chunk_size, params.model.feedback_delay) == (16, 16)
+    params, _ = resolve_params(configs, ["train.chunk_size=16", "model.feedback_delay=64"])  # explicit: kept
+    assert (params.train.chunk_size, params.model.feedback_delay) == (16, 64)
+
+
+def test_derive_runs_after_the_overrides_and_is_type_checked(user_root):
+    write(user_root / "exp_configs" / "toy" / "tiny_derived.py", EXP + """
+    def derive(params):
+        params.model.width = params.train.epochs * 2
+    """)
+    configs = load_configs("toy", "tiny", "derived", user_root)
+    assert resolve_params(configs, ["train.epochs=5"])[0].model.width == 10
+    write(user_root / "exp_configs" / "toy" / "tiny_badderive.py", EXP + "    def derive(p):\n        p.model.width = 'wide'\n")
+    with pytest.raises(ConfigError, match=r"tiny_badderive.py: derive\(\) set model.width"):
+        resolve_params(load_configs("toy", "tiny", "badderive", user_root))

@@ -28,6 +28,15 @@ REQUIRED = {
     "exp": {"configure": "function(params: RunParams) -> None"},
 }
 
+# What a config module may define besides (name -> what it is). `derive` computes values from others after
+# the `-o` overrides (so `-o train.chunk_size=16` reaches a value that follows it), filling only what is
+# still unset (None): an explicit value, from `configure` or `-o`, is kept. The model config's runs first.
+OPTIONAL = {
+    "model": {"derive": "function(params: RunParams) -> None, run after the overrides"},
+    "exp": {"build_module": "function(net, params, info) -> SegmentationModule (engine/recipes.py)",
+            "derive": "function(params: RunParams) -> None, run after the overrides"},
+}
+
 
 def repo_config_root() -> Path | None:
     """The source checkout's root if streamseg runs from one (configs live beside `src/`)."""
@@ -154,7 +163,8 @@ def load_configs(dataset: str, model: str, exp: str, config_root: str | Path | N
 
 
 def resolve_params(configs: ConfigSet, overrides: Sequence[str] = ()) -> tuple[RunParams, dict]:
-    """Defaults, then the experiment's `configure`, then the overrides; returns (params, applied)."""
+    """Defaults, then the experiment's `configure`, then the overrides, then the optional `derive` of the
+    model and experiment configs (`OPTIONAL`); returns (params, applied)."""
     params = configs.default_params()
     configs.exp.configure(params)
     try:
@@ -162,4 +172,14 @@ def resolve_params(configs: ConfigSet, overrides: Sequence[str] = ()) -> tuple[R
     except ConfigError as e:
         raise ConfigError(f"{configs.exp.__file__}: configure() set {e}") from None
     applied = apply_overrides(params, list(overrides))
+    for kind in ("model", "exp"):
+        module = getattr(configs, kind)
+        derive = getattr(module, "derive", None)  # optional, declared in OPTIONAL
+        if derive is None:
+            continue
+        derive(params)
+        try:
+            check_types(params)
+        except ConfigError as e:
+            raise ConfigError(f"{module.__file__}: derive() set {e}") from None
     return params, applied

@@ -54,6 +54,22 @@ class TrainParams:
     ``random.shuffle`` under ``random.seed(seed)`` once before the first epoch and once more, in place,
     before each next one) or "asformer" (ASFormer's BatchGenerator: before each shuffle it re-seeds Python's
     random with ``random.randint(0, 100)``), so a run can be compared with the official code step by step.
+
+    Optimiser, schedule and early stopping (`streamseg.engine.schedules`; every recipe honours them):
+    optimizer: "adam" (default), "adamw" (decoupled weight decay) or "sgd"; lr and weight_decay apply to all
+    three. momentum / nesterov: SGD's momentum and Nesterov momentum (nesterov needs sgd and momentum > 0).
+    schedule: the learning rate per epoch: "none" (constant, or the recipe's own schedule, e.g. ASFormer's
+    plateau on the training loss: today's behaviour), "cosine_restarts" (cosine annealing from lr to min_lr
+    over restart_epochs epochs, each cycle restart_mult times longer than the last), "step" (x gamma every
+    step_size epochs), "multistep" (x gamma at each epoch of milestones, strictly increasing) or "plateau"
+    (x gamma when the validation metric plateau_metric, '' = monitor, has not improved in plateau_mode for
+    plateau_patience validations; not below min_lr). Any schedule other than "none", or a warm-up, replaces
+    the recipe's own. warmup_epochs: epochs of linear warm-up in front of the schedule (epoch e < W trains at
+    lr x (e + 1) / (W + 1)); the schedule then starts from its own epoch 0. early_stop_metric: '' (off) or a
+    validation metric (a key of metrics.json: acc, edit, f1@10, f1@25, f1@50) whose lack of progress stops
+    training: early_stop_patience validations in a row without an improvement larger than
+    early_stop_min_delta in early_stop_mode ("max" or "min"); the stopped epoch and the reason go to
+    metrics.json (`early_stopping`), and the state resumes with the run.
     """
 
     epochs: int = 50
@@ -76,6 +92,24 @@ class TrainParams:
     compile: bool = False
     activation_checkpointing: bool = False
     shuffle: Literal["seeded", "python", "asformer"] = "seeded"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: Literal["none", "cosine_restarts", "step", "multistep", "plateau"] = "none"
+    warmup_epochs: int = 0
+    min_lr: float = 0.0
+    restart_epochs: int = 10
+    restart_mult: int = 1
+    step_size: int = 30
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    plateau_metric: str = ""
+    plateau_mode: Literal["max", "min"] = "max"
+    plateau_patience: int = 5
+    early_stop_metric: str = ""
+    early_stop_mode: Literal["max", "min"] = "max"
+    early_stop_patience: int = 10
+    early_stop_min_delta: float = 0.0
 
 
 @dataclass

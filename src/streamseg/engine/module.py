@@ -43,6 +43,7 @@ from ..data.names import child_path
 from ..metrics import SegmentationMetrics, upsample
 from ..metrics.io import write_results
 from .datamodule import DatasetInfo
+from .schedules import METRIC_KEYS
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -69,6 +70,7 @@ class SegmentationModule(pl.LightningModule):
         grad_clip: float = 0.0,
         nonfinite: str = "stop",
         loss_takes_chunks: bool = False,
+        epoch_schedule: Callable[[torch.optim.Optimizer], Any] | None = None,
     ):
         super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
@@ -97,6 +99,11 @@ class SegmentationModule(pl.LightningModule):
         self.net, self.info, self.loss_fn = net, info, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.scheduler_monitor = scheduler_monitor
+        # engine/schedules.EpochSchedule: stepped here once per epoch (offline and streams alike), its state
+        # saved in checkpoints; `_schedule_state` holds a resumed one until configure_optimizers builds it
+        self.epoch_schedule_factory, self.epoch_schedule = epoch_schedule, None
+        self._schedule_state: dict | None = None
+        self._val_results: tuple[int, dict] | None = None  # (epoch, validation scores) of the last validation
         if chunk_size < 0 or tbptt_chunks < 1:
             raise ValueError(f"train.chunk_size must be >= 0 and train.tbptt_chunks >= 1, got {chunk_size}, {tbptt_chunks}")
         self.chunk_size, self.tbptt_chunks = chunk_size, tbptt_chunks
@@ -231,6 +238,11 @@ class SegmentationModule(pl.LightningModule):
                     sched.step(value)
             else:
                 sched.step()
+        if self.epoch_schedule is not None:
+            self.log("train/lr", float(self.epoch_schedule.optimizer.param_groups[0]["lr"]), sync_dist=False)
+            metric = self.epoch_schedule.metric
+            fresh = self._val_results is not None and self._val_results[0] == self.current_epoch
+            self.epoch_schedule.step(float(self._val_results[1][metric]) if metric and fresh else None)
 
     def _stream_collect(self, batch: dict) -> None:
         logits, self._eval_state = self._stream_forward(batch, self._eval_state)
@@ -313,6 +325,10 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = self.optimizer_factory(self.net.parameters())
+        if self.epoch_schedule_factory is not None:
+            self.epoch_schedule = self.epoch_schedule_factory(opt)
+            if self._schedule_state is not None:
+                self.epoch_schedule.load_state_dict(self._schedule_state)
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(opt)
@@ -392,7 +408,8 @@ class SegmentationModule(pl.LightningModule):
         if self.trainer.sanity_checking or not videos:
             return
         results = self._score(videos)
-        for key in ("acc", "edit", "f1@10", "f1@25", "f1@50"):
+        self._val_results = (self.current_epoch, results)
+        for key in METRIC_KEYS:
             # every rank computed the same numbers from the same gathered videos: no reduction needed
             self.log(f"val/{key}", float(results[key]), prog_bar=key in ("acc", "f1@50"), sync_dist=False)
 
@@ -415,9 +432,12 @@ class SegmentationModule(pl.LightningModule):
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
         checkpoint["skipped_steps"] = self.skipped_steps
+        if self.epoch_schedule is not None:
+            checkpoint["epoch_schedule"] = self.epoch_schedule.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self._schedule_state = checkpoint.get("epoch_schedule")
         rng = checkpoint.get("rng")
         if not rng:
             return

@@ -21,17 +21,25 @@ from ..models.losses import SegmentationLoss, SVTASStreamLoss
 from ..data import TASLayout
 from .datamodule import DatasetInfo, TASDatasetParams, split_names
 from .module import SegmentationModule
+from .schedules import EpochSchedule, build_optimizer, check_train_options, uses_epoch_schedule
 
 
 def _adam_module(net: nn.Module, params: RunParams, info: DatasetInfo, loss, **extra) -> SegmentationModule:
-    """The module every recipe builds: Adam (`train.lr`, `train.weight_decay`), the chunking and gradient
-    clipping of `train`, ``loss``; ``extra`` (scheduler, stream_batches, ...) goes to SegmentationModule."""
+    """The module every recipe builds: the optimiser of `train.optimizer` (Adam by default, `train.lr`,
+    `train.weight_decay`), the chunking and gradient clipping of `train`, ``loss``; ``extra`` (scheduler,
+    stream_batches, ...) goes to SegmentationModule. A `train.schedule` or `train.warmup_epochs` replaces
+    the recipe's own scheduler (`engine/schedules.py`)."""
     t = params.train
+    check_train_options(t)
+    if uses_epoch_schedule(t):
+        extra.pop("scheduler", None)
+        extra.pop("scheduler_monitor", None)
+        extra["epoch_schedule"] = partial(EpochSchedule, t=t)
     return SegmentationModule(
         net,
         info,
         loss=loss,
-        optimizer=partial(torch.optim.Adam, lr=t.lr, weight_decay=t.weight_decay),
+        optimizer=build_optimizer(t),
         chunk_size=t.chunk_size,
         tbptt_chunks=t.tbptt_chunks,
         grad_clip=t.grad_clip,

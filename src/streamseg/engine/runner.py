@@ -32,11 +32,11 @@ from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .quiet import RunProgressBar, silence_lightning_noise
+from .schedules import METRIC_KEYS, check_train_options, early_stopping, early_stopping_summary, needs_validation
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .throughput import TrainThroughput
 from ..metrics import PROTOCOLS
 
-METRIC_KEYS = ("acc", "edit", "f1@10", "f1@25", "f1@50")
 
 
 @dataclasses.dataclass
@@ -53,6 +53,7 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
     Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout.
     ``notes`` (rank 0) receives the check's notes on the footage read (`check_data`)."""
     silence_lightning_noise()  # before any Trainer exists (train, test, test --ckpt none all build first)
+    check_train_options(params.train)  # a bad optimiser, schedule or early-stopping key, before any work
     dm = configs.dataset.build_datamodule(params.data, params.train)
     if launch.local_rank == 0:
         dm.prepare_data()
@@ -139,6 +140,12 @@ def _callbacks(params: RunParams, run: RunDir, has_val: bool) -> list:
     of its own epoch; saved first, it would hold the previous epoch's, and a resumed run would pick
     another best.ckpt (tests/engine/test_reliability.py::test_killed_at_every_point_...)."""
     callbacks: list = [TrainThroughput()]
+    if not has_val and needs_validation(params.train):
+        raise ConfigError(f"{' and '.join(needs_validation(params.train))} read a validation metric, and this "
+                          "run has no validation split (set data.val_fraction, or train.select_on=test)")
+    stopper = early_stopping(params.train)
+    if stopper is not None:
+        callbacks.append(stopper)
     if has_val:
         callbacks.append(
             ModelCheckpoint(
@@ -203,12 +210,14 @@ def train_and_test(
         trainer = _trainer(params, run, hw, has_val, callbacks)
         trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
         weights = check_ranks_agree(module)
+        stopped = early_stopping_summary(callbacks, params.train)  # before testing touches the callbacks
 
         best = run.checkpoints / "best.ckpt"
         ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
         ckpt = dist.broadcast(usable_checkpoint(ckpt) if trainer.is_global_zero else None)
         metrics = test(trainer, module, dm, run, ckpt)
         metrics["best_val"] = _best_val(callbacks, params)
+        metrics["early_stopping"] = stopped
         if trainer.is_global_zero:
             metrics["checkpoint"] = ckpt.name
             metrics["train_seconds"] = round(time.time() - started, 1)
