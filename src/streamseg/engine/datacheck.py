@@ -32,8 +32,8 @@ class DatasetProblems(DataError):
                            "which a run on features does not read)")
 
 
-def run_data_problems(root: str | Path, split: int, video_input: bool, notes: list[str] | None = None,
-                      features_dir: str = "features") -> list[Problem]:
+def run_data_problems(root: str | Path, split: int, video_input: bool, features_dir: str = "features",
+                      notes: list[str] | None = None) -> list[Problem]:
     """Every problem that would stop (or silently spoil) a run on split `split` of `root`; ``notes``, when
     given, receives what is worth knowing about the videos read (rotated, interlaced, variable rate, ...).
     ``features_dir``: the folder of `root` the features are read from (`data.features_dir`)."""

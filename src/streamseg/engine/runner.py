@@ -89,8 +89,8 @@ def check_data(params: RunParams, launch: dist.Launch, notes: list[str] | None =
     if not isinstance(params.data, TASDatasetParams):
         return  # a custom layout: its DataModule is responsible for its own checks
     found: list[str] = []
-    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params), found,
-                                 params.data.features_dir) \
+    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params),
+                                 params.data.features_dir, notes=found) \
         if launch.is_zero else None
     for note in found:
         print(f"note: {note}", file=sys.stderr)
@@ -210,7 +210,9 @@ def train_and_test(
         trainer = _trainer(params, run, hw, has_val, callbacks)
         trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
         weights = check_ranks_agree(module)
-        stopped = early_stopping_summary(callbacks, params.train)  # before testing touches the callbacks
+        # before testing: trainer.test(ckpt_path=...) restores every callback's state from that checkpoint
+        stopped = early_stopping_summary(callbacks, params.train)
+        throughput = next((cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
 
         best = run.checkpoints / "best.ckpt"
         ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
@@ -222,8 +224,7 @@ def train_and_test(
             metrics["checkpoint"] = ckpt.name
             metrics["train_seconds"] = round(time.time() - started, 1)
             metrics["world_size"] = trainer.world_size
-            metrics["train_throughput"] = next(
-                (cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
+            metrics["train_throughput"] = throughput
             write_json(run.metrics, metrics)
             if len(ranks) > 1:  # what each DDP rank ran and ended with (equal by the two checks)
                 write_json(run.path / "ranks.json",
