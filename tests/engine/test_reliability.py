@@ -724,6 +724,8 @@ def test_a_dying_rank_ends_the_whole_job_with_no_orphans(tmp_path, synth_root):
     # the launcher's one-line report names the failed rank and its exit code, and keeps that code
     assert proc.returncode == 3
     assert re.search(r"torchrun: .*rank 1 exited with code 3.*\(first: rank 1\)", err), err[-3000:]
-    assert "ChildFailedError" not in err and "Traceback" not in err
+    # (rank 0 may print its own broken-connection traceback before it is stopped: that is its error, not
+    # torchrun's ChildFailedError report)
+    assert "ChildFailedError" not in err
     left = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True)
     assert left.stdout == "", f"processes left behind: {left.stdout}"

@@ -10,6 +10,7 @@ import pytest
 
 from streamseg.config import ConfigError, load_configs, parse_value, resolve_params
 from streamseg.search import format_value, override_args, sample_overrides, train_command
+from streamseg.search.space import display_override
 
 TINY_EXP = str(Path(__file__).with_name("mstcn_tiny.py"))
 
@@ -42,14 +43,12 @@ def test_sampled_overrides_are_typed_and_applied():
     assert again == params
 
 
-def test_step_grid_artefacts_are_tidied_before_the_trial_runs():
-    configs = load_configs("synth", "mstcn", TINY_EXP)
-    overrides, params, _ = sample_overrides(configs, _trial({"train.lr": 0.1 + 0.2, "model.num_maps": 4}), [])
-    assert overrides["train.lr"] == 0.3 and params.train.lr == 0.3  # what ran is what is recorded
-    assert "train.lr=0.3" in override_args(overrides)
-    lr = 0.0012345678901234567  # a log-uniform draw keeps its 15 significant digits
-    overrides, _, _ = sample_overrides(configs, _trial({"train.lr": lr, "model.num_maps": 4}), [])
-    assert abs(overrides["train.lr"] - lr) < 1e-17
+@pytest.mark.parametrize("item, shown", [("train.lr=0.30000000000000004", "train.lr=0.3"),
+                                         ("train.lr=0.0012345678901234567", "train.lr=0.00123457"),
+                                         ("model.num_maps=64", "model.num_maps=64"), ("data.name=a.b", "data.name=a.b"),
+                                         ("train.lr=1e-05", "train.lr=1e-05")])
+def test_tables_show_floats_rounded_and_the_rest_as_given(item, shown):
+    assert display_override(item) == shown
 
 
 def test_a_key_searched_and_fixed_is_an_error():

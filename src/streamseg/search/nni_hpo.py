@@ -30,7 +30,7 @@ from rich.table import Table
 from ..config import ConfigError, ConfigSet
 from .nni_space import nni_search_space, record_space
 from .nni_trial import PARAMETERS_FILE, NNISpec, plan_trial
-from .space import override_args
+from .space import display_override, override_args
 
 TUNERS = {"tpe": "TPE", "random": "Random"}
 FINISHED = ("DONE", "STOPPED", "ERROR")
@@ -186,7 +186,7 @@ def print_results(console: Console, results: list[NNITrialResult], metric: str, 
     for r in results:
         table.add_row(("* " if r.trial_id in best else "") + str(r.number), r.trial_id, r.status.lower(),
                       "-" if r.value is None else f"{r.value:.4g}", str(r.epochs), str(r.seed),
-                      " ".join(r.overrides), "-" if r.seconds is None else f"{r.seconds:.1f}")
+                      " ".join(map(display_override, r.overrides)), "-" if r.seconds is None else f"{r.seconds:.1f}")
     console.print(table)
     out = summary(results)
     if not out:

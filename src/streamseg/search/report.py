@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .objective import ATTR_COMMAND, ATTR_COST, ATTR_OVERRIDES, ATTR_SEED, ATTR_SKIPPED
+from .space import display_override
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def trials_table(study: optuna.Study, metric: str, cost: str | None) -> Table:
         if cost:
             row.append(_fmt(t.user_attrs.get(ATTR_COST)))
         row += [str(len(t.intermediate_values)), _fmt(t.user_attrs.get(ATTR_SEED)),
-                " ".join(t.user_attrs.get(ATTR_OVERRIDES, [])), _fmt(seconds)]
+                " ".join(map(display_override, t.user_attrs.get(ATTR_OVERRIDES, []))), _fmt(seconds)]
         table.add_row(*row)
     return table
 

@@ -15,7 +15,6 @@ they are type-checked like command-line overrides, and an unknown key is an erro
 
 from __future__ import annotations
 
-import math
 
 import shlex
 from types import ModuleType
@@ -54,14 +53,18 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def tidy_float(value: Any) -> Any:
-    """A float rounded to 15 significant digits (a step grid's ``0.1 * 3 = 0.30000000000000004`` becomes
-    ``0.3``); other values unchanged. A sampled value is tidied *before* it runs, so the recorded override,
-    the re-run command and the run's params all hold the value that ran; 15 digits is below any
-    hyper-parameter's meaning (float64 keeps 15-17)."""
-    if isinstance(value, float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(f"{value:.15g}")
-    return value
+def display_override(item: str) -> str:
+    """``key=value`` for a table: a float value rounded to 6 significant digits (a step grid's
+    ``0.30000000000000004`` shows as ``0.3``). Display only: the re-run command and best.json keep the
+    exact value that ran."""
+    key, sep, value = item.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return item
+    if not sep or "." not in value and "e" not in value.lower():
+        return item  # ints and non-numbers as given
+    return f"{key}={number:.6g}"
 
 
 def override_args(overrides: dict[str, Any]) -> list[str]:
@@ -79,7 +82,6 @@ def sample_overrides(configs: ConfigSet, trial: Any, fixed: Sequence[str] = ()) 
     where = f"{configs.exp.__file__}: {SPACE_FUNCTION}()"
     if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
         raise ConfigError(f"{where} must return a dict of dotted keys to values, got {type(overrides).__name__}")
-    overrides = {k: tidy_float(v) for k, v in overrides.items()}
     fixed_keys = {item.partition("=")[0].strip() for item in fixed}
     clash = sorted(fixed_keys & set(overrides))
     if clash:
