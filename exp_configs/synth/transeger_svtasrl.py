@@ -7,20 +7,13 @@ rl_dpg_loss.py), a step per chunk of 32 sampled frames (SETE).
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import synth_sete
 from streamseg.engine.recipes import svtas_rl_module as build_module  # noqa: F401 (checks chunk <= delay too)
 
 
 def configure(params: RunParams) -> None:
-    params.data.input = "video"
-    params.data.frame_size = (32, 32)
-    params.data.sample_rate = 2
-    params.model.frame_size = params.data.frame_size
+    synth_sete(params)
     params.model.text_width = 64
     params.model.text_heads = 2
     params.model.num_maps = 64
-    params.train.chunk_size = 32
-    params.model.feedback_delay = params.train.chunk_size
-    params.train.tbptt_chunks = 1  # SETE: one chunk per step
-    params.train.batch_size = 4
-    params.train.epochs = 12
-    params.train.lr = 1e-3
+    params.model.feedback_delay = None  # follows train.chunk_size after overrides (model_configs/transeger.derive)

@@ -6,16 +6,9 @@ SVTAS's SETE schedule: a step per chunk of 32 sampled frames, the state detached
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import synth_sete
 from streamseg.engine.recipes import svtas_rl_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:
-    params.data.input = "video"
-    params.data.frame_size = (32, 32)
-    params.data.sample_rate = 2
-    params.model.frame_size = params.data.frame_size
-    params.train.chunk_size = 32
-    params.train.tbptt_chunks = 1  # SETE: one chunk per step
-    params.train.batch_size = 4
-    params.train.epochs = 12
-    params.train.lr = 1e-3
+    synth_sete(params)

@@ -40,3 +40,18 @@ def transeger_chunk32(params: RunParams) -> None:
     overrides: model_configs/transeger.py `derive`; ground truth in training)."""
     tsm_memtcn_chunk32(params)
     params.model.feedback_delay = None
+
+
+def synth_sete(params: RunParams) -> None:
+    """The synthetic videos' SVTAS-objective experiments (`-E svtas`, `-E svtasrl`): 32x32 frames at sample
+    rate 2, chunks of 32 sampled frames, SVTAS's SETE schedule (an optimiser step per chunk, the state
+    detached every chunk), 4 streams, 12 epochs of Adam at 1e-3."""
+    params.data.input = "video"
+    params.data.frame_size = (32, 32)
+    params.data.sample_rate = 2
+    params.model.frame_size = params.data.frame_size
+    params.train.chunk_size = 32
+    params.train.tbptt_chunks = 1  # SETE: one chunk per step
+    params.train.batch_size = 4
+    params.train.epochs = 12
+    params.train.lr = 1e-3
