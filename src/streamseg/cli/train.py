@@ -111,8 +111,14 @@ def _relaunch_under_torchrun(devices: int) -> int:
 def _fail(error: object, same_on_every_rank: bool) -> NoReturn:
     """Exit with code 1 and `error: ...`. An error every rank finds identically (a config error, the
     dataset report, which is broadcast) is printed by rank 0 alone, so N processes do not print it N times."""
+    import torch.distributed
+
     from ..engine import dist
 
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # tear the process group down before the interpreter does: left to exit, its C++ threads can
+        # abort the process ("terminate called without an active exception", SIGABRT instead of exit 1)
+        torch.distributed.destroy_process_group()
     if same_on_every_rank and not dist.detect_launch().is_zero:
         raise SystemExit(1)
     raise SystemExit(f"error: {error}")
