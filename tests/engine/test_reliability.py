@@ -259,10 +259,13 @@ def test_two_identical_train_commands_started_together_run_two_versions(tmp_path
     exp = tmp_path / "synth" / "mstcn_quick"
     assert sorted(p.name for p in exp.iterdir() if p.is_dir()) == ["version_0", "version_1"]
     assert all((exp / f"version_{v}" / "DONE").is_file() for v in (0, 1))
-    # one of them started version_1 and said why, naming the other process
+    # when they overlapped, the one that started version_1 said why, naming the other process (on a fast
+    # machine the first may finish before the second chooses: then version_1 is simply the next run;
+    # the message itself is held by test_a_version_held_by_a_live_process_is_never_shared)
     said = [i for i, (_, err) in enumerate(outs) if "version_0 is in use by pid" in err]
-    assert len(said) == 1, [err[-2000:] for _, err in outs]
-    assert f"version_0 is in use by pid {procs[1 - said[0]].pid} on " in outs[said[0]][1]
+    assert len(said) <= 1, [err[-2000:] for _, err in outs]
+    if said:
+        assert f"version_0 is in use by pid {procs[1 - said[0]].pid} on " in outs[said[0]][1]
 
 
 # ---------------------------------------------------------------------------------------------- NaN losses
