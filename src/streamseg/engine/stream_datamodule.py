@@ -93,9 +93,11 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if train.shuffle != "seeded":
             raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
                               "(keep train.shuffle=seeded with data.input='video')")
-        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()):
-            raise ConfigError("data.pooling and data.test_rates act on pre-extracted features; with "
-                              "data.input='video' keep data.pooling=subsample and data.test_rates empty")
+        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()) or \
+                getattr(p, "zoom_augment", False):
+            raise ConfigError("data.pooling, data.test_rates and data.zoom_augment act on pre-extracted features; "
+                              "with data.input='video' keep data.pooling=subsample, data.test_rates empty and "
+                              "data.zoom_augment=false")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,
