@@ -70,11 +70,24 @@ class _FakeDecoder:
         return out
 
 
+class _FakeThreaded(_FakeDecoder):
+    """ThreadedDecoder's interface: a buffer size, and no more than that many frames a call."""
+
+    def __init__(self, path, buffer_size, **kwargs):
+        super().__init__(path, **kwargs)
+        self.buffer_size = buffer_size
+
+    def get_batch_frames(self, n):
+        assert n <= self.buffer_size, "ThreadedDecoder refuses batches larger than its buffer"
+        return super().get_batch_frames(n)
+
+
 @pytest.fixture
 def fake_nvc(monkeypatch):
     monkeypatch.setattr(_FakeDecoder, "refuse", set())
     monkeypatch.setattr(_FakeDecoder, "calls", [])
-    module = types.SimpleNamespace(SimpleDecoder=_FakeDecoder, OutputColorType=types.SimpleNamespace(NATIVE=0))
+    module = types.SimpleNamespace(SimpleDecoder=_FakeDecoder, ThreadedDecoder=_FakeThreaded,
+                                   OutputColorType=types.SimpleNamespace(NATIVE=0))
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", module)
     return module
 
@@ -92,12 +105,17 @@ def test_nv12_to_i420_is_ffmpegs_i420_layout(tmp_path):
     assert torch.equal(nv12_to_i420(nv12), i420_frames(frames))
 
 
-@pytest.mark.parametrize(("sample_rate", "chunks", "threads"), [(1, [8, 8, 8, 8, 8], 0), (3, [4, 5, 4, 4], 2)])
-def test_nvdec_source_reads_the_pyav_frames_in_chunks(tmp_path, fake_nvc, sample_rate, chunks, threads):
+@pytest.mark.parametrize(("sample_rate", "chunks", "threads", "threaded"),
+                         [(1, [8, 8, 8, 8, 8], 0, True), (3, [4, 5, 4, 4], 2, True), (25, [1, 1], 1, False)])
+def test_nvdec_source_reads_the_pyav_frames_in_chunks(tmp_path, fake_nvc, sample_rate, chunks, threads, threaded,
+                                                      monkeypatch):
+    import streamseg.data.nvdec as nvdec
+
+    monkeypatch.setattr(nvdec, "AHEAD", 7)  # several decoder calls per chunk
     clip = _clip(tmp_path / "v.mp4", 37)
     pool = ThreadPoolExecutor(threads) if threads else None
     with VideoFileSource(clip, sample_rate, pixel_path="i420") as ref, \
-            NvdecSource(clip, (48, 64), sample_rate, device="cpu", pool=pool) as nv:
+            NvdecSource(clip, (48, 64), sample_rate, device="cpu", pool=pool, threaded=threaded) as nv:
         got = [nv.read(n) for n in chunks]
         want = [ref.read(n) for n in chunks]
     assert [len(g) for g in got] == [len(w) for w in want] and sum(len(w) for w in want) == -(-37 // sample_rate)
@@ -133,9 +151,13 @@ def _dm(root, decoder: str, fallback: bool = True, preprocess: str = "device-i42
     return dm
 
 
-def test_nvdec_training_batches_equal_the_pyav_workers(synth_video_root, fake_nvc):
+def test_nvdec_training_batches_equal_the_pyav_workers(synth_video_root, fake_nvc, monkeypatch):
     """The NVDEC loader (main process, decode-ahead threads, frames written into the batch) yields the
     PyAV loader's batches, byte for byte, with one file (refused by NVDEC) falling back to PyAV."""
+    from streamseg.engine import VideoStreamDataModule
+
+    # the fake decodes to CPU tensors: so does the loader, also where a GPU is present
+    monkeypatch.setattr(VideoStreamDataModule, "_device", lambda self: torch.device("cpu"))
     root = synth_video_root
     videos = sorted((root / "Videos").iterdir())
     _FakeDecoder.refuse = {str(videos[0])}
@@ -165,14 +187,15 @@ def test_nvdec_keys_fail_before_training_with_one_line_errors(synth_video_root, 
 @pytest.mark.parametrize("size", [(240, 320), (720, 1280)])
 def test_nvdec_planes_are_bit_exact_against_pyav_on_h264(tmp_path, size):
     """Real NVDEC on synthetic H.264 (libx264, yuv420p): the 4:2:0 planes equal PyAV's exactly (tolerance 0:
-    no colour conversion happens on either side), frame for frame, at sample rates 1 and 2."""
+    no colour conversion happens on either side), frame for frame, at sample rates 1 and 2, through both
+    PyNvVideoCodec decoders."""
     pytest.importorskip("PyNvVideoCodec")
     clip = _clip(tmp_path / "v.mp4", 75, size, codec="libx264")
     assert nvdec_plan([clip], size, fallback=False) == (True, set())
     pool = ThreadPoolExecutor(2)
-    for sample_rate in (1, 2):
+    for sample_rate, threaded in ((1, True), (2, True), (2, False)):
         with VideoFileSource(clip, sample_rate, pixel_path="i420") as ref, \
-                NvdecSource(clip, size, sample_rate, device="cuda", pool=pool) as nv:
+                NvdecSource(clip, size, sample_rate, device="cuda", pool=pool, threaded=threaded) as nv:
             for n in (32, 32, 32):
                 want, got = ref.read(n), nv.read(n)
                 assert got.is_cuda and got.shape == want.shape

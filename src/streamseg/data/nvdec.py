@@ -80,9 +80,12 @@ def nv12_to_i420(nv12: torch.Tensor) -> torch.Tensor:
 
 def _plane_tensor(frame: Any, size: tuple[int, int]) -> torch.Tensor:
     """A decoded frame (DLPack) as ``uint8 (H*3/2, W)`` NV12; ValueError for any other layout."""
-    t = torch.from_dlpack(frame)
-    if t.dim() == 3 and t.shape[-1] == 1:
-        t = t[..., 0]
+    try:
+        t = torch.from_dlpack(frame)
+    except (TypeError, RuntimeError, BufferError, AttributeError):  # no DLPack: the CUDA array interface
+        t = torch.as_tensor(frame, device="cuda")
+    if t.dim() > 2:  # (H*3/2, W, 1) or (1, H*3/2, W)
+        t = t.squeeze()
     h, w = size
     if t.dtype != torch.uint8 or tuple(t.shape) != (h * 3 // 2, w):
         raise ValueError(f"decoded frames are {t.dtype} {tuple(t.shape)}, not 8-bit 4:2:0 NV12 "
@@ -90,9 +93,19 @@ def _plane_tensor(frame: Any, size: tuple[int, int]) -> torch.Tensor:
     return t
 
 
-def _open_decoder(nvc: Any, path: Path, device: torch.device, stream: int) -> Any:
-    return nvc.SimpleDecoder(str(path), gpu_id=device.index or 0, cuda_stream=stream, use_device_memory=True,
-                             output_color_type=nvc.OutputColorType.NATIVE)
+# Frames a ThreadedDecoder decodes ahead of the reader: two chunks of 32 (a 1280x720 NV12 frame is 1.4 MB,
+# so 64 frames are 88 MB of GPU memory per open video)
+AHEAD = 64
+
+
+def _open_decoder(nvc: Any, path: Path, device: torch.device, stream: int, threaded: bool = False) -> Any:
+    """PyNvVideoCodec's ThreadedDecoder (``threaded``: decodes on its own native thread, ahead of the reader)
+    or SimpleDecoder (decodes inside each ``get_batch_frames`` call)."""
+    common = dict(gpu_id=device.index or 0, cuda_stream=stream, use_device_memory=True,
+                  output_color_type=nvc.OutputColorType.NATIVE)
+    if threaded:
+        return nvc.ThreadedDecoder(str(path), buffer_size=AHEAD, **common)
+    return nvc.SimpleDecoder(str(path), **common)
 
 
 def nvdec_plan(paths: Iterable[str | Path], size: tuple[int, int], fallback: bool,
@@ -151,12 +164,17 @@ class NvdecSource:
         path: the video. size: its ``(H, W)`` (even), as `probe` gives it.
         sample_rate: keep every ``sample_rate``-th frame. device: the decoding GPU.
         pool: the thread pool that decodes ahead (None: decode when asked, on the caller's thread).
+        threaded: decode with PyNvVideoCodec's ThreadedDecoder (its own native thread decodes up to `AHEAD`
+            frames ahead) instead of its SimpleDecoder (decodes inside each call). SimpleDecoder is the
+            default because it is the one measured on the GPU (bit-exact; too slow for the targets, see
+            docs/benchmarks.md); ThreadedDecoder is tested on CPU with a stand-in only.
     """
 
     opens: ClassVar[Counter[str]] = Counter()
 
     def __init__(self, path: str | Path, size: tuple[int, int], sample_rate: int = 1,
-                 device: torch.device | str = "cuda", pool: ThreadPoolExecutor | None = None) -> None:
+                 device: torch.device | str = "cuda", pool: ThreadPoolExecutor | None = None,
+                 threaded: bool = False) -> None:
         self.path, self.size, self.sample_rate = Path(path), (int(size[0]), int(size[1])), sample_rate
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
             raise DataError(self.path, f"sample_rate must be an int >= 1, got {sample_rate!r}")
@@ -164,12 +182,18 @@ class NvdecSource:
         self._cuda = self.device.type == "cuda"
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
         nvc = import_pynvvideocodec()
+        self._legacy = False  # the decoder works on CUDA's legacy default stream, not on ours
         try:
-            self._decoder = _open_decoder(nvc, self.path, self.device, self._stream.cuda_stream if self._cuda else 0)
+            try:
+                self._decoder = _open_decoder(nvc, self.path, self.device, self._stream.cuda_stream if self._cuda else 0,
+                                              threaded)
+            except TypeError:  # a binding that takes no raw stream handle
+                self._decoder, self._legacy = _open_decoder(nvc, self.path, self.device, 0, threaded), self._cuda
         except Exception as e:
             raise DataError(self.path, f"NVDEC cannot open it: {e}") from e
         NvdecSource.opens[str(self.path)] += 1
         self.num_frames, self.fps = len(self._decoder), 0.0
+        self._header_frames = self.num_frames  # the container's count: never ask the decoder past it
         self._next = 0  # original-rate index of the next frame the decoder returns
         self._ended = False
         self._ready: torch.Tensor | None = None  # sampled frames decoded and not yet returned
@@ -186,7 +210,15 @@ class NvdecSource:
         ctx = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
         with ctx:
             try:
-                frames = self._decoder.get_batch_frames(need) if need else []
+                ask = min(need, self._header_frames - self._next) if self._header_frames > 0 else need
+                frames = []
+                while len(frames) < ask:  # a ThreadedDecoder hands out at most AHEAD frames a call
+                    got = self._decoder.get_batch_frames(min(ask - len(frames), AHEAD))
+                    frames += got
+                    if not got:
+                        break
+                if self._legacy:  # our copies below wait for the decoder's work on the default stream
+                    self._stream.wait_stream(torch.cuda.default_stream(self.device))
                 keep = [_plane_tensor(f, self.size) for j, f in enumerate(frames) if (self._next + j) % s == 0]
             except Exception as e:
                 raise DataError(self.path, f"NVDEC decoding failed after frame {self._next}: {e}") from e
@@ -197,11 +229,14 @@ class NvdecSource:
             h, w = self.size
             out = (nv12_to_i420(torch.stack(keep)) if keep
                    else torch.empty((0, 1, h * 3 // 2, w), dtype=torch.uint8, device=self.device))
-            del frames, keep  # the decoder's surfaces may be reused once the copy above has run
+            del frames, keep
             event = None
             if self._cuda:
                 event = torch.cuda.Event()
                 event.record(self._stream)
+                # the decoder may reuse its surfaces at its next call: the copies above finish first (this
+                # thread waits, not the consumer)
+                event.synchronize()
         return out, event
 
     def _take(self, result: tuple[torch.Tensor, Any]) -> torch.Tensor:

@@ -73,6 +73,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         compile_transform: bool = False,
         decoder: str = "pyav",
         decoder_fallback: bool = True,
+        nvdec_reader: str = "simple",
     ):
         super().__init__()
         if preprocess not in PREPROCESS:
@@ -94,7 +95,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self._prepare = prepare
         self.preprocess, self.compile_transform = preprocess, compile_transform
-        self.decoder, self.decoder_fallback = decoder, decoder_fallback
+        self.decoder, self.decoder_fallback, self.nvdec_reader = decoder, decoder_fallback, nvdec_reader
         self.nvdec = False  # setup: NVDEC decodes (decoder="nvdec" and PyNvVideoCodec usable)
         self.pyav_files: set[str] = set()  # decoder="nvdec": files that fall back to PyAV
         self._pool: ThreadPoolExecutor | None = None
@@ -120,7 +121,8 @@ class VideoStreamDataModule(pl.LightningDataModule):
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,
                    select_on=train.select_on, augment=p.augment, prepare=prepare,
                    preprocess=p.preprocess, compile_transform=train.compile,
-                   decoder=getattr(p, "decoder", "pyav"), decoder_fallback=getattr(p, "decoder_fallback", True))
+                   decoder=getattr(p, "decoder", "pyav"), decoder_fallback=getattr(p, "decoder_fallback", True),
+                   nvdec_reader=getattr(p, "nvdec_reader", "simple"))
 
     def prepare_data(self) -> None:
         if self._prepare is not None:
@@ -200,7 +202,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
             # one decode-ahead thread per slot: every slot's next chunk decodes at once, on the NVDEC engines
             self._pool = self._pool or ThreadPoolExecutor(self.batch_size, thread_name_prefix="nvdec")
             gpu = partial(NvdecSource, size=self.native_size, sample_rate=self.sample_rate, device=self._device(),
-                          pool=self._pool)
+                          pool=self._pool, threaded=self.nvdec_reader == "threaded")
             return [StreamVideo(n, partial(source if str(p) in self.pyav_files else gpu, p), labels=self.full_labels(n))
                     for n, p in paths.items()]
         return [StreamVideo(n, partial(source, p), labels=self.full_labels(n)) for n, p in paths.items()]
