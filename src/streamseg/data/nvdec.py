@@ -15,8 +15,11 @@ native size). What it keeps from the PyAV path:
   chunks (`NvdecSource`).
 
 What it adds: each reader decodes its NEXT chunk in a background thread (a pool shared by all readers,
-so the slots' videos decode in parallel on the GPU's NVDEC engines) on its own CUDA stream, while the
-training or inference step runs; the consumer's stream waits on an event, never the host.
+one thread per slot) on its own CUDA stream, while the training or inference step runs; the consumer's
+stream waits on an event, never the host. Measured on one H100 (docs/benchmarks.md, "NVDEC decoding"):
+bit-exact, but with PyNvVideoCodec's SimpleDecoder 16 readers decode only 2.2-2.4x what one does, not
+faster than 15 PyAV worker processes; the ThreadedDecoder reader (``threaded=True``,
+``data.nvdec_reader=threaded``) is the unmeasured next step.
 
 Files NVDEC cannot decode like PyAV (a codec or profile NVDEC lacks, 10-bit or 4:2:2/4:4:4 planes, a
 display rotation or interlacing, which PyAV's decode layer corrects and NVDEC would not) are found
