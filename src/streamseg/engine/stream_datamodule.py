@@ -208,7 +208,8 @@ class VideoStreamDataModule(pl.LightningDataModule):
         return [StreamVideo(n, partial(source, p), labels=self.full_labels(n)) for n, p in paths.items()]
 
     def _device(self) -> torch.device:
-        """The trainer's CUDA device, or cuda:0 without a trainer (NVDEC decodes on a GPU only)."""
+        """The trainer's CUDA device (a CPU trainer is refused: NVDEC decodes on a GPU); without a trainer the
+        current CUDA device, or the CPU where there is none (tests with a stand-in decoder)."""
         root = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
         if isinstance(root, torch.device) and root.type == "cuda":
             return root
