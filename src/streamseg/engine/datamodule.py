@@ -64,6 +64,16 @@ class TASDatasetParams:
     # ship as RGB ("device-rgb") or as the decoder's I420 planes ("device-i420", no colour conversion on
     # the CPU); all videos of the dataset must then share one frame size (data/augment.py).
     preprocess: Literal["cpu", "device-rgb", "device-i420"] = "cpu"
+    # Video decoder: "pyav" (CPU worker processes; the default and the reference) or "nvdec" (the GPU's
+    # hardware decoder through PyNvVideoCodec, `pip install 'streamseg[gpu-decode]'`; needs
+    # preprocess="device-i420" and a CUDA device; data/nvdec.py). decoder_fallback: files NVDEC cannot
+    # decode (codec, profile, rotation, interlacing), or a missing PyNvVideoCodec, fall back to PyAV with
+    # a warning naming the file; false: stop before training with an error naming it.
+    decoder: Literal["pyav", "nvdec"] = "pyav"
+    decoder_fallback: bool = True
+    # nvdec only: PyNvVideoCodec's SimpleDecoder (decodes inside each call; measured on an H100) or its
+    # ThreadedDecoder (decodes ahead on its own native thread; not yet measured on a GPU)
+    nvdec_reader: Literal["simple", "threaded"] = "simple"
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
     preload: Literal["none", "memory", "device"] = "none"
