@@ -113,8 +113,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if train.shuffle != "seeded":
             raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
                               "(keep train.shuffle=seeded with data.input='video')")
-        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()) or \
-                getattr(p, "zoom_augment", False):
+        if p.pooling != "subsample" or p.test_rates or p.zoom_augment:
             raise ConfigError("data.pooling, data.test_rates and data.zoom_augment act on pre-extracted features; "
                               "with data.input='video' keep data.pooling=subsample, data.test_rates empty and "
                               "data.zoom_augment=false")
@@ -123,8 +122,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,
                    select_on=train.select_on, augment=p.augment, prepare=prepare,
                    preprocess=p.preprocess, compile_transform=train.compile,
-                   decoder=getattr(p, "decoder", "pyav"), decoder_fallback=getattr(p, "decoder_fallback", True),
-                   nvdec_reader=getattr(p, "nvdec_reader", "simple"))
+                   decoder=p.decoder, decoder_fallback=p.decoder_fallback, nvdec_reader=p.nvdec_reader)
 
     def prepare_data(self) -> None:
         if self._prepare is not None:
