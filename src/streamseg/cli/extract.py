@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 # the names `streamseg.extract` knows (tests/extract/test_extract_run.py checks they agree); spelled out here
 # so that building the parser does not import torchvision
-ENCODERS = ("s3d", "r2plus1d_18", "swin3d_t", "mvit_v2_s", "resnet50", "mobilenet_v2", "run")
+ENCODERS = ("s3d", "r2plus1d_18", "swin3d_t", "mvit_v2_s", "resnet50", "mobilenet_v2", "thumbnail", "run")
 FLOW_MODELS = ("raft_small", "raft_large")
 
 
@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="dataset root, folder of videos, .txt list of videos, or video files")
     p.add_argument("--out", default=None, help="output folder (default: <root>/features for one dataset root)")
     p.add_argument("--encoder", required=True, choices=ENCODERS,
-                   help="torchvision video or image model, or 'run': the frame encoder of a trained run")
+                   help="torchvision video or image model, 'thumbnail' (each frame pooled to 8x8 cells, no weights), "
+                        "or 'run': the frame encoder of a trained run")
     p.add_argument("--weights", default=None,
                    help="local torchvision state dict (no downloads; omitted: random init, for tests); "
                         "for --encoder run: the run directory or checkpoint")

@@ -35,7 +35,7 @@ import torch
 
 from ..data.layout import check_video_name
 from ..data.video import VideoFileSource
-from .encoders import EncoderSpec, build_encoder, flow_encoder
+from .encoders import IMAGE_MODELS, EncoderSpec, build_encoder, flow_encoder
 from .flow import FlowSpec, RaftFlow
 from .frames import PrefetchReader, device_reader, i420_to_rgb, segments
 
@@ -134,7 +134,7 @@ def manifest_spec(spec: EncoderSpec, flow: FlowSpec | None, sample_rate: int, di
                            "size": list(spec.size) if spec.size else None, "dim": dim}
     if decode != "rgb24":  # the colour conversion and resize differ slightly, so the features do
         out["decode"] = decode
-    if spec.encoder not in ("resnet50", "mobilenet_v2", "run"):
+    if spec.encoder not in (*IMAGE_MODELS, "run"):
         out["mode"] = spec.mode
         out.update({"window": spec.window} if spec.mode == "window" else {"chunk": spec.chunk,
                                                                            "overlap": spec.overlap})
