@@ -64,6 +64,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random init when there are no weights")
     p.add_argument("--decode", choices=("rgb24", "i420"), default="rgb24",
                    help="rgb24: colour and resize on the CPU (as training); i420: on the device (less CPU work)")
+    p.add_argument("--decode-workers", type=int, default=0,
+                   help="processes that decode videos (several at once) while the network runs; 0: one thread of "
+                        "this process, one video at a time (default). Not with --flow or --encoder run")
+    p.add_argument("--segment-batch", type=int, default=1,
+                   help="with --decode-workers: segments (of several videos) per network run (default 1: the same "
+                        "features bit for bit; more: equal to float rounding)")
     # set by tools/run_*.sh; the ranks themselves come from torchrun's environment
     p.add_argument("--devices", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--num-nodes", type=int, default=None, help=argparse.SUPPRESS)
@@ -100,7 +106,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
     try:
         report = extract_features(args.inputs, out, spec, flow, args.sample_rate, args.device, args.dtype,
-                                  args.seed, progress, args.decode)
+                                  args.seed, progress, args.decode, args.decode_workers, args.segment_batch)
     except ValueError as e:  # bad settings, weights, names or output folder: nothing was extracted
         console.print(f"extract: {e}", markup=False, highlight=False, style="red", soft_wrap=True)
         return 2

@@ -112,6 +112,16 @@ class _Encoder(nn.Module):
     def reset(self) -> None:
         """Called at the start of every video (stateful encoders clear their state)."""
 
+    def forward_batch(self, segments: Tensor) -> Tensor:
+        """``(B, left + step + right, C, H, W)`` segments of stateless encoders -> ``(B, step, D)``; ``B = 1``
+        is exactly ``forward`` (the same kernels, so the same bits). Subclasses run ``B > 1`` in one call."""
+        if segments.shape[0] == 1:
+            return self(segments[0])[None]
+        return self._forward_many(segments)
+
+    def _forward_many(self, segments: Tensor) -> Tensor:
+        return torch.stack([self(s) for s in segments])
+
 
 class ClipEncoder(_Encoder):
     """A video trunk (windows ``(N, C, W, H, W)`` -> ``(N, D, W')``) in window or dense mode.
@@ -140,9 +150,15 @@ class ClipEncoder(_Encoder):
             # window k = segment frames [k, k + W): (step, C, H, W, W) by unfold, then (step, C, W, H, W)
             windows = segment.unfold(0, self.window, 1).permute(0, 1, 4, 2, 3)
             return self.trunk(windows.contiguous()).mean(dim=2)
-        features = self.trunk(segment.transpose(0, 1)[None])  # (1, D, T')
-        features = F.interpolate(features, size=segment.shape[0], mode="linear", align_corners=False)
-        return features[0, :, self.left : self.left + self.step].T
+        return self._dense(segment[None])[0]
+
+    def _dense(self, segments: Tensor) -> Tensor:
+        features = self.trunk(segments.transpose(1, 2))  # (B, D, T')
+        features = F.interpolate(features, size=segments.shape[1], mode="linear", align_corners=False)
+        return features[:, :, self.left : self.left + self.step].transpose(1, 2)
+
+    def _forward_many(self, segments: Tensor) -> Tensor:
+        return self._dense(segments) if self.mode == "dense" else super()._forward_many(segments)
 
 
 class ImageEncoder(_Encoder):
@@ -156,6 +172,9 @@ class ImageEncoder(_Encoder):
 
     def forward(self, segment: Tensor) -> Tensor:
         return self.net(segment)
+
+    def _forward_many(self, segments: Tensor) -> Tensor:
+        return self.net(segments.flatten(0, 1)).unflatten(0, segments.shape[:2])
 
 
 class RunEncoder(_Encoder):
