@@ -53,13 +53,17 @@ def test_several_segments_per_run_agree_to_rounding_and_i420_and_sample_rate_car
         np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-4 * scale)
 
 
-def test_a_bad_video_fails_alone_under_workers(videos, tmp_path):
+def test_a_bad_video_fails_alone_under_workers_from_the_command_line(videos, tmp_path, capsys):
+    from streamseg.cli.main import main
+
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
-    report = extract_features([*videos, broken], tmp_path / "out", EncoderSpec("thumbnail"), decode_workers=2)
-    assert sorted(report.done) == sorted(LENGTHS) and list(report.failed) == ["broken"]
-    assert "broken.mp4" in report.failed["broken"]
-    assert not (tmp_path / "out" / "broken.npy").exists()
+    out = tmp_path / "out"
+    code = main(["extract", *map(str, videos), str(broken), "--encoder", "thumbnail", "--out", str(out),
+                 "--decode-workers", "2", "--segment-batch", "2"])
+    assert code == 1
+    assert sorted(p.stem for p in out.glob("*.npy")) == sorted(LENGTHS)
+    assert "broken.mp4" in capsys.readouterr().err
 
 
 def test_workers_refuse_flow_and_bad_counts(videos, tmp_path):
