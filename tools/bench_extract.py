@@ -122,7 +122,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     clips = [make_clip(tmp / f"clip{i}.mp4", "libx264", args.frames) for i in range(args.videos)]
     total = args.videos * args.frames
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
+    cpu = platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
     print(f"device: {name}; torch {torch.__version__}; {args.videos} clips x {args.frames} frames, 320x240 H.264")
     if args.ranks:
         print("| encoder | mode | processes on one device | dtype | frames/s end to end | seconds |")
