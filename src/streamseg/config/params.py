@@ -46,6 +46,13 @@ class TrainParams:
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
     vary between videos become dynamic after the first recompilation; stream batches keep one shape, and
     the number of graphs compiled is in metrics.json, ``train_throughput.compiled_graphs``).
+    length_bucket: whole-video batches (features): 0 = padded to their longest video, and under compile the
+    time axis is marked dynamic, so one graph serves every length (one for training, one for evaluation);
+    N > 0 = the time axis padded (masked, like any padding) up to the next multiple of N sampled frames,
+    compiled as static graphs, one per bucket (`streamseg.engine.compiling` has the measured counts).
+    compile_cache: where compiled kernels are kept across runs (inductor's FX graph cache and AOTAutograd's
+    cache): "auto" = ``$XDG_CACHE_HOME/streamseg/torch_compile`` (``~/.cache`` without XDG_CACHE_HOME), a
+    folder, or "off" (no reuse across runs).
     activation_checkpointing: recompute the frame encoder's block activations in the backward pass instead
     of keeping them (TSM encoders; `streamseg.models.set_activation_checkpointing`): less memory for bigger
     batches, about one more encoder forward pass of compute. shuffle: the order of the training
@@ -90,6 +97,8 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
+    length_bucket: int = 0
+    compile_cache: str = "auto"
     activation_checkpointing: bool = False
     shuffle: Literal["seeded", "python", "asformer"] = "seeded"
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"

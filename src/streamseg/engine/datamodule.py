@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -192,7 +193,8 @@ class _CachedItems(torch.utils.data.Dataset):
 
 
 class FeatureDataModule(pl.LightningDataModule):
-    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos."""
+    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos (the time
+    axis rounded up to a multiple of `length_bucket` frames when > 0: `train.length_bucket`)."""
 
     def __init__(
         self,
@@ -215,8 +217,12 @@ class FeatureDataModule(pl.LightningDataModule):
         test_rates: Sequence[int] = (),
         test_rate_weights: Sequence[float] = (),
         shuffle: str = "seeded",
+        length_bucket: int = 0,
     ):
         super().__init__()
+        if length_bucket < 0:
+            raise ConfigError(f"train.length_bucket must be >= 0 (sampled frames), got {length_bucket}")
+        self.length_bucket = length_bucket
         if shuffle not in ("seeded", "python", "asformer"):
             raise ConfigError(f"train.shuffle must be 'seeded', 'python' or 'asformer', got {shuffle!r}")
         self.shuffle = shuffle
@@ -274,6 +280,7 @@ class FeatureDataModule(pl.LightningDataModule):
             test_rates=getattr(p, "test_rates", ()),
             test_rate_weights=getattr(p, "test_rate_weights", ()),
             shuffle=train.shuffle,
+            length_bucket=train.length_bucket,
         )
 
     @property
@@ -306,7 +313,7 @@ class FeatureDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=self._sampler(len(ds)) if shuffle else None,
             num_workers=self.num_workers,
-            collate_fn=collate_videos,
+            collate_fn=partial(collate_videos, length_multiple=max(1, self.length_bucket)),
             persistent_workers=self.num_workers > 0,
         )
 
