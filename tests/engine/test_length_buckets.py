@@ -1,6 +1,6 @@
-"""train.compile on whole-video batches: one graph for every video length (time axis marked dynamic), or
-one static graph per length bucket (`train.length_bucket`), padding masked so scores do not change; the
-compile cache goes where `train.compile_cache` says (engine/compiling.py)."""
+"""train.compile on whole-video batches: one static graph per length bucket (`train.length_bucket`), padding
+masked so losses and scores do not change, or the time axis marked dynamic; the compile cache goes where
+`train.compile_cache` says (engine/compiling.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def _train_graphs(length_bucket: int) -> list[int]:
 
 
 def test_a_dynamic_time_axis_compiles_one_graph_for_every_length():
-    # torch.compile's default would compile two (the first length static, then a dynamic graph)
+    # torch.compile's default would compile two (the first length static, then a dynamic graph); inductor
+    # specialises T of a conv net all the same (engine/compiling.py), which the buckets below bound
     assert _train_graphs(0) == [1] * len(LENGTHS)
 
 
@@ -132,3 +133,32 @@ def test_train_compile_wires_length_handling_and_the_cache(synth_root, tmp_path,
     dm, _, module = build(configs, params, dist.Launch(0, 0, 1, 0))
     assert module.dynamic_length == (bucket == 0) and dm.length_bucket == bucket
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "streamseg" / "torch_compile")
+
+
+_COMPILE_ONCE = """
+import sys
+import torch
+from torch._dynamo.utils import counters
+from streamseg.engine.compiling import configure_compile_cache
+
+configure_compile_cache(sys.argv[1])
+f = torch.compile(lambda x: (x.sin() * 2 + 1).sum())
+f(torch.randn(64))
+print(counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+@pytest.mark.slow
+def test_a_second_process_reuses_the_compiled_kernels_from_the_cache_folder(tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    runs = [subprocess.run([sys.executable, "-c", _COMPILE_ONCE, str(cache)], capture_output=True, text=True,
+                           env=env, timeout=600) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    (hit1, miss1), (hit2, miss2) = (map(int, r.stdout.split()) for r in runs)
+    assert (hit1, miss1) == (0, 1) and (hit2, miss2) == (1, 0)
+    assert (cache / "fxgraph").is_dir()  # the kernels are in the folder given, not torch's /tmp default

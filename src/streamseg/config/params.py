@@ -46,10 +46,11 @@ class TrainParams:
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
     vary between videos become dynamic after the first recompilation; stream batches keep one shape, and
     the number of graphs compiled is in metrics.json, ``train_throughput.compiled_graphs``).
-    length_bucket: whole-video batches (features): 0 = padded to their longest video, and under compile the
-    time axis is marked dynamic, so one graph serves every length (one for training, one for evaluation);
-    N > 0 = the time axis padded (masked, like any padding) up to the next multiple of N sampled frames,
-    compiled as static graphs, one per bucket (`streamseg.engine.compiling` has the measured counts).
+    length_bucket: whole-video batches (features): N > 0 = the time axis padded (masked, like any padding;
+    losses and scores unchanged) up to the next multiple of N sampled frames, so under compile one static
+    graph per bucket compiles instead of one per video length; 0 = padded to the batch's longest video, the
+    time axis marked dynamic under compile (inductor still specialises it for convolutional nets:
+    `streamseg.engine.compiling` has the measured graph counts).
     compile_cache: where compiled kernels are kept across runs (inductor's FX graph cache and AOTAutograd's
     cache): "auto" = ``$XDG_CACHE_HOME/streamseg/torch_compile`` (``~/.cache`` without XDG_CACHE_HOME), a
     folder, or "off" (no reuse across runs).

@@ -1,19 +1,27 @@
 """What `train.compile` needs beyond `nn.Module.compile`: one graph for every video length, and a compile
 cache that outlives the process.
 
-Video lengths. Whole-video batches (offline features) change their time axis T with every batch. Counted
-with `throughput.compiled_graphs` on CPU (MS-TCN 2 x 4 x 8, 8 training batches of distinct lengths 203-530,
-then 4 evaluation batches; tests/engine/test_length_buckets.py holds the counts):
+Video lengths. Whole-video batches (offline features) change their time axis T with every batch.
+Graphs counted with `throughput.compiled_graphs` on CPU, torch 2.14 (MS-TCN 2 x 4 x 8, eight training
+batches of distinct lengths 203-530, forward + backward; a scratch script, the two streamseg modes are
+held by tests/engine/test_length_buckets.py with six lengths):
 
-    torch.compile default (dynamic=None)        training graphs 2 (static, then dynamic), evaluation 1
-    dynamic=False                               training graphs 8 (one per length)
-    T marked dynamic (`train.length_bucket=0`)  training graphs 1, evaluation 1
-    T padded to multiples of 64, dynamic=False  training graphs 6 (one per bucket), evaluation 2
+    backend   T handling                                         training graphs
+    eager     torch.compile default (dynamic=None)               2 (the first length static, then dynamic)
+    eager     dynamic=False                                      8 (one per length)
+    eager     T marked dynamic (`train.length_bucket=0`)         1
+    eager     T padded to multiples of 64, dynamic=False         6 (one per bucket)
+    inductor  T marked dynamic                                   8: inductor specialises T
 
-so by default (`train.length_bucket=0`) the module marks T of the net's inputs dynamic
-(`torch._dynamo.maybe_mark_dynamic`: a model whose ops fix T silently stays static rather than failing).
-`train.length_bucket=N` pads T up to a multiple of N instead (`streamseg.data.collate_videos`, masked like
-any padding) and compiles static graphs, one per bucket, for kernels specialised to their length.
+Inductor's lowering of the convolution backward pass (torch 2.14, ``kernel/conv.py``
+``convolution_backward_lowering``: ``guard_int_seq`` of the input gradient's strides) turns the symbolic
+length into a constant, so for convolutional nets (MS-TCN and its kin) a marked-dynamic T still compiles
+once per length under inductor, and dynamo's automatic dynamic shapes do too. Length buckets bound the
+compiles whatever the backend does: `train.length_bucket=N` pads T up to a multiple of N
+(`streamseg.data.collate_videos`, masked like any padding; losses and scores unchanged) and compiles
+static graphs, one per bucket that occurs (training and evaluation each). With `train.length_bucket=0`
+the module still marks T of the net's inputs dynamic (`torch._dynamo.maybe_mark_dynamic`: a model whose
+ops fix T silently stays static rather than failing), one graph for backends and nets that keep T symbolic.
 
 Cache. Inductor's FX graph cache and AOTAutograd's cache (`torch._inductor.config.fx_graph_cache`,
 `torch._functorch.config.enable_autograd_cache`, both on by default in torch 2.11-2.14) keep compiled
@@ -83,7 +91,8 @@ def mark_time_dynamic(*tensors: Tensor) -> None:
 def compile_net(module: nn.Module, length_bucket: int, stream_batches: bool, backend: str | None = None) -> None:
     """`module.net.compile()` in place (state_dict keys unchanged) for `train.compile`: static graphs when
     whole-video batches are padded to length buckets, else T marked dynamic on every call
-    (`module.dynamic_length`, read by `SegmentationModule.forward`). Stream batches keep one shape."""
+    (`module.dynamic_length`, read by `SegmentationModule.forward`; see the module docstring for what
+    inductor makes of it). Stream batches keep one shape."""
     if length_bucket < 0:
         raise ConfigError(f"train.length_bucket={length_bucket}: expected frames >= 0 (0 = dynamic length)")
     kwargs = {} if backend is None else {"backend": backend}
