@@ -434,14 +434,15 @@ def part_offline(args) -> dict:
     fast = [a for o in args.fast_overrides for a in ("-o", o)]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = [("official", official, None)]
-    for spec in args.fast:  # BATCH:LR:EPOCHS
-        b, lr, ep = spec.split(":")
-        cache = Path(args.work) / f"compile_cache_{stamp}_b{b}_lr{lr}_e{ep}"  # empty: a cold compile
+    for spec in args.fast:  # BATCH:LR:EPOCHS[:LENGTH_BUCKET]
+        b, lr, ep, *bucket = spec.split(":")
+        name = f"fast_b{b}_lr{lr}_e{ep}" + (f"_bucket{bucket[0]}" if bucket else "")
+        cache = Path(args.work) / f"compile_cache_{stamp}_{name}"  # empty: a cold compile
         extra = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}", "-o", f"train.epochs={ep}",
-                        "-o", f"train.compile_cache={cache}"]
-        runs.append((f"fast_b{b}_lr{lr}_e{ep}", extra, cache))
+                        "-o", f"train.compile_cache={cache}"] + (["-o", f"train.length_bucket={bucket[0]}"] if bucket else [])
+        runs.append((name, extra, cache))
         if args.warm and len(runs) == 2:
-            runs.append((f"fast_b{b}_lr{lr}_e{ep}_warm_cache", extra, cache))
+            runs.append((f"{name}_warm_cache", extra, cache))
     for name, extra, _ in runs:
         root = Path(args.work) / f"runs_{stamp}_{name}"
         start = time.time()  # the process's launch: imports, data loading and compile count
@@ -672,11 +673,11 @@ def main() -> None:
                          "to the main process only (no model, no copy)")
     ap.add_argument("--epochs", type=int, default=20, help="stream-train epochs")
     ap.add_argument("--official-epochs", type=int, default=50, help="offline: epochs of the official recipe")
-    ap.add_argument("--fast", nargs="*", default=["8:1e-3:150"], metavar="BATCH:LR:EPOCHS",
+    ap.add_argument("--fast", nargs="*", default=["8:1e-3:150"], metavar="BATCH:LR:EPOCHS[:LENGTH_BUCKET]",
                     help="offline: fast-path runs to time (time-to-accuracy stops at the first evaluation that "
                          "reaches the target; later epochs only show whether the accuracy holds)")
     ap.add_argument("--fast-overrides", nargs="*", default=["data.preload=device", "train.precision=bf16-mixed",
-                    "train.compile=true", "train.length_bucket=1024"], help="offline: the fast path's -o overrides")
+                    "train.compile=true", "train.length_bucket=2048"], help="offline: the fast path's -o overrides")
     ap.add_argument("--offline-data", default="66:2048:9000:11000", metavar="VIDEOS:DIM:MIN:MAX",
                     help="offline: synthetic features (50Salads-shaped by default: 40 train / 10 val / 16 test)")
     ap.add_argument("--offline-model", default="4:10:64", metavar="STAGES:LAYERS:MAPS", help="offline: MS-TCN size")

@@ -93,8 +93,6 @@ def compile_net(module: nn.Module, length_bucket: int, stream_batches: bool, bac
     whole-video batches are padded to length buckets, else T marked dynamic on every call
     (`module.dynamic_length`, read by `SegmentationModule.forward`; see the module docstring for what
     inductor makes of it). Stream batches keep one shape."""
-    if length_bucket < 0:
-        raise ConfigError(f"train.length_bucket={length_bucket}: expected frames >= 0 (0 = dynamic length)")
     kwargs = {} if backend is None else {"backend": backend}
     bucketed = length_bucket > 0 and not stream_batches
     module.net.compile(dynamic=False if bucketed else None, **kwargs)

@@ -126,7 +126,7 @@ class SegmentationModule(pl.LightningModule):
         m = mask.unsqueeze(1)
         state = self.net.init_state(x.shape[0], x.device)
         if not self.streaming:
-            if self.dynamic_length:  # train.compile: one graph for every video length (engine/compiling.py)
+            if self.dynamic_length:  # train.compile, train.length_bucket=0 (engine/compiling.py)
                 mark_time_dynamic(x, m)
             return self.net(x, state, m)[0]
         outs = []
