@@ -434,12 +434,12 @@ def part_offline(args) -> dict:
     fast = [a for o in args.fast_overrides for a in ("-o", o)]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs = [("official", official, None)]
-    for spec in args.fast:  # BATCH:LR:EPOCHS[:LENGTH_BUCKET]
-        b, lr, ep, *bucket = spec.split(":")
-        name = f"fast_b{b}_lr{lr}_e{ep}" + (f"_bucket{bucket[0]}" if bucket else "")
+    for spec in args.fast:  # BATCH:LR:EPOCHS[:KEY=VALUE...]
+        b, lr, ep, *more = spec.split(":")
+        name = "_".join([f"fast_b{b}_lr{lr}_e{ep}", *(m.split(".")[-1].replace("=", "") for m in more)])
         cache = Path(args.work) / f"compile_cache_{stamp}_{name}"  # empty: a cold compile
         extra = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}", "-o", f"train.epochs={ep}",
-                        "-o", f"train.compile_cache={cache}"] + (["-o", f"train.length_bucket={bucket[0]}"] if bucket else [])
+                        "-o", f"train.compile_cache={cache}"] + [a for m in more for a in ("-o", m)]
         runs.append((name, extra, cache))
         if args.warm and len(runs) == 2:
             runs.append((f"{name}_warm_cache", extra, cache))
@@ -673,9 +673,11 @@ def main() -> None:
                          "to the main process only (no model, no copy)")
     ap.add_argument("--epochs", type=int, default=20, help="stream-train epochs")
     ap.add_argument("--official-epochs", type=int, default=50, help="offline: epochs of the official recipe")
-    ap.add_argument("--fast", nargs="*", default=["8:1e-3:150"], metavar="BATCH:LR:EPOCHS[:LENGTH_BUCKET]",
-                    help="offline: fast-path runs to time (time-to-accuracy stops at the first evaluation that "
-                         "reaches the target; later epochs only show whether the accuracy holds)")
+    ap.add_argument("--fast", nargs="*", default=["8:1e-3:150"], metavar="BATCH:LR:EPOCHS[:KEY=VALUE...]",
+                    help="offline: fast-path runs to time, each with optional extra -o overrides after the epochs "
+                         "(e.g. 8:1e-3:150:train.compile=false, 8:1e-3:150:train.length_bucket=1024); "
+                         "time-to-accuracy stops at the first evaluation that reaches the target, later epochs "
+                         "only show whether the accuracy holds")
     ap.add_argument("--fast-overrides", nargs="*", default=["data.preload=device", "train.precision=bf16-mixed",
                     "train.compile=true", "train.length_bucket=2048"], help="offline: the fast path's -o overrides")
     ap.add_argument("--offline-data", default="66:2048:9000:11000", metavar="VIDEOS:DIM:MIN:MAX",
