@@ -1,6 +1,7 @@
 """DiffAct with the official 50Salads recipe (Finspire13/DiffAct default_configs.py `params_50salads`):
 sample rate 8; decoder kernel 7 (1,214,566 parameters at 19 classes); snr_scale 1.0; conditions full /
-zero / boundary05- / segment=2 (x2); Adam 5e-4, no weight decay, 5001 epochs, 4 videos per optimiser step;
+zero / boundary05- / segment=2 (x2); Adam 5e-4, no weight decay, 5001 epochs, 4 single-video steps accumulated
+per optimiser step across epochs (`train.accumulate_across_epochs`);
 class-weighted CE (no soft labels) + 0.1 T-MSE, 0.1 boundary BCE with boundaries smoothed by sigma 20
 frames at 30 fps (2.5 at the sample rate); DDIM 25 steps, each video's noise seeded with its index in
 the test split (official `set_sampling_seed`); median filter of 30 (sampled) frames on the
@@ -28,7 +29,10 @@ def configure(params: RunParams) -> None:
     params.model.postprocess = "median"
     params.model.postprocess_size = 30
     params.train.epochs = 5001
-    params.train.batch_size = 4
+    # official main.py: one video per step, 4 steps accumulated, the count running across epochs
+    params.train.batch_size = 1
+    params.train.accumulate = 4
+    params.train.accumulate_across_epochs = True
     params.train.lr = 5e-4
     params.train.weight_decay = 0.0
     params.train.val_every = 100  # official log_freq (only used with a validation split)

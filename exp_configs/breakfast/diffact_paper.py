@@ -1,7 +1,8 @@
 """DiffAct with the official Breakfast recipe (Finspire13/DiffAct default_configs.py `params_breakfast`):
 encoder 12 layers x 256 maps, input dropout 0.1 (channels and frames), decoder conditioned on encoder
 layers 7/8/9, decoder 8 layers x 128 maps (11,912,800 parameters at 48 classes); Adam 1e-4, no weight
-decay, 1001 epochs, 4 videos per optimiser step; loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
+decay, 1001 epochs, 4 single-video steps accumulated
+per optimiser step across epochs (`train.accumulate_across_epochs`); loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
 the encoder and the decoder, 0.1 boundary BCE (boundaries smoothed with sigma 3); DDIM 25 steps, each video's noise seeded with its index in
 the test split (official `set_sampling_seed`); median
 filter of 15 frames on the probabilities. The last epoch's weights are tested.
@@ -28,7 +29,10 @@ def configure(params: RunParams) -> None:
     params.model.postprocess = "median"
     params.model.postprocess_size = 15
     params.train.epochs = 1001
-    params.train.batch_size = 4
+    # official main.py: one video per step, 4 steps accumulated, the count running across epochs
+    params.train.batch_size = 1
+    params.train.accumulate = 4
+    params.train.accumulate_across_epochs = True
     params.train.lr = 1e-4
     params.train.weight_decay = 0.0
     params.train.val_every = 20  # official log_freq (only used with a validation split)

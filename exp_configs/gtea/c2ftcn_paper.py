@@ -8,9 +8,12 @@ Evaluation as the official eval.py (the published numbers): test-time augmentati
 `--compile_result`), so `streamseg test --ckpt none -o model.weights=best_gtea_unet.wt` gives the official
 predictions.
 
-Differences: no temporal zoom augmentation in training (the official draws another group size for half
-of the samples); the last epoch's weights are tested (the official keeps the epoch with the best *test*
-accuracy); the shuffle order of the videos.
+Training augmentation as the official dataset.py: each epoch, half of the training videos re-pooled with
+a group size drawn log-uniformly for a 0.5x to 2x zoom, no crop (`data.zoom_augment`, streamseg.data.zoom).
+
+Differences: the last epoch's weights are tested (the official keeps the epoch with the best *test*
+accuracy; `train.select_on=test` would be that, and is not used); the shuffle order of the videos and the
+augmentation's random numbers.
 
     streamseg train -D gtea -M c2ftcn -E paper -o data.split=1   # then the other splits and average
 """
@@ -24,6 +27,7 @@ def configure(params: RunParams) -> None:
     params.data.pooling = "max"  # official: np.max over each group of chunk_size frames
     params.data.test_rates = (3, 4, 5)  # official eval.py chunk sizes
     params.data.test_rate_weights = (1.0, 3.0, 1.0)
+    params.data.zoom_augment = True  # official dataset.py: zoom_crop=(0.5, 2), smallest_cut=1.0
     params.model.window = 600  # official max_frames_per_video
     params.train.epochs = 500
     params.train.batch_size = 11

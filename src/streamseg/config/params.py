@@ -35,7 +35,10 @@ class TrainParams:
     torch (and the data order). chunk_size: sampled frames per chunk for streaming training and evaluation;
     0 = whole videos (offline). tbptt_chunks: gradients flow through the state over this many chunks before
     it is detached (1 = SVTAS's SETE). grad_clip: max grad norm, 0 = off. accumulate: optimizer step every
-    N batches. precision: Lightning precision string. monitor: validation metric that picks `best.ckpt`
+    N batches (Lightning's: the count restarts each epoch, whose last batch always steps).
+    accumulate_across_epochs: the count of `accumulate` runs across epochs instead, each batch's loss divided
+    by N, a step after every N-th batch of the run (DiffAct's official loop; engine/accumulate.py; features
+    only; the unfinished window's gradients are kept in checkpoints). precision: Lightning precision string. monitor: validation metric that picks `best.ckpt`
     (a key of metrics.json). select_on: the split that metric is computed on: "val" (a validation split;
     with none, `best` = last epoch) or "test" (explicit opt-in to test-set model selection, which
     published TAS numbers must not use). num_workers: DataLoader workers. val_every: validate every N
@@ -89,6 +92,7 @@ class TrainParams:
     tbptt_chunks: int = 1
     grad_clip: float = 0.0
     accumulate: int = 1
+    accumulate_across_epochs: bool = False
     precision: str = "32-true"
     monitor: str = "f1@50"
     select_on: Literal["val", "test"] = "val"
