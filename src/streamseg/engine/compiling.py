@@ -18,7 +18,7 @@ Inductor's lowering of the convolution backward pass (torch 2.14, ``kernel/conv.
 length into a constant, so for convolutional nets (MS-TCN and its kin) a marked-dynamic T still compiles
 once per length under inductor, and dynamo's automatic dynamic shapes do too. Length buckets bound the
 compiles whatever the backend does: `train.length_bucket=N` pads T up to a multiple of N
-(`streamseg.data.collate_videos`, masked like any padding; losses and scores unchanged) and compiles
+(`streamseg.data.collate_videos`, masked like any padding; MS-TCN's losses and scores unchanged) and compiles
 static graphs, one per bucket that occurs (training and evaluation each). With `train.length_bucket=0`
 the module still marks T of the net's inputs dynamic (`torch._dynamo.maybe_mark_dynamic`: a model whose
 ops fix T silently stays static rather than failing), one graph for backends and nets that keep T symbolic.
