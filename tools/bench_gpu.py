@@ -4,7 +4,7 @@
     python tools/bench_gpu.py trained --runs RUN.. --out results/ # bf16/compiled labels vs fp32, trained runs
     python tools/bench_gpu.py e2e    --out results/       # mp4 -> labels with decode worker processes
     python tools/bench_gpu.py decode --decoders pyav nvdec --out results/ # PyAV workers vs NVDEC, decoding alone
-    python tools/bench_gpu.py offline --out results/      # MS-TCN epoch: official recipe vs fast path
+    python tools/bench_gpu.py offline --out results/      # MS-TCN time-to-accuracy: official vs fast
     python tools/bench_gpu.py stream-train --out results/ # TSM+MemoryTCN end-to-end training throughput
     python tools/bench_gpu.py train-e2e --out results/    # training-step ceiling + streamseg train from H.264
 
@@ -23,11 +23,13 @@ Parts:
   threaded``): one reader on one clip, then the 16-stream loader over the clip list (PyAV worker
   processes, or one NVDEC reader per video decoding ahead in a thread pool); ``--decode-model eager`` adds
   the uncompiled inference step (a lower bound of the end-to-end rate, without compile time).
-* ``offline``: MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic features
-  (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test), the official recipe (one
-  video per step, fp32, eager, read per step, lr 5e-4) against fast-path runs (features on the GPU,
-  bf16-mixed, torch.compile) at the batch sizes / learning rates / epochs given by ``--fast``, same seed;
-  per run: median training-epoch time, speed-up over the official epoch, test scores.
+* ``offline``: time-to-accuracy of MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic
+  features (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test): the official recipe
+  (one video per step, fp32, eager, read per step, lr 5e-4, 50 epochs) and fast-path runs (features on the
+  GPU, bf16-mixed, torch.compile, a cold compile cache) at the batch sizes / learning rates / epochs of
+  ``--fast``, same seed, one invocation; each run evaluates the test split every ``--eval-every`` epochs,
+  and its time-to-accuracy is the wall clock from its process launch to the first evaluation within
+  ``--tolerance`` points of the official run's final accuracy (`part_offline`'s docstring).
 * ``stream-train``: `streamseg train` of TSM+MemoryTCN on synthetic videos at 224x224 (bf16-mixed),
   throughput from `TrainThroughput` and peak memory; run under torchrun for the DDP scaling figures.
 * ``train-e2e``: in one run, (a) the training-step ceiling: TSM+MemoryTCN (15 classes), 16 streams x 32 at
@@ -413,6 +415,9 @@ def part_decode(args) -> dict:
 def _streamseg(*argv: str, env: dict | None = None, log: Path | None = None) -> tuple[int, str]:
     """Run the CLI; its output goes to ``log`` as it comes (kept if the run is killed) or is captured."""
     cmd = [sys.executable, "-m", "streamseg.cli.main", *argv]
+    # the CLI of this checkout (as the imports above), not another installed copy of streamseg
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
+           **(env or {})}
     print("$", " ".join(cmd), flush=True)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -432,35 +437,107 @@ def _metrics(root: Path, exp: str) -> dict:
     return json.loads(runs[-1].read_text()) if runs else {}
 
 
+def _offline_history(root: Path) -> list[dict]:
+    """Per evaluated epoch of the run under ``root``: wall clock at its end (``end_time``, from the
+    TrainThroughput state in last.ckpt) and the test scores of that epoch's weights (metrics.csv: the run
+    validates on the test split, train.select_on=test)."""
+    import csv
+
+    runs = sorted((root / "synth").glob("mstcn_quick/version_*"))
+    if not runs:
+        return []
+    state = torch.load(runs[-1] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ends = {e["epoch"]: e["end_time"] for e in state["callbacks"]["TrainThroughput"]["history"]}
+    rows = []
+    with open(runs[-1] / "logs" / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("val/acc"):
+                epoch = int(float(row["epoch"]))
+                rows.append({"epoch": epoch, "end_time": ends.get(epoch),
+                             **{k: float(row[f"val/{k}"]) for k in ("acc", "edit", "f1@10", "f1@25", "f1@50")}})
+    return rows
+
+
+def _time_to(history: list[dict], start: float, target: float) -> dict:
+    """The first evaluation at or above ``target`` test accuracy: its epoch and seconds since ``start``."""
+    hit = next((h for h in history if h["acc"] >= target and h["end_time"] is not None), None)
+    return {"target_acc": target, "reached": hit is not None,
+            "epoch": None if hit is None else hit["epoch"] + 1,
+            "seconds": None if hit is None else hit["end_time"] - start,
+            "stays_at_or_above_target_at_the_end": bool(history) and history[-1]["acc"] >= target}
+
+
 def part_offline(args) -> dict:
-    data = Path(args.work) / "synth50"
-    common = ["-D", "synth", "-M", "mstcn", "-E", "quick", "--accelerator", "gpu", "--devices", "1",
-              "-o", f"data.root={data}", "-o", "data.num_videos=66", "-o", "data.feature_dim=2048",
-              "-o", "data.min_frames=9000", "-o", "data.max_frames=11000", "-o", "data.with_videos=false",
-              "-o", "model.num_stages=4", "-o", "model.num_layers=10", "-o", "model.num_maps=64"]
-    res: dict = {"environment": environment("cuda"), "epochs": args.epochs}
-    fast = ["-o", "data.preload=device", "-o", "train.precision=bf16-mixed", "-o", "train.compile=true"]
-    recipes = {"official": ["-o", "train.batch_size=1", "-o", "train.lr=5e-4", "-o", f"train.epochs={args.epochs}"]}
-    for spec in args.fast:  # BATCH:LR:EPOCHS
-        b, lr, ep = spec.split(":")
-        recipes[f"fast_b{b}_lr{lr}_e{ep}"] = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}",
-                                                    "-o", f"train.epochs={ep}"]
-    for name, extra in recipes.items():
-        root = Path(args.work) / f"runs_{name}"
-        t0 = time.perf_counter()
+    """Time-to-accuracy of MS-TCN on features: the official recipe and the fast path, one invocation.
+
+    Every run validates on the TEST split every ``--eval-every`` epochs (train.select_on=test: the
+    evaluation is the measurement, never model selection; the final scores reported are the last epoch's,
+    not a best-on-test pick). Time-to-accuracy = wall clock from launching the ``streamseg train`` process
+    (imports, data loading, compile included) to the end of the first evaluation whose test accuracy is
+    within ``--tolerance`` points of the official recipe's final accuracy (after ``--official-epochs``),
+    evaluations included. The same rule times the official run itself. Fast runs start with an empty
+    compile cache (cold: every kernel compiled); ``--warm`` repeats the first fast run on the cache the
+    cold one filled."""
+    from streamseg.data.synth import SynthSpec, ensure
+
+    videos, dim, lo, hi = (int(v) for v in args.offline_data.split(":"))
+    stages, layers, maps = (int(v) for v in args.offline_model.split(":"))
+    if args.official_epochs % args.eval_every:
+        raise SystemExit(f"--official-epochs {args.official_epochs} must be a multiple of --eval-every "
+                         f"{args.eval_every} (the official target is its final evaluation)")
+    data = Path(args.work) / f"synth_{videos}x{dim}_{lo}-{hi}"
+    t0 = time.perf_counter()
+    ensure(data, SynthSpec(num_videos=videos, feature_dim=dim, min_frames=lo, max_frames=hi, with_videos=False))
+    accel = "gpu" if args.device == "cuda" else "cpu"
+    res: dict = {"environment": environment(args.device), "data": {"root": str(data), "videos": videos,
+                 "feature_dim": dim, "frames": [lo, hi], "prepare_s": time.perf_counter() - t0},
+                 "model": [stages, layers, maps], "eval_every": args.eval_every, "tolerance": args.tolerance}
+    common = ["-D", "synth", "-M", "mstcn", "-E", "quick", "--accelerator", accel, "--devices", "1",
+              "-o", f"data.root={data}", "-o", f"data.num_videos={videos}", "-o", f"data.feature_dim={dim}",
+              "-o", f"data.min_frames={lo}", "-o", f"data.max_frames={hi}", "-o", "data.with_videos=false",
+              "-o", f"model.num_stages={stages}", "-o", f"model.num_layers={layers}", "-o", f"model.num_maps={maps}",
+              "-o", "train.select_on=test", "-o", f"train.val_every={args.eval_every}"]
+    official = ["-o", "train.batch_size=1", "-o", "train.lr=5e-4", "-o", f"train.epochs={args.official_epochs}"]
+    fast = [a for o in args.fast_overrides for a in ("-o", o)]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = [("official", official, None)]
+    for spec in args.fast:  # BATCH:LR:EPOCHS[:KEY=VALUE...]
+        b, lr, ep, *more = spec.split(":")
+        name = "_".join([f"fast_b{b}_lr{lr}_e{ep}", *(m.split(".")[-1].replace("=", "") for m in more)])
+        cache = Path(args.work) / f"compile_cache_{stamp}_{name}"  # empty: a cold compile
+        extra = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}", "-o", f"train.epochs={ep}",
+                        "-o", f"train.compile_cache={cache}"] + [a for m in more for a in ("-o", m)]
+        runs.append((name, extra, cache))
+        if args.warm and len(runs) == 2:
+            runs.append((f"{name}_warm_cache", extra, cache))
+    for name, extra, _ in runs:
+        root = Path(args.work) / f"runs_{stamp}_{name}"
+        start = time.time()  # the process's launch: imports, data loading and compile count
         rc, err = _streamseg("train", *common, "-R", str(root), *extra)
+        wall = time.time() - start
         m = _metrics(root, "mstcn_quick")
-        res[name] = {"rc": rc, "wall_s": time.perf_counter() - t0, "command_extra": extra,
-                     **{k: m.get(k) for k in ("acc", "edit", "f1@10", "f1@25", "f1@50", "train_throughput",
-                                             "train_seconds")}}
+        hist = _offline_history(root)
+        row = {"rc": rc, "wall_s": wall, "overrides": extra, "evaluations": len(hist),
+               "final": hist[-1] if hist else None, "train_throughput": m.get("train_throughput")}
         if rc:
-            res[name]["stderr"] = err
-        try:
-            res[name]["epoch_speedup"] = res["official"]["train_throughput"]["epoch_seconds"] / \
-                res[name]["train_throughput"]["epoch_seconds"]
-            res[name]["acc_minus_official"] = res[name]["acc"] - res["official"]["acc"]
-        except Exception:
-            pass
+            row["stderr"] = err
+        if name == "official":
+            if not hist:
+                res[name] = row
+                return res
+            row["final_acc_target"] = hist[-1]["acc"] - args.tolerance
+        target = (row if name == "official" else res["official"])["final_acc_target"]
+        row["time_to_accuracy"] = _time_to(hist, start, target)
+        row["history"] = [{k: round(v, 3) if isinstance(v, float) else v for k, v in h.items()
+                           if k != "end_time"} | {"s": round(h["end_time"] - start, 2) if h["end_time"] else None}
+                          for h in hist]
+        if name != "official":
+            mine, theirs = row["time_to_accuracy"]["seconds"], res["official"]["time_to_accuracy"]["seconds"]
+            row["speedup_time_to_accuracy"] = theirs / mine if mine and theirs else None
+            row["speedup_vs_official_full_run"] = res["official"]["wall_s"] / mine if mine else None
+        res[name] = row
+        print(name, {k: v for k, v in row.items() if k != "history"}, flush=True)
+        _dump(Path(args.out), "offline_partial", res)
     return res
 
 
@@ -654,7 +731,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tsm_memtcn"],
                     help="model part: tsm_memtcn and/or model config names (e.g. transeger)")
     ap.add_argument("--runs", nargs="+", default=[], help="trained: run folders or checkpoints")
-    ap.add_argument("--device", default="cuda", help="trained: the device (cpu to try it without a GPU)")
+    ap.add_argument("--device", default="cuda", help="trained, offline: the device (cpu to try it without a GPU)")
     ap.add_argument("--data-root", default="data/synth", help="trained: the runs' dataset")
     ap.add_argument("--split", default="test", help="trained: test, val, train or all (every video: agreement is "
                     "about numerics, so more frames give a tighter figure)")
@@ -676,9 +753,22 @@ def main() -> None:
     ap.add_argument("--transfers", nargs="+", default=["pageable"], choices=["pinned", "pageable", "none"],
                     help="e2e: how batches reach the GPU (bench_pipeline's transfer); 'none' = decode + hand-over "
                          "to the main process only (no model, no copy)")
-    ap.add_argument("--epochs", type=int, default=20, help="official recipe (offline) / stream-train epochs")
-    ap.add_argument("--fast", nargs="*", default=["8:1e-3:80"], metavar="BATCH:LR:EPOCHS",
-                    help="offline: fast-path runs (features on the GPU, bf16-mixed, torch.compile) to compare")
+    ap.add_argument("--epochs", type=int, default=20, help="stream-train epochs")
+    ap.add_argument("--official-epochs", type=int, default=50, help="offline: epochs of the official recipe")
+    ap.add_argument("--fast", nargs="*", default=["8:1e-3:150"], metavar="BATCH:LR:EPOCHS[:KEY=VALUE...]",
+                    help="offline: fast-path runs to time, each with optional extra -o overrides after the epochs "
+                         "(e.g. 8:1e-3:150:train.compile=false, 8:1e-3:150:train.length_bucket=1024); "
+                         "time-to-accuracy stops at the first evaluation that reaches the target, later epochs "
+                         "only show whether the accuracy holds")
+    ap.add_argument("--fast-overrides", nargs="*", default=["data.preload=device", "train.precision=bf16-mixed",
+                    "train.compile=true", "train.length_bucket=2048"], help="offline: the fast path's -o overrides")
+    ap.add_argument("--offline-data", default="66:2048:9000:11000", metavar="VIDEOS:DIM:MIN:MAX",
+                    help="offline: synthetic features (50Salads-shaped by default: 40 train / 10 val / 16 test)")
+    ap.add_argument("--offline-model", default="4:10:64", metavar="STAGES:LAYERS:MAPS", help="offline: MS-TCN size")
+    ap.add_argument("--eval-every", type=int, default=1, help="offline: epochs between test evaluations")
+    ap.add_argument("--tolerance", type=float, default=1.0, help="offline: accuracy points below the official")
+    ap.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
+                    help="offline: also rerun the first fast recipe on the compile cache its cold run filled")
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--launcher", choices=["plain", "torchrun", "multinode"], default="plain",
                     help="stream-train: one process (Lightning spawns ranks), tools/run_singlenode.sh (torchrun), "

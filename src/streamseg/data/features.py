@@ -131,8 +131,9 @@ class FeatureVideoDataset(Dataset):
         return item
 
 
-def collate_videos(items: Sequence[dict]) -> dict:
-    """Pad items of `FeatureVideoDataset` to the longest one (T = max T').
+def collate_videos(items: Sequence[dict], length_multiple: int = 1) -> dict:
+    """Pad items of `FeatureVideoDataset` to the longest one, T = max T' rounded up to a multiple of
+    ``length_multiple`` (length buckets: few distinct T for static compiled graphs, `train.length_bucket`).
 
     Returns::
 
@@ -146,10 +147,13 @@ def collate_videos(items: Sequence[dict]) -> dict:
     """
     if not items:
         raise ValueError("collate_videos needs at least one item")
+    if length_multiple < 1:
+        raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
     lengths = torch.tensor([item["features"].shape[1] for item in items], dtype=torch.long)
-    batch, dim, longest = len(items), items[0]["features"].shape[0], int(lengths.max())
+    batch, dim = len(items), items[0]["features"].shape[0]
+    longest = -(-int(lengths.max()) // length_multiple) * length_multiple
     device = items[0]["features"].device  # preloaded on the GPU: batch there too
-    if batch == 1:  # nothing to pad: no copy (a preloaded video is used in place)
+    if batch == 1 and longest == int(lengths[0]):  # nothing to pad: no copy (a preloaded video is used in place)
         item = items[0]
         out = {"features": item["features"][None], "labels": item["labels"][None],
                "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,

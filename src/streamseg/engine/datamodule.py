@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -213,7 +214,8 @@ class _CachedItems(torch.utils.data.Dataset):
 
 
 class FeatureDataModule(pl.LightningDataModule):
-    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos."""
+    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos (the time
+    axis rounded up to a multiple of `length_bucket` frames when > 0: `train.length_bucket`)."""
 
     def __init__(
         self,
@@ -237,8 +239,12 @@ class FeatureDataModule(pl.LightningDataModule):
         test_rate_weights: Sequence[float] = (),
         shuffle: str = "seeded",
         zoom: dict | None = None,
+        length_bucket: int = 0,
     ):
         super().__init__()
+        if length_bucket < 0:
+            raise ConfigError(f"train.length_bucket must be >= 0 (sampled frames), got {length_bucket}")
+        self.length_bucket = length_bucket
         if zoom is not None:  # {"window", "zoom", "crop"} of ZoomAugmented: C2F-TCN's training augmentation
             try:
                 check_zoom(zoom.get("zoom", (0.5, 2.0)), zoom.get("crop", 1.0), zoom.get("window"))
@@ -307,6 +313,7 @@ class FeatureDataModule(pl.LightningDataModule):
             shuffle=train.shuffle,
             zoom=dict(window=p.zoom_window, zoom=tuple(p.zoom_range), crop=p.zoom_crop)
             if getattr(p, "zoom_augment", False) else None,
+            length_bucket=train.length_bucket,
         )
 
     @property
@@ -344,7 +351,7 @@ class FeatureDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate_videos,
+            collate_fn=partial(collate_videos, length_multiple=max(1, self.length_bucket)),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from ..data.names import child_path
 from ..metrics import SegmentationMetrics, upsample
 from ..metrics.io import write_results
+from .compiling import mark_time_dynamic
 from .accumulate import CrossEpochAccumulation
 from .datamodule import DatasetInfo
 from .schedules import METRIC_KEYS
@@ -78,6 +79,7 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"train.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         self.nonfinite = nonfinite  # the runner sets it from train.nonfinite, whatever build_module passed
         self.skipped_steps = 0
+        self.dynamic_length = False  # set by engine.compiling.compile_net
         self._epoch_loss: Tensor | None = None
         self._epoch_items = self._train_batches = 0
         self._window_good = 0  # batches with a finite loss since the last optimiser step (skip mode)
@@ -127,6 +129,8 @@ class SegmentationModule(pl.LightningModule):
         m = mask.unsqueeze(1)
         state = self.net.init_state(x.shape[0], x.device)
         if not self.streaming:
+            if self.dynamic_length:  # train.compile, train.length_bucket=0 (engine/compiling.py)
+                mark_time_dynamic(x, m)
             return self.net(x, state, m)[0]
         outs = []
         for i, start in enumerate(range(0, x.shape[2], self.chunk_size)):

@@ -25,6 +25,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from ..models import set_activation_checkpointing
 from . import dist
+from .compiling import compile_net, configure_compile_cache
 from .accumulate import CrossEpochAccumulation
 from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
 from .csvlog import ResumableCSVLogger, checkpoint_with_history
@@ -67,8 +68,9 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
     if params.train.activation_checkpointing and not set_activation_checkpointing(module.net):
         raise ConfigError(f"train.activation_checkpointing: {type(module.net).__name__} has no frame encoder that "
                           "supports it (TSM encoders do); set it to false")
-    if params.train.compile:
-        module.net.compile()  # nn.Module.compile: in place, state_dict keys unchanged
+    if params.train.compile:  # in place, state_dict keys unchanged; caches and lengths: engine/compiling.py
+        configure_compile_cache(params.train.compile_cache)
+        compile_net(module, params.train.length_bucket, module.stream_batches)
     # the policy is the run's, whatever the experiment's build_module passed
     module.nonfinite = params.train.nonfinite
     if params.train.accumulate_across_epochs:
