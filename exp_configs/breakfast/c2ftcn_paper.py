@@ -16,7 +16,7 @@ accuracy); the shuffle order of the videos.
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import c2ftcn_module as build_module  # noqa: F401  (the experiment's recipe)
+from streamseg.engine.recipes.c2ftcn import c2ftcn_module as build_module  # noqa: F401  (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

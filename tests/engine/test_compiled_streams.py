@@ -35,7 +35,7 @@ def test_compiled_stream_training_compiles_one_graph_per_mode(synth_video_root, 
     # enough, and faster, without them)
     net.compile(backend="aot_eager" if checkpointing else "eager")
     module = SegmentationModule(net, dm.info, SegmentationLoss(dm.info.num_classes, reduction="sum"),
-                                optimizer=torch.optim.Adam, stream_batches=True,
+                                optimizer=torch.optim.Adam,
                                 # aot_eager fails checkpointed BatchNorm over a 2-chunk window (a running
                                 # statistic changed in place before the recomputation); inductor runs it
                                 # (docs/benchmarks.md, 5,605 frames/s): one chunk per window here

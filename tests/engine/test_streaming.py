@@ -37,7 +37,7 @@ def test_online_evaluation_equals_whole_video_inference(synth_video_root):
     info = dm.info
     net = _calibrated_net(info.num_classes)
     module = SegmentationModule(net, info, SegmentationLoss(info.num_classes, reduction="sum"),
-                                optimizer=torch.optim.Adam, stream_batches=True)
+                                optimizer=torch.optim.Adam)
     names = dm.names["train"] + dm.names["test"]
     dm.names["test"] = names  # more videos than slots: slots must take new videos and reset state
     VideoFileSource.opens.clear()

@@ -66,7 +66,6 @@ class SegmentationModule(pl.LightningModule):
         chunk_size: int = 0,
         tbptt_chunks: int = 1,
         scheduler_monitor: str | None = None,
-        stream_batches: bool = False,
         grad_clip: float = 0.0,
         nonfinite: str = "stop",
         loss_takes_chunks: bool = False,
@@ -81,16 +80,16 @@ class SegmentationModule(pl.LightningModule):
         self._epoch_items = self._train_batches = 0
         self._window_good = 0  # batches with a finite loss since the last optimiser step (skip mode)
         self._buffer_snapshot: list[Tensor] = []  # skip mode: buffers before the current batch / window
-        # Stream batches (chunks of B parallel streams, see engine/stream_datamodule.py) carry the state
+        # Stream batches (info.batch_kind, declared by the DataModule: engine/batches.py) carry the state
         # from one training step to the next, so the backward pass runs every `tbptt_chunks` steps:
         # manual optimisation. `loss` must then sum (SegmentationLoss(reduction="sum")); the module
         # divides by the valid frames of the whole truncation window.
-        self.stream_batches = stream_batches
+        self.stream_batches = info.streams
         # stream batches: the loss also gets each slot's video length in chunks (SVTASStreamLoss)
         self.loss_takes_chunks = loss_takes_chunks
-        if loss_takes_chunks and not stream_batches:
+        if loss_takes_chunks and not self.stream_batches:
             raise ValueError("loss_takes_chunks needs stream batches (data.input='video' with train.chunk_size)")
-        self.automatic_optimization = not stream_batches
+        self.automatic_optimization = not self.stream_batches
         self.grad_clip = grad_clip
         self._train_state: tuple[Tensor, ...] | None = None
         self._eval_state: tuple[Tensor, ...] | None = None

@@ -12,7 +12,6 @@ guaranteed under crashes and bad input, and the tests that hold it, is in docs/r
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
+from ..config.loader import optional
 from ..models import set_activation_checkpointing
 from . import dist
 from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
@@ -30,7 +30,8 @@ from .csvlog import ResumableCSVLogger, checkpoint_with_history
 from .datacheck import DatasetProblems, run_data_problems
 from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
-from .recipes import default_module, is_stream_input
+from .batches import BatchKind
+from .recipes import default_module
 from .quiet import RunProgressBar, silence_lightning_noise
 from .schedules import METRIC_KEYS, check_train_options, early_stopping, early_stopping_summary, needs_validation
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
@@ -58,10 +59,10 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
     if launch.local_rank == 0:
         dm.prepare_data()
     dist.barrier()
-    check_data(params, launch, notes)
+    check_data(params, launch, dm.batch_kind, notes)
     info = dm.info
     net = build_net(configs.model, params.model, info)
-    builder = getattr(configs.exp, "build_module", default_module)
+    builder = optional(configs.exp, "exp", "build_module", default_module)
     module = builder(net, params, info)
     if params.train.activation_checkpointing and not set_activation_checkpointing(module.net):
         raise ConfigError(f"train.activation_checkpointing: {type(module.net).__name__} has no frame encoder that "
@@ -74,22 +75,29 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
 
 
 def build_net(model_config: Any, model_params: Any, info: DatasetInfo) -> Any:
-    """`model_config.build_model(params, in_channels, num_classes)`; a `build_model` that declares a
-    `class_names` parameter (Transeger's text branch) also gets the dataset's class names."""
+    """`model_config.build_model(params, in_channels, num_classes)`; a model config that sets
+    ``TAKES_CLASS_NAMES = True`` (Transeger's text branch) also gets the dataset's class names."""
     build_model = model_config.build_model
-    if "class_names" in inspect.signature(build_model).parameters:
+    if optional(model_config, "model", "TAKES_CLASS_NAMES", False):
         return build_model(model_params, info.in_channels, info.num_classes, class_names=list(info.class_names))
     return build_model(model_params, info.in_channels, info.num_classes)
 
 
-def check_data(params: RunParams, launch: dist.Launch, notes: list[str] | None = None) -> None:
-    """`streamseg.engine.datacheck` on rank 0 (datasets in the standard layout), result shared by all
+def batch_kind(configs: ConfigSet, params: RunParams) -> BatchKind:
+    """The batch kind the dataset config's DataModule declares, for code that needs it without running
+    anything (tools, search costs): building a DataModule reads no data."""
+    return configs.dataset.build_datamodule(params.data, params.train).batch_kind
+
+
+def check_data(params: RunParams, launch: dist.Launch, kind: BatchKind, notes: list[str] | None = None) -> None:
+    """`streamseg.engine.datacheck` on rank 0 (datasets in the standard layout; the videos are checked
+    for a `BatchKind.STREAMS` DataModule), result shared by all
     ranks so that they all stop together with the same report. Rank 0 prints the check's notes on the
     footage (rotated, interlaced, variable frame rate, trimmed videos) and adds them to ``notes``."""
     if not isinstance(params.data, TASDatasetParams):
         return  # a custom layout: its DataModule is responsible for its own checks
     found: list[str] = []
-    problems = run_data_problems(params.data.root, params.data.split, is_stream_input(params),
+    problems = run_data_problems(params.data.root, params.data.split, kind is BatchKind.STREAMS,
                                  params.data.features_dir, notes=found) \
         if launch.is_zero else None
     for note in found:
@@ -101,9 +109,9 @@ def check_data(params: RunParams, launch: dist.Launch, notes: list[str] | None =
         raise DatasetProblems(params.data.root, problems)
 
 
-def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callbacks: list) -> pl.Trainer:
-    t = params.train
-    streams = is_stream_input(params)
+def _trainer(params: RunParams, run: RunDir, hw: Hardware, dm: Any, callbacks: list) -> pl.Trainer:
+    t, has_val = params.train, dm.has_val
+    streams = dm.batch_kind is BatchKind.STREAMS
     if streams and t.accumulate != 1:
         raise ConfigError("train.accumulate must be 1 with video streams: use train.tbptt_chunks (chunks per step)")
     world = hw.devices * hw.num_nodes
@@ -207,7 +215,7 @@ def train_and_test(
         run = dist.broadcast(run)
         has_val = dm.has_val
         callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
-        trainer = _trainer(params, run, hw, has_val, callbacks)
+        trainer = _trainer(params, run, hw, dm, callbacks)
         trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
         weights = check_ranks_agree(module)
         # before testing: trainer.test(ckpt_path=...) restores every callback's state from that checkpoint
