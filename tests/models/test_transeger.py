@@ -211,7 +211,7 @@ def test_stream_training_teacher_forces_and_evaluation_uses_own_predictions(synt
     assert train_calls > 0 and all(calls)
     trainer.test(module, datamodule=dm, verbose=False)
     assert len(calls) == train_calls  # evaluation feeds back the model's own predictions
-    assert module.test_results is not None and 0 <= module.test_results["acc"] <= 100
+    assert module.test_result.scores is not None and 0 <= module.test_result.scores["acc"] <= 100
 
 
 @pytest.mark.slow
