@@ -6,8 +6,9 @@ its own loss (ASRFLoss): see exp_configs/*/asrf_*.py.
 The loss fields are the official defaults (`libs/config.py`, as in the shipped `result/*/config.yaml`):
 `class_weight` (median-frequency class weights in the CE), `smoothing="gstmse"` with `smooth_weight` 1
 (`gstmse`, `gstmse_weight`: the Gaussian-similarity T-MSE on the input features; "mstcn": MS-TCN's
-truncated MSE), `boundary_weight` 0.1 (`lambda_b`). The `asrf_module` recipe reads them (and computes the
-boundary BCE's official pos_weight from the training labels), `build_model` does not.
+truncated MSE), `boundary_weight` 0.1 (`lambda_b`): `Params` subclasses `ASRFLossParams`, which the
+`streamseg.engine.recipes.asrf.asrf_module` recipe reads (and computes the boundary BCE's official pos_weight
+from the training labels); `build_model` does not.
 
 `weights`: a state dict saved by the official code (yiskw713/asrf, `final_model.prm`), loaded strictly
 after renaming its `conv_in` 1x1 convs to ours (`streamseg.models.asrf.official_key`).
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streamseg.models import ASRF, load_weights
-from streamseg.models.asrf import official_key
+from streamseg.models.asrf import ASRFLossParams, official_key
 
 
 @dataclass
-class Params:
+class Params(ASRFLossParams):  # + the training loss's class_weight, smoothing, smooth_weight, boundary_weight
     num_layers: int = 10
     num_maps: int = 64
     num_stages_asb: int = 4
@@ -32,11 +33,6 @@ class Params:
     # majority-vote ties in the refinement: "probability" (larger softmax sum) or "official" (see
     # streamseg.models.asrf.refine_with_boundaries); the paper configs use "official"
     tie_rule: Literal["probability", "official"] = "probability"
-    # training loss (read by streamseg.engine.recipes.asrf_module)
-    class_weight: bool = True
-    smoothing: Literal["gstmse", "mstcn"] = "gstmse"
-    smooth_weight: float = 1.0
-    boundary_weight: float = 0.1
     weights: str | None = None
 
 

@@ -5,9 +5,9 @@ diffusion steps, 25 DDIM steps, snr_scale 0.5; purge post-processing of segments
 parameters for 2048-d input and 11 classes. The 50Salads and Breakfast experiment configs set their own
 sizes. Offline (lookahead None). Train it with its own loss (`diffact_module`): see exp_configs/*/diffact_*.py.
 
-The `loss_*`, `class_weighting`, `soft_label` and `boundary_smooth` fields are the official
-`loss_weights`, `class_weighting`, `soft_label` and `boundary_smooth`: the `diffact_module` recipe reads
-them, `build_model` does not. `boundary_smooth` is in frames at the original frame rate, as official; the
+The `loss_*`, `class_weighting`, `soft_label` and `boundary_smooth` fields (`Params` subclasses
+`DiffActLossParams`) are the official `loss_weights`, `class_weighting`, `soft_label` and `boundary_smooth`:
+the `streamseg.engine.recipes.diffact.diffact_module` recipe reads them, `build_model` does not. `boundary_smooth` is in frames at the original frame rate, as official; the
 recipe divides it by `data.sample_rate`.
 
 `weights`: a state dict saved by the official code (`epoch-N.model`, or `latest.pt`), loaded strictly;
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streamseg.models import DiffAct, load_weights
+from streamseg.models.diffact_loss import DiffActLossParams
 
 
 @dataclass
-class Params:
+class Params(DiffActLossParams):  # + the training loss's loss_*, class_weighting, soft_label, boundary_smooth
     # encoder (official encoder_params)
     encoder_layers: int = 10
     encoder_maps: int = 64
@@ -49,15 +50,6 @@ class Params:
     postprocess: Literal["none", "median", "purge"] = "purge"
     postprocess_size: int = 3
     official_purge_end: bool = False  # purge: the last segment ends one frame early (official utils.py)
-    # training loss (read by streamseg.engine.recipes.diffact_module)
-    loss_encoder_ce: float = 0.5
-    loss_encoder_smooth: float = 0.1
-    loss_decoder_ce: float = 0.5
-    loss_decoder_smooth: float = 0.1
-    loss_decoder_boundary: float = 0.1
-    class_weighting: bool = True
-    soft_label: float | None = 1.4
-    boundary_smooth: float | None = 1.0
     weights: str | None = None
 
 

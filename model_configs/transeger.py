@@ -38,6 +38,9 @@ def derive(params) -> None:
         params.model.feedback_delay = params.train.chunk_size
 
 
+TAKES_CLASS_NAMES = True  # the text branch encodes the dataset's class names (config.loader.OPTIONAL)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int, class_names: list[str] | None = None) -> Transeger:
     return transeger_mobilenet_v2(
         num_classes, class_names, p.num_stages, p.num_layers, p.num_maps, p.dropout, image_dim=p.image_dim,

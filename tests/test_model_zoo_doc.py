@@ -16,8 +16,8 @@ from streamseg.config import load_configs, resolve_params
 from streamseg.config.loader import import_file
 from streamseg.data.synth import CLASSES
 from streamseg.engine.datamodule import DatasetInfo
-from streamseg.engine.recipes import is_stream_input
-from streamseg.engine.runner import build_net
+from streamseg.engine.batches import BatchKind
+from streamseg.engine.runner import batch_kind, build_net
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "model_zoo.md"
@@ -49,9 +49,10 @@ def _built(model: str, exp: str):
     and input channels (independently of tools/zoo_table.py's `build_synth`)."""
     configs = load_configs("synth", model, exp, REPO)
     params, _ = resolve_params(configs)
-    frames = is_stream_input(params)
-    info = DatasetInfo("synth", list(CLASSES), [CLASSES.index("background")], 3 if frames else params.data.feature_dim,
-                       params.data.fps, params.data.sample_rate)
+    kind = batch_kind(configs, params)
+    info = DatasetInfo("synth", list(CLASSES), [CLASSES.index("background")],
+                       3 if kind is BatchKind.STREAMS else params.data.feature_dim, params.data.fps, params.data.sample_rate,
+                       batch_kind=kind)
     return build_net(configs.model, params.model, info), params, info
 
 

@@ -49,8 +49,8 @@ from streamseg.config.loader import import_file
 from streamseg.data.synth import CLASSES as SYNTH_CLASSES
 from streamseg.deploy.bench import model_cost
 from streamseg.engine.datamodule import DatasetInfo
-from streamseg.engine.recipes import is_stream_input
-from streamseg.engine.runner import build_net, latency_frames
+from streamseg.engine.batches import BatchKind
+from streamseg.engine.runner import batch_kind, build_net, latency_frames
 from streamseg.flops import count_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,9 +121,10 @@ def build_synth(model: str, exp: str, repo: Path = REPO) -> tuple[nn.Module, Run
     it (`build_net`), with the synthetic dataset's class names and input channels (no data is read)."""
     configs = load_configs("synth", model, exp, repo)
     params, _ = resolve_params(configs)
-    in_channels = 3 if is_stream_input(params) else int(params.data.feature_dim)  # as the DataModules report it
+    kind = batch_kind(configs, params)
+    in_channels = 3 if kind is BatchKind.STREAMS else int(params.data.feature_dim)  # as the DataModules report it
     info = DatasetInfo("synth", list(SYNTH_CLASSES), [SYNTH_CLASSES.index(b) for b in params.data.bg_classes],
-                       in_channels, float(params.data.fps), int(params.data.sample_rate))
+                       in_channels, float(params.data.fps), int(params.data.sample_rate), batch_kind=kind)
     torch.manual_seed(0)
     return build_net(configs.model, params.model, info), params, info
 
@@ -133,7 +134,7 @@ def synth_row(model: str, exp: str, repo: Path = REPO,
     """The static columns of one synth experiment (see the module docstring); ``built``: its
     `build_synth` result, if already at hand."""
     net, params, info = built if built is not None else build_synth(model, exp, repo)
-    frames_input = is_stream_input(params)
+    frames_input = info.streams
     chunk = int(params.train.chunk_size)
     sample_shape = (3, *params.data.frame_size) if frames_input else (info.in_channels,)
     frames = chunk if chunk > 0 else OFFLINE_FRAMES
@@ -165,7 +166,7 @@ def paper_rows(repo: Path = REPO) -> list[dict[str, Any]]:
                 continue
             configs = load_configs(dataset, model, exp, repo)
             params, _ = resolve_params(configs)
-            if is_stream_input(params):
+            if batch_kind(configs, params) is BatchKind.STREAMS:
                 continue
             net = configs.model.build_model(params.model, I3D_CHANNELS, PAPER_CLASSES[dataset])
             rows.append({"model": model, "dataset": dataset, "num_classes": PAPER_CLASSES[dataset],
@@ -179,9 +180,10 @@ def real_rows(repo: Path = REPO) -> list[dict[str, Any]]:
     rows = []
     for dataset in REAL_DATASETS:
         for model, exp in experiments(dataset, repo):
-            params, _ = resolve_params(load_configs(dataset, model, exp, repo))
+            configs = load_configs(dataset, model, exp, repo)
+            params, _ = resolve_params(configs)
             d, t = params.data, params.train
-            video = is_stream_input(params)
+            video = batch_kind(configs, params) is BatchKind.STREAMS
             rows.append({
                 "dataset": dataset, "model": model, "exp": exp,
                 "input": f"frames {d.frame_size[0]}x{d.frame_size[1]}" if video else "features",

@@ -7,7 +7,7 @@ every stage, input channel masking 0.3 (sample_rate 2 comes from the dataset con
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import asformer_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.asformer import asformer_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

@@ -15,7 +15,7 @@ targets are the label changes of the subsampled labels (the official moves a bou
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.asrf import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

@@ -14,7 +14,7 @@ the mean of all 8; here offset 0 only, and predictions are repeated 8 times back
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.diffact import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

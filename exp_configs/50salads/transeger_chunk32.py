@@ -9,7 +9,7 @@ Start from ImageNet weights you have locally: -o model.weights=/path/to/mobilene
 
 from streamseg.config import RunParams
 from streamseg.config.bases import transeger_chunk32
-from streamseg.engine.recipes import transeger_module as build_module  # noqa: F401  (checks chunk <= delay)
+from streamseg.engine.recipes.transeger import transeger_module as build_module  # noqa: F401  (checks chunk <= delay)
 
 
 def configure(params: RunParams) -> None:

@@ -19,7 +19,7 @@ augmentation's random numbers.
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import c2ftcn_module as build_module  # noqa: F401  (the experiment's recipe)
+from streamseg.engine.recipes.c2ftcn import c2ftcn_module as build_module  # noqa: F401  (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

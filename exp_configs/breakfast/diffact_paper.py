@@ -11,7 +11,7 @@ filter of 15 frames on the probabilities. The last epoch's weights are tested.
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.diffact import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

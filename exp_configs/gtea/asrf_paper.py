@@ -13,7 +13,7 @@ are counted too (the official trains on, and counts over, train + its held-out v
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.asrf import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

@@ -13,7 +13,7 @@ Differences: no temporal augmentation over sample-rate offsets (sample rate 1 he
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.diffact import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

@@ -9,7 +9,7 @@ per epoch, and trains 25 epochs instead of 30.
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import asformer_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.asformer import asformer_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

@@ -9,7 +9,7 @@ and the smoothing term is in effect off (faithfully: it is the official formula)
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.asrf import asrf_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

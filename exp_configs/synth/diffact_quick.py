@@ -12,7 +12,7 @@ removes the fragments an under-trained sampler leaves.
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.diffact import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

@@ -8,7 +8,7 @@ joint network; chunks of 32 sampled frames (= model.feedback_delay), gradients t
 """
 
 from streamseg.config import RunParams
-from streamseg.engine.recipes import transeger_module as build_module  # noqa: F401  (checks chunk <= delay)
+from streamseg.engine.recipes.transeger import transeger_module as build_module  # noqa: F401  (checks chunk <= delay)
 
 
 def configure(params: RunParams) -> None:

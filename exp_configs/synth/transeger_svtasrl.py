@@ -8,7 +8,7 @@ rl_dpg_loss.py), a step per chunk of 32 sampled frames (SETE).
 
 from streamseg.config import RunParams
 from streamseg.config.bases import synth_sete
-from streamseg.engine.recipes import svtas_rl_module as build_module  # noqa: F401 (checks chunk <= delay too)
+from streamseg.engine.recipes.svtas import svtas_rl_module as build_module  # noqa: F401 (checks chunk <= delay too)
 
 
 def configure(params: RunParams) -> None:

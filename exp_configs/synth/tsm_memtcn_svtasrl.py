@@ -7,7 +7,7 @@ SVTAS's SETE schedule: a step per chunk of 32 sampled frames, the state detached
 
 from streamseg.config import RunParams
 from streamseg.config.bases import synth_sete
-from streamseg.engine.recipes import svtas_rl_module as build_module  # noqa: F401 (the experiment's recipe)
+from streamseg.engine.recipes.svtas import svtas_rl_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:

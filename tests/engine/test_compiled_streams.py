@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from streamseg.engine import SegmentationModule, VideoStreamDataModule
+from streamseg.engine.streaming import StreamState
 from streamseg.engine.throughput import compiled_graphs
 from streamseg.models import SegmentationLoss, set_activation_checkpointing, tsm_memtcn_mobilenet_v2
 
@@ -35,32 +36,33 @@ def test_compiled_stream_training_compiles_one_graph_per_mode(synth_video_root, 
     # enough, and faster, without them)
     net.compile(backend="aot_eager" if checkpointing else "eager")
     module = SegmentationModule(net, dm.info, SegmentationLoss(dm.info.num_classes, reduction="sum"),
-                                optimizer=torch.optim.Adam, stream_batches=True,
+                                optimizer=torch.optim.Adam,
                                 # aot_eager fails checkpointed BatchNorm over a 2-chunk window (a running
                                 # statistic changed in place before the recomputation); inductor runs it
                                 # (docs/benchmarks.md, 5,605 frames/s): one chunk per window here
                                 tbptt_chunks=1 if checkpointing else 2)
     torch._dynamo.reset()
     before = compiled_graphs()
-    state, resets, window, counts = None, 0, [], []
+    stream, resets, window, counts = StreamState(), 0, [], []
     net.train()
     for batch in itertools.islice(dm.train_dataloader(), 8):
         batch = dm.on_after_batch_transfer(batch, 0)
         resets += int(batch["reset"].sum())
-        logits, state = module._stream_forward(batch, state)
+        logits = stream.forward(net, batch)
         window.append(module.loss_fn(logits, batch["labels"], batch["mask"])[0])
         if len(window) == module.tbptt_chunks:  # as the module: backward over the window, then truncate
             sum(window).backward()
-            state, window = tuple(s.detach() for s in state), []
+            stream.truncate()
+            window = []
         counts.append(compiled_graphs() - before)
     assert resets > 2  # slots started new videos mid-run
     train_graphs = counts[-1]
     assert counts[module.tbptt_chunks:] == [train_graphs] * (8 - module.tbptt_chunks)  # then nothing recompiles
     net.eval()
     with torch.no_grad():
-        state = None
+        stream = StreamState()
         for batch in itertools.islice(dm.val_dataloader(), 2):
-            logits, state = module._stream_forward(dm.on_after_batch_transfer(batch, 0), state)
+            stream.forward(net, dm.on_after_batch_transfer(batch, 0))
     # training: a window's first chunk (state without gradient) and, with 2-chunk windows, its second
     # (state carrying gradient) are one graph each; evaluation (no gradient, BatchNorm in eval mode) adds one
     assert train_graphs == module.tbptt_chunks and compiled_graphs() - before == train_graphs + 1

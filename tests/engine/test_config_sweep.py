@@ -23,8 +23,8 @@ import torch
 
 from streamseg.config import load_configs, resolve_params
 from streamseg.engine import dist
-from streamseg.engine.recipes import is_stream_input
-from streamseg.engine.runner import build
+from streamseg.engine.batches import BatchKind
+from streamseg.engine.runner import batch_kind, build
 
 from ..conftest import REPO
 
@@ -86,10 +86,10 @@ def _fields(obj) -> set[str]:
     return {f.name for f in dataclasses.fields(obj)}
 
 
-def _tiny_overrides(params, model: str, roots: dict[str, Path]) -> list[str]:
+def _tiny_overrides(configs, params, model: str, roots: dict[str, Path]) -> list[str]:
     """Overrides that point a resolved config at the synthetic fixtures and shrink it."""
     data_fields, model_fields = _fields(params.data), _fields(params.model)
-    video = is_stream_input(params)
+    video = batch_kind(configs, params) is BatchKind.STREAMS
     root = roots["video" if video else "features"]
     out = [f"data.root={root}", "data.split=1"]
     if "bg_classes" in data_fields:
@@ -130,13 +130,13 @@ def test_experiment_config_trains_two_steps(exp: Path, data_roots, tmp_path) -> 
     dataset, model, name = _split_name(exp)
     configs = load_configs(dataset, model, name)
     params, _ = resolve_params(configs)
-    params, _ = resolve_params(configs, _tiny_overrides(params, model, data_roots))
+    params, _ = resolve_params(configs, _tiny_overrides(configs, params, model, data_roots))
 
     torch.manual_seed(0)
     dm, info, module = build(configs, params, dist.Launch(rank=0, local_rank=0, world_size=1, node_rank=0))
     before = {n: p.detach().clone() for n, p in module.net.named_parameters()}
     steps = _Steps()
-    stream = is_stream_input(params)
+    stream = dm.batch_kind is BatchKind.STREAMS
     trainer = pl.Trainer(
         max_steps=2, log_every_n_steps=1, limit_val_batches=0, num_sanity_val_steps=0, accelerator="cpu", devices=1,
         precision=params.train.precision, gradient_clip_val=None if stream else (params.train.grad_clip or None),

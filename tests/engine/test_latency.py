@@ -15,8 +15,8 @@ import torch
 from streamseg.config import load_configs, resolve_params
 from streamseg.engine.datamodule import DatasetInfo
 from streamseg.engine.module import SegmentationModule
-from streamseg.engine.recipes import is_stream_input
-from streamseg.engine.runner import build_net, latency, latency_frames
+from streamseg.engine.batches import BatchKind
+from streamseg.engine.runner import batch_kind, build_net, latency, latency_frames
 from streamseg.models import EncoderHead, MemoryTCN, r2plus1d_18_encoder
 from streamseg.search.cost import latency_frames as cost_latency_frames
 
@@ -25,12 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")  # tests/con
 
 
 def _module(net, chunk_size: int, stream_batches: bool) -> SegmentationModule:
-    return SegmentationModule(net, _info(2), loss=None, optimizer=None, chunk_size=chunk_size,
-                              stream_batches=stream_batches)
+    return SegmentationModule(net, _info(2, kind=BatchKind.STREAMS if stream_batches else BatchKind.VIDEOS),
+                              loss=None, optimizer=None, chunk_size=chunk_size)
 
 
-def _info(sample_rate: int, class_names=("background", "a", "b")) -> DatasetInfo:
-    return DatasetInfo("t", list(class_names), [0], 3, 15.0, sample_rate)
+def _info(sample_rate: int, class_names=("background", "a", "b"), kind=BatchKind.VIDEOS) -> DatasetInfo:
+    return DatasetInfo("t", list(class_names), [0], 3, 15.0, sample_rate, batch_kind=kind)
 
 
 def test_clip_backbone_lookahead_is_not_added_to_the_chunk_wait() -> None:
@@ -63,7 +63,7 @@ def test_video_memtcn_synth_experiment_latency() -> None:
     net = build_net(configs.model, params.model, info)
     assert net.lookahead == params.model.clip_len - 1 > 0
     assert (params.train.chunk_size, params.data.sample_rate) == (16, 2)
-    module = _module(net, params.train.chunk_size, is_stream_input(params))
+    module = _module(net, params.train.chunk_size, batch_kind(configs, params) is BatchKind.STREAMS)
     assert latency(module, info)["frames"] == (16 - 1) * 2  # was (16 - 1 + lookahead) * 2
 
 

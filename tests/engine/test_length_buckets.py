@@ -84,7 +84,7 @@ def test_padding_to_buckets_leaves_scores_and_gradients_unchanged(synth_root):
             for batch in dm.test_dataloader():
                 module._collect(batch)
         net.train()
-        results.append(module._score(module._gathered()))
+        results.append(module._evaluation.finish().scores)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     assert {k: results[0][k] for k in ("acc", "edit", "f1@50")} == {k: results[1][k] for k in ("acc", "edit", "f1@50")}
 

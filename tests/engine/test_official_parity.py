@@ -64,12 +64,13 @@ def test_the_svtas_loss_gets_each_streams_video_length_in_chunks() -> None:
     import torch
     from torch import nn
 
+    from streamseg.engine.batches import BatchKind
     from streamseg.engine.datamodule import DatasetInfo
     from streamseg.engine.module import SegmentationModule
+    from streamseg.engine.streaming import video_chunks
     from streamseg.models import SVTASStreamLoss
 
-    info = DatasetInfo("synth", ["a", "b"], [], 3, 15.0, 2)
-    module = SegmentationModule(nn.Identity(), info, SVTASStreamLoss(2), torch.optim.Adam, stream_batches=True,
-                                loss_takes_chunks=True)
+    info = DatasetInfo("synth", ["a", "b"], [], 3, 15.0, 2, batch_kind=BatchKind.STREAMS)
+    module = SegmentationModule(nn.Identity(), info, SVTASStreamLoss(2), torch.optim.Adam, loss_takes_chunks=True)
     batch = {"full_length": torch.tensor([100, 128, 129, 0]), "x": torch.zeros(4, 3, 32, 8, 8)}
-    assert module._video_chunks(batch).tolist() == [2, 2, 3, 0]
+    assert video_chunks(batch, module.info.sample_rate).tolist() == [2, 2, 3, 0]

@@ -302,7 +302,7 @@ def _tiny_trainer(tmp_path: Path, data: Path, *overrides: str, resume_from: Path
     run = RunDir(tmp_path / "run", 0, resume_from)
     run.make()
     callbacks = [cb for cb in runner._callbacks(params, run, dm.has_val) if "ProgressBar" not in type(cb).__name__]
-    trainer = runner._trainer(params, run, runner.Hardware(), dm.has_val, callbacks)
+    trainer = runner._trainer(params, run, runner.Hardware(), dm, callbacks)
     return trainer, module, dm, run
 
 
@@ -367,7 +367,7 @@ def test_nonfinite_loss_on_streams_skips_and_restarts_the_poisoned_state(synth_v
     torch.manual_seed(0)
     module = SegmentationModule(_PoisonOnce(_TinyStreamNet(info.num_classes), poison=3), info,
                                 SegmentationLoss(info.num_classes, reduction="sum"), optimizer=torch.optim.Adam,
-                                stream_batches=True, nonfinite="skip")
+                                nonfinite="skip")
 
     class Count(pl.Callback):
         batches = 0

@@ -7,7 +7,6 @@ import csv
 import json
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -109,12 +108,13 @@ def test_valid_options_pass():
 @pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
                                        ("sgd", torch.optim.SGD)])
 def test_every_recipe_builds_the_chosen_optimizer_and_a_set_schedule_replaces_its_own(name, cls):
-    from streamseg.engine.recipes import asformer_module
+    from streamseg.engine import DatasetInfo
+    from streamseg.engine.recipes.asformer import asformer_module
 
     params, _ = resolve_params(load_configs("synth", "mstcn", "quick"),
                                [f"train.optimizer={name}", "train.weight_decay=0.01", "train.nesterov=" +
                                 str(name == "sgd")])
-    net, info = torch.nn.Conv1d(2, 3, 1), SimpleNamespace(num_classes=3)
+    net, info = torch.nn.Conv1d(2, 3, 1), DatasetInfo("t", ["a", "b", "c"], [], 2, 15.0, 1)
     own = asformer_module(net, params, info).configure_optimizers()  # ASFormer's own plateau on the train loss
     assert type(own["optimizer"]) is cls and own["optimizer"].param_groups[0]["weight_decay"] == 0.01
     assert own["lr_scheduler"]["monitor"] == "train/epoch_loss"
@@ -228,7 +228,7 @@ def test_streams_follow_the_schedule_under_manual_optimisation(tmp_path, synth_v
     t = TrainParams(schedule="multistep", milestones=(1, 2, 3), gamma=0.5)
     module = SegmentationModule(_TinyStreamNet(dm.info.num_classes), dm.info,
                                 SegmentationLoss(dm.info.num_classes, reduction="sum"),
-                                optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9), stream_batches=True,
+                                optimizer=partial(torch.optim.SGD, lr=0.1, momentum=0.9),
                                 epoch_schedule=partial(EpochSchedule, t=t))
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=CSVLogger(str(tmp_path), name="", version="csv"),
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

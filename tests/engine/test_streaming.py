@@ -14,6 +14,7 @@ import torch
 
 from streamseg.data.video import VideoFileSource
 from streamseg.engine import SegmentationModule, VideoStreamDataModule
+from streamseg.engine.streaming import StreamState
 from streamseg.models import SegmentationLoss, tsm_memtcn_mobilenet_v2
 
 from ..conftest import REPO, TINY_STREAM, streamseg
@@ -37,18 +38,18 @@ def test_online_evaluation_equals_whole_video_inference(synth_video_root):
     info = dm.info
     net = _calibrated_net(info.num_classes)
     module = SegmentationModule(net, info, SegmentationLoss(info.num_classes, reduction="sum"),
-                                optimizer=torch.optim.Adam, stream_batches=True)
+                                optimizer=torch.optim.Adam)
     names = dm.names["train"] + dm.names["test"]
     dm.names["test"] = names  # more videos than slots: slots must take new videos and reset state
     VideoFileSource.opens.clear()
 
     logits_by_video: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    state = None
+    stream = StreamState()  # what the module's evaluation carries
     with torch.no_grad():
         for batch in dm.test_dataloader():
             assert batch["x"].shape[1:] == (3, 5, 16, 16) and batch["x"].dtype == torch.uint8
             batch = dm.on_after_batch_transfer(batch, 0)  # what Lightning calls: normalised on the device
-            logits, state = module._stream_forward(batch, state)
+            logits = stream.forward(module.net, batch)
             for b, name in enumerate(batch["names"]):
                 if name is not None:
                     n = int(batch["mask"][b].sum())

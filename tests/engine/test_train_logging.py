@@ -55,7 +55,7 @@ def test_offline_step_losses_and_the_epoch_mean_reach_the_csv_log(tmp_path, synt
     run.make()
     capture = _BatchLosses()
     callbacks = [cb for cb in runner._callbacks(params, run, dm.has_val) if "ProgressBar" not in type(cb).__name__]
-    trainer = runner._trainer(params, run, runner.Hardware(), dm.has_val, [*callbacks, capture])
+    trainer = runner._trainer(params, run, runner.Hardware(), dm, [*callbacks, capture])
     log, log_calls = module.log, []  # the steps on which the module calls self.log("train/loss")
 
     def spy(name, *args, **kwargs):
@@ -141,7 +141,7 @@ def test_stream_training_logs_window_losses_and_the_epoch_mean(tmp_path, synth_v
     torch.manual_seed(0)
     loss = _RecordingLoss(info.num_classes)
     module = SegmentationModule(_TinyStreamNet(info.num_classes), info, loss, optimizer=torch.optim.Adam,
-                                stream_batches=True, tbptt_chunks=tbptt)
+                                tbptt_chunks=tbptt)
     capture = _StreamBatches()
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=CSVLogger(str(tmp_path), name="", version="csv"),
                          log_every_n_steps=log_every, enable_checkpointing=False, enable_progress_bar=False,

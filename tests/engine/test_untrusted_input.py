@@ -67,19 +67,18 @@ def test_a_split_line_outside_the_dataset_is_refused_and_nothing_outside_is_read
 
 def test_the_writers_refuse_a_name_that_would_leave_their_folder(tmp_path):
     """Whatever a custom DataModule yields: predictions and plots are written only inside their folders."""
-    from streamseg.engine.module import write_predictions
+    from streamseg.engine.checkpoint_eval import write_plots
+    from streamseg.engine.evaluation import EvalResult, write_predictions
     from streamseg.engine.rundir import RunDir
-    from streamseg.engine.runner import _plots
 
     labels = np.zeros(6, np.int64)
     run = RunDir(tmp_path / "run", 0, None)
     for name in ("../escaped", "/tmp/escaped", "..", "a/b"):
         with pytest.raises(DataError, match="not a plain file name"):
             write_predictions(run.predictions, [(name, labels, labels)], ["background"])
-        module = SimpleNamespace(_test_videos=[(name, labels, labels)], test_results={},
-                                 info=SimpleNamespace(class_names=["background"], bg_ids=[0], fps=15.0))
+        info = SimpleNamespace(class_names=["background"], bg_ids=[0], fps=15.0)
         with pytest.raises(DataError, match="not a plain file name"):
-            _plots(module, run)
+            write_plots(run.plots, EvalResult([(name, labels, labels)], {}), info)
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
     write_predictions(run.predictions, [("ok", labels, labels)], ["background"])
     assert (run.predictions / "ok").is_file()

@@ -385,7 +385,7 @@ def test_evaluation_run_reports_what_it_scored(tmp_path, synth_root):
         assert not _telegram_threads()
     start, end = srv.texts()
     assert start.startswith("<b>evaluating</b> synth/m_e/version_3")
-    assert end.startswith("<b>evaluated</b>") and f"{module.test_results['acc']:.2f}" in end
+    assert end.startswith("<b>evaluated</b>") and f"{module.test_result.scores['acc']:.2f}" in end
 
 
 def test_resumed_run_recovers_earlier_epochs_from_the_csv_log(tmp_path):

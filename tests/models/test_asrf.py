@@ -163,7 +163,7 @@ def _labels_by_hand(root: Path) -> list[list[str]]:
 
 
 def test_recipe_passes_the_official_weights_to_the_loss(synth_root: Path) -> None:
-    from streamseg.engine.recipes import asrf_module
+    from streamseg.engine.recipes.asrf import asrf_module
     from streamseg.engine.runner import build_net
 
     configs = load_configs("synth", "asrf", "quick", None)
@@ -202,7 +202,7 @@ def test_the_recipe_reads_no_training_labels_until_it_trains(synth_root: Path, t
     split, whose labels only the loss's class weights and pos_weight use."""
     import shutil
 
-    from streamseg.engine.recipes import asrf_module
+    from streamseg.engine.recipes.asrf import asrf_module
     from streamseg.engine.runner import build_net
 
     root = tmp_path / "no_train"

@@ -459,7 +459,8 @@ TINY_DIFFACT = [
 
 
 def test_recipe_class_weights_are_the_official_ones(synth_root: Path) -> None:
-    from streamseg.engine.recipes import diffact_module, training_class_weights
+    from streamseg.engine.recipes import training_class_weights
+    from streamseg.engine.recipes.diffact import diffact_module
 
     configs = load_configs("synth", "diffact", "quick", None)
     params, _ = resolve_params(configs, [f"data.root={synth_root}"])

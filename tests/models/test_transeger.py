@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from streamseg.config import ConfigError, RunParams, TrainParams
-from streamseg.engine import SegmentationModule
-from streamseg.engine.recipes import transeger_module
+from streamseg.engine import DatasetInfo, SegmentationModule
+from streamseg.engine.batches import BatchKind
+from streamseg.engine.recipes.transeger import transeger_module
 from streamseg.engine.runner import build_net
 from streamseg.models import ClassNameTokenizer, SegmentationLoss, WeightsError, transeger_features
 
@@ -107,8 +108,8 @@ def test_teacher_forcing_changes_what_the_next_chunk_sees():
 
 def test_offline_chunked_training_forward_teacher_forces_and_evaluation_does_not():
     net = _net()
-    module = SegmentationModule(net, info=None, loss=SegmentationLoss(K), optimizer=torch.optim.Adam,
-                                chunk_size=DELAY)
+    module = SegmentationModule(net, info=DatasetInfo("t", NAMES, [], D, 15.0, 1), loss=SegmentationLoss(K),
+                                optimizer=torch.optim.Adam, chunk_size=DELAY)
     x, mask = torch.randn(2, D, 3 * DELAY), torch.ones(2, 3 * DELAY)
     labels = torch.randint(0, K, (2, 3 * DELAY))
     with torch.no_grad():
@@ -149,6 +150,7 @@ def test_text_weights_load_from_a_file_and_misfits_are_named(tmp_path):
 
 
 def test_build_net_passes_class_names_only_to_configs_that_take_them():
+    """A model config declares TAKES_CLASS_NAMES (config.loader.OPTIONAL); its signature is not inspected."""
     info = SimpleNamespace(in_channels=D, num_classes=K, class_names=NAMES)
     seen = {}
 
@@ -158,13 +160,15 @@ def test_build_net_passes_class_names_only_to_configs_that_take_them():
     def without(p, in_channels, num_classes):
         seen["plain"] = (in_channels, num_classes)
 
-    build_net(SimpleNamespace(build_model=with_names), None, info)
+    build_net(SimpleNamespace(build_model=with_names, TAKES_CLASS_NAMES=True), None, info)
     build_net(SimpleNamespace(build_model=without), None, info)
     assert seen == {"names": NAMES, "plain": (D, K)}
+    build_net(SimpleNamespace(build_model=with_names), None, info)  # not declared: no names
+    assert seen["names"] is None
 
 
 def test_recipe_rejects_chunks_longer_than_the_feedback_delay():
-    info = SimpleNamespace(num_classes=K)
+    info = DatasetInfo("t", NAMES, [], 3, 15.0, 1, batch_kind=BatchKind.STREAMS)
     params = RunParams(data=SimpleNamespace(input="video"), model=None, train=TrainParams(chunk_size=DELAY + 1))
     with pytest.raises(ConfigError, match=r"train.chunk_size=5 must be between 1 and model.feedback_delay=4"):
         transeger_module(_net(), params, info)
@@ -199,7 +203,7 @@ def test_stream_training_teacher_forces_and_evaluation_uses_own_predictions(synt
 
     net.teacher_force = spy
     module = SegmentationModule(net, info, SegmentationLoss(info.num_classes, reduction="sum"),
-                                optimizer=partial(torch.optim.Adam, lr=1e-3), chunk_size=8, stream_batches=True)
+                                optimizer=partial(torch.optim.Adam, lr=1e-3), chunk_size=8)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
@@ -207,7 +211,7 @@ def test_stream_training_teacher_forces_and_evaluation_uses_own_predictions(synt
     assert train_calls > 0 and all(calls)
     trainer.test(module, datamodule=dm, verbose=False)
     assert len(calls) == train_calls  # evaluation feeds back the model's own predictions
-    assert module.test_results is not None and 0 <= module.test_results["acc"] <= 100
+    assert module.test_result.scores is not None and 0 <= module.test_result.scores["acc"] <= 100
 
 
 @pytest.mark.slow

@@ -32,10 +32,19 @@ REQUIRED = {
 # the `-o` overrides (so `-o train.chunk_size=16` reaches a value that follows it), filling only what is
 # still unset (None): an explicit value, from `configure` or `-o`, is kept. The model config's runs first.
 OPTIONAL = {
-    "model": {"derive": "function(params: RunParams) -> None, run after the overrides"},
-    "exp": {"build_module": "function(net, params, info) -> SegmentationModule (engine/recipes.py)",
+    "model": {"derive": "function(params: RunParams) -> None, run after the overrides",
+              "TAKES_CLASS_NAMES": "True: build_model also takes class_names=list[str], the dataset's classes"},
+    "exp": {"build_module": "function(net, params, info) -> SegmentationModule (engine/recipes)",
             "derive": "function(params: RunParams) -> None, run after the overrides"},
 }
+
+
+def optional(module: ModuleType, kind: str, name: str, default=None):
+    """What a `kind` config module defines for the optional ``name`` (one declared in `OPTIONAL`), else
+    ``default``. The one way the engine reads an optional config name, so every such name is listed."""
+    if name not in OPTIONAL[kind]:
+        raise KeyError(f"{name!r} is not an optional {kind} config name ({', '.join(OPTIONAL[kind])})")
+    return vars(module).get(name, default)
 
 
 def repo_config_root() -> Path | None:
@@ -174,7 +183,7 @@ def resolve_params(configs: ConfigSet, overrides: Sequence[str] = ()) -> tuple[R
     applied = apply_overrides(params, list(overrides))
     for kind in ("model", "exp"):
         module = getattr(configs, kind)
-        derive = getattr(module, "derive", None)  # optional, declared in OPTIONAL
+        derive = optional(module, kind, "derive")
         if derive is None:
             continue
         derive(params)

@@ -1,7 +1,7 @@
 """The dataset check that gates training: `streamseg.data.check` plus what streaming from video needs.
 
-A run on a broken dataset must not die on the first bad file an hour in. `runner.check_data` (called by
-`runner.build` after the data is prepared and before any model is built) runs `run_data_problems` on
+A run on a broken dataset must not die on the first bad file an hour in. `assembly.check_data` (called by
+`assembly.build` after the data is prepared and before any model is built) runs `run_data_problems` on
 rank 0 and raises `DatasetProblems` on every rank: every problem is reported at once, in the format of
 `streamseg data check`, and nothing is trained.
 

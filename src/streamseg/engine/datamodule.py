@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import ConfigError, TrainParams
 from ..data import FeatureVideoDataset, TASLayout, collate_videos
 from ..data.zoom import EpochKeys, ZoomAugmented, check_zoom
+from .batches import BatchKind
 
 
 @dataclass
@@ -91,7 +92,8 @@ class TASDatasetParams:
 @dataclass
 class DatasetInfo:
     """What models and metrics need to know about a dataset (`test_rates`, `test_rate_weights`: see
-    `TASDatasetParams`; the weights are filled in, one per rate)."""
+    `TASDatasetParams`; the weights are filled in, one per rate). `batch_kind`: the kind of batch the
+    DataModule that reports this info feeds (engine/batches.py), its class attribute."""
 
     name: str
     class_names: list[str]
@@ -101,6 +103,12 @@ class DatasetInfo:
     sample_rate: int
     test_rates: tuple[int, ...] = ()
     test_rate_weights: tuple[float, ...] = ()
+    batch_kind: BatchKind = BatchKind.VIDEOS
+
+    @property
+    def streams(self) -> bool:
+        """Batches are chunks of parallel streams (`BatchKind.STREAMS`), not whole videos."""
+        return self.batch_kind is BatchKind.STREAMS
 
     @property
     def num_classes(self) -> int:
@@ -127,6 +135,7 @@ def split_names(layout: TASLayout, split: int, val_fraction: float, seed: int, s
 def dataset_info(
     layout: TASLayout, name: str, bg_classes: Sequence[str], in_channels: int, fps: float, sample_rate: int, root: str,
     test_rates: Sequence[int] = (), test_rate_weights: Sequence[float] = (),
+    batch_kind: BatchKind = BatchKind.VIDEOS,
 ) -> DatasetInfo:
     classes = list(layout.classes)
     missing = [b for b in bg_classes if b not in classes]
@@ -134,7 +143,7 @@ def dataset_info(
         raise ValueError(f"{root}/mapping.txt: background classes {missing} (data.bg_classes) are not in the mapping")
     rates, weights = check_test_rates(test_rates, test_rate_weights)
     return DatasetInfo(name, classes, [classes.index(b) for b in bg_classes], in_channels, fps, sample_rate,
-                       rates, weights)
+                       rates, weights, batch_kind)
 
 
 def check_test_rates(rates: Sequence[int], weights: Sequence[float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -216,6 +225,8 @@ class _CachedItems(torch.utils.data.Dataset):
 class FeatureDataModule(pl.LightningDataModule):
     """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos (the time
     axis rounded up to a multiple of `length_bucket` frames when > 0: `train.length_bucket`)."""
+
+    batch_kind = BatchKind.VIDEOS
 
     def __init__(
         self,
@@ -321,7 +332,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.setup()
         assert self.layout is not None
         return dataset_info(self.layout, self.name, self.bg_classes, self.layout.feature_dim, self.fps,
-                            self.sample_rate, self.root, self.test_rates, self.test_rate_weights)
+                            self.sample_rate, self.root, self.test_rates, self.test_rate_weights, self.batch_kind)
 
     @property
     def has_val(self) -> bool:

@@ -41,6 +41,7 @@ from ..data.errors import DataError
 from ..data.nvdec import DECODERS, NvdecSource, NvdecUnavailable, nvdec_plan
 from ..data.streams import StreamBatcher, StreamLoader, StreamVideo, normalize_frames
 from ..data.video import VideoFileSource, probe
+from .batches import BatchKind
 from .datamodule import DatasetInfo, TASDatasetParams, dataset_info, split_names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,6 +50,8 @@ PREPROCESS = ("cpu", "device-rgb", "device-i420")
 
 
 class VideoStreamDataModule(pl.LightningDataModule):
+    batch_kind = BatchKind.STREAMS  # provides full_labels (batches.StreamLabels)
+
     def __init__(
         self,
         root: str,
@@ -176,7 +179,8 @@ class VideoStreamDataModule(pl.LightningDataModule):
     def info(self) -> DatasetInfo:
         self.setup()
         assert self.layout is not None
-        return dataset_info(self.layout, self.name, self.bg_classes, 3, self.fps, self.sample_rate, self.root)
+        return dataset_info(self.layout, self.name, self.bg_classes, 3, self.fps, self.sample_rate, self.root,
+                            batch_kind=self.batch_kind)
 
     @property
     def has_val(self) -> bool:

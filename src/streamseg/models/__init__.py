@@ -4,10 +4,11 @@ Every model has ``init_state(batch_size, device) -> tuple[Tensor, ...]`` (batch 
 tensor), ``forward(x, state, mask (B, 1, T) | None) -> (logits (S, B, K, T), new_state)`` and
 ``lookahead: int | None`` (0 = causal, None = needs the whole video).
 
-Optional, for models that feed their own earlier predictions back (Transeger): ``feedback_delay: int``
-(calls of at most that many frames stream exactly; longer calls differ after their first
-``feedback_delay`` frames) and ``teacher_force(state, labels (B, T), mask (B, 1, T) | None) -> state``,
-which the engine calls in training after each chunk to put that chunk's ground truth in the state.
+Optional parts, declared by inheriting a base class of `streamseg.models.hooks`: `FeedsBackLabels`
+(models that feed their own earlier predictions back, Transeger: ``feedback_delay: int`` and
+``teacher_force(state, labels (B, T), mask (B, 1, T) | None) -> state``, which the engine calls in
+training after each chunk to put that chunk's ground truth in the state) and `SeedsPerVideo`
+(``set_video_indices``, DiffAct).
 """
 
 from streamseg.models.asformer import ASFormer
@@ -17,6 +18,7 @@ from streamseg.models.checkpoint import WeightsError, load_weights
 from streamseg.models.diffact import DiffAct
 from streamseg.models.diffact_loss import DiffActLoss
 from streamseg.models.framewise import FramewiseHead
+from streamseg.models.hooks import FeedsBackLabels, SeedsPerVideo
 from streamseg.models.losses import SegmentationLoss, SVTASStreamLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
@@ -58,6 +60,8 @@ __all__ = [
     "ASFormer",
     "ASRF",
     "ASRFLoss",
+    "FeedsBackLabels",
+    "SeedsPerVideo",
     "refine_with_boundaries",
     "C2FTCN",
     "DiffAct",

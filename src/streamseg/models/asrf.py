@@ -37,6 +37,7 @@ renames). The loss is documented on :class:`ASRFLoss`; its dataset statistics (t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Iterable, Literal
 
 import numpy as np
@@ -322,6 +323,20 @@ def gaussian_similarity_tmse(
 SMOOTHINGS = ("mstcn", "gstmse")
 
 
+@dataclass
+class ASRFLossParams:
+    """The loss settings of ASRF's recipe (`streamseg.engine.recipes.asrf.asrf_module`), official defaults
+    (``libs/config.py``): a model config's `Params` subclasses this, so they are ``-o model.<field>`` keys.
+    class_weight: median-frequency class weights in the CE (`class_weights` of the training labels).
+    smoothing: "gstmse" (Gaussian-similarity T-MSE on the input features) or "mstcn" (MS-TCN's truncated
+    MSE), times smooth_weight. boundary_weight: the boundary BCE's weight (``lambda_b``)."""
+
+    class_weight: bool = True
+    smoothing: Literal["gstmse", "mstcn"] = "gstmse"
+    smooth_weight: float = 1.0
+    boundary_weight: float = 0.1
+
+
 class ASRFLoss:
     """ASRF training loss: class stages (CE + smoothing) and boundary stages (BCE), each averaged over stages.
 
@@ -340,7 +355,7 @@ class ASRFLoss:
     Averaging over stages and the 0.1 boundary weight are the official ``libs/helper.py::train``. The
     official configuration (``libs/config.py`` defaults, as the shipped ``result/*/config.yaml``) is class
     weights, ``smoothing="gstmse"`` with ``smooth_weight=1``, ``boundary_weight=0.1`` and the dataset's
-    pos_weight: what the recipe ``streamseg.engine.recipes.asrf_module`` builds. The defaults here (no class weights,
+    pos_weight: what the recipe ``streamseg.engine.recipes.asrf.asrf_module`` builds. The defaults here (no class weights,
     MS-TCN's 0.15 smoothing, pos_weight 1) are this class's original behaviour, kept for compatibility.
 
     Args:

@@ -93,6 +93,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .hooks import SeedsPerVideo
 from .mstcn import check_input
 
 __all__ = ["DiffAct", "COND_TYPES", "median_filter", "purge", "reflect_index"]
@@ -265,7 +266,7 @@ _BOUNDARY_COND = re.compile(r"^boundary0(\d)-$")
 _SEGMENT_COND = re.compile(r"^segment=(\d+)$")
 
 
-class DiffAct(nn.Module):
+class DiffAct(nn.Module, SeedsPerVideo):
     """DiffAct over a whole video (see the module docstring). Defaults: the official GTEA config.
 
     Args:

@@ -7,13 +7,32 @@ that scipy is not a dependency; tests compare the two.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .diffact import DiffAct, reflect_index
 
-__all__ = ["DiffActLoss", "gaussian_filter1d", "boundary_targets", "soft_targets"]
+__all__ = ["DiffActLoss", "DiffActLossParams", "gaussian_filter1d", "boundary_targets", "soft_targets"]
+
+
+@dataclass
+class DiffActLossParams:
+    """The loss settings of DiffAct's recipe (`streamseg.engine.recipes.diffact.diffact_module`): the official
+    ``loss_weights`` (``loss_*``), ``class_weighting``, ``soft_label`` and ``boundary_smooth`` (frames at the
+    original frame rate; the recipe divides it by ``data.sample_rate``). A model config's `Params`
+    subclasses this, so they are ``-o model.<field>`` keys."""
+
+    loss_encoder_ce: float = 0.5
+    loss_encoder_smooth: float = 0.1
+    loss_decoder_ce: float = 0.5
+    loss_decoder_smooth: float = 0.1
+    loss_decoder_boundary: float = 0.1
+    class_weighting: bool = True
+    soft_label: float | None = 1.4
+    boundary_smooth: float | None = 1.0
 
 
 def gaussian_filter1d(x: Tensor, sigma: float, truncate: float = 4.0) -> Tensor:

@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from streamseg.models.checkpoint import WeightsError, load_weights
+from streamseg.models.hooks import FeedsBackLabels
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import check_input
 from streamseg.models.tsm import tsm_mobilenet_v2
@@ -237,7 +238,7 @@ class _FeatureInput(nn.Module):
         return x, ()
 
 
-class Transeger(nn.Module):
+class Transeger(nn.Module, FeedsBackLabels):
     """Image branch + text branch over fed-back labels + MemoryTCN joint network (module docstring).
 
     Args:

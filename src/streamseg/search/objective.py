@@ -18,7 +18,7 @@ from typing import Any, Callable
 import optuna
 
 from ..config import ConfigError, ConfigSet
-from ..engine.recipes import is_stream_input
+from ..engine.batches import BatchKind
 from ..engine.runner import METRIC_KEYS, Hardware, build_net, train_and_test
 from .cost import model_cost
 from .ddp import launch_args, train_in_child, val_history
@@ -109,9 +109,9 @@ class Objective:
 
     def _cost(self, params: Any) -> float:
         """The model's cost from its params (the data is prepared once to learn channels and classes)."""
-        if self.spec.cost == "flops" and is_stream_input(params):
-            raise ConfigError("--cost flops is implemented for feature inputs only (this dataset streams video)")
         dm = self.configs.dataset.build_datamodule(params.data, params.train)
+        if self.spec.cost == "flops" and dm.batch_kind is BatchKind.STREAMS:
+            raise ConfigError("--cost flops is implemented for feature inputs only (this dataset streams video)")
         dm.prepare_data()
         info = dm.info
         net = build_net(self.configs.model, params.model, info)
