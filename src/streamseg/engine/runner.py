@@ -32,6 +32,7 @@ from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .quiet import RunProgressBar, silence_lightning_noise
+from .strategies import check_strategy, trainer_strategy
 from .schedules import METRIC_KEYS, check_train_options, early_stopping, early_stopping_summary, needs_validation
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .throughput import TrainThroughput
@@ -112,7 +113,7 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
         accelerator=hw.accelerator,
         devices=hw.devices,
         num_nodes=hw.num_nodes,
-        strategy="ddp" if world > 1 else "auto",
+        strategy=trainer_strategy(t, world),
         precision=t.precision,
         # with stream batches the module optimises manually (TBPTT) and clips gradients itself
         gradient_clip_val=None if streams else (t.grad_clip or None),
@@ -181,6 +182,7 @@ def train_and_test(
     """Train (resuming an unfinished run), test the best checkpoint, write metrics. Returns (run, metrics).
 
     `extra_callbacks` (e.g. Telegram reports) are added to the Trainer's callbacks."""
+    check_strategy(params.train, hw.accelerator)  # before any process group, data or run directory
     launch = dist.detect_launch()
     dist.init_process_group(launch, hw.accelerator)
     params_json = to_jsonable(params)
