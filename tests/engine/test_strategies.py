@@ -16,7 +16,7 @@ from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, SingleDevice
 from streamseg.config import ConfigError, load_configs, resolve_params
 from streamseg.engine import dist, runner
 from streamseg.engine.rundir import RunDir
-from streamseg.engine.strategies import check_strategy
+from streamseg.engine.strategies import check_strategy, replicated_weights
 
 from ..conftest import TINY, streamseg
 
@@ -75,6 +75,15 @@ def test_zero_stage_without_deepspeed_is_refused():
     _, params = _params("train.zero_stage=3")
     with pytest.raises(ConfigError, match=r"train.zero_stage=3 is DeepSpeed's: it needs train.strategy=deepspeed"):
         check_strategy(params.train, "cpu")
+
+
+def test_only_replicating_strategies_have_their_ranks_weights_compared():
+    """runner.check_ranks_agree compares each rank's weight sums: under FSDP or ZeRO 3 a rank holds a shard,
+    so the comparison would fail every sharded run."""
+    assert replicated_weights(_params()[1].train)
+    assert not replicated_weights(_params("train.strategy=fsdp")[1].train)
+    assert replicated_weights(_params("train.strategy=deepspeed", "train.zero_stage=2")[1].train)
+    assert not replicated_weights(_params("train.strategy=deepspeed", "train.zero_stage=3")[1].train)
 
 
 def test_train_refuses_fsdp_on_the_cpu_before_any_work(tmp_path):

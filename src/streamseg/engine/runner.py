@@ -32,7 +32,7 @@ from .datamodule import DatasetInfo, TASDatasetParams
 from .module import SegmentationModule
 from .recipes import default_module, is_stream_input
 from .quiet import RunProgressBar, silence_lightning_noise
-from .strategies import check_strategy, trainer_strategy
+from .strategies import check_strategy, replicated_weights, trainer_strategy
 from .schedules import METRIC_KEYS, check_train_options, early_stopping, early_stopping_summary, needs_validation
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .throughput import TrainThroughput
@@ -211,7 +211,7 @@ def train_and_test(
         callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
         trainer = _trainer(params, run, hw, has_val, callbacks)
         trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
-        weights = check_ranks_agree(module)
+        weights = check_ranks_agree(module) if replicated_weights(params.train) else [[] for _ in ranks]
         # before testing: trainer.test(ckpt_path=...) restores every callback's state from that checkpoint
         stopped = early_stopping_summary(callbacks, params.train)
         throughput = next((cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})

@@ -52,3 +52,9 @@ def trainer_strategy(t: TrainParams, world: int) -> Any:
 
         return DeepSpeedStrategy(stage=t.zero_stage)
     raise ConfigError(f"train.strategy={t.strategy!r}: expected one of ddp, fsdp, deepspeed")
+
+
+def replicated_weights(t: TrainParams) -> bool:
+    """Whether every rank holds the whole network after training, so `runner.check_ranks_agree` can compare
+    the ranks' weights: DDP and DeepSpeed ZeRO 1/2 do; FSDP (full sharding) and ZeRO 3 keep a shard each."""
+    return t.strategy == "ddp" or (t.strategy == "deepspeed" and t.zero_stage < 3)
