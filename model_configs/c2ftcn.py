@@ -20,6 +20,10 @@ class Params:
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(window=384, wide=8, narrow=8)  # 384: the smallest window C2F-TCN takes
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> C2FTCN:
     model = C2FTCN(in_channels, num_classes, p.window, p.ensemble_weights, p.wide, p.narrow)
     return model if p.weights is None else load_weights(model, p.weights)
