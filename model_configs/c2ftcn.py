@@ -24,6 +24,13 @@ class Params:
 TINY = dict(window=384, wide=8, narrow=8)  # 384: the smallest window C2F-TCN takes
 
 
+def derive(params) -> None:
+    """After the overrides: an unset `data.zoom_window` (the zoom augmentation's window, streamseg.data.zoom)
+    follows `model.window`, so a zoomed training video fits one window as in the official loader."""
+    if getattr(params.data, "zoom_window", 0) is None:
+        params.data.zoom_window = params.model.window
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> C2FTCN:
     model = C2FTCN(in_channels, num_classes, p.window, p.ensemble_weights, p.wide, p.narrow)
     return model if p.weights is None else load_weights(model, p.weights)

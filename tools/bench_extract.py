@@ -2,14 +2,22 @@
 
 Generates synthetic 320x240 30 fps H.264 clips (`tools/bench_decode.py`'s scrolling noise texture), then
 times `extract_features` end to end (model build, decode, network, writing the files) for each mode,
-precision and stream set, and prints a markdown table of frames per second. Decoding alone (the same
-`VideoFileSource` reads at the encoder's size, one thread) is timed too, as the bound of a single
-process. Weights are random (seeded): no weights are downloaded, and the speed does not depend on them.
+precision, stream set and number of decoding processes (`--workers`; 0: the in-process decode thread), and
+prints one markdown table with, side by side, the three rates that bound each other:
+
+* decode alone: the frames the row's decoding delivers with no network, in one thread (workers 0:
+  `VideoFileSource` at the encoder's size) or through the worker pipeline's loader (segments cut,
+  shared memory, pinned: `streamseg.extract.pipeline.SegmentStream`);
+* model alone (the ceiling): the encoder on segments already on the device, ``--segment-batch`` per run;
+* end to end: the whole `extract_features` call.
+
+Weights are random (seeded): no weights are downloaded, and the speed does not depend on them.
 
 The window/dense difference compares the two modes' features of the same frames with the same weights:
 mean and 5th-percentile per-frame cosine similarity, and the relative L2 distance ||w - d|| / ||w||.
 
     python tools/bench_extract.py --device cuda                       # S3D 224x224, W=16, chunk 64 + 2x16
+    python tools/bench_extract.py --device cuda --modes dense --dtypes bfloat16 --workers 0 4 8 12 --segment-batch 4
     python tools/bench_extract.py --device cuda --flow raft_large --videos 2 --frames 600
     python tools/bench_extract.py --device cuda --videos 8 --frames 3000 --ranks 1 4 8   # processes per GPU
 """
@@ -43,24 +51,41 @@ def decode_rate(clips: list[Path], size: tuple[int, int]) -> float:
     return frames / (time.perf_counter() - t0)
 
 
-def model_rate(spec: EncoderSpec, device: str, dtype: str, steps: int = 20) -> float:
-    """Frames per second of the encoder alone on random segments already on the device (no decode)."""
+def loader_rate(clips: list[Path], spec: EncoderSpec, workers: int, pin: bool) -> float:
+    """Frames per second the worker pipeline's loader delivers (decode, segments, shared memory, pinning), no
+    network: the input bound of `extract_features(..., decode_workers=workers)`."""
+    from torch.utils.data import DataLoader
+
+    from streamseg.extract import build_encoder
+    from streamseg.extract.pipeline import SegmentStream
+
+    enc = build_encoder(spec)
+    stream = SegmentStream(list(enumerate(clips)), 1, enc.size, enc.step, enc.left, enc.right, "rgb24")
+    t0, frames = time.perf_counter(), 0
+    for _, segment, count, _ in DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=pin,
+                                           prefetch_factor=4):
+        frames += count
+    return frames / (time.perf_counter() - t0)
+
+
+def model_rate(spec: EncoderSpec, device: str, dtype: str, segments: int = 1, steps: int = 20) -> float:
+    """Frames per second of the encoder alone on ``segments`` random segments per run, already on the device."""
     from streamseg.extract import build_encoder
 
     enc = build_encoder(spec).to(device)
-    seg = torch.randn(enc.left + enc.step + enc.right, 3, *enc.size, device=device)
+    seg = torch.randn(segments, enc.left + enc.step + enc.right, 3, *enc.size, device=device)
     dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt != torch.float32):
         for _ in range(3):
-            enc(seg)
+            enc.forward_batch(seg)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(steps):
-            enc(seg)
+            enc.forward_batch(seg)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-    return steps * enc.step / (time.perf_counter() - t0)
+    return steps * segments * enc.step / (time.perf_counter() - t0)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -80,6 +105,11 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     p.add_argument("--modes", nargs="+", default=["window", "dense"])
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="encoder frame size (default: the encoder's, 224x224 for S3D)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0],
+                   help="decoding processes (extract_features' decode_workers) of each RGB row; 0: in-process thread")
+    p.add_argument("--segment-batch", type=int, default=1, help="segments per network run when workers > 0")
     p.add_argument("--flow", default=None, help="also time RGB + this RAFT model (raft_small, raft_large)")
     p.add_argument("--flow-updates", type=int, default=12)
     p.add_argument("--flow-frames", type=int, default=None, help="frames of the clips the flow runs use")
@@ -92,13 +122,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_extract_"))
     clips = [make_clip(tmp / f"clip{i}.mp4", "libx264", args.frames) for i in range(args.videos)]
     total = args.videos * args.frames
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
+    cpu = platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else cpu
     print(f"device: {name}; torch {torch.__version__}; {args.videos} clips x {args.frames} frames, 320x240 H.264")
-    size = (224, 224)
-    print(f"decode alone (VideoFileSource, rgb24, resized to 224x224, one thread): {decode_rate(clips, size):.0f} "
-          "frames/s\n")
-    print("| encoder | mode | streams | dtype | frames/s end to end | seconds | model alone, frames/s |")
-    print("|---|---|---|---|---|---|---|")
     if args.ranks:
         print("| encoder | mode | processes on one device | dtype | frames/s end to end | seconds |")
         print("|---|---|---|---|---|---|")
@@ -113,15 +139,24 @@ def main() -> None:
             print(f"| {args.encoder} 224x224 | dense ({args.chunk} + 2x{args.overlap}) | {n} | {args.dtypes[-1]} | "
                   f"{total / seconds:.0f} | {seconds:.1f} |", flush=True)
         return
+    from streamseg.extract import build_encoder
+
+    size = tuple(args.size) if args.size else build_encoder(EncoderSpec(args.encoder)).size
+    thread_decode = decode_rate(clips, size)
+    print("\n| encoder | mode | streams | dtype | decode workers (segments a run) | decode alone, frames/s | "
+          "model alone, frames/s | end to end, frames/s | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|")
     outs: dict[tuple, Path] = {}
-    runs = [(mode, dtype, None) for mode in args.modes for dtype in args.dtypes]
+    runs = [(mode, dtype, None, w) for mode in args.modes for dtype in args.dtypes for w in args.workers]
     if args.flow:
-        runs += [(mode, dtype, FlowSpec(args.flow, updates=args.flow_updates)) for mode in args.modes
+        runs += [(mode, dtype, FlowSpec(args.flow, updates=args.flow_updates), 0) for mode in args.modes
                  for dtype in args.dtypes[-1:]]
-    for mode, dtype, flow in runs:
+    loaded: dict[tuple, float] = {}
+    for mode, dtype, flow, workers in runs:
         spec = EncoderSpec(args.encoder, mode=mode, window=args.window, chunk=args.chunk, overlap=args.overlap,
-                           batch=args.batch)
-        out = tmp / f"out_{mode}_{dtype}_{flow.model if flow else 'rgb'}"
+                           batch=args.batch, size=size)
+        segs = args.segment_batch if workers else 1
+        out = tmp / f"out_{mode}_{dtype}_{flow.model if flow else 'rgb'}_w{workers}"
         inputs, frames = clips, total
         if flow and args.flow_frames:  # RAFT is slow: time it on a cut of the clips
             inputs = [make_clip(tmp / f"flowclip{i}.mp4", "libx264", args.flow_frames) for i in range(args.videos)]
@@ -129,15 +164,20 @@ def main() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        report = extract_features(inputs, out, spec, flow=flow, device=args.device, dtype=dtype)
+        report = extract_features(inputs, out, spec, flow=flow, device=args.device, dtype=dtype,
+                                  decode_workers=workers, segment_batch=segs)
         seconds = time.perf_counter() - t0
         assert not report.failed, report.failed
         streams = f"RGB + {flow.model} ({flow.updates} updates)" if flow else "RGB"
         window = f"W={args.window}" if mode == "window" else f"{args.chunk} + 2x{args.overlap}"
-        alone = f"{model_rate(spec, args.device, dtype):.0f}" if flow is None else "-"
-        print(f"| {args.encoder} 224x224 | {mode} ({window}) | {streams} | {dtype} | {frames / seconds:.0f} | "
-              f"{seconds:.1f} | {alone} |", flush=True)
-        outs[(mode, dtype, flow is None)] = out
+        alone = f"{model_rate(spec, args.device, dtype, segs):.0f}" if flow is None else "-"
+        if workers and (mode, workers) not in loaded:
+            loaded[(mode, workers)] = loader_rate(clips, spec, workers, args.device.startswith("cuda"))
+        decoded = loaded[(mode, workers)] if workers else thread_decode
+        print(f"| {args.encoder} {size[0]}x{size[1]} | {mode} ({window}) | {streams} | {dtype} | {workers} ({segs}) | "
+              f"{decoded:.0f} | {alone} | {frames / seconds:.0f} | {seconds:.1f} |", flush=True)
+        if workers == args.workers[0]:
+            outs[(mode, dtype, flow is None)] = out
 
     for dtype in args.dtypes:
         if ("window", dtype, True) in outs and ("dense", dtype, True) in outs:

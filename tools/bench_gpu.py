@@ -3,7 +3,8 @@
     python tools/bench_gpu.py model  --out results/       # model-only streaming step, variants, agreement
     python tools/bench_gpu.py trained --runs RUN.. --out results/ # bf16/compiled labels vs fp32, trained runs
     python tools/bench_gpu.py e2e    --out results/       # mp4 -> labels with decode worker processes
-    python tools/bench_gpu.py offline --out results/      # MS-TCN epoch: official recipe vs fast path
+    python tools/bench_gpu.py decode --decoders pyav nvdec --out results/ # PyAV workers vs NVDEC, decoding alone
+    python tools/bench_gpu.py offline --out results/      # MS-TCN time-to-accuracy: official vs fast
     python tools/bench_gpu.py stream-train --out results/ # TSM+MemoryTCN end-to-end training throughput
     python tools/bench_gpu.py train-e2e --out results/    # training-step ceiling + streamseg train from H.264
 
@@ -16,12 +17,19 @@ Parts:
 * ``e2e``: synthetic H.264 clips (smooth moving texture, x264 veryfast, 30 fps) at 320x240 and 1280x720
   decoded by N worker processes; decode alone, model alone and both, to say which bounds the pipeline;
   for each ``--pixel-formats``: ``rgb`` (swscale rgb24 in the workers) and ``i420`` (the decoder's planes
-  shipped, colour conversion + resize + normalisation inside the compiled step on the GPU).
-* ``offline``: MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic features
-  (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test), the official recipe (one
-  video per step, fp32, eager, read per step, lr 5e-4) against fast-path runs (features on the GPU,
-  bf16-mixed, torch.compile) at the batch sizes / learning rates / epochs given by ``--fast``, same seed;
-  per run: median training-epoch time, speed-up over the official epoch, test scores.
+  shipped, colour conversion + resize + normalisation inside the compiled step on the GPU); with
+  ``--decoders pyav nvdec`` the i420 rows also run from NVDEC (`bench_pipeline(decoder="nvdec")`).
+* ``decode``: decoding alone per size, PyAV against NVDEC (PyNvVideoCodec, ``--nvdec-reader simple
+  threaded``): one reader on one clip, then the 16-stream loader over the clip list (PyAV worker
+  processes, or one NVDEC reader per video decoding ahead in a thread pool); ``--decode-model eager`` adds
+  the uncompiled inference step (a lower bound of the end-to-end rate, without compile time).
+* ``offline``: time-to-accuracy of MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic
+  features (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test): the official recipe
+  (one video per step, fp32, eager, read per step, lr 5e-4, 50 epochs) and fast-path runs (features on the
+  GPU, bf16-mixed, torch.compile, a cold compile cache) at the batch sizes / learning rates / epochs of
+  ``--fast``, same seed, one invocation; each run evaluates the test split every ``--eval-every`` epochs,
+  and its time-to-accuracy is the wall clock from its process launch to the first evaluation within
+  ``--tolerance`` points of the official run's final accuracy (`part_offline`'s docstring).
 * ``stream-train``: `streamseg train` of TSM+MemoryTCN on synthetic videos at 224x224 (bf16-mixed),
   throughput from `TrainThroughput` and peak memory; run under torchrun for the DDP scaling figures.
 * ``train-e2e``: in one run, (a) the training-step ceiling: TSM+MemoryTCN (15 classes), 16 streams x 32 at
@@ -31,7 +39,9 @@ Parts:
   -M tsm_memtcn -E chunk32` end to end from camera-like 320x240 H.264 (``streamseg data synth --camera``),
   sample rate 1, 16 streams, the same settings, for each ``--preprocess`` (cpu = the workers resize and
   augment; device-i420 / device-rgb = on the GPU); throughput (median epoch after the first), peak memory
-  and compiled graph counts from metrics.json.
+  and compiled graph counts from metrics.json. ``--decoder nvdec`` decodes the device-i420 run on the GPU
+  (``data.decoder=nvdec``, reader ``--nvdec-reader``); ``--size 1280x720`` uses HD camera footage (and I420
+  of that size for the preprocessing ceiling).
 """
 
 from __future__ import annotations
@@ -284,12 +294,15 @@ def part_e2e(args) -> dict:
         res[f"clips_{w}x{h}"] = {"videos": n, "frames_each": frames, "generate_s": time.perf_counter() - t0}
         # rgb: workers convert with swscale (and resize to 224 with --resize-on cpu); i420: workers ship the
         # decoder's planes at the native size, colour conversion + resize run in the compiled step
-        configs = [(fmt, where) for fmt in args.pixel_formats
-                   for where in (args.resize_on if fmt == "rgb" else ["device"])]
+        configs = [(fmt, where, dec) for fmt in args.pixel_formats
+                   for where in (args.resize_on if fmt == "rgb" else ["device"])
+                   for dec in (args.decoders if fmt == "i420" else ["pyav"])]
         for workers in args.workers:
-            for fmt, where in configs:
-                row = {"video": f"{w}x{h}", "workers": workers, "pixel_format": fmt, "resize_on": where,
-                       "streams": args.e2e_streams}
+            for fmt, where, dec in configs:
+                if dec == "nvdec" and workers != args.workers[0]:
+                    continue  # NVDEC uses no worker processes: one row per size
+                row = {"video": f"{w}x{h}", "workers": workers if dec == "pyav" else 0, "pixel_format": fmt,
+                       "resize_on": where, "decoder": dec, "streams": args.e2e_streams}
                 try:
                     in_size = (h, w) if where == "device" else (224, 224)
                     if (in_size, fmt) not in steps:
@@ -305,8 +318,8 @@ def part_e2e(args) -> dict:
                     x = torch.zeros(step.input_shape(), dtype=torch.uint8, device="cuda")
                     row["model_only"] = time_step(step, x, 30, 3)  # also compiles and captures
                     size = None if where == "device" else (224, 224)
-                    common = dict(workers=workers, decode_size=size, repeat=args.repeat, pixel_format=fmt)
-                    for transfer in args.transfers:  # decode alone (+ hand-over, + copy), then with the model
+                    common = dict(workers=workers, decode_size=size, repeat=args.repeat, pixel_format=fmt, decoder=dec)
+                    for transfer in (args.transfers if dec == "pyav" else ["pageable"]):  # decode alone (+ hand-over, + copy), then with the model
                         key = "" if transfer == args.transfers[0] else f"_{transfer}"
                         row[f"decode_only{key}"] = bench_pipeline(step, videos, run_model=False, transfer=transfer,
                                                                   **common)
@@ -343,9 +356,68 @@ def part_e2e(args) -> dict:
     return res
 
 
+def part_decode(args) -> dict:
+    """Decoding alone, PyAV against NVDEC, per size: (a) one reader (one video, chunks of 32 in turn, this
+    process, I420 planes; NVDEC without decode-ahead); (b) the stream loader with ``--e2e-streams`` slots
+    over the clip list (``--repeat`` times), PyAV in ``--workers`` processes (frames to the GPU) or NVDEC
+    readers decoding ahead in a pool of one thread per slot (frames written on the GPU); no model, then (with
+    ``--decode-model eager``) the same with the TSM+MemoryTCN inference step (bf16, channels-last, NOT
+    compiled: a lower bound of what the compiled step reaches, without its compile time)."""
+    from streamseg.data.nvdec import NvdecSource
+
+    res: dict = {"environment": environment("cuda"), "one_reader": {}, "loader": []}
+    net = tsm_memtcn_mobilenet_v2(11).eval()
+    for size in args.sizes:
+        h, w = _wh(size)
+        n, frames = (args.clips, args.clip_frames) if h < 720 else (args.clips // 2, args.clip_frames // 3)
+        videos = _clips(Path(args.work) / "clips", h, w, n, frames)
+        clip = videos[0]
+        row = {}
+        readers = [("pyav", lambda: VideoFileSource(clip, pixel_path="i420"))]
+        readers += [(f"nvdec-{r}", lambda r=r: NvdecSource(clip, (h, w), 1, "cuda", threaded=r == "threaded"))
+                    for r in args.nvdec_reader if "nvdec" in args.decoders]
+        for name, make in readers:
+            try:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                n = 0
+                with make() as src:
+                    while len(x := src.read(32)):
+                        n += len(x)
+                torch.cuda.synchronize()
+                row[name] = {"frames": n, "frames_per_s": n / (time.perf_counter() - t0)}
+            except Exception as e:
+                row[name] = {"error": f"{type(e).__name__}: {e}"}
+                traceback.print_exc()
+        res["one_reader"][size] = row
+        print("one reader", size, row, flush=True)
+        with VideoFileSource(clip, pixel_path="i420") as source:
+            colour = dict(zip(("colorspace", "full_range"), source.colour))
+        step = StreamStep(net, (3, 224, 224), streams=args.e2e_streams, chunk=args.chunk, device="cuda",
+                          precision="bf16", channels_last=True, in_size=(h, w), mean=MEAN, std=STD, in_format="i420",
+                          **colour)
+        decoders = [(d, r == "threaded") for d in args.decoders for r in (args.nvdec_reader if d == "nvdec" else [""])]
+        for (dec, threaded), model in [(d, m) for m in ([False, True] if args.decode_model == "eager" else [False])
+                                       for d in decoders]:
+            try:
+                step.reset()
+                r = bench_pipeline(step, videos, run_model=model, workers=args.workers[0], repeat=args.repeat,
+                                   pixel_format="i420", decoder=dec, nvdec_threaded=threaded)
+            except Exception as e:
+                r = {"decoder": dec, "model": model, "error": f"{type(e).__name__}: {e}"}
+                traceback.print_exc()
+            res["loader"].append({"video": size, "streams": args.e2e_streams, **r})
+            print("loader", size, res["loader"][-1], flush=True)
+            _dump(Path(args.out), "decode_partial", res)
+    return res
+
+
 def _streamseg(*argv: str, env: dict | None = None, log: Path | None = None) -> tuple[int, str]:
     """Run the CLI; its output goes to ``log`` as it comes (kept if the run is killed) or is captured."""
     cmd = [sys.executable, "-m", "streamseg.cli.main", *argv]
+    # the CLI of this checkout (as the imports above), not another installed copy of streamseg
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
+           **(env or {})}
     print("$", " ".join(cmd), flush=True)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -365,35 +437,107 @@ def _metrics(root: Path, exp: str) -> dict:
     return json.loads(runs[-1].read_text()) if runs else {}
 
 
+def _offline_history(root: Path) -> list[dict]:
+    """Per evaluated epoch of the run under ``root``: wall clock at its end (``end_time``, from the
+    TrainThroughput state in last.ckpt) and the test scores of that epoch's weights (metrics.csv: the run
+    validates on the test split, train.select_on=test)."""
+    import csv
+
+    runs = sorted((root / "synth").glob("mstcn_quick/version_*"))
+    if not runs:
+        return []
+    state = torch.load(runs[-1] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ends = {e["epoch"]: e["end_time"] for e in state["callbacks"]["TrainThroughput"]["history"]}
+    rows = []
+    with open(runs[-1] / "logs" / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("val/acc"):
+                epoch = int(float(row["epoch"]))
+                rows.append({"epoch": epoch, "end_time": ends.get(epoch),
+                             **{k: float(row[f"val/{k}"]) for k in ("acc", "edit", "f1@10", "f1@25", "f1@50")}})
+    return rows
+
+
+def _time_to(history: list[dict], start: float, target: float) -> dict:
+    """The first evaluation at or above ``target`` test accuracy: its epoch and seconds since ``start``."""
+    hit = next((h for h in history if h["acc"] >= target and h["end_time"] is not None), None)
+    return {"target_acc": target, "reached": hit is not None,
+            "epoch": None if hit is None else hit["epoch"] + 1,
+            "seconds": None if hit is None else hit["end_time"] - start,
+            "stays_at_or_above_target_at_the_end": bool(history) and history[-1]["acc"] >= target}
+
+
 def part_offline(args) -> dict:
-    data = Path(args.work) / "synth50"
-    common = ["-D", "synth", "-M", "mstcn", "-E", "quick", "--accelerator", "gpu", "--devices", "1",
-              "-o", f"data.root={data}", "-o", "data.num_videos=66", "-o", "data.feature_dim=2048",
-              "-o", "data.min_frames=9000", "-o", "data.max_frames=11000", "-o", "data.with_videos=false",
-              "-o", "model.num_stages=4", "-o", "model.num_layers=10", "-o", "model.num_maps=64"]
-    res: dict = {"environment": environment("cuda"), "epochs": args.epochs}
-    fast = ["-o", "data.preload=device", "-o", "train.precision=bf16-mixed", "-o", "train.compile=true"]
-    recipes = {"official": ["-o", "train.batch_size=1", "-o", "train.lr=5e-4", "-o", f"train.epochs={args.epochs}"]}
-    for spec in args.fast:  # BATCH:LR:EPOCHS
-        b, lr, ep = spec.split(":")
-        recipes[f"fast_b{b}_lr{lr}_e{ep}"] = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}",
-                                                    "-o", f"train.epochs={ep}"]
-    for name, extra in recipes.items():
-        root = Path(args.work) / f"runs_{name}"
-        t0 = time.perf_counter()
+    """Time-to-accuracy of MS-TCN on features: the official recipe and the fast path, one invocation.
+
+    Every run validates on the TEST split every ``--eval-every`` epochs (train.select_on=test: the
+    evaluation is the measurement, never model selection; the final scores reported are the last epoch's,
+    not a best-on-test pick). Time-to-accuracy = wall clock from launching the ``streamseg train`` process
+    (imports, data loading, compile included) to the end of the first evaluation whose test accuracy is
+    within ``--tolerance`` points of the official recipe's final accuracy (after ``--official-epochs``),
+    evaluations included. The same rule times the official run itself. Fast runs start with an empty
+    compile cache (cold: every kernel compiled); ``--warm`` repeats the first fast run on the cache the
+    cold one filled."""
+    from streamseg.data.synth import SynthSpec, ensure
+
+    videos, dim, lo, hi = (int(v) for v in args.offline_data.split(":"))
+    stages, layers, maps = (int(v) for v in args.offline_model.split(":"))
+    if args.official_epochs % args.eval_every:
+        raise SystemExit(f"--official-epochs {args.official_epochs} must be a multiple of --eval-every "
+                         f"{args.eval_every} (the official target is its final evaluation)")
+    data = Path(args.work) / f"synth_{videos}x{dim}_{lo}-{hi}"
+    t0 = time.perf_counter()
+    ensure(data, SynthSpec(num_videos=videos, feature_dim=dim, min_frames=lo, max_frames=hi, with_videos=False))
+    accel = "gpu" if args.device == "cuda" else "cpu"
+    res: dict = {"environment": environment(args.device), "data": {"root": str(data), "videos": videos,
+                 "feature_dim": dim, "frames": [lo, hi], "prepare_s": time.perf_counter() - t0},
+                 "model": [stages, layers, maps], "eval_every": args.eval_every, "tolerance": args.tolerance}
+    common = ["-D", "synth", "-M", "mstcn", "-E", "quick", "--accelerator", accel, "--devices", "1",
+              "-o", f"data.root={data}", "-o", f"data.num_videos={videos}", "-o", f"data.feature_dim={dim}",
+              "-o", f"data.min_frames={lo}", "-o", f"data.max_frames={hi}", "-o", "data.with_videos=false",
+              "-o", f"model.num_stages={stages}", "-o", f"model.num_layers={layers}", "-o", f"model.num_maps={maps}",
+              "-o", "train.select_on=test", "-o", f"train.val_every={args.eval_every}"]
+    official = ["-o", "train.batch_size=1", "-o", "train.lr=5e-4", "-o", f"train.epochs={args.official_epochs}"]
+    fast = [a for o in args.fast_overrides for a in ("-o", o)]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = [("official", official, None)]
+    for spec in args.fast:  # BATCH:LR:EPOCHS[:KEY=VALUE...]
+        b, lr, ep, *more = spec.split(":")
+        name = "_".join([f"fast_b{b}_lr{lr}_e{ep}", *(m.split(".")[-1].replace("=", "") for m in more)])
+        cache = Path(args.work) / f"compile_cache_{stamp}_{name}"  # empty: a cold compile
+        extra = fast + ["-o", f"train.batch_size={b}", "-o", f"train.lr={lr}", "-o", f"train.epochs={ep}",
+                        "-o", f"train.compile_cache={cache}"] + [a for m in more for a in ("-o", m)]
+        runs.append((name, extra, cache))
+        if args.warm and len(runs) == 2:
+            runs.append((f"{name}_warm_cache", extra, cache))
+    for name, extra, _ in runs:
+        root = Path(args.work) / f"runs_{stamp}_{name}"
+        start = time.time()  # the process's launch: imports, data loading and compile count
         rc, err = _streamseg("train", *common, "-R", str(root), *extra)
+        wall = time.time() - start
         m = _metrics(root, "mstcn_quick")
-        res[name] = {"rc": rc, "wall_s": time.perf_counter() - t0, "command_extra": extra,
-                     **{k: m.get(k) for k in ("acc", "edit", "f1@10", "f1@25", "f1@50", "train_throughput",
-                                             "train_seconds")}}
+        hist = _offline_history(root)
+        row = {"rc": rc, "wall_s": wall, "overrides": extra, "evaluations": len(hist),
+               "final": hist[-1] if hist else None, "train_throughput": m.get("train_throughput")}
         if rc:
-            res[name]["stderr"] = err
-        try:
-            res[name]["epoch_speedup"] = res["official"]["train_throughput"]["epoch_seconds"] / \
-                res[name]["train_throughput"]["epoch_seconds"]
-            res[name]["acc_minus_official"] = res[name]["acc"] - res["official"]["acc"]
-        except Exception:
-            pass
+            row["stderr"] = err
+        if name == "official":
+            if not hist:
+                res[name] = row
+                return res
+            row["final_acc_target"] = hist[-1]["acc"] - args.tolerance
+        target = (row if name == "official" else res["official"])["final_acc_target"]
+        row["time_to_accuracy"] = _time_to(hist, start, target)
+        row["history"] = [{k: round(v, 3) if isinstance(v, float) else v for k, v in h.items()
+                           if k != "end_time"} | {"s": round(h["end_time"] - start, 2) if h["end_time"] else None}
+                          for h in hist]
+        if name != "official":
+            mine, theirs = row["time_to_accuracy"]["seconds"], res["official"]["time_to_accuracy"]["seconds"]
+            row["speedup_time_to_accuracy"] = theirs / mine if mine and theirs else None
+            row["speedup_vs_official_full_run"] = res["official"]["wall_s"] / mine if mine else None
+        res[name] = row
+        print(name, {k: v for k, v in row.items() if k != "history"}, flush=True)
+        _dump(Path(args.out), "offline_partial", res)
     return res
 
 
@@ -430,6 +574,12 @@ def part_stream_train(args) -> dict:
             **{k: m.get(k) for k in ("acc", "edit", "f1@50", "train_throughput", "world_size")}}
 
 
+def _wh(size: str) -> tuple[int, int]:
+    """``"320x240"`` -> (H, W) = (240, 320)."""
+    w, h = (int(v) for v in size.split("x"))
+    return h, w
+
+
 def _step_ceiling(args, preprocess: str, checkpointing: bool) -> dict:
     """Frames/s and peak memory of the compiled training step alone (see the module docstring)."""
     from streamseg.data.augment import augment_to_model
@@ -448,8 +598,9 @@ def _step_ceiling(args, preprocess: str, checkpointing: bool) -> dict:
     if preprocess == "none":
         inputs = [torch.randn(b, 3, t, 224, 224, device=dev) for _ in range(2)]
         prep = None
-    else:  # uint8 I420 at 320x240 and per-stream augmentation draws, preprocessed on the device, compiled
-        inputs = [torch.randint(0, 256, (b, 1, t, 360, 320), dtype=torch.uint8, device=dev) for _ in range(2)]
+    else:  # uint8 I420 at --size and per-stream augmentation draws, preprocessed on the device, compiled
+        h0, w0 = _wh(args.size)
+        inputs = [torch.randint(0, 256, (b, 1, t, h0 * 3 // 2, w0), dtype=torch.uint8, device=dev) for _ in range(2)]
         aug = torch.tensor([[0.9, 0.3, 0.6, 1.0, 1.1, 1.0]], dtype=torch.float64, device=dev).expand(b, -1)
         prep = torch.compile(lambda x: augment_to_model(x, aug, (224, 224), MEAN, STD, "i420"), dynamic=False)
     torch.cuda.synchronize()
@@ -495,8 +646,10 @@ def _loader_only(args, data: Path) -> dict:
 
     out = {}
     for prep in args.preprocess:
+        dec = args.decoder if prep == "device-i420" else "pyav"
         dm = VideoStreamDataModule(str(data), 1, chunk_size=args.chunk, frame_size=(224, 224), batch_size=args.batch,
-                                   num_workers=args.loader_workers, bg_classes=("background",), preprocess=prep)
+                                   num_workers=args.loader_workers, bg_classes=("background",), preprocess=prep,
+                                   decoder=dec, decoder_fallback=False, nvdec_reader=args.nvdec_reader[0])
         dm.setup()
         loader = dm._loader("train", train=True)
         loader.device = torch.device("cuda")  # as under a GPU trainer
@@ -507,26 +660,32 @@ def _loader_only(args, data: Path) -> dict:
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
         out[prep] = {"frames": int(frames), "wall_s": wall, "frames_per_s": float(frames) / wall,
-                     "workers": args.loader_workers}
+                     "workers": args.loader_workers if dec == "pyav" else 0, "decoder": dec}
     return out
 
 
 def part_train_e2e(args) -> dict:
     res: dict = {"environment": environment("cuda"), "ceiling": [], "e2e": {}}
-    data = Path(args.work) / "cam320"
+    h0, w0 = _wh(args.size)
+    data = Path(args.work) / ("cam320" if args.size == "320x240" else f"cam{args.size}")
+    res["size"], res["decoder"] = args.size, args.decoder
     t0 = time.perf_counter()
-    synth = ["--root", str(data), "--num-videos", str(args.num_videos), "--size", "320x240", "--camera",
+    synth = ["--root", str(data), "--num-videos", str(args.num_videos), "--size", args.size, "--camera",
              "--jobs", str(os.cpu_count())]
     rc, _ = _streamseg("data", "synth", *synth)
     res["synth"] = {"args": synth, "rc": rc, "seconds": time.perf_counter() - t0}
     for prep in [] if args.skip_train else args.preprocess:
         extra = ["-D", "synth", "-M", "tsm_memtcn", "-E", "chunk32", "--accelerator", "gpu", "--devices", "1",
-                 "-o", f"data.root={data}", "-o", f"data.num_videos={args.num_videos}", "-o", "data.height=240",
-                 "-o", "data.width=320", "-o", "data.camera=true", "-o", "data.frame_size=224,224",
+                 "-o", f"data.root={data}", "-o", f"data.num_videos={args.num_videos}", "-o", f"data.height={h0}",
+                 "-o", f"data.width={w0}", "-o", "data.camera=true", "-o", "data.frame_size=224,224",
                  "-o", "model.frame_size=224,224", "-o", "data.sample_rate=1", "-o", f"data.preprocess={prep}",
                  "-o", f"train.epochs={args.epochs}", "-o", f"train.batch_size={args.batch}",
                  "-o", "train.precision=bf16-mixed", "-o", "train.compile=true", "-o", f"train.tbptt_chunks={args.tbptt}",
                  "-o", f"train.num_workers={args.loader_workers}", "-o", "train.val_every=1000"]
+        if prep == "device-i420" and args.decoder == "nvdec":
+            extra += ["-o", "data.decoder=nvdec", "-o", "data.decoder_fallback=false",
+                      "-o", f"data.nvdec_reader={args.nvdec_reader[0]}"]
+            prep = "device-i420-nvdec"
         root = Path(args.work) / f"runs_train_e2e_{prep}"
         t0 = time.perf_counter()
         rc, err = _streamseg("train", *extra, "-R", str(root), log=Path(args.out) / f"train_{prep}.log")
@@ -539,7 +698,7 @@ def part_train_e2e(args) -> dict:
         res["loader_only"] = _loader_only(args, data)
         print("loader only", res["loader_only"], flush=True)
         _dump(Path(args.out), "train_e2e_partial", res)
-    ceilings = {"gpu-input": ("none", False), "i420-input": ("i420-320x240", False), "gpu-input-ckpt": ("none", True)}
+    ceilings = {"gpu-input": ("none", False), "i420-input": (f"i420-{args.size}", False), "gpu-input-ckpt": ("none", True)}
     for prep, ckpt in (ceilings[c] for c in args.ceilings):
         try:
             row = _step_ceiling(args, prep, ckpt)
@@ -562,7 +721,7 @@ def _run(cmd: list[str]) -> tuple[int, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["model", "trained", "e2e", "offline", "stream-train", "train-e2e"])
+    ap.add_argument("part", choices=["model", "trained", "e2e", "decode", "offline", "stream-train", "train-e2e"])
     ap.add_argument("--out", default="results")
     ap.add_argument("--work", default="/tmp/streamseg_bench")
     ap.add_argument("--chunk", type=int, default=32)
@@ -572,7 +731,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tsm_memtcn"],
                     help="model part: tsm_memtcn and/or model config names (e.g. transeger)")
     ap.add_argument("--runs", nargs="+", default=[], help="trained: run folders or checkpoints")
-    ap.add_argument("--device", default="cuda", help="trained: the device (cpu to try it without a GPU)")
+    ap.add_argument("--device", default="cuda", help="trained, offline: the device (cpu to try it without a GPU)")
     ap.add_argument("--data-root", default="data/synth", help="trained: the runs' dataset")
     ap.add_argument("--split", default="test", help="trained: test, val, train or all (every video: agreement is "
                     "about numerics, so more frames give a tighter figure)")
@@ -594,9 +753,22 @@ def main() -> None:
     ap.add_argument("--transfers", nargs="+", default=["pageable"], choices=["pinned", "pageable", "none"],
                     help="e2e: how batches reach the GPU (bench_pipeline's transfer); 'none' = decode + hand-over "
                          "to the main process only (no model, no copy)")
-    ap.add_argument("--epochs", type=int, default=20, help="official recipe (offline) / stream-train epochs")
-    ap.add_argument("--fast", nargs="*", default=["8:1e-3:80"], metavar="BATCH:LR:EPOCHS",
-                    help="offline: fast-path runs (features on the GPU, bf16-mixed, torch.compile) to compare")
+    ap.add_argument("--epochs", type=int, default=20, help="stream-train epochs")
+    ap.add_argument("--official-epochs", type=int, default=50, help="offline: epochs of the official recipe")
+    ap.add_argument("--fast", nargs="*", default=["8:1e-3:150"], metavar="BATCH:LR:EPOCHS[:KEY=VALUE...]",
+                    help="offline: fast-path runs to time, each with optional extra -o overrides after the epochs "
+                         "(e.g. 8:1e-3:150:train.compile=false, 8:1e-3:150:train.length_bucket=1024); "
+                         "time-to-accuracy stops at the first evaluation that reaches the target, later epochs "
+                         "only show whether the accuracy holds")
+    ap.add_argument("--fast-overrides", nargs="*", default=["data.preload=device", "train.precision=bf16-mixed",
+                    "train.compile=true", "train.length_bucket=2048"], help="offline: the fast path's -o overrides")
+    ap.add_argument("--offline-data", default="66:2048:9000:11000", metavar="VIDEOS:DIM:MIN:MAX",
+                    help="offline: synthetic features (50Salads-shaped by default: 40 train / 10 val / 16 test)")
+    ap.add_argument("--offline-model", default="4:10:64", metavar="STAGES:LAYERS:MAPS", help="offline: MS-TCN size")
+    ap.add_argument("--eval-every", type=int, default=1, help="offline: epochs between test evaluations")
+    ap.add_argument("--tolerance", type=float, default=1.0, help="offline: accuracy points below the official")
+    ap.add_argument("--warm", action=argparse.BooleanOptionalAction, default=True,
+                    help="offline: also rerun the first fast recipe on the compile cache its cold run filled")
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--launcher", choices=["plain", "torchrun", "multinode"], default="plain",
                     help="stream-train: one process (Lightning spawns ranks), tools/run_singlenode.sh (torchrun), "
@@ -609,11 +781,21 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="train-e2e: no streamseg train runs")
     ap.add_argument("--loader-only", action="store_true", help="train-e2e: also time the training loader alone")
     ap.add_argument("--tbptt", type=int, default=2, help="train-e2e: chunks per truncation window (train.tbptt_chunks)")
+    ap.add_argument("--decoders", nargs="+", default=["pyav"], choices=["pyav", "nvdec"],
+                    help="e2e: decoders for the i420 rows (nvdec: PyNvVideoCodec, streamseg[gpu-decode])")
+    ap.add_argument("--decode-model", default="none", choices=["none", "eager"],
+                    help="decode: also run each loader with the (uncompiled) inference step")
+    ap.add_argument("--nvdec-reader", nargs="+", default=["simple"], choices=["simple", "threaded"],
+                    help="decode: PyNvVideoCodec readers to time; train-e2e: data.nvdec_reader (the first)")
+    ap.add_argument("--decoder", default="pyav", choices=["pyav", "nvdec"],
+                    help="train-e2e: data.decoder of the device-i420 run and the loader-only timing")
+    ap.add_argument("--size", default="320x240", choices=["320x240", "1280x720"],
+                    help="train-e2e: the camera footage's size (streamseg data synth --camera --size)")
     ap.add_argument("--preprocess", nargs="+", default=["device-i420", "cpu"],
                     choices=["cpu", "device-rgb", "device-i420"], help="train-e2e: data.preprocess values to run")
     args = ap.parse_args()
     fn = {"model": part_model, "trained": part_trained, "e2e": part_e2e, "offline": part_offline,
-          "stream-train": part_stream_train, "train-e2e": part_train_e2e}[args.part]
+          "stream-train": part_stream_train, "train-e2e": part_train_e2e, "decode": part_decode}[args.part]
     name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu-{args.launcher}"
     _dump(Path(args.out), name, fn(args))
 

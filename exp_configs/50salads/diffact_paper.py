@@ -1,6 +1,6 @@
 """DiffAct with the official 50Salads recipe (Finspire13/DiffAct default_configs.py `params_50salads`):
 sample rate 8; decoder kernel 7 (1,214,566 parameters at 19 classes); snr_scale 1.0; conditions full /
-zero / boundary05- / segment=2 (x2); Adam 5e-4, no weight decay, 5001 epochs, 4 videos per optimiser step;
+zero / boundary05- / segment=2 (x2); Adam 5e-4, no weight decay, 5001 epochs;
 class-weighted CE (no soft labels) + 0.1 T-MSE, 0.1 boundary BCE with boundaries smoothed by sigma 20
 frames at 30 fps (2.5 at the sample rate); median filter of 30 (sampled) frames on the probabilities;
 the rest as `streamseg.config.bases.diffact_paper`.

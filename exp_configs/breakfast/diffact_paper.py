@@ -1,7 +1,7 @@
 """DiffAct with the official Breakfast recipe (Finspire13/DiffAct default_configs.py `params_breakfast`):
 encoder 12 layers x 256 maps, input dropout 0.1 (channels and frames), decoder conditioned on encoder
 layers 7/8/9, decoder 8 layers x 128 maps (11,912,800 parameters at 48 classes); Adam 1e-4, no weight
-decay, 1001 epochs, 4 videos per optimiser step; loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
+decay, 1001 epochs; loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
 the encoder and the decoder, 0.1 boundary BCE (boundaries smoothed with sigma 3); median filter of 15
 frames on the probabilities; the rest as `streamseg.config.bases.diffact_paper`.
 

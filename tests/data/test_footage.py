@@ -329,3 +329,23 @@ def test_errors_say_why_in_words(clips, name, reason) -> None:
             open_it(clips[name])
         assert str(caught.value).startswith(f"{clips[name]}: ") and reason in str(caught.value)
         assert "Errno" not in str(caught.value)
+
+
+def test_a_training_run_keeps_the_footage_notes_with_its_config(clips, synth_video_root, tmp_path) -> None:
+    """`streamseg train` on a dataset with a phone clip writes the data check's notes on how the videos were
+    decoded to the run's config/footage.txt (issue #25: the run says what it trained on)."""
+    from ..conftest import TINY_STREAM, streamseg
+
+    root = tmp_path / "synth"
+    shutil.copytree(synth_video_root, root)
+    phone = sorted((root / "Videos").glob("*.mp4"))[0]  # 64x64: turned upright it keeps its size
+    ffmpeg("-i", str(phone), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(tmp_path / "turned.mp4"))
+    shutil.move(tmp_path / "turned.mp4", phone)
+    res = streamseg("train", "-D", "synth", "-M", "tsm_memtcn", "-E", "chunk32", "-R", str(tmp_path / "exp"),
+                    *TINY_STREAM, "-o", f"data.root={root}", "-o", "train.num_workers=0")
+    assert res.returncode == 0, res.stderr[-3000:]
+    notes = list((tmp_path / "exp").rglob("footage.txt"))
+    assert len(notes) == 1, notes
+    assert notes[0].parent.name == "config"
+    assert notes[0].read_text().splitlines() == [
+        f"{phone}: rotated 90 degrees (display matrix): frames are turned upright"]

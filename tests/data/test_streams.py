@@ -222,6 +222,24 @@ def test_reused_worker_buffers_are_not_overwritten_under_a_slow_consumer(workers
                 assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_worker_batches_reach_the_gpu_intact_through_the_side_stream():
+    """Parts are copied and merged on a side CUDA stream; the consumer's stream waits for it at hand-over,
+    so a consumer that works on each batch at once (here: a slow kernel queued first) reads complete data."""
+    videos = fake_videos([40, 33, 52, 25, 47, 30])
+    kw = dict(batch_size=4, chunk_size=3, sample_shape=(3, 2, 2), uint8_frames=True)
+    ref = batches(StreamBatcher(videos, **kw))
+    busy = torch.randn(2048, 2048, device="cuda")
+    got = []
+    for batch in StreamLoader(StreamBatcher(videos, **kw), num_workers=2, device="cuda"):
+        busy = busy @ busy / 2048  # keeps the consumer's stream busy while the next copy is queued
+        got.append({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    assert len(got) == len(ref)
+    for a, b in zip(ref, got):
+        assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
 def test_plain_dataloader_with_workers_is_refused(monkeypatch):
     # inside a DataLoader worker (simulated) without StreamLoader, parts of batches would leak out
     import streamseg.data.streams as streams

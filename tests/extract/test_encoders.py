@@ -146,3 +146,16 @@ def test_weights_that_do_not_fit_and_bad_settings_fail_before_any_video(tmp_path
         build_encoder(EncoderSpec("s3d", window=4, size=(32, 32)))
     with pytest.raises(ValueError, match="mode must be"):
         build_encoder(EncoderSpec("s3d", mode="sliding"))
+
+
+def test_the_thumbnail_encoder_is_each_channels_mean_over_each_cell_and_has_no_weights(tmp_path):
+    enc = build_encoder(EncoderSpec("thumbnail", batch=3))
+    assert (enc.dim, enc.size, enc.left, enc.right, enc.step) == (192, (32, 32), 0, 0, 3)
+    frames = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        got = enc(frames)
+    # cell (r, c) of channel k covers rows 4r..4r+3 and columns 4c..4c+3 of the 32x32 frame
+    want = frames.reshape(3, 3, 8, 4, 8, 4).mean(dim=(3, 5)).reshape(3, 192)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="thumbnail encoder has no weights"):
+        build_encoder(EncoderSpec("thumbnail", weights=str(tmp_path / "w.pth")))

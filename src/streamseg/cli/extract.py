@@ -26,7 +26,7 @@ console = Console(stderr=True)
 
 # the names `streamseg.extract` knows (tests/extract/test_extract_run.py checks they agree); spelled out here
 # so that building the parser does not import torchvision
-ENCODERS = ("s3d", "r2plus1d_18", "swin3d_t", "mvit_v2_s", "resnet50", "mobilenet_v2", "run")
+ENCODERS = ("s3d", "r2plus1d_18", "swin3d_t", "mvit_v2_s", "resnet50", "mobilenet_v2", "thumbnail", "run")
 FLOW_MODELS = ("raft_small", "raft_large")
 
 
@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="dataset root, folder of videos, .txt list of videos, or video files")
     p.add_argument("--out", default=None, help="output folder (default: <root>/features for one dataset root)")
     p.add_argument("--encoder", required=True, choices=ENCODERS,
-                   help="torchvision video or image model, or 'run': the frame encoder of a trained run")
+                   help="torchvision video or image model, 'thumbnail' (each frame pooled to 8x8 cells, no weights), "
+                        "or 'run': the frame encoder of a trained run")
     p.add_argument("--weights", default=None,
                    help="local torchvision state dict (no downloads; omitted: random init, for tests); "
                         "for --encoder run: the run directory or checkpoint")
@@ -63,6 +64,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random init when there are no weights")
     p.add_argument("--decode", choices=("rgb24", "i420"), default="rgb24",
                    help="rgb24: colour and resize on the CPU (as training); i420: on the device (less CPU work)")
+    p.add_argument("--decode-workers", type=int, default=0,
+                   help="processes that decode videos (several at once) while the network runs; 0: one thread of "
+                        "this process, one video at a time (default). Not with --flow or --encoder run")
+    p.add_argument("--segment-batch", type=int, default=1,
+                   help="with --decode-workers: segments (of several videos) per network run (default 1: the same "
+                        "features bit for bit; more: equal to float rounding)")
     # set by tools/run_*.sh; the ranks themselves come from torchrun's environment
     p.add_argument("--devices", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--num-nodes", type=int, default=None, help=argparse.SUPPRESS)
@@ -99,7 +106,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
     try:
         report = extract_features(args.inputs, out, spec, flow, args.sample_rate, args.device, args.dtype,
-                                  args.seed, progress, args.decode)
+                                  args.seed, progress, args.decode, args.decode_workers, args.segment_batch)
     except ValueError as e:  # bad settings, weights, names or output folder: nothing was extracted
         console.print(f"extract: {e}", markup=False, highlight=False, style="red", soft_wrap=True)
         return 2

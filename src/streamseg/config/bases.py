@@ -84,26 +84,32 @@ def c2ftcn_paper(params: RunParams) -> None:
     (the published numbers): test-time augmentation over the dataset's group sizes (`data.test_rates`;
     `-o data.test_rates=[]` for the single rate, eval.py's `--compile_result`), so `streamseg test --ckpt
     none -o model.weights=best_<dataset>_unet.wt` gives the official predictions. The dataset's file sets
-    the group size, the test group sizes, the window, the batch, lr and weight decay.
+    the group size, the test group sizes, the window, the batch, lr and weight decay. Training augmentation
+    as the official dataset.py: each epoch, half of the training videos re-pooled with a group size drawn
+    log-uniformly for a 0.5x to 2x zoom, no crop (`data.zoom_augment`, streamseg.data.zoom).
 
-    Differences: no temporal zoom augmentation in training (the official draws another group size for
-    half of the samples); the last epoch's weights are tested (the official keeps the epoch with the best
-    *test* accuracy); the shuffle order of the videos."""
+    Differences: the last epoch's weights are tested (the official keeps the epoch with the best *test*
+    accuracy; `train.select_on=test` would be that, and is not used); the shuffle order of the videos and
+    the augmentation's random numbers."""
     params.data.pooling = "max"  # official: np.max over each group of chunk_size frames
     params.data.test_rate_weights = ()  # equally weighted test rates unless the dataset says otherwise
+    params.data.zoom_augment = True  # official dataset.py: zoom_crop=(0.5, 2), smallest_cut=1.0
     params.train.epochs = 500
     params.train.seed = 42  # the official train.py's seed
 
 
 def diffact_paper(params: RunParams) -> None:
-    """DiffAct with the official recipe (Finspire13/DiffAct default_configs.py, main.py): Adam, 4 videos
-    per optimiser step (the official accumulates 4 single-video steps; the loss here is the same mean of
-    per-video losses); DDIM 25 steps, each video's sampling noise seeded with its index in the test split
+    """DiffAct with the official recipe (Finspire13/DiffAct default_configs.py, main.py): Adam, 4
+    single-video steps accumulated per optimiser step, the count running across epochs as the official
+    (`train.accumulate_across_epochs`); DDIM 25 steps, each video's sampling noise seeded with its index in the test split
     (official `set_sampling_seed`); the last epoch's weights are tested (no validation split, no test-set
     selection). The dataset's file sets its `params_<dataset>` values (sizes, losses, post-processing,
     epochs, lr, weight decay)."""
     params.model.seed_by_video_index = True  # official: seed = the video's index in the test list
-    params.train.batch_size = 4
+    # official main.py: one video per step, 4 steps accumulated, the count running across epochs
+    params.train.batch_size = 1
+    params.train.accumulate = 4
+    params.train.accumulate_across_epochs = True
     params.train.val_every = 100  # official log_freq (only used with a validation split)
 
 

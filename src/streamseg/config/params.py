@@ -35,7 +35,10 @@ class TrainParams:
     torch (and the data order). chunk_size: sampled frames per chunk for streaming training and evaluation;
     0 = whole videos (offline). tbptt_chunks: gradients flow through the state over this many chunks before
     it is detached (1 = SVTAS's SETE). grad_clip: max grad norm, 0 = off. accumulate: optimizer step every
-    N batches. precision: Lightning precision string. monitor: validation metric that picks `best.ckpt`
+    N batches (Lightning's: the count restarts each epoch, whose last batch always steps).
+    accumulate_across_epochs: the count of `accumulate` runs across epochs instead, each batch's loss divided
+    by N, a step after every N-th batch of the run (DiffAct's official loop; engine/accumulate.py; features
+    only; the unfinished window's gradients are kept in checkpoints). precision: Lightning precision string. monitor: validation metric that picks `best.ckpt`
     (a key of metrics.json). select_on: the split that metric is computed on: "val" (a validation split;
     with none, `best` = last epoch) or "test" (explicit opt-in to test-set model selection, which
     published TAS numbers must not use). num_workers: DataLoader workers. val_every: validate every N
@@ -43,9 +46,18 @@ class TrainParams:
     deterministic mode (bit-exact resume on CPU). nonfinite: what a NaN/inf training loss does: "stop" the
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
     details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
-    network through ``torch.compile`` (in place, so checkpoints keep their parameter names; shapes that
-    vary between videos become dynamic after the first recompilation; stream batches keep one shape, and
-    the number of graphs compiled is in metrics.json, ``train_throughput.compiled_graphs``).
+    network through ``torch.compile`` (in place, so checkpoints keep their parameter names; whole videos of
+    varying length: see length_bucket; stream batches keep one shape; the number of graphs compiled is in
+    metrics.json, ``train_throughput.compiled_graphs``).
+    length_bucket: whole-video batches (features): N > 0 = the time axis padded (masked like any padding:
+    for nets that mask it exactly, as MS-TCN does, losses and scores are unchanged; C2F-TCN's windowed
+    smoothing counts padded windows) up to the next multiple of N sampled frames, so under compile one static
+    graph per bucket compiles instead of one per video length; 0 = padded to the batch's longest video, the
+    time axis marked dynamic under compile (inductor still specialises it for convolutional nets:
+    `streamseg.engine.compiling` has the measured graph counts).
+    compile_cache: where compiled kernels are kept across runs (inductor's FX graph cache and AOTAutograd's
+    cache): "auto" = ``$XDG_CACHE_HOME/streamseg/torch_compile`` (``~/.cache`` without XDG_CACHE_HOME), a
+    folder, or "off" (no reuse across runs).
     activation_checkpointing: recompute the frame encoder's block activations in the backward pass instead
     of keeping them (TSM encoders; `streamseg.models.set_activation_checkpointing`): less memory for bigger
     batches, about one more encoder forward pass of compute. shuffle: the order of the training
@@ -88,6 +100,7 @@ class TrainParams:
     tbptt_chunks: int = 1
     grad_clip: float = 0.0
     accumulate: int = 1
+    accumulate_across_epochs: bool = False
     precision: str = "32-true"
     monitor: str = "f1@50"
     select_on: Literal["val", "test"] = "val"
@@ -97,6 +110,8 @@ class TrainParams:
     deterministic: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
+    length_bucket: int = 0
+    compile_cache: str = "auto"
     activation_checkpointing: bool = False
     shuffle: Literal["seeded", "python", "asformer"] = "seeded"
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"

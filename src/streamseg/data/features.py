@@ -93,6 +93,11 @@ class FeatureVideoDataset(Dataset):
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict:
+        features, labels = self.load(index)
+        return self.make_item(index, features, labels)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Video ``index``'s features (D, T), memory-mapped, and labels (T,), cut to the same length T."""
         name = self.names[index]
         features = self.layout.load_features(name)  # memory-mapped (D, T_features)
         labels = self.layout.load_labels(name)
@@ -103,14 +108,21 @@ class FeatureVideoDataset(Dataset):
                 f"features have T={features.shape[1]} frames, {self.layout.labels_path(name)} has {len(labels)} "
                 f"(|difference| > tolerance {self.length_tolerance})",
             )
-        labels = labels[:num_frames]
-        features = features[:, :num_frames]
+        return features[:, :num_frames], labels[:num_frames]
+
+    def make_item(self, index: int, features: np.ndarray, labels: np.ndarray, start: int = 0, end: int | None = None,
+                  rate: int | None = None) -> dict:
+        """The item of video ``index`` from its `load`-ed arrays; ``start``, ``end``, ``rate``: pool only frames
+        [start, end) in groups of ``rate`` (default: the whole video at ``sample_rate``; the zoom augmentation,
+        `streamseg.data.zoom`). ``full_labels`` are always the whole video's."""
+        rate = self.sample_rate if rate is None else rate
+        span = slice(start, end)
         # pool_features copies: the memory map is read-only and must not stay open under the tensor.
         item = {
-            "name": name,
+            "name": self.names[index],
             "index": index,
-            "features": torch.from_numpy(pool_features(features, self.sample_rate, self.pooling)),
-            "labels": torch.from_numpy(pool_labels(labels, self.sample_rate, self.pooling)),
+            "features": torch.from_numpy(pool_features(features[:, span], rate, self.pooling)),
+            "labels": torch.from_numpy(pool_labels(labels[span], rate, self.pooling)),
             "full_labels": torch.from_numpy(labels),
         }
         if self.test_rates:
@@ -119,8 +131,9 @@ class FeatureVideoDataset(Dataset):
         return item
 
 
-def collate_videos(items: Sequence[dict]) -> dict:
-    """Pad items of `FeatureVideoDataset` to the longest one (T = max T').
+def collate_videos(items: Sequence[dict], length_multiple: int = 1) -> dict:
+    """Pad items of `FeatureVideoDataset` to the longest one, T = max T' rounded up to a multiple of
+    ``length_multiple`` (length buckets: few distinct T for static compiled graphs, `train.length_bucket`).
 
     Returns::
 
@@ -134,10 +147,13 @@ def collate_videos(items: Sequence[dict]) -> dict:
     """
     if not items:
         raise ValueError("collate_videos needs at least one item")
+    if length_multiple < 1:
+        raise ValueError(f"length_multiple must be >= 1, got {length_multiple}")
     lengths = torch.tensor([item["features"].shape[1] for item in items], dtype=torch.long)
-    batch, dim, longest = len(items), items[0]["features"].shape[0], int(lengths.max())
+    batch, dim = len(items), items[0]["features"].shape[0]
+    longest = -(-int(lengths.max()) // length_multiple) * length_multiple
     device = items[0]["features"].device  # preloaded on the GPU: batch there too
-    if batch == 1:  # nothing to pad: no copy (a preloaded video is used in place)
+    if batch == 1 and longest == int(lengths[0]):  # nothing to pad: no copy (a preloaded video is used in place)
         item = items[0]
         out = {"features": item["features"][None], "labels": item["labels"][None],
                "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,

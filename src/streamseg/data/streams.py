@@ -42,6 +42,7 @@ Batch (``StreamBatcher`` with ``sample_shape=(C, H, W)`` for frames or ``(D,)`` 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import heapq
 import math
@@ -250,6 +251,9 @@ class StreamBatcher(IterableDataset):
         # memory instead of new tensors per step (see StreamLoader: a fresh shared-memory segment per
         # tensor per step, mapped and page-faulted anew by the main process, bounded the hand-over)
         self.ring_size = 0
+        # set by the owner for GPU decoding (`streamseg.data.nvdec`): frames are written into parts on
+        # this device (sources then return frames there, or CPU frames that are copied in)
+        self.frame_device: torch.device | None = None
         # samples per video: frames 0, s, 2s, ... < L  ->  ceil(L / s); chunks: ceil(samples / T)
         self.num_samples = [math.ceil(v.length / sample_rate) for v in self.videos]
         self.num_chunks = [math.ceil(n / chunk_size) for n in self.num_samples]
@@ -352,7 +356,8 @@ class StreamBatcher(IterableDataset):
             x = torch.empty((m, self.sample_shape[0], t), dtype=torch.float32)
         else:
             c, h, w = self.sample_shape
-            x = torch.empty((m, c, t, h, w), dtype=torch.uint8 if self.uint8_frames else torch.float32)
+            x = torch.empty((m, c, t, h, w), dtype=torch.uint8 if self.uint8_frames else torch.float32,
+                            device=self.frame_device)
         part = {"x": x, "labels": torch.empty((m, t), dtype=torch.int64), "mask": torch.empty((m, t)),
                 "reset": torch.empty(m, dtype=torch.bool), "last": torch.empty(m, dtype=torch.bool),
                 "names": [None] * m, "index": torch.empty(m, dtype=torch.int64),
@@ -426,6 +431,19 @@ class StreamBatcher(IterableDataset):
         part["index"][i] = run.video
         part["start"][i] = start
         part["full_length"][i] = video.length
+
+
+def _hand_over(batch: dict, side: torch.cuda.Stream | None) -> dict:
+    """A batch made on the ``side`` stream, made safe for the consumer's current stream: it waits for
+    the side stream's work so far (not the host), and the allocator keeps the tensors until it is done."""
+    if side is None:
+        return batch
+    current = torch.cuda.current_stream(side.device)
+    current.wait_stream(side)
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.device.type == "cuda":
+            value.record_stream(current)
+    return batch
 
 
 def _merge(parts: list[dict], copy: bool = False) -> dict:
@@ -505,18 +523,23 @@ class StreamLoader:
         loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers,
                             prefetch_factor=self.prefetch_factor, pin_memory=pin)
         expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
+        # on a GPU, copies and merges run on a side stream, so the next batch's transfer overlaps the
+        # step that the consumer's stream is running; the consumer's stream waits for it at hand-over
+        side = torch.cuda.Stream(self.device) if self.device is not None and self.device.type == "cuda" else None
+        on_side = (lambda: torch.cuda.stream(side)) if side is not None else contextlib.nullcontext
         pending: dict[int, list[dict]] = {}
         next_step = 0
         for part in loader:
             if ring:
                 mapped.append(part)
             if self.device is not None:
-                part = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                        for k, v in part.items()}
+                with on_side():
+                    part = self._to(part)
             pending.setdefault(part["step"], []).append(part)
             while len(pending.get(next_step, ())) == expected:
-                merged = _merge(pending.pop(next_step), copy=ring and self.device is None)
-                yield self._pin(merged) if self.device is None else merged
+                with on_side():
+                    merged = _merge(pending.pop(next_step), copy=ring and self.device is None)
+                yield self._pin(merged) if self.device is None else _hand_over(merged, side)
                 next_step += 1
         if pending:
             raise RuntimeError(f"StreamLoader: incomplete steps {sorted(pending)} (a worker stopped early)")

@@ -290,7 +290,7 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
 def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
                    decode_size: Sequence[int] | None = None, prefetch_factor: int = 4,
                    run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb",
-                   transfer: str = "pageable") -> dict:
+                   transfer: str = "pageable", decoder: str = "pyav", nvdec_threaded: bool = False) -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
     `streamseg.data.streams.StreamLoader`) -> uint8 batches -> ``step`` on the device.
 
@@ -306,6 +306,10 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     ``"pinned"`` (DataLoader's pin thread copies each part to page-locked memory, then an asynchronous
     copy; no ring), or ``"none"`` (kept on the host, merged there; ``run_model=False`` only: what
     decoding + the worker -> main-process hand-over alone reach).
+    ``decoder="nvdec"`` (``pixel_format="i420"``, a CUDA step): the GPU's hardware decoder instead of the
+    worker processes (`streamseg.data.nvdec.NvdecSource`: one reader per video, each decoding its next
+    chunk ahead in a pool of ``S`` threads; ``workers`` and ``transfer`` are then unused; ``nvdec_threaded``:
+    PyNvVideoCodec's ThreadedDecoder instead of its SimpleDecoder).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
     waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
     """
@@ -323,6 +327,11 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
                          f"in_format={step.in_format!r} frames; build it with StreamStep(in_format={pixel_format!r})")
     if transfer not in ("pinned", "pageable", "none"):
         raise ValueError(f"bench_pipeline: transfer must be 'pinned', 'pageable' or 'none', got {transfer!r}")
+    if decoder not in ("pyav", "nvdec"):
+        raise ValueError(f"bench_pipeline: decoder must be 'pyav' or 'nvdec', got {decoder!r}")
+    if decoder == "nvdec" and (pixel_format != "i420" or step.device.type != "cuda"):
+        raise ValueError("bench_pipeline: decoder='nvdec' gives I420 frames on a GPU: it needs pixel_format='i420' "
+                         "and a CUDA step")
     if transfer == "none" and run_model:
         raise ValueError("bench_pipeline: transfer='none' keeps frames on the host; it needs run_model=False")
     size = tuple(decode_size) if decode_size is not None else None
@@ -332,6 +341,14 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     if (size or step.in_size) != step.in_size:
         raise ValueError(f"bench_pipeline: frames decoded at {size}, the step takes {step.in_size}")
     pixel_path = "i420" if pixel_format == "i420" else "rgb24"
+    pool = None
+    if decoder == "nvdec":
+        from concurrent.futures import ThreadPoolExecutor
+        from functools import partial
+
+        from ..data.nvdec import NvdecSource
+
+        pool = ThreadPoolExecutor(step.streams, thread_name_prefix="nvdec")
     items = []
     for v in videos:
         n, _, h, w = probe(v)
@@ -344,15 +361,20 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
                 raise ValueError(f"bench_pipeline: {v} is {ycbcr_name(*colour)} Y'CbCr, the step converts "
                                  f"{ycbcr_name(step.colorspace, step.full_range)}; build it with "
                                  f"StreamStep(colorspace={colour[0]}, full_range={colour[1]})")
-        items += [StreamVideo(name=f"{r}:{v}", length=n, open=_VideoOpener(str(v), sample_rate, size, pixel_path))
-                  for r in range(repeat)]
+        opener = (_VideoOpener(str(v), sample_rate, size, pixel_path) if pool is None
+                  else partial(NvdecSource, v, (h, w), sample_rate, step.device, pool, nvdec_threaded))
+        items += [StreamVideo(name=f"{r}:{v}", length=n, open=opener) for r in range(repeat)]
     h0, w0 = step.in_size
     sample_shape = (1, h0 * 3 // 2, w0) if pixel_format == "i420" else (3, h0, w0)
     batcher = StreamBatcher(items, batch_size=step.streams, chunk_size=step.chunk,
                             sample_shape=sample_shape, sample_rate=sample_rate, uint8_frames=True)
     on_gpu = step.device.type == "cuda" and transfer != "none"
-    loader = StreamLoader(batcher, num_workers=workers, prefetch_factor=prefetch_factor,
-                          device=step.device if on_gpu else None, pin_memory=on_gpu and transfer == "pinned")
+    if pool is not None:  # decoded on the GPU in this process, written straight into device batches
+        batcher.frame_device = step.device
+        loader = StreamLoader(batcher, num_workers=0, device=step.device)
+    else:
+        loader = StreamLoader(batcher, num_workers=workers, prefetch_factor=prefetch_factor,
+                              device=step.device if on_gpu else None, pin_memory=on_gpu and transfer == "pinned")
     frames = 0
     wait = 0.0
     start = time.perf_counter()
@@ -370,8 +392,11 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     if step.device.type == "cuda":
         torch.cuda.synchronize(step.device)
     wall = time.perf_counter() - start
+    if pool is not None:
+        pool.shutdown()
     frames = int(frames)
     return {"frames": frames, "wall_s": wall, "frames_per_s": frames / wall, "wait_s": wait,
+            "decoder": decoder if pool is None else f"nvdec-{'threaded' if nvdec_threaded else 'simple'}",
             "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items),
             "model": run_model, "pixel_format": pixel_format, "transfer": transfer}
 

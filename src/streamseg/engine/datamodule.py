@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import ConfigError, TrainParams
 from ..data import FeatureVideoDataset, TASLayout, collate_videos
+from ..data.zoom import EpochKeys, ZoomAugmented, check_zoom
 
 
 @dataclass
@@ -39,6 +41,12 @@ class TASDatasetParams:
     videos are also pooled at each rate, the model runs on each, its last stage's class probabilities
     (softmax) are repeated back to the original frame rate and averaged with these weights (empty: equal
     weights), and the prediction is the argmax. Empty `test_rates`: off (features only).
+    zoom_augment: C2F-TCN's training augmentation (`streamseg.data.zoom`): each epoch, half of the training
+    videos (a draw per seed, epoch and video) are re-pooled with a group size drawn log-uniformly between
+    sample_rate / zoom_range[1] and sample_rate / zoom_range[0] (official 0.5, 2), after a crop keeping at
+    least zoom_crop of the video (official 1.0: no crop); zoom_window: the model's window in pooled frames,
+    which the zoomed video must fit (None: no window; the C2F-TCN model config sets it to model.window).
+    Features only; off by default (the C2F-TCN paper configs turn it on).
     """
 
     root: str = "data"
@@ -57,6 +65,16 @@ class TASDatasetParams:
     # ship as RGB ("device-rgb") or as the decoder's I420 planes ("device-i420", no colour conversion on
     # the CPU); all videos of the dataset must then share one frame size (data/augment.py).
     preprocess: Literal["cpu", "device-rgb", "device-i420"] = "cpu"
+    # Video decoder: "pyav" (CPU worker processes; the default and the reference) or "nvdec" (the GPU's
+    # hardware decoder through PyNvVideoCodec, `pip install 'streamseg[gpu-decode]'`; needs
+    # preprocess="device-i420" and a CUDA device; data/nvdec.py). decoder_fallback: files NVDEC cannot
+    # decode (codec, profile, rotation, interlacing), or a missing PyNvVideoCodec, fall back to PyAV with
+    # a warning naming the file; false: stop before training with an error naming it.
+    decoder: Literal["pyav", "nvdec"] = "pyav"
+    decoder_fallback: bool = True
+    # nvdec only: PyNvVideoCodec's SimpleDecoder (decodes inside each call; measured on an H100) or its
+    # ThreadedDecoder (decodes ahead on its own native thread; not yet measured on a GPU)
+    nvdec_reader: Literal["simple", "threaded"] = "simple"
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
     preload: Literal["none", "memory", "device"] = "none"
@@ -64,6 +82,10 @@ class TASDatasetParams:
     pooling: Literal["subsample", "max"] = "subsample"
     test_rates: tuple[int, ...] = ()
     test_rate_weights: tuple[float, ...] = ()
+    zoom_augment: bool = False
+    zoom_range: tuple[float, ...] = (0.5, 2.0)
+    zoom_crop: float = 1.0
+    zoom_window: int | None = None
 
 
 @dataclass
@@ -192,7 +214,8 @@ class _CachedItems(torch.utils.data.Dataset):
 
 
 class FeatureDataModule(pl.LightningDataModule):
-    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos."""
+    """Pre-extracted features, whole videos per item, padded into batches of `batch_size` videos (the time
+    axis rounded up to a multiple of `length_bucket` frames when > 0: `train.length_bucket`)."""
 
     def __init__(
         self,
@@ -215,8 +238,22 @@ class FeatureDataModule(pl.LightningDataModule):
         test_rates: Sequence[int] = (),
         test_rate_weights: Sequence[float] = (),
         shuffle: str = "seeded",
+        zoom: dict | None = None,
+        length_bucket: int = 0,
     ):
         super().__init__()
+        if length_bucket < 0:
+            raise ConfigError(f"train.length_bucket must be >= 0 (sampled frames), got {length_bucket}")
+        self.length_bucket = length_bucket
+        if zoom is not None:  # {"window", "zoom", "crop"} of ZoomAugmented: C2F-TCN's training augmentation
+            try:
+                check_zoom(zoom.get("zoom", (0.5, 2.0)), zoom.get("crop", 1.0), zoom.get("window"))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            if preload == "device":
+                raise ConfigError("data.zoom_augment re-pools the training videos on the CPU at every epoch: "
+                                  "use data.preload=none or memory (got device)")
+        self.zoom = zoom
         if shuffle not in ("seeded", "python", "asformer"):
             raise ConfigError(f"train.shuffle must be 'seeded', 'python' or 'asformer', got {shuffle!r}")
         self.shuffle = shuffle
@@ -274,6 +311,9 @@ class FeatureDataModule(pl.LightningDataModule):
             test_rates=getattr(p, "test_rates", ()),
             test_rate_weights=getattr(p, "test_rate_weights", ()),
             shuffle=train.shuffle,
+            zoom=dict(window=p.zoom_window, zoom=tuple(p.zoom_range), crop=p.zoom_crop)
+            if getattr(p, "zoom_augment", False) else None,
+            length_bucket=train.length_bucket,
         )
 
     @property
@@ -301,12 +341,17 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self._dataset(split)
+        sampler = self._sampler(len(ds)) if shuffle else None
+        if split == "train" and self.zoom is not None:  # items keyed (index, epoch): each epoch draws anew
+            plain = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate,
+                                        pooling=self.pooling)
+            ds, sampler = ZoomAugmented(plain, self.seed, **self.zoom), EpochKeys(sampler)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            sampler=self._sampler(len(ds)) if shuffle else None,
+            sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=collate_videos,
+            collate_fn=partial(collate_videos, length_multiple=max(1, self.length_bucket)),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -42,6 +42,8 @@ from torch import Tensor, nn
 from ..data.names import child_path
 from ..metrics import SegmentationMetrics, upsample
 from ..metrics.io import write_results
+from .compiling import mark_time_dynamic
+from .accumulate import CrossEpochAccumulation
 from .datamodule import DatasetInfo
 from .schedules import METRIC_KEYS
 
@@ -77,6 +79,7 @@ class SegmentationModule(pl.LightningModule):
             raise ValueError(f"train.nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         self.nonfinite = nonfinite  # the runner sets it from train.nonfinite, whatever build_module passed
         self.skipped_steps = 0
+        self.dynamic_length = False  # set by engine.compiling.compile_net
         self._epoch_loss: Tensor | None = None
         self._epoch_items = self._train_batches = 0
         self._window_good = 0  # batches with a finite loss since the last optimiser step (skip mode)
@@ -111,6 +114,8 @@ class SegmentationModule(pl.LightningModule):
         self.test_protocol = "mstcn"  # F1 protocol of the test scores (runner.test); validation: always mstcn
         self.test_results: dict[str, Any] | None = None
         self._outputs: list[tuple[str, np.ndarray, np.ndarray]] = []
+        # train.accumulate_across_epochs (DiffAct's loop): set by the runner; None = Lightning's accumulation
+        self.accumulator: CrossEpochAccumulation | None = None
 
     # ------------------------------------------------------------------ forward
     @property
@@ -124,6 +129,8 @@ class SegmentationModule(pl.LightningModule):
         m = mask.unsqueeze(1)
         state = self.net.init_state(x.shape[0], x.device)
         if not self.streaming:
+            if self.dynamic_length:  # train.compile, train.length_bucket=0 (engine/compiling.py)
+                mark_time_dynamic(x, m)
             return self.net(x, state, m)[0]
         outs = []
         for i, start in enumerate(range(0, x.shape[2], self.chunk_size)):
@@ -311,8 +318,23 @@ class SegmentationModule(pl.LightningModule):
         for b, saved in zip(buffers, self._buffer_snapshot):
             b.copy_(saved)
 
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        super().backward(loss if self.accumulator is None else self.accumulator.scale(loss), *args, **kwargs)
+
+    def on_validation_model_zero_grad(self) -> None:
+        if self.accumulator is None:  # an unfinished accumulation window's gradients outlive validation
+            super().on_validation_model_zero_grad()
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+        if self.accumulator is None:
+            return super().optimizer_zero_grad(epoch, batch_idx, optimizer)
+        self.accumulator.zero_grad(optimizer, self.net)
+
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
-        """Lightning's step, except in skip mode: no step when every batch since the last one was skipped."""
+        """Lightning's step, except in skip mode: no step when every batch since the last one was skipped; with
+        `accumulator`, a step only after every N-th batch of the run (`engine/accumulate.py`)."""
+        if self.accumulator is not None and not self.accumulator.step_now(optimizer_closure):
+            return None
         if self.nonfinite != "skip" or optimizer_closure is None:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         result = optimizer_closure()  # training_step + backward, as Lightning's own step would run them
@@ -434,10 +456,14 @@ class SegmentationModule(pl.LightningModule):
         checkpoint["skipped_steps"] = self.skipped_steps
         if self.epoch_schedule is not None:
             checkpoint["epoch_schedule"] = self.epoch_schedule.state_dict()
+        if self.accumulator is not None:
+            checkpoint["accumulation"] = self.accumulator.state_dict(self.net)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self._schedule_state = checkpoint.get("epoch_schedule")
+        if self.accumulator is not None and "accumulation" in checkpoint:
+            self.accumulator.load_state_dict(checkpoint["accumulation"])
         rng = checkpoint.get("rng")
         if not rng:
             return

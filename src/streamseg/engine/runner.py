@@ -25,6 +25,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from ..config import ConfigError, ConfigSet, RunParams, to_jsonable
 from ..models import set_activation_checkpointing
 from . import dist
+from .compiling import compile_net, configure_compile_cache
+from .accumulate import CrossEpochAccumulation
 from .checkpoint_io import AtomicCheckpointIO, load_usable_checkpoint, usable_checkpoint
 from .csvlog import ResumableCSVLogger, checkpoint_with_history
 from .datacheck import DatasetProblems, run_data_problems
@@ -67,10 +69,13 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
     if params.train.activation_checkpointing and not set_activation_checkpointing(module.net):
         raise ConfigError(f"train.activation_checkpointing: {type(module.net).__name__} has no frame encoder that "
                           "supports it (TSM encoders do); set it to false")
-    if params.train.compile:
-        module.net.compile()  # nn.Module.compile: in place, state_dict keys unchanged
+    if params.train.compile:  # in place, state_dict keys unchanged; caches and lengths: engine/compiling.py
+        configure_compile_cache(params.train.compile_cache)
+        compile_net(module, params.train.length_bucket, module.stream_batches)
     # the policy is the run's, whatever the experiment's build_module passed
     module.nonfinite = params.train.nonfinite
+    if params.train.accumulate_across_epochs:
+        module.accumulator = CrossEpochAccumulation(params.train.accumulate)
     return dm, info, module
 
 
@@ -105,8 +110,9 @@ def check_data(params: RunParams, launch: dist.Launch, notes: list[str] | None =
 def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callbacks: list) -> pl.Trainer:
     t = params.train
     streams = is_stream_input(params)
-    if streams and t.accumulate != 1:
-        raise ConfigError("train.accumulate must be 1 with video streams: use train.tbptt_chunks (chunks per step)")
+    if streams and (t.accumulate != 1 or t.accumulate_across_epochs):
+        raise ConfigError("train.accumulate must be 1 (and train.accumulate_across_epochs false) with video streams: "
+                          "use train.tbptt_chunks (chunks per step)")
     world = hw.devices * hw.num_nodes
     return pl.Trainer(
         max_epochs=t.epochs,
@@ -117,7 +123,8 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, has_val: bool, callba
         precision=t.precision,
         # with stream batches the module optimises manually (TBPTT) and clips gradients itself
         gradient_clip_val=None if streams else (t.grad_clip or None),
-        accumulate_grad_batches=1 if streams else t.accumulate,
+        # accumulate_across_epochs: the module accumulates (CrossEpochAccumulation, set by `build`)
+        accumulate_grad_batches=1 if streams or t.accumulate_across_epochs else t.accumulate,
         check_val_every_n_epoch=t.val_every,
         limit_val_batches=None if has_val else 0,
         num_sanity_val_steps=0,

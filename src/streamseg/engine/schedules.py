@@ -35,6 +35,9 @@ def check_train_options(t: TrainParams) -> None:
          "false unless train.optimizer=sgd with train.momentum > 0 (Nesterov momentum is SGD's)")
     need(t.warmup_epochs >= 0, "warmup_epochs", "a number of epochs >= 0")
     need(t.min_lr >= 0, "min_lr", "a learning rate >= 0")
+    need(t.length_bucket >= 0, "length_bucket", "sampled frames >= 0 (0 = batches padded to their longest video)")
+    need(bool(t.compile_cache), "compile_cache", "'auto', 'off' or a folder")
+    need(t.accumulate >= 1, "accumulate", "batches >= 1 per optimiser step")
     if t.schedule == "cosine_restarts":
         need(t.restart_epochs >= 1, "restart_epochs", "epochs >= 1 before the first restart (T_0)")
         need(t.restart_mult >= 1, "restart_mult", "an integer factor >= 1 (T_mult)")

@@ -16,10 +16,17 @@ native-size uint8 frames plus each slot's augmentation draw (``batch["aug"]``, t
 seed); `on_after_batch_transfer` crops, resizes, mirrors, shifts colour and normalises on the device
 (`streamseg.data.augment.augment_to_model`, compiled with ``train.compile``). Every video must then have
 the same native size (checked in `setup`, from the file headers).
+
+``decoder="nvdec"`` (with ``"device-i420"``) decodes on the GPU instead of in worker processes
+(`streamseg.data.nvdec`): the loader runs in the main process, each slot's video has one NVDEC reader
+that decodes its next chunk in a background thread on its own CUDA stream while the step runs, and the
+batch's frames are written on the device; `setup` decides, before training, which files fall back to
+PyAV (``decoder_fallback``) or stops with an error naming the file.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Sequence
 
@@ -31,6 +38,7 @@ from ..config import ConfigError, TrainParams
 from ..data import TASLayout
 from ..data.augment import augment_to_model, video_augment_factory, video_augment_params
 from ..data.errors import DataError
+from ..data.nvdec import DECODERS, NvdecSource, NvdecUnavailable, nvdec_plan
 from ..data.streams import StreamBatcher, StreamLoader, StreamVideo, normalize_frames
 from ..data.video import VideoFileSource, probe
 from .datamodule import DatasetInfo, TASDatasetParams, dataset_info, split_names
@@ -63,10 +71,18 @@ class VideoStreamDataModule(pl.LightningDataModule):
         prepare: Callable[[], object] | None = None,
         preprocess: str = "cpu",
         compile_transform: bool = False,
+        decoder: str = "pyav",
+        decoder_fallback: bool = True,
+        nvdec_reader: str = "simple",
     ):
         super().__init__()
         if preprocess not in PREPROCESS:
             raise ValueError(f"data.preprocess must be one of {PREPROCESS}, got {preprocess!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"data.decoder must be one of {DECODERS}, got {decoder!r}")
+        if decoder == "nvdec" and preprocess != "device-i420":
+            raise ConfigError(f"data.decoder=nvdec gives 4:2:0 planes on the GPU: it needs data.preprocess=device-i420, "
+                              f"got {preprocess!r}")
         if chunk_size < 1:
             raise ValueError(f"video streams need train.chunk_size >= 1 (sampled frames per chunk), got {chunk_size}")
         if len(frame_size) != 2:
@@ -79,6 +95,10 @@ class VideoStreamDataModule(pl.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self._prepare = prepare
         self.preprocess, self.compile_transform = preprocess, compile_transform
+        self.decoder, self.decoder_fallback, self.nvdec_reader = decoder, decoder_fallback, nvdec_reader
+        self.nvdec = False  # setup: NVDEC decodes (decoder="nvdec" and PyNvVideoCodec usable)
+        self.pyav_files: set[str] = set()  # decoder="nvdec": files that fall back to PyAV
+        self._pool: ThreadPoolExecutor | None = None
         self.native_size: tuple[int, int] | None = None  # device preprocessing: the videos' (H0, W0)
         self.colour: tuple[int, bool] = (2, False)  # device-i420: the videos' (colorspace, full_range)
         self._transform: Callable | None = None
@@ -93,14 +113,16 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if train.shuffle != "seeded":
             raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
                               "(keep train.shuffle=seeded with data.input='video')")
-        if getattr(p, "pooling", "subsample") != "subsample" or getattr(p, "test_rates", ()):
-            raise ConfigError("data.pooling and data.test_rates act on pre-extracted features; with "
-                              "data.input='video' keep data.pooling=subsample and data.test_rates empty")
+        if p.pooling != "subsample" or p.test_rates or p.zoom_augment:
+            raise ConfigError("data.pooling, data.test_rates and data.zoom_augment act on pre-extracted features; "
+                              "with data.input='video' keep data.pooling=subsample, data.test_rates empty and "
+                              "data.zoom_augment=false")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,
                    select_on=train.select_on, augment=p.augment, prepare=prepare,
-                   preprocess=p.preprocess, compile_transform=train.compile)
+                   preprocess=p.preprocess, compile_transform=train.compile,
+                   decoder=p.decoder, decoder_fallback=p.decoder_fallback, nvdec_reader=p.nvdec_reader)
 
     def prepare_data(self) -> None:
         if self._prepare is not None:
@@ -119,6 +141,12 @@ class VideoStreamDataModule(pl.LightningDataModule):
             )
         if self.preprocess != "cpu":
             self._probe_native(layout, [n for ns in names.values() for n in ns])
+        if self.decoder == "nvdec":  # before training: which files NVDEC decodes (or the one-line error)
+            paths = [layout.video_path(n) for ns in names.values() for n in ns]
+            try:
+                self.nvdec, self.pyav_files = nvdec_plan(paths, self.native_size, self.decoder_fallback)
+            except NvdecUnavailable as e:
+                raise ConfigError(f"{e} (or set data.decoder_fallback=true to decode with PyAV)") from None
         self.names, self.layout = names, layout
 
     def _probe_native(self, layout: TASLayout, names: list[str]) -> None:
@@ -169,8 +197,25 @@ class VideoStreamDataModule(pl.LightningDataModule):
         else:  # native size; rgb24 (swscale colour conversion) or the decoder's I420 planes
             source = partial(VideoFileSource, sample_rate=self.sample_rate, size=None,
                              pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
-        return [StreamVideo(n, partial(source, self.layout.video_path(n)), labels=self.full_labels(n))
-                for n in self.names[split]]
+        paths = {n: self.layout.video_path(n) for n in self.names[split]}
+        if self.nvdec:
+            # one decode-ahead thread per slot: every slot's next chunk decodes at once, on the NVDEC engines
+            self._pool = self._pool or ThreadPoolExecutor(self.batch_size, thread_name_prefix="nvdec")
+            gpu = partial(NvdecSource, size=self.native_size, sample_rate=self.sample_rate, device=self._device(),
+                          pool=self._pool, threaded=self.nvdec_reader == "threaded")
+            return [StreamVideo(n, partial(source if str(p) in self.pyav_files else gpu, p), labels=self.full_labels(n))
+                    for n, p in paths.items()]
+        return [StreamVideo(n, partial(source, p), labels=self.full_labels(n)) for n, p in paths.items()]
+
+    def _device(self) -> torch.device:
+        """The trainer's CUDA device (a CPU trainer is refused: NVDEC decodes on a GPU); without a trainer the
+        current CUDA device, or the CPU where there is none (tests with a stand-in decoder)."""
+        root = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        if isinstance(root, torch.device) and root.type == "cuda":
+            return root
+        if isinstance(root, torch.device):
+            raise ConfigError(f"data.decoder=nvdec decodes on a CUDA device; this run trains on {root}")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:
@@ -204,6 +249,9 @@ class VideoStreamDataModule(pl.LightningDataModule):
         # there (no host concatenation, no second host copy); Lightning's own transfer then has nothing to move
         root = getattr(getattr(trainer, "strategy", None), "root_device", None)
         device = root if isinstance(root, torch.device) and root.type == "cuda" else None
+        if self.nvdec:  # decoded on the GPU in this process; frames are written into device batches
+            batcher.frame_device = self._device()
+            return StreamLoader(batcher, num_workers=0, device=batcher.frame_device)
         return StreamLoader(batcher, num_workers=self.num_workers, device=device)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:

@@ -8,6 +8,8 @@ last (validation excluded; CUDA synchronised at both ends), sums the frames over
 history is kept in checkpoints, so a resumed run's summary covers the epochs before the resume too. With
 ``torch.compile`` each epoch also records how many graphs have been compiled so far in this process
 (``compiled_graphs``: constant after the first epoch means nothing recompiled).
+Each epoch's entry also holds the wall clock at its end (``end_time``, after validation; kept in
+checkpoints, not in the summary): ``tools/bench_gpu.py offline`` reads it for time-to-accuracy.
 These are the numbers docs/benchmarks.md compares across 1 and 2 GPUs.
 """
 
@@ -75,8 +77,9 @@ class TrainThroughput(pl.Callback):
         seconds = self._end - self._start
         frames = float(trainer.strategy.reduce(self._frames, reduce_op="sum"))
         seconds = float(trainer.strategy.reduce(torch.tensor(seconds, device=pl_module.device), reduce_op="max"))
+        # end_time: wall clock (Unix seconds) after the epoch's validation, for time-to-accuracy
         entry = {"epoch": trainer.current_epoch, "frames": frames, "seconds": seconds,
-                 "frames_per_s": frames / seconds if seconds > 0 else 0.0}
+                 "frames_per_s": frames / seconds if seconds > 0 else 0.0, "end_time": time.time()}
         graphs = compiled_graphs()
         if graphs:
             entry["compiled_graphs"] = graphs

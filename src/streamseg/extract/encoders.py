@@ -20,7 +20,10 @@ the extra rows dropped), so a GPU runs one kernel shape per video.
     the two modes' features are apart.
 
 * `ImageEncoder`: a torchvision image model (ResNet-50, MobileNetV2) on each frame alone, globally
-  average-pooled (``left = right = 0``).
+  average-pooled (``left = right = 0``); or ``thumbnail``, no network and no weights: the normalised frame
+  average-pooled to a `THUMBNAIL_GRID` of cells (D = 3 x 8 x 8 = 192), the "tiny image" descriptor
+  (Torralba, Fergus and Freeman, PAMI 2008), for CPU examples and footage where colour and layout tell
+  the actions apart.
 * `RunEncoder`: the frame encoder of a trained streamseg run (``net.encoder``, e.g. ``tsm_memtcn``'s
   TSM), streamed chunk by chunk with its state carried, exactly as the run trained and deploys.
 
@@ -66,7 +69,9 @@ CLIP_MODELS: dict[str, tuple[Callable, tuple[int, int], tuple, int]] = {
     "swin3d_t": (swin3d_t_encoder, (224, 224), _IMAGENET, 768),
     "mvit_v2_s": (mvit_v2_s_encoder, (224, 224), _MVIT, 768),
 }
-IMAGE_MODELS = ("resnet50", "mobilenet_v2")
+IMAGE_MODELS = ("resnet50", "mobilenet_v2", "thumbnail")
+THUMBNAIL_GRID = (8, 8)
+"""``thumbnail``'s cells (rows, columns): each feature is one channel's mean over one cell of the frame."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,16 @@ class _Encoder(nn.Module):
     def reset(self) -> None:
         """Called at the start of every video (stateful encoders clear their state)."""
 
+    def forward_batch(self, segments: Tensor) -> Tensor:
+        """``(B, left + step + right, C, H, W)`` segments of stateless encoders -> ``(B, step, D)``; ``B = 1``
+        is exactly ``forward`` (the same kernels, so the same bits). Subclasses run ``B > 1`` in one call."""
+        if segments.shape[0] == 1:
+            return self(segments[0])[None]
+        return self._forward_many(segments)
+
+    def _forward_many(self, segments: Tensor) -> Tensor:
+        return torch.stack([self(s) for s in segments])
+
 
 class ClipEncoder(_Encoder):
     """A video trunk (windows ``(N, C, W, H, W)`` -> ``(N, D, W')``) in window or dense mode.
@@ -135,9 +150,15 @@ class ClipEncoder(_Encoder):
             # window k = segment frames [k, k + W): (step, C, H, W, W) by unfold, then (step, C, W, H, W)
             windows = segment.unfold(0, self.window, 1).permute(0, 1, 4, 2, 3)
             return self.trunk(windows.contiguous()).mean(dim=2)
-        features = self.trunk(segment.transpose(0, 1)[None])  # (1, D, T')
-        features = F.interpolate(features, size=segment.shape[0], mode="linear", align_corners=False)
-        return features[0, :, self.left : self.left + self.step].T
+        return self._dense(segment[None])[0]
+
+    def _dense(self, segments: Tensor) -> Tensor:
+        features = self.trunk(segments.transpose(1, 2))  # (B, D, T')
+        features = F.interpolate(features, size=segments.shape[1], mode="linear", align_corners=False)
+        return features[:, :, self.left : self.left + self.step].transpose(1, 2)
+
+    def _forward_many(self, segments: Tensor) -> Tensor:
+        return self._dense(segments) if self.mode == "dense" else super()._forward_many(segments)
 
 
 class ImageEncoder(_Encoder):
@@ -151,6 +172,9 @@ class ImageEncoder(_Encoder):
 
     def forward(self, segment: Tensor) -> Tensor:
         return self.net(segment)
+
+    def _forward_many(self, segments: Tensor) -> Tensor:
+        return self.net(segments.flatten(0, 1)).unflatten(0, segments.shape[:2])
 
 
 class RunEncoder(_Encoder):
@@ -178,9 +202,15 @@ class RunEncoder(_Encoder):
 
 def _image_net(name: str, weights: str | None) -> tuple[nn.Module, int]:
     """torchvision ``resnet50`` / ``mobilenet_v2`` with local weights (classifier included, as torchvision
-    saves them), then the classifier replaced by the identity: ``(N, 3, H, W) -> (N, D)``."""
+    saves them), then the classifier replaced by the identity: ``(N, 3, H, W) -> (N, D)``; ``thumbnail``:
+    the average of each channel over each `THUMBNAIL_GRID` cell, flattened (channel, row, column)."""
     from torchvision.models import mobilenet_v2, resnet50
 
+    if name == "thumbnail":
+        if weights is not None:
+            raise ValueError(f"{weights}: the thumbnail encoder has no weights; drop --weights")
+        rows, cols = THUMBNAIL_GRID
+        return nn.Sequential(nn.AdaptiveAvgPool2d(THUMBNAIL_GRID), nn.Flatten()), 3 * rows * cols
     net = resnet50(weights=None) if name == "resnet50" else mobilenet_v2(weights=None)
     if weights is not None:
         load_weights(net, weights)
@@ -219,7 +249,8 @@ def build_encoder(spec: EncoderSpec) -> _Encoder:
         return _run_encoder(spec).eval()
     if spec.encoder in IMAGE_MODELS:
         net, dim = _image_net(spec.encoder, spec.weights)
-        return ImageEncoder(net, spec.encoder, dim, spec.batch, tuple(spec.size or (224, 224))).eval()
+        default = (32, 32) if spec.encoder == "thumbnail" else (224, 224)
+        return ImageEncoder(net, spec.encoder, dim, spec.batch, tuple(spec.size or default)).eval()
     if spec.encoder not in CLIP_MODELS:
         raise ValueError(f"extract: unknown encoder {spec.encoder!r}; choose one of "
                          f"{sorted(CLIP_MODELS) + list(IMAGE_MODELS) + ['run']}")

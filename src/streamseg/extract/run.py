@@ -35,7 +35,7 @@ import torch
 
 from ..data.layout import check_video_name
 from ..data.video import VideoFileSource
-from .encoders import EncoderSpec, build_encoder, flow_encoder
+from .encoders import IMAGE_MODELS, EncoderSpec, build_encoder, flow_encoder
 from .flow import FlowSpec, RaftFlow
 from .frames import PrefetchReader, device_reader, i420_to_rgb, segments
 
@@ -134,7 +134,7 @@ def manifest_spec(spec: EncoderSpec, flow: FlowSpec | None, sample_rate: int, di
                            "size": list(spec.size) if spec.size else None, "dim": dim}
     if decode != "rgb24":  # the colour conversion and resize differ slightly, so the features do
         out["decode"] = decode
-    if spec.encoder not in ("resnet50", "mobilenet_v2", "run"):
+    if spec.encoder not in (*IMAGE_MODELS, "run"):
         out["mode"] = spec.mode
         out.update({"window": spec.window} if spec.mode == "window" else {"chunk": spec.chunk,
                                                                            "overlap": spec.overlap})
@@ -279,6 +279,8 @@ def extract_features(
     seed: int = 0,
     progress: Callable[[dict[str, Any]], None] | None = None,
     decode: str = "rgb24",
+    decode_workers: int = 0,
+    segment_batch: int = 1,
 ) -> ExtractReport:
     """Extract features of every video in ``inputs`` into ``out`` (module docstring for the rules).
 
@@ -292,6 +294,10 @@ def extract_features(
         decode: ``"rgb24"`` (swscale colour conversion and torch resize on the CPU, as training decodes) or
             ``"i420"`` (the decoder's 4:2:0 planes go to the device, which converts and resizes them: less CPU
             work per frame; even frame sizes only; features differ slightly from rgb24's).
+        decode_workers: 0 decodes in a thread of this process, one video at a time; N > 0 decodes N videos at
+            once in N worker processes and batches their segments (`streamseg.extract.pipeline`; not with flow
+            or ``encoder="run"``). segment_batch: with workers, segments per network run (1: the same bits as
+            without workers; more: one bigger run, equal to float rounding).
         progress: called after each video with ``{rank, index, total, name, frames, seconds, fps_rate, eta_s,
             status ("done" | "skipped" | "failed"), error}``.
 
@@ -307,6 +313,13 @@ def extract_features(
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"extract: dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    if isinstance(decode_workers, bool) or not isinstance(decode_workers, int) or decode_workers < 0:
+        raise ValueError(f"extract: decode_workers must be an int >= 0, got {decode_workers!r}")
+    if isinstance(segment_batch, bool) or not isinstance(segment_batch, int) or segment_batch < 1:
+        raise ValueError(f"extract: segment_batch must be an int >= 1, got {segment_batch!r}")
+    if decode_workers and (flow is not None or spec.encoder == "run"):
+        raise ValueError("extract: decode workers need a stateless encoder without flow (flow and a run's encoder "
+                         "read each video in order in this process); use decode_workers=0")
     out = Path(out)
     videos = list_videos(inputs)
     launch = dist.detect_launch()
@@ -318,14 +331,19 @@ def extract_features(
     # gloo even for GPUs: the group only agrees on the manifest and gathers reports (small objects), and gloo lets
     # several ranks share one GPU (NCCL refuses two ranks on one device), so more processes can decode for it
     dist.init_process_group(launch, "cpu")
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = dev.type == "cuda"  # one segment shape per run: cuDNN picks its kernels once
     try:
-        return _extract(out, videos, spec, flow, sample_rate, dev, dtypes[dtype], seed, launch, progress, decode)
+        return _extract(out, videos, spec, flow, sample_rate, dev, dtypes[dtype], seed, launch, progress, decode,
+                        decode_workers, segment_batch)
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         if own_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, progress, decode) -> ExtractReport:
+def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, progress, decode, decode_workers,
+             segment_batch) -> ExtractReport:
     dist = _dist()
     torch.manual_seed(seed)  # every rank builds the same randomly initialised encoders
     extractor = _Extractor(spec, flow, sample_rate, dev, dtype, decode)  # bad weights fail here, on every rank
@@ -344,32 +362,57 @@ def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, pro
     report = ExtractReport(out, launch.rank)
     info: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
-    for index, (name, path) in enumerate(mine, 1):
-        target = out / f"{name}.npy"
-        event: dict[str, Any] = {"rank": launch.rank, "index": index, "total": len(mine), "name": name,
-                                 "frames": 0, "seconds": 0.0, "error": None}
-        t0 = time.perf_counter()
-        if target.is_file():
+    count = 0
+    last = [start]  # when the previous video finished: a video's seconds run from there
+
+    def finish(name: str, path: Path, features: np.ndarray | None, fps: float, error: str | None) -> None:
+        """Write (or record the failure of) one video, then report progress."""
+        nonlocal count
+        event: dict[str, Any] = {"rank": launch.rank, "name": name, "frames": 0, "error": None}
+        if error is None and features is not None:
+            try:
+                _atomic_write(out / f"{name}.npy", lambda p: _save_npy(p, features))
+            except OSError as e:
+                error = str(e)
+        if error is not None:
+            report.failed[name] = f"{path}: {error}" if str(path) not in error else error
+            event.update(status="failed", error=report.failed[name])
+        elif features is None:
             report.skipped.append(name)
             event["status"] = "skipped"
         else:
-            try:
-                features, fps = extractor(path)
-                _atomic_write(target, lambda p: _save_npy(p, features))
-            except (ValueError, OSError, RuntimeError) as e:
-                report.failed[name] = f"{path}: {e}" if str(path) not in str(e) else str(e)
-                event.update(status="failed", error=report.failed[name])
-            else:
-                report.done.append(name)
-                report.frames += features.shape[1]
-                info[name] = {"frames": int(features.shape[1]), "fps": fps}
-                event.update(status="done", frames=int(features.shape[1]))
-        event["seconds"] = time.perf_counter() - t0
-        elapsed = time.perf_counter() - start
-        event["fps_rate"] = report.frames / elapsed if elapsed > 0 else 0.0
-        event["eta_s"] = elapsed / index * (len(mine) - index)
+            report.done.append(name)
+            report.frames += features.shape[1]
+            info[name] = {"frames": int(features.shape[1]), "fps": fps}
+            event.update(status="done", frames=int(features.shape[1]))
+        count += 1
+        now = time.perf_counter()
+        elapsed = now - start
+        event.update(index=count, total=len(mine), seconds=now - last[0],
+                     fps_rate=report.frames / elapsed if elapsed > 0 else 0.0,
+                     eta_s=elapsed / count * (len(mine) - count))
+        last[0] = now
         if progress is not None:
             progress(event)
+
+    todo = []
+    for name, path in mine:
+        if (out / f"{name}.npy").is_file():
+            finish(name, path, None, 0.0, None)
+        else:
+            todo.append((name, path))
+    if decode_workers:
+        from .pipeline import run_pipeline
+
+        run_pipeline(extractor, [(i, path) for i, (_, path) in enumerate(todo)], decode_workers, segment_batch,
+                     lambda i, features, fps, err: finish(*todo[i], features, fps, err))
+    for name, path in todo if not decode_workers else ():
+        try:
+            features, fps = extractor(path)
+        except (ValueError, OSError, RuntimeError) as e:
+            finish(name, path, None, 0.0, str(e))
+        else:
+            finish(name, path, features, fps, None)
     report.seconds = time.perf_counter() - start
 
     gathered = dist.all_gather((report, info))

@@ -34,7 +34,8 @@ the bottom level (T / 64) is long enough for the pyramid's largest pool (6).
 The official input, each frame the maximum of the features over a group of 10 / 4 / 20 frames, is the
 dataset's ``sample_rate`` with ``data.pooling = "max"``; a window of W pooled frames is then the official
 window of W x sample_rate original frames. The official test-time augmentation over several group sizes is
-``data.test_rates`` (engine, ``SegmentationModule``). Not reproduced: the training-time zoom augmentation.
+``data.test_rates`` (engine, ``SegmentationModule``), its training-time zoom augmentation
+``data.zoom_augment`` (``streamseg.data.zoom``).
 
 The model needs the whole video (``lookahead = None``) and keeps no state between calls.
 """

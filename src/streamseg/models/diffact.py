@@ -68,7 +68,8 @@ unpadded video given the same noise):
 * Padded batches. Every layer's output is multiplied by the mask, instance norms use the valid frames'
   statistics, attention keys at masked frames are treated as the official code treats keys beyond the
   video's ends; so a padded video gives the logits it gets alone. Losses are per-video means averaged over
-  the batch: a batch of 4 is the official gradient accumulation over 4 single-video steps.
+  the batch (the paper configs train one video per step and accumulate 4 steps across epochs as the
+  official loop does: ``train.accumulate_across_epochs``).
 * Randomness: training draws t, noise and condition types from torch's global RNG (the official mixes
   python's ``random``, numpy and torch); sampling uses per-video generators (above), not re-seeding the
   global RNG with the video's index and then with the wall clock.

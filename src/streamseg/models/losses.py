@@ -7,7 +7,9 @@ For stage logits y (B, K, T), labels (B, T) and mask (B, T), summed over the S s
 
 This is the official MS-TCN loss (yabufarha/ms-tcn ``model.py``, Trainer.train), including its
 denominator: the smoothing mean divides by B * K * (T - 1), padding frames included, so a padded
-batch smooths less than its valid frames alone would. Defaults: weight 0.15, clamp 16 (= tau**2, tau 4).
+batch smooths less than its valid frames alone would. T is the batch's longest video (the last frame any
+mask keeps), so padding beyond it (length buckets, `train.length_bucket`) leaves the loss unchanged.
+Defaults: weight 0.15, clamp 16 (= tau**2, tau 4).
 Frames whose label is ``ignore_index`` or whose mask is 0 take no part in the cross-entropy.
 
 ``reduction="sum"`` is for normalising over chunks of a stream: it returns sums instead of means, so the
@@ -20,9 +22,9 @@ the previous chunk's last frame to this chunk's first is not penalised.
 ``smooth_window = W > 0`` (C2F-TCN, dipika-singhania/C2F-TCN ``train.py`` CriterionClass with the samples of
 ``dataset.py``): each video is cut into windows of W frames, the last zero-padded, as the official loader
 makes its samples; the smoothing sees transitions inside a window only and its mean divides by
-(windows) * K * (W - 1), padding included. (The official smoothing takes no log_softmax of its input, the
-log of the ensemble's probabilities; for such an input log_softmax only subtracts log(1 + K * 1e-10), the
-same at every frame.)
+(windows) * K * (W - 1), padding included (length-bucket padding too). (The official smoothing takes no
+log_softmax of its input, the log of the ensemble's probabilities; for such an input log_softmax only
+subtracts log(1 + K * 1e-10), the same at every frame.)
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class SegmentationLoss:
 
         ce_total = logits.new_zeros(())
         smooth_total = logits.new_zeros(())
+        # official denominator B * K * (T - 1) with T the longest video (masks are prefixes), on the device
+        smooth_count = (mask.amax(dim=0) > 0).sum().sub(1).clamp(min=1) * batch * self.num_classes
         for stage_logits in logits:  # (B, K, T)
             ce_sum = F.cross_entropy(stage_logits, targets, ignore_index=self.ignore_index, reduction="sum")
             log_p = F.log_softmax(stage_logits, dim=1)
@@ -107,7 +111,7 @@ class SegmentationLoss:
             if self.reduction == "mean":
                 # An all-ignored batch gives 0, not the 0/0 = NaN of the official code.
                 ce_total = ce_total + ce_sum / frames.clamp(min=1)
-                smooth_total = smooth_total + (sq.mean() if sq.shape[-1] > 0 else sq.sum())
+                smooth_total = smooth_total + (sq.mean() if self.smooth_window else sq.sum() / smooth_count)
             else:
                 ce_total = ce_total + ce_sum
                 smooth_total = smooth_total + sq.mean(dim=1).sum()

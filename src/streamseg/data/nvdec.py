@@ -1,0 +1,281 @@
+"""Hardware (NVDEC) video decoding through PyNvVideoCodec: frames decoded by the GPU, straight into its memory.
+
+An optional backend beside PyAV (`streamseg.data.video.VideoFileSource`, the default and the reference),
+installed with ``pip install 'streamseg[gpu-decode]'`` and chosen with ``data.decoder=nvdec`` (training
+needs ``data.preprocess=device-i420``, which consumes exactly what NVDEC gives: the 4:2:0 planes at the
+native size). What it keeps from the PyAV path:
+
+* **the same frames**: every decoded frame in display order, frame ``i`` of the file is frame ``i`` here,
+  and a reader keeps frames ``0, s, 2s, ...`` (``sample_rate`` ``s``) exactly as `VideoFileSource` does;
+  the planes are the decoder's own 8-bit 4:2:0 samples, so for the same H.264 stream they are
+  bit-identical to PyAV's ``yuv420p`` planes (H.264 decoding is exactly specified; tested on a GPU,
+  ``tests/data/test_nvdec.py``). No colour conversion happens here (the device augmentation converts,
+  `streamseg.data.augment.augment_to_model`), so there is no YUV->RGB rounding to tolerate.
+* **one reader per video**, opened when its stream slot starts the video and kept open across all its
+  chunks (`NvdecSource`).
+
+What it adds: each reader decodes its NEXT chunk in a background thread (a pool shared by all readers,
+one thread per slot) on its own CUDA stream, while the training or inference step runs; the consumer's
+stream waits on an event, never the host. Measured on one H100 (docs/benchmarks.md, "NVDEC decoding"):
+bit-exact, but with PyNvVideoCodec's SimpleDecoder 16 readers decode only 2.2-2.4x what one does, not
+faster than 15 PyAV worker processes; the ThreadedDecoder reader (``threaded=True``,
+``data.nvdec_reader=threaded``) is the unmeasured next step.
+
+Files NVDEC cannot decode like PyAV (a codec or profile NVDEC lacks, 10-bit or 4:2:2/4:4:4 planes, a
+display rotation or interlacing, which PyAV's decode layer corrects and NVDEC would not) are found
+before training by `nvdec_plan`: with fallback on (default) they are decoded by PyAV with a warning
+naming the file; with fallback off the run stops with a one-line error naming the file.
+
+NV12, NVDEC's 4:2:0 layout, holds the luma plane then ONE half-height plane of interleaved Cb, Cr
+samples; `nv12_to_i420` repacks it as FFmpeg's I420 (`streamseg.data.video.i420_frames`): luma, then the
+whole Cb plane, then the whole Cr plane, each chroma plane flattened into H/4 rows of W.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from streamseg.data.errors import DataError
+
+__all__ = ["DECODERS", "EXTRA", "NvdecSource", "import_pynvvideocodec", "nv12_to_i420", "nvdec_plan"]
+
+DECODERS = ("pyav", "nvdec")
+EXTRA = "streamseg[gpu-decode]"
+
+
+class NvdecUnavailable(ImportError):
+    """PyNvVideoCodec cannot be imported; the message names the extra that installs it."""
+
+
+def import_pynvvideocodec() -> Any:
+    """The ``PyNvVideoCodec`` module, or `NvdecUnavailable` naming the extra to install."""
+    try:
+        return importlib.import_module("PyNvVideoCodec")
+    except ImportError as e:  # not installed, or its native library (libnvcuvid) missing
+        raise NvdecUnavailable(
+            f"data.decoder=nvdec needs PyNvVideoCodec: pip install '{EXTRA}' ({type(e).__name__}: {e})"
+        ) from e
+
+
+def nv12_to_i420(nv12: torch.Tensor) -> torch.Tensor:
+    """NV12 ``uint8 (n, H*3/2, W)`` (luma rows, then H/2 rows of interleaved Cb Cr) -> packed I420
+    ``uint8 (n, 1, H*3/2, W)`` as `streamseg.data.video.i420_frames` lays it out. Exact (a copy), any device."""
+    n, hx, w = nv12.shape
+    h = hx * 2 // 3
+    out = torch.empty((n, 1, hx, w), dtype=torch.uint8, device=nv12.device)
+    out[:, 0, :h] = nv12[:, :h]
+    cbcr = nv12[:, h:].reshape(n, h // 2, w // 2, 2)
+    q = h // 4  # a chroma plane (H/2 x W/2) is H/4 rows of W
+    out[:, 0, h : h + q] = cbcr[..., 0].reshape(n, q, w)
+    out[:, 0, h + q :] = cbcr[..., 1].reshape(n, q, w)
+    return out
+
+
+def _plane_tensor(frame: Any, size: tuple[int, int]) -> torch.Tensor:
+    """A decoded frame (DLPack) as ``uint8 (H*3/2, W)`` NV12; ValueError for any other layout."""
+    try:
+        t = torch.from_dlpack(frame)
+    except (TypeError, RuntimeError, BufferError, AttributeError):  # no DLPack: the CUDA array interface
+        t = torch.as_tensor(frame, device="cuda")
+    if t.dim() > 2:  # (H*3/2, W, 1) or (1, H*3/2, W)
+        t = t.squeeze()
+    h, w = size
+    if t.dtype != torch.uint8 or tuple(t.shape) != (h * 3 // 2, w):
+        raise ValueError(f"decoded frames are {t.dtype} {tuple(t.shape)}, not 8-bit 4:2:0 NV12 "
+                         f"uint8 ({h * 3 // 2}, {w}) (a 10-bit or 4:2:2/4:4:4 stream?)")
+    return t
+
+
+# Frames a ThreadedDecoder decodes ahead of the reader: two chunks of 32 (a 1280x720 NV12 frame is 1.4 MB,
+# so 64 frames are 88 MB of GPU memory per open video)
+AHEAD = 64
+
+
+def _open_decoder(nvc: Any, path: Path, device: torch.device, stream: int, threaded: bool = False) -> Any:
+    """PyNvVideoCodec's ThreadedDecoder (``threaded``: decodes on its own native thread, ahead of the reader)
+    or SimpleDecoder (decodes inside each ``get_batch_frames`` call)."""
+    common = dict(gpu_id=device.index or 0, cuda_stream=stream, use_device_memory=True,
+                  output_color_type=nvc.OutputColorType.NATIVE)
+    if threaded:
+        return nvc.ThreadedDecoder(str(path), buffer_size=AHEAD, **common)
+    return nvc.SimpleDecoder(str(path), **common)
+
+
+def nvdec_plan(paths: Iterable[str | Path], size: tuple[int, int], fallback: bool,
+               device: torch.device | str = "cuda") -> tuple[bool, set[str]]:
+    """Which files NVDEC decodes, decided before training: ``(use_nvdec, pyav_files)``.
+
+    Each file is opened by NVDEC and its first frame decoded and checked (8-bit 4:2:0, ``size`` (H, W));
+    its PyAV reading must need no rotation or deinterlacing. A file that fails goes to ``pyav_files``
+    with a warning naming it (``fallback``), or raises `DataError` naming it. PyNvVideoCodec missing:
+    ``(False, set())`` with a warning naming the extra (``fallback``), else `NvdecUnavailable`.
+    """
+    from streamseg.data.video import VideoFileSource  # PyAV: only to compare what it would do
+
+    try:
+        nvc = import_pynvvideocodec()
+    except NvdecUnavailable as e:
+        if not fallback:
+            raise
+        warnings.warn(f"{e}; decoding every video with PyAV (data.decoder_fallback=true)", stacklevel=2)
+        return False, set()
+    device = torch.device(device)
+    pyav: set[str] = set()
+    for path in dict.fromkeys(Path(p) for p in paths):
+        try:
+            with VideoFileSource(path, pixel_path="i420") as ref:
+                if ref.rotation or ref.interlaced:
+                    raise ValueError(f"it is {'rotated' if ref.rotation else 'interlaced'}; PyAV corrects that, "
+                                     "NVDEC would not")
+            decoder = _open_decoder(nvc, path, device, 0)
+            first = decoder.get_batch_frames(1)
+            if not first:
+                raise ValueError("NVDEC decoded no frame")
+            _plane_tensor(first[0], size)
+            del first, decoder
+        except DataError:
+            raise
+        except Exception as e:  # the library raises plain RuntimeErrors for unsupported codecs/profiles
+            reason = f"NVDEC cannot decode it like PyAV ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            if not fallback:
+                raise DataError(path, f"{reason}; data.decoder_fallback=false (set it true to decode such "
+                                      "files with PyAV, or use data.decoder=pyav)") from e
+            warnings.warn(f"{path}: {reason}; decoding it with PyAV (data.decoder_fallback=true)", stacklevel=2)
+            pyav.add(str(path))
+    return True, pyav
+
+
+class NvdecSource:
+    """Sequential NVDEC decoding of one video, one decoder kept open across all reads (`FrameSource`).
+
+    ``read(n)`` returns the next ``n`` sampled frames (frames ``0, s, 2s, ...``) as packed I420
+    ``uint8 (n', 1, H*3/2, W)`` on ``device``, ready for the caller's current CUDA stream; ``n' < n`` only
+    at the end. After each read the next ``n`` are decoded ahead in ``pool`` (one thread per video at a
+    time) on this source's own CUDA stream.
+
+    Args:
+        path: the video. size: its ``(H, W)`` (even), as `probe` gives it.
+        sample_rate: keep every ``sample_rate``-th frame. device: the decoding GPU.
+        pool: the thread pool that decodes ahead (None: decode when asked, on the caller's thread).
+        threaded: decode with PyNvVideoCodec's ThreadedDecoder (its own native thread decodes up to `AHEAD`
+            frames ahead) instead of its SimpleDecoder (decodes inside each call). SimpleDecoder is the
+            default because it is the one measured on the GPU (bit-exact; too slow for the targets, see
+            docs/benchmarks.md); ThreadedDecoder is tested on CPU with a stand-in only.
+    """
+
+    opens: ClassVar[Counter[str]] = Counter()
+
+    def __init__(self, path: str | Path, size: tuple[int, int], sample_rate: int = 1,
+                 device: torch.device | str = "cuda", pool: ThreadPoolExecutor | None = None,
+                 threaded: bool = False) -> None:
+        self.path, self.size, self.sample_rate = Path(path), (int(size[0]), int(size[1])), sample_rate
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+            raise DataError(self.path, f"sample_rate must be an int >= 1, got {sample_rate!r}")
+        self.device, self.pool = torch.device(device), pool
+        self._cuda = self.device.type == "cuda"
+        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        nvc = import_pynvvideocodec()
+        self._legacy = False  # the decoder works on CUDA's legacy default stream, not on ours
+        try:
+            try:
+                self._decoder = _open_decoder(nvc, self.path, self.device, self._stream.cuda_stream if self._cuda else 0,
+                                              threaded)
+            except TypeError:  # a binding that takes no raw stream handle
+                self._decoder, self._legacy = _open_decoder(nvc, self.path, self.device, 0, threaded), self._cuda
+        except Exception as e:
+            raise DataError(self.path, f"NVDEC cannot open it: {e}") from e
+        NvdecSource.opens[str(self.path)] += 1
+        self.num_frames, self.fps = len(self._decoder), 0.0
+        self._header_frames = self.num_frames  # the container's count: never ask the decoder past it
+        self._next = 0  # original-rate index of the next frame the decoder returns
+        self._ended = False
+        self._ready: torch.Tensor | None = None  # sampled frames decoded and not yet returned
+        self._ahead: Future | None = None
+
+    def __repr__(self) -> str:
+        return f"NvdecSource({str(self.path)!r}, sample_rate={self.sample_rate})"
+
+    def _decode(self, n: int) -> tuple[torch.Tensor, Any]:
+        """Decode until ``n`` more sampled frames (fewer at the end): (I420 frames, event or None)."""
+        s = self.sample_rate
+        first = math.ceil(self._next / s) * s  # the next frame to keep
+        need = 0 if self._ended or n == 0 else first + (n - 1) * s - self._next + 1
+        ctx = torch.cuda.stream(self._stream) if self._cuda else contextlib.nullcontext()
+        with ctx:
+            try:
+                ask = min(need, self._header_frames - self._next) if self._header_frames > 0 else need
+                frames = []
+                while len(frames) < ask:  # a ThreadedDecoder hands out at most AHEAD frames a call
+                    got = self._decoder.get_batch_frames(min(ask - len(frames), AHEAD))
+                    frames += got
+                    if not got:
+                        break
+                if self._legacy:  # our copies below wait for the decoder's work on the default stream
+                    self._stream.wait_stream(torch.cuda.default_stream(self.device))
+                keep = [_plane_tensor(f, self.size) for j, f in enumerate(frames) if (self._next + j) % s == 0]
+            except Exception as e:
+                raise DataError(self.path, f"NVDEC decoding failed after frame {self._next}: {e}") from e
+            self._next += len(frames)
+            if len(frames) < need:
+                self._ended = True
+                self.num_frames = self._next
+            h, w = self.size
+            out = (nv12_to_i420(torch.stack(keep)) if keep
+                   else torch.empty((0, 1, h * 3 // 2, w), dtype=torch.uint8, device=self.device))
+            del frames, keep
+            event = None
+            if self._cuda:
+                event = torch.cuda.Event()
+                event.record(self._stream)
+                # the decoder may reuse its surfaces at its next call: the copies above finish first (this
+                # thread waits, not the consumer)
+                event.synchronize()
+        return out, event
+
+    def _take(self, result: tuple[torch.Tensor, Any]) -> torch.Tensor:
+        frames, event = result
+        if event is not None:  # the consumer's stream waits for the decode stream, the host does not
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(event)
+            frames.record_stream(current)
+        return frames
+
+    def read(self, n: int) -> torch.Tensor:
+        if self._decoder is None:
+            raise DataError(self.path, "read() after close()")
+        have = self._ready
+        if self._ahead is not None:
+            got = self._take(self._ahead.result())
+            self._ahead = None
+            have = got if have is None else torch.cat([have, got])
+        if have is None or len(have) < n:
+            more = self._take(self._decode(n - (0 if have is None else len(have))))
+            have = more if have is None else torch.cat([have, more])
+        out, rest = have[:n], have[n:]
+        self._ready = rest if len(rest) else None
+        if self.pool is not None and not self._ended:
+            self._ahead = self.pool.submit(self._decode, n)
+        return out
+
+    def close(self) -> None:
+        if self._ahead is not None:  # the decoder must outlive the thread using it
+            with contextlib.suppress(Exception):
+                self._ahead.result()
+            self._ahead = None
+        self._decoder, self._ready = None, None
+
+    def __enter__(self) -> NvdecSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
