@@ -23,6 +23,10 @@ class Params:
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_decoders=2, num_layers=4, num_maps=8)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> ASFormer:
     model = ASFormer(
         in_channels, num_classes, p.num_decoders, p.num_layers, p.num_maps, p.r1, p.r2, p.channel_masking_rate

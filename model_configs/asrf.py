@@ -36,6 +36,10 @@ class Params(ASRFLossParams):  # + the training loss's class_weight, smoothing, 
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_layers=3, num_maps=8, num_stages_asb=3, num_stages_brb=2)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> ASRF:
     model = ASRF(
         in_channels, num_classes, p.num_layers, p.num_maps, p.num_stages_asb, p.num_stages_brb, p.dropout,

@@ -20,6 +20,10 @@ class Params:
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(window=384, wide=8, narrow=8)  # 384: the smallest window C2F-TCN takes
+
+
 def derive(params) -> None:
     """After the overrides: an unset `data.zoom_window` (the zoom augmentation's window, streamseg.data.zoom)
     follows `model.window`, so a zoomed training video fits one window as in the official loader."""

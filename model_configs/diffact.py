@@ -53,6 +53,11 @@ class Params(DiffActLossParams):  # + the training loss's loss_*, class_weightin
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(encoder_layers=3, encoder_maps=8, feature_layers=(0, 2), decoder_layers=2, decoder_maps=8,
+            time_emb_dim=16, timesteps=100, sampling_steps=3)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> DiffAct:
     model = DiffAct(
         in_channels, num_classes,

@@ -14,5 +14,9 @@ class Params:
     dropout: float = 0.5
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_stages=3, num_layers=4, num_maps=8)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> MemoryTCN:
     return MemoryTCN(in_channels, num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout)

@@ -14,6 +14,10 @@ class Params:
     frame_size: tuple[int, ...] = (224, 224)  # must equal data.frame_size
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(hidden_channels=8, frame_size=(16, 16))
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> TSMMemoryTCN:
     return tsm_framewise_mobilenet_v2(num_classes, p.hidden_channels, p.dropout, weights=p.weights,
                                       frame_size=tuple(p.frame_size), shift=False)

@@ -19,6 +19,10 @@ class Params:
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_stages=2, num_layers=3, num_maps=8)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> MSTCN:
     model = MSTCN(in_channels, num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout)
     return model if p.weights is None else load_weights(model, p.weights)

@@ -21,6 +21,10 @@ class Params:
     weights: str | None = None
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_layers_pg=4, num_layers_r=3, num_refinements=2, num_maps=8)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> MSTCN2:
     model = MSTCN2(in_channels, num_classes, p.num_layers_pg, p.num_layers_r, p.num_refinements, p.num_maps, p.dropout)
     return model if p.weights is None else load_weights(model, p.weights)

@@ -31,6 +31,11 @@ class Params:
     frame_size: tuple[int, ...] = (224, 224)  # must equal data.frame_size
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_layers=3, num_maps=8, image_dim=8, text_dim=8, text_width=16, text_layers=1, text_heads=2,
+            context_tokens=2, feedback_delay=6, frame_size=(16, 16))
+
+
 def derive(params) -> None:
     """After the overrides: `model.feedback_delay = None` follows `train.chunk_size` (so `-o
     train.chunk_size=16` gives a delay of 16); a number, from a config or `-o`, is kept."""

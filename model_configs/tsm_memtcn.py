@@ -21,6 +21,10 @@ class Params:
     num_blocks: int | None = None  # MobileNetV2 feature blocks kept (None: all 19); 4 = a tiny CPU encoder
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(num_layers=3, num_maps=8, frame_size=(16, 16), num_blocks=4)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> TSMMemoryTCN:
     return tsm_memtcn_mobilenet_v2(num_classes, p.num_stages, p.num_layers, p.num_maps, p.dropout,
                                    shift_div=p.shift_div, causal=p.causal, weights=p.weights,

@@ -52,6 +52,10 @@ class Params:
     dropout: float = 0.5
 
 
+# A tiny size that keeps the structure, for the contract, export and config sweeps (tests/configs.py)
+TINY = dict(clip_len=4, context=4, frame_size=(16, 16), num_layers=2, num_maps=8)
+
+
 def build_model(p: Params, in_channels: int, num_classes: int) -> EncoderHead:
     encoder = ENCODERS[p.backbone](clip_len=p.clip_len, context=p.context, frame_size=tuple(p.frame_size),
                                    weights=p.weights)

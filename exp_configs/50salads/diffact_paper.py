@@ -1,11 +1,9 @@
 """DiffAct with the official 50Salads recipe (Finspire13/DiffAct default_configs.py `params_50salads`):
 sample rate 8; decoder kernel 7 (1,214,566 parameters at 19 classes); snr_scale 1.0; conditions full /
-zero / boundary05- / segment=2 (x2); Adam 5e-4, no weight decay, 5001 epochs, 4 single-video steps accumulated
-per optimiser step across epochs (`train.accumulate_across_epochs`);
+zero / boundary05- / segment=2 (x2); Adam 5e-4, no weight decay, 5001 epochs;
 class-weighted CE (no soft labels) + 0.1 T-MSE, 0.1 boundary BCE with boundaries smoothed by sigma 20
-frames at 30 fps (2.5 at the sample rate); DDIM 25 steps, each video's noise seeded with its index in
-the test split (official `set_sampling_seed`); median filter of 30 (sampled) frames on the
-probabilities. The last epoch's weights are tested.
+frames at 30 fps (2.5 at the sample rate); median filter of 30 (sampled) frames on the probabilities;
+the rest as `streamseg.config.bases.diffact_paper`.
 
 Differences: the official trains on a random one of the 8 sample-rate offsets of each video and tests on
 the mean of all 8; here offset 0 only, and predictions are repeated 8 times back to 30 fps.
@@ -14,11 +12,12 @@ the mean of all 8; here offset 0 only, and predictions are repeated 8 times back
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import diffact_paper
 from streamseg.engine.recipes.diffact import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:
-    params.model.seed_by_video_index = True  # official: seed = the video's index in the test list
+    diffact_paper(params)
     params.data.sample_rate = 8
     params.model.decoder_kernel = 7
     params.model.snr_scale = 1.0
@@ -29,10 +28,5 @@ def configure(params: RunParams) -> None:
     params.model.postprocess = "median"
     params.model.postprocess_size = 30
     params.train.epochs = 5001
-    # official main.py: one video per step, 4 steps accumulated, the count running across epochs
-    params.train.batch_size = 1
-    params.train.accumulate = 4
-    params.train.accumulate_across_epochs = True
     params.train.lr = 5e-4
     params.train.weight_decay = 0.0
-    params.train.val_every = 100  # official log_freq (only used with a validation split)

@@ -1,21 +1,20 @@
 """DiffAct with the official Breakfast recipe (Finspire13/DiffAct default_configs.py `params_breakfast`):
 encoder 12 layers x 256 maps, input dropout 0.1 (channels and frames), decoder conditioned on encoder
 layers 7/8/9, decoder 8 layers x 128 maps (11,912,800 parameters at 48 classes); Adam 1e-4, no weight
-decay, 1001 epochs, 4 single-video steps accumulated
-per optimiser step across epochs (`train.accumulate_across_epochs`); loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
-the encoder and the decoder, 0.1 boundary BCE (boundaries smoothed with sigma 3); DDIM 25 steps, each video's noise seeded with its index in
-the test split (official `set_sampling_seed`); median
-filter of 15 frames on the probabilities. The last epoch's weights are tested.
+decay, 1001 epochs; loss 0.5 CE (soft labels, sigma 4) + 0.025 T-MSE for
+the encoder and the decoder, 0.1 boundary BCE (boundaries smoothed with sigma 3); median filter of 15
+frames on the probabilities; the rest as `streamseg.config.bases.diffact_paper`.
 
     streamseg train -D breakfast -M diffact -E paper -o data.split=1   # then the other splits and average
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import diffact_paper
 from streamseg.engine.recipes.diffact import diffact_module as build_module  # noqa: F401 (the experiment's recipe)
 
 
 def configure(params: RunParams) -> None:
-    params.model.seed_by_video_index = True  # official: seed = the video's index in the test list
+    diffact_paper(params)
     params.model.encoder_layers = 12
     params.model.encoder_maps = 256
     params.model.channel_dropout = 0.1
@@ -29,10 +28,6 @@ def configure(params: RunParams) -> None:
     params.model.postprocess = "median"
     params.model.postprocess_size = 15
     params.train.epochs = 1001
-    # official main.py: one video per step, 4 steps accumulated, the count running across epochs
-    params.train.batch_size = 1
-    params.train.accumulate = 4
-    params.train.accumulate_across_epochs = True
     params.train.lr = 1e-4
     params.train.weight_decay = 0.0
     params.train.val_every = 20  # official log_freq (only used with a validation split)

@@ -1,6 +1,5 @@
-"""End-to-end streaming Transeger on breakfast raw video: the shared base
-`streamseg.config.bases.transeger_chunk32` (224x224 frames, chunks of 32 sampled frames, 2 chunks of
-gradient through the state, 2 streams per GPU) at the breakfast sample rate 8
+"""End-to-end streaming Transeger on breakfast raw video:
+`streamseg.config.bases.transeger_chunk32` at the breakfast sample rate 8
 (32 x 8 = 256 frames per chunk).
 Start from ImageNet weights you have locally: -o model.weights=/path/to/mobilenet_v2.pth
 

@@ -1,15 +1,13 @@
-"""MS-TCN with the paper's recipe (Farha & Gall, CVPR'19): Adam 5e-4, 50 epochs, one video per step,
-the last epoch's weights tested (no validation split: the standard TAS splits have none, and selecting
-on the test split is what inflated several published numbers).
+"""MS-TCN with the paper's recipe on EGTEA: `streamseg.config.bases.mstcn_paper`, the videos drawn in a
+seeded order (this config has never used the official shuffle).
 
     streamseg train -D egtea -M mstcn -E paper -o data.split=1   # then splits 2.. and average
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import mstcn_paper
 
 
 def configure(params: RunParams) -> None:
-    params.train.epochs = 50
-    params.train.batch_size = 1
-    params.train.lr = 5e-4
-    params.train.seed = 1538574472  # the official code's seed
+    mstcn_paper(params)
+    params.train.shuffle = "seeded"

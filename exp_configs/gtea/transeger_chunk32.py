@@ -1,6 +1,5 @@
-"""End-to-end streaming Transeger on gtea raw video: the shared base
-`streamseg.config.bases.transeger_chunk32` (224x224 frames, chunks of 32 sampled frames, 2 chunks of
-gradient through the state, 2 streams per GPU) at the gtea sample rate 4
+"""End-to-end streaming Transeger on gtea raw video:
+`streamseg.config.bases.transeger_chunk32` at the gtea sample rate 4
 (32 x 4 = 128 frames per chunk, as SVTAS's GTEA Transeger config).
 Start from ImageNet weights you have locally: -o model.weights=/path/to/mobilenet_v2.pth
 

@@ -11,18 +11,13 @@ parallel streams. Small frames, short windows and 4 epochs so that it trains on 
 """
 
 from streamseg.config import RunParams
+from streamseg.config.bases import synth_chunk32
 
 
 def configure(params: RunParams) -> None:
-    params.data.input = "video"
-    params.data.frame_size = (32, 32)  # synth videos are 64x64; 32x32 costs ~4x less
-    params.data.sample_rate = 2  # 15 fps -> 7.5 fps seen by the model
-    params.model.frame_size = params.data.frame_size
+    synth_chunk32(params)
     params.model.backbone = "r2plus1d_18"
     params.model.clip_len = 4
     params.model.context = 4
     params.train.chunk_size = 16  # a multiple of clip_len, so clips never straddle chunks
-    params.train.tbptt_chunks = 2
-    params.train.batch_size = 4
     params.train.epochs = 4
-    params.train.lr = 1e-3

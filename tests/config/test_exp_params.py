@@ -22,15 +22,22 @@ RECORD = Path(__file__).with_name("exp_params.json")
 
 
 def experiments(repo: Path) -> list[Path]:
-    return sorted(p for p in (repo / "exp_configs").glob("*/*.py")
-                  if not p.name.startswith("_") and not p.parent.name.startswith("_"))
+    """Every experiment config: `exp_configs/<dataset>/*.py`, and the search tests' tiny synth experiments
+    (`tests/search/<model>_tiny.py`, built on the real synth configs)."""
+    return sorted([p for p in (repo / "exp_configs").glob("*/*.py")
+                   if not p.name.startswith("_") and not p.parent.name.startswith("_")]
+                  + list((repo / "tests" / "search").glob("*_tiny.py")))
+
+
+def _dataset(exp: Path) -> str:
+    return "synth" if exp.parent.name == "search" else exp.parent.name
 
 
 def resolved(repo: Path, exp: Path) -> dict:
     """`exp_configs/<dataset>/<model>_<exp>.py` resolved without overrides, flattened and JSON-safe."""
     models = sorted((p.stem for p in (repo / "model_configs").glob("*.py")), key=len, reverse=True)
     model = next(m for m in models if exp.stem.startswith(m + "_"))
-    configs = load_configs(str(repo / "dataset_configs" / f"{exp.parent.name}.py"),
+    configs = load_configs(str(repo / "dataset_configs" / f"{_dataset(exp)}.py"),
                            str(repo / "model_configs" / f"{model}.py"), str(exp))
     params, _ = resolve_params(configs)
     return flatten_json(to_jsonable(params))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamseg.config import ConfigError, load_configs, resolve_params
+from streamseg.config import ConfigError, load_configs, load_experiment, resolve_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,3 +136,17 @@ def test_derive_runs_after_the_overrides_and_is_type_checked(user_root):
     write(user_root / "exp_configs" / "toy" / "tiny_badderive.py", EXP + "    def derive(p):\n        p.model.width = 'wide'\n")
     with pytest.raises(ConfigError, match=r"tiny_badderive.py: derive\(\) set model.width"):
         resolve_params(load_configs("toy", "tiny", "badderive", user_root))
+
+
+def test_an_experiment_builds_on_another_through_load_experiment():
+    """tests/search/mstcn_tiny.py is exp_configs/synth/mstcn_quick.py shrunk: what the tiny one does not
+    set (the batch of 4 videos, the seed) comes from the real one."""
+    repo = Path(__file__).resolve().parents[2]
+    quick = load_experiment("synth", "mstcn", "quick")
+    assert Path(quick.__file__) == repo / "exp_configs" / "synth" / "mstcn_quick.py"
+    tiny = load_configs("synth", "mstcn", str(repo / "tests" / "search" / "mstcn_tiny.py"))
+    assert Path(tiny.exp.quick.__file__) == Path(quick.__file__)
+    params, _ = resolve_params(tiny)
+    assert params.train.batch_size == 4 and params.model.num_stages == 2
+    with pytest.raises(ConfigError, match=r"no exp config synth/mstcn_nope\.py\. Available: .*quick"):
+        load_experiment("synth", "mstcn", "nope")

@@ -256,3 +256,18 @@ def test_feature_source_rejects_wrong_shape(tmp_path):
     np.save(tmp_path / "f.npy", np.zeros((2, 3, 4)))
     with pytest.raises(DataError, match=r"f\.npy: features must be 2-D"):
         FeatureSource(tmp_path / "f.npy")
+
+
+def test_read_sampled_keeps_every_sample_rate_th_original_frame_and_says_why_it_stopped():
+    """The one PyAV read loop (training's VideoFileSource and deploy's StreamSource both call it): frames
+    here are the original indices, so what is kept and where it stops is plain to see."""
+    from streamseg.data.video import read_sampled
+
+    decoder = iter(range(10))
+    seen = []
+    got = read_sampled(decoder, 2, 3, 0, on_frame=seen.append)
+    assert got == ([0, 3], 4, None) and seen == [0, 1, 2, 3]  # stops right after the n-th kept frame
+    got = read_sampled(decoder, 5, 3, got.next_index, limit=8, on_frame=seen.append)
+    assert got == ([6], 8, "limit") and seen == list(range(8))  # frame 8 is never decoded
+    got = read_sampled(decoder, 5, 3, got.next_index)
+    assert got == ([9], 10, "end")

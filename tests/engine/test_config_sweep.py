@@ -1,12 +1,13 @@
 """Every experiment config builds and trains two steps on tiny data (the "sweep" of STYLE.md, issue #5).
 
-The configs are globbed at collection time, so a config added to `exp_configs/` is swept without any edit
-here. Each one is resolved by the loader with its own dataset, model and experiment modules, then
-re-pointed at the synthetic fixtures (every shipped dataset config reads the standard TAS layout, so
-`data.root` is enough; `data.input="video"` configs get the fixture with mp4 files) and shrunk by `-o`
-overrides: one policy per model config name (a model without one gets the generic policy, applied to the
-keys its `Params` has). Then `streamseg.engine.runner.build` assembles DataModule and LightningModule as a
-run does, and Lightning trains 2 optimizer steps: the loss must be finite and the weights must move.
+The configs are listed from the folders at collection time (tests/configs.py), so a config added to
+`exp_configs/` is swept without any edit here. Each one is resolved by the loader with its own dataset,
+model and experiment modules, then re-pointed at the synthetic fixtures (every shipped dataset config reads
+the standard TAS layout, so `data.root` is enough; `data.input="video"` configs get the fixture with mp4
+files) and shrunk by `-o` overrides: its model config's `TINY` size (a model config must declare one:
+tests/models/test_model_configs.py). Then `streamseg.engine.runner.build` assembles DataModule and
+LightningModule as a run does, and Lightning trains 2 optimizer steps: the loss must be finite and the
+weights must move.
 """
 
 from __future__ import annotations
@@ -26,32 +27,12 @@ from streamseg.engine import dist
 from streamseg.engine.batches import BatchKind
 from streamseg.engine.runner import batch_kind, build
 
-from ..conftest import REPO
+from ..configs import experiment_paths, model_names, model_of, tiny_overrides
 
-EXPERIMENTS = sorted(p for p in (REPO / "exp_configs").glob("*/*.py") if not p.name.startswith("_"))
-MODELS = sorted((p.stem for p in (REPO / "model_configs").glob("*.py") if not p.name.startswith("_")),
-                key=len, reverse=True)  # longest first: model names may prefix each other (mstcn, mstcn2)
-
-# Per model config: overrides that make it tiny (CPU, seconds) while keeping its structure (stages,
-# refinements, decoders, both branches...).
-SHRINK: dict[str, list[str]] = {
-    "mstcn": ["model.num_stages=2", "model.num_layers=3", "model.num_maps=8"],
-    "mstcn2": ["model.num_layers_pg=3", "model.num_layers_r=2", "model.num_refinements=1", "model.num_maps=8"],
-    "asformer": ["model.num_decoders=1", "model.num_layers=3", "model.num_maps=8"],
-    "asrf": ["model.num_layers=3", "model.num_maps=8", "model.num_stages_asb=2", "model.num_stages_brb=2"],
-    "c2ftcn": ["model.wide=8", "model.narrow=8", "model.window=384"],  # 384: the smallest window C2F-TCN takes
-    "diffact": ["model.encoder_layers=3", "model.encoder_maps=8", "model.feature_layers=0,2", "model.decoder_layers=2",
-                "model.decoder_maps=8", "model.time_emb_dim=16", "model.timesteps=100", "model.sampling_steps=2"],
-    "memtcn": ["model.num_stages=2", "model.num_layers=3", "model.num_maps=8"],
-    "framewise": ["model.hidden_channels=8"],
-    "mobilenet_framewise": ["model.hidden_channels=8"],
-    "tsm_memtcn": ["model.num_layers=2", "model.num_maps=8", "model.num_blocks=4"],
-    "transeger": ["model.num_layers=2", "model.num_maps=8", "model.image_dim=8", "model.text_dim=8",
-                  "model.text_width=16", "model.text_layers=1", "model.text_heads=2", "model.context_tokens=2"],
-    "video_memtcn": ["model.clip_len=4", "model.context=4", "model.num_layers=2", "model.num_maps=8"],
-}
-# For a model config without a policy: these values for whichever of the keys its Params has.
-GENERIC = {"num_stages": "1", "num_layers": "2", "num_maps": "8", "hidden_channels": "8", "num_blocks": "4"}
+EXPERIMENTS = experiment_paths()
+# TINY keys this sweep sets itself: the frame size of its fixture videos, and Transeger's feedback delay,
+# which the configs leave to follow the chunk (model_configs/transeger.py derive)
+SWEEP_SETS = ("frame_size", "feedback_delay")
 
 FRAME_SIZE = "32,32"  # video inputs: synth videos are 64x64; every backbone here accepts 32x32
 CHUNK = 8  # sampled frames per chunk for configs that chunk (a multiple of video_memtcn's clip_len 4)
@@ -64,9 +45,9 @@ SYNTH_SPEC_FIELDS = {"num_videos": "num_videos", "seed": "synth_seed", "with_vid
 
 def _split_name(exp: Path) -> tuple[str, str, str]:
     """`exp_configs/<dataset>/<model>_<exp>.py` -> (dataset, model, exp)."""
-    model = next((m for m in MODELS if exp.stem.startswith(m + "_")), None)
+    model = model_of(exp)
     if model is None:
-        pytest.fail(f"{exp}: its name must be <model>_<exp>.py with <model> in model_configs/ ({sorted(MODELS)})")
+        pytest.fail(f"{exp}: its name must be <model>_<exp>.py with <model> in model_configs/ ({model_names()})")
     return exp.parent.name, model, exp.stem[len(model) + 1 :]
 
 
@@ -106,10 +87,7 @@ def _tiny_overrides(configs, params, model: str, roots: dict[str, Path]) -> list
         out.append(f"train.chunk_size={CHUNK}")
     if "compile" in _fields(params.train):
         out.append("train.compile=false")  # compiling costs more than two steps
-    shrink = SHRINK.get(model)
-    if shrink is None:
-        shrink = [f"model.{k}={v}" for k, v in GENERIC.items() if k in model_fields]
-    return out + TRAIN + shrink
+    return tiny_overrides(model, skip=SWEEP_SETS) + out + TRAIN
 
 
 class _Steps(pl.Callback):

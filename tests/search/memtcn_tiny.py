@@ -1,17 +1,20 @@
 """A tiny causal MemoryTCN experiment with an architecture space, for the NNI NAS test
-(`-E tests/search/memtcn_tiny.py`). Not collected by pytest (no test_ prefix)."""
+(`-E tests/search/memtcn_tiny.py`): the real `exp_configs/synth/memtcn_quick.py` shrunk. Not collected
+by pytest (no test_ prefix)."""
 
-from streamseg.config import RunParams
+from streamseg.config import RunParams, load_experiment
+
+quick = load_experiment("synth", "memtcn", "quick")
 
 
 def configure(params: RunParams) -> None:
+    quick.configure(params)
     params.model.num_stages = 1
     params.model.num_layers = 2
     params.model.num_maps = 8
     params.train.epochs = 1
-    params.train.batch_size = 4
     params.train.lr = 1e-2
-    params.train.chunk_size = 32
+    params.train.tbptt_chunks = 1
     params.train.monitor = "acc"
     params.data.num_videos = 8
     params.data.with_videos = False

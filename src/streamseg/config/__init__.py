@@ -1,6 +1,6 @@
 """Config modules (`-D/-M/-E`), typed parameters and `-o` overrides."""
 
-from .loader import ConfigSet, load_configs, resolve_params
+from .loader import ConfigSet, load_configs, load_experiment, resolve_params
 from .params import (
     ConfigError,
     RunParams,
@@ -22,6 +22,7 @@ __all__ = [
     "flatten",
     "load_jsonable",
     "load_configs",
+    "load_experiment",
     "parse_value",
     "redact",
     "redact_all",

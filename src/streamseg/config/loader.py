@@ -171,6 +171,18 @@ def load_configs(dataset: str, model: str, exp: str, config_root: str | Path | N
     return ConfigSet(modules["dataset"], modules["model"], modules["exp"], dataset_name, model_name, exp_name)
 
 
+def load_experiment(dataset: str, model: str, exp: str, config_root: str | Path | None = None) -> ModuleType:
+    """Only the experiment config module `exp_configs/<dataset>/<model>_<exp>.py`, found as `load_configs`
+    finds it: for a config that builds on another experiment (`other.configure(params)`, then its delta)."""
+    path = next((p for p in _candidates("exp", exp, dataset, model, default_roots(config_root)) if p.is_file()), None)
+    if path is None:
+        avail = _available("exp", dataset, model, default_roots(config_root))
+        raise ConfigError(f"no exp config {dataset}/{model}_{exp}.py. Available: {', '.join(avail) or 'none'}")
+    module = import_file(path, _module_name("exp", path))
+    _check_module("exp", module, path)
+    return module
+
+
 def resolve_params(configs: ConfigSet, overrides: Sequence[str] = ()) -> tuple[RunParams, dict]:
     """Defaults, then the experiment's `configure`, then the overrides, then the optional `derive` of the
     model and experiment configs (`OPTIONAL`); returns (params, applied)."""

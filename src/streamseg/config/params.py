@@ -82,6 +82,13 @@ class TrainParams:
     training: early_stop_patience validations in a row without an improvement larger than
     early_stop_min_delta in early_stop_mode ("max" or "min"); the stopped epoch and the reason go to
     metrics.json (`early_stopping`), and the state resumes with the run.
+
+    Distributed strategy (`streamseg.engine.strategies`): strategy: "ddp" (default: Lightning's DDP over
+    the processes of the launch, one device as is), "fsdp" (Fully Sharded Data Parallel: parameters,
+    gradients and optimiser state sharded over the GPUs; GPU only, Lightning refuses it on the CPU) or
+    "deepspeed" (DeepSpeed ZeRO; the optional extra `streamseg[deepspeed]`, GPU only). zero_stage:
+    DeepSpeed's ZeRO stage, 1 (optimiser state sharded), 2 (+ gradients) or 3 (+ parameters); only with
+    strategy "deepspeed". A strategy this machine cannot run is refused before any work.
     """
 
     epochs: int = 50
@@ -125,6 +132,8 @@ class TrainParams:
     early_stop_mode: Literal["max", "min"] = "max"
     early_stop_patience: int = 10
     early_stop_min_delta: float = 0.0
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    zero_stage: Literal[1, 2, 3] = 2
 
 
 @dataclass

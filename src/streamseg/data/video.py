@@ -36,7 +36,7 @@ import re
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Iterator, Literal, NamedTuple, Protocol, runtime_checkable
 
 import av
 import numpy as np
@@ -55,6 +55,7 @@ __all__ = [
     "i420_frames",
     "open_source",
     "probe",
+    "read_sampled",
     "resize_frames",
     "ycbcr420_to_rgb_float",
     "ycbcr_matrix",
@@ -240,6 +241,38 @@ def i420_colour(pix_fmt: str | None, colorspace: int, color_range: int) -> tuple
     return int(colorspace), pix_fmt.startswith("yuvj") or int(color_range) == _FULL_RANGE
 
 
+class SampledRead(NamedTuple):
+    """What `read_sampled` decoded: the kept frames, the original-rate index of the next frame, and why
+    it stopped early (None: ``n`` frames were kept; "end": the decoder has no more frames, see its
+    ``error``; "limit": ``limit`` original frames have been decoded)."""
+
+    frames: list[av.VideoFrame]
+    next_index: int
+    stop: Literal["end", "limit"] | None
+
+
+def read_sampled(decoder: Iterator[av.VideoFrame], n: int, sample_rate: int, next_index: int, *,
+                 limit: int | None = None, on_frame: Callable[[av.VideoFrame], None] | None = None) -> SampledRead:
+    """THE PyAV read loop, shared by training (`VideoFileSource`) and deployment (`deploy.sources.
+    StreamSource`): decode original frames front to back from ``decoder`` (a `FrameDecoder`; inter-coded
+    video cannot skip frames) and keep every ``sample_rate``-th one (original indices 0, s, 2s, ...) until
+    ``n`` are kept. ``next_index`` is the original-rate index of the decoder's next frame; ``on_frame`` sees
+    every decoded frame (kept or not) in order; decoding stops before frame ``limit`` when given."""
+    kept: list[av.VideoFrame] = []
+    while len(kept) < n:
+        if limit is not None and next_index >= limit:
+            return SampledRead(kept, next_index, "limit")
+        frame = next(decoder, None)
+        if frame is None:
+            return SampledRead(kept, next_index, "end")
+        if on_frame is not None:
+            on_frame(frame)
+        if next_index % sample_rate == 0:
+            kept.append(frame)
+        next_index += 1
+    return SampledRead(kept, next_index, None)
+
+
 def _stream_info(path: Path, container, stream) -> tuple[int, float, int, int]:
     """(num_frames, fps, height, width) from the container header: a count to plan with, never trusted
     to be decodable (a stream-copy trim's header counts the non-key frames it cannot show; a cut file's
@@ -374,15 +407,11 @@ class VideoFileSource(DecodedFootage):
         """Decode the next ``n`` sampled frames: ``uint8 (n', 3, H, W)``, ``n' < n`` only at the end."""
         if self._container is None:
             raise DataError(self.path, "read() after close()")
-        kept: list[av.VideoFrame] = []
-        while len(kept) < n and not self._ended:
-            frame = next(self._decoder, None)
-            if frame is None:
-                self._finish()
-                break
-            if self._next % self.sample_rate == 0:
-                kept.append(frame)
-            self._next += 1
+        if self._ended:
+            return self._convert([])
+        kept, self._next, stop = read_sampled(self._decoder, n, self.sample_rate, self._next)
+        if stop == "end":
+            self._finish()
         return self._convert(kept)
 
     def _finish(self) -> None:

@@ -39,7 +39,7 @@ import torch
 
 from ..data.decode import DecodedFootage, DecodeOptions, FrameDecoder, av_reason
 from ..data.errors import DataError
-from ..data.video import rgb24_frames
+from ..data.video import read_sampled, rgb24_frames
 
 __all__ = ["StreamSource", "is_stream", "parse_source", "source_name"]
 
@@ -183,20 +183,12 @@ class StreamSource(DecodedFootage):
         """The next ``n`` sampled frames, ``uint8 (n', 3, H, W)``; ``n' < n`` only once the stream ended."""
         if self._container is None:
             raise DataError(self.source, "read() after close()")
-        sampled: list[av.VideoFrame] = []
-        while len(sampled) < n and not self.ended:
-            if self.max_frames is not None and self.decoded >= self.max_frames:
-                self._finish(truncated_ok=True)
-                break
-            frame = next(self._decoder, None)
-            if frame is None:
-                self._finish()
-                break
-            self._arrived(frame)
-            if self.keep_frames:
-                self._kept.append(frame)
-            if (self.decoded - 1) % self.sample_rate == 0:
-                sampled.append(frame)
+        if self.ended:
+            return self._convert([])
+        sampled, _, stop = read_sampled(self._decoder, n, self.sample_rate, self.decoded, limit=self.max_frames,
+                                        on_frame=self._arrived)
+        if stop is not None:
+            self._finish(truncated_ok=stop == "limit")
         return self._convert(sampled)
 
     def _arrived(self, frame: av.VideoFrame) -> None:
@@ -211,6 +203,8 @@ class StreamSource(DecodedFootage):
         self._times.append(t)
         self.media_time_s = max(self.media_time_s, t)
         self.decoded += 1
+        if self.keep_frames:
+            self._kept.append(frame)
 
     def time_of(self, index: int) -> float:
         """Media time (seconds from the first frame) of original frame ``index``: its timestamp when it

@@ -32,6 +32,7 @@ from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
 from .csvlog import ResumableCSVLogger, checkpoint_with_history
 from .quiet import RunProgressBar
 from .rank_checks import check_ranks_agree, check_ranks_params, sha256
+from .strategies import check_strategy, replicated_weights, trainer_strategy
 from .rundir import RunDir, claim_run_dir, experiment_dir, write_json, write_snapshot
 from .schedules import METRIC_KEYS, early_stopping, early_stopping_summary, needs_validation  # noqa: F401
 from .throughput import TrainThroughput
@@ -56,7 +57,7 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, dm: Any, callbacks: l
         accelerator=hw.accelerator,
         devices=hw.devices,
         num_nodes=hw.num_nodes,
-        strategy="ddp" if world > 1 else "auto",
+        strategy=trainer_strategy(t, world),
         precision=t.precision,
         # with stream batches the module optimises manually (TBPTT) and clips gradients itself
         gradient_clip_val=None if streams else (t.grad_clip or None),
@@ -126,6 +127,7 @@ def train_and_test(
     """Train (resuming an unfinished run), test the best checkpoint, write metrics. Returns (run, metrics).
 
     `extra_callbacks` (e.g. Telegram reports) are added to the Trainer's callbacks."""
+    check_strategy(params.train, hw.accelerator)  # before any process group, data or run directory
     launch = dist.detect_launch()
     dist.init_process_group(launch, hw.accelerator)
     params_json = to_jsonable(params)
@@ -154,7 +156,7 @@ def train_and_test(
         callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
         trainer = _trainer(params, run, hw, dm, callbacks)
         trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
-        weights = check_ranks_agree(module.net)
+        weights = check_ranks_agree(module.net) if replicated_weights(params.train) else [[] for _ in ranks]
         # before testing: trainer.test(ckpt_path=...) restores every callback's state from that checkpoint
         stopped = early_stopping_summary(callbacks, params.train)
         throughput = next((cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
