@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         paths[name] = out
         print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
 
-    # every (graph, session setting) timed once per round, rounds interleaved
+    # every (graph, session setting) timed once per round, rounds interleaved (--rounds 0: labels only)
     timed = [(g, s) for g in paths for s in SESSIONS if s == "all-t2" or g in ("fp32", "default")]
     sessions = {(g, s): session(paths[g], *SESSIONS[s]) for g, s in timed}
     inputs = {b: _inputs(meta, b, args.chunk) for b in sorted({1, args.batch})}
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             for b, x in inputs.items():
                 speeds[key, b].append(_speed(streamer, x, args.steps))
     speed = {}
-    for (g, s), _ in sessions.items():
+    for (g, s), _ in sessions.items() if args.rounds else ():
         row = {}
         for b in inputs:
             med = statistics.median(speeds[(g, s), b])

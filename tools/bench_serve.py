@@ -23,7 +23,8 @@ at H x W with random weights (no trained run needed; the labels mean nothing).
 GPU (64 file sources as fast as possible, through the server, against the pipeline)::
 
     python tools/bench_serve.py --random-model 224 224 --device cuda --precision bf16 --http \\
-        --videos CLIPS --streams 64 --chunk 32 --pipeline 4 --pipeline-compile --out serve_gpu.json
+        --make-clips 64 450 240 320 --videos clips --streams 64 --chunk 32 --pipeline 4 --pipeline-compile \\
+        --out serve_gpu.json
 """
 
 from __future__ import annotations
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--random-model", type=int, nargs=2, metavar=("H", "W"),
                        help="the chunk32 architecture at H x W, random weights")
     p.add_argument("--videos", required=True, help="a video file or folder; streams take them in turn")
+    p.add_argument("--make-clips", type=int, nargs=4, metavar=("N", "FRAMES", "H", "W"), default=None,
+                   help="first write N synthetic H.264 clips (30 fps, bench_gpu.py's) into --videos")
     p.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--realtime", action="store_true", help="play each file at its frame rate")
     p.add_argument("--http", action="store_true", help="through the real server and client (loopback)")
@@ -168,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     # the server's autocast is StreamStep's "-mixed"; a compiled pipeline step runs pure casts (its fastest)
     pipeline_precision = (args.precision if args.precision == "fp32" or args.pipeline_compile
                           else f"{args.precision}-mixed")
+    if args.make_clips:
+        from bench_gpu import _clips  # tools/ is this script's folder
+
+        n, frames, h, w = args.make_clips
+        _clips(Path(args.videos), h, w, n, frames)
     videos = list(video_files(args.videos))
     chunk = args.chunk or streamer.meta.chunk_size or 32
     results = []

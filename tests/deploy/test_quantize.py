@@ -86,3 +86,4 @@ def test_export_int8_names_bad_video_arguments_before_exporting(tmp_path) -> Non
         main(["export", "onnx", str(tmp_path), "--int8-check", str(tmp_path)])
     with pytest.raises(SystemExit, match=f"{tmp_path / 'nope'}: no such video file or folder"):
         main(["export", "onnx", str(tmp_path), "--int8", str(tmp_path / "nope")])  # not a run dir either: named first
+
