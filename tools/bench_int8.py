@@ -42,7 +42,7 @@ CONV_MATMUL = ("Conv", "MatMul", "Gemm")
 VARIANTS: dict[str, Int8Options] = {
     "default": Int8Options(),
     "qdq-s8s8": Int8Options(activations="int8"),
-    "qdq-s8s8-nopre": Int8Options(activations="int8", preprocess=False),  # the first version's settings
+    "qdq-s8s8-nopre": Int8Options(activations="int8", preprocess=False),
     "qdq-u8s8-nopre": Int8Options(preprocess=False),
     "qdq-s8s8-sym": Int8Options(activations="int8", symmetric=True),
     "qop-u8s8": Int8Options(fmt="qoperator"),
@@ -51,6 +51,8 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-reduce": Int8Options(reduce_range=True),
     "qdq-u8s8-convmm": Int8Options(op_types=CONV_MATMUL),
     "qop-u8s8-convmm": Int8Options(fmt="qoperator", op_types=CONV_MATMUL),
+    "qdq-u8s8-allq": Int8Options(float_prefixes=()),  # the temporal head quantised too
+    "qdq-s8s8-nopre-allq": Int8Options(activations="int8", preprocess=False, float_prefixes=()),  # the first version
     "qdq-u8s8-entropy": Int8Options(calibration="entropy"),
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
 }
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="bench_int8", help="folder for the exported graphs")
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--sessions", nargs="+", default=list(SESSIONS), choices=list(SESSIONS),
+                   help="ONNX Runtime settings timed for fp32 and the default (the other variants: all-t2)")
     p.add_argument("--steps", type=int, default=5, help="timed calls per session per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calib-chunks", type=int, default=64)
@@ -211,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
 
     # every (graph, session setting) timed once per round, rounds interleaved (--rounds 0: labels only)
-    timed = [(g, s) for g in paths for s in SESSIONS if s == "all-t2" or g in ("fp32", "default")]
+    timed = [(g, s) for g in paths for s in args.sessions if s == "all-t2" or g in ("fp32", "default")]
     sessions = {(g, s): session(paths[g], *SESSIONS[s]) for g, s in timed}
     inputs = {b: _inputs(meta, b, args.chunk) for b in sorted({1, args.batch})}
     speeds: dict = defaultdict(list)

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for n in args.streams:
         result = {"model": str(args.model or f"random {args.random_model}"), "device": args.device,
-                  "precision": args.precision, "threads": args.threads,
+                  "precision": args.precision if net is not None else "the ONNX graph's", "threads": args.threads,
                   **run(streamer, videos, n, chunk, args.realtime, args.http)}
         if args.pipeline is not None:
             # bench_pipeline counts sampled frames; the server, original ones

@@ -2,8 +2,9 @@
 
 `quantize_int8(model.onnx, videos)` runs the fp32 graph over the calibration videos chunk by chunk (state
 carried, as `infer` runs it) and hands those exact inputs (``x`` and the ``state_in_i`` of each chunk) to
-ONNX Runtime's static quantiser (`onnxruntime.quantization.quantize_static`: QDQ format, int8 weights
-per channel, int8 activations, MinMax calibration). It writes ``model.int8.onnx`` and its metadata
+ONNX Runtime's static quantiser (`quantize_graph`: by default `quant_pre_process` first, then
+`onnxruntime.quantization.quantize_static` with QDQ format, int8 weights per channel, asymmetric uint8
+activations, MinMax calibration; `Int8Options` says why and lists the alternatives). It writes ``model.int8.onnx`` and its metadata
 (``model.int8.json``, ``quantization: "int8-static"``) beside the fp32 files; `OnnxStreamer`, `infer`
 and `serve` run it like any export.
 
@@ -47,8 +48,10 @@ def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: i
 @dataclass(frozen=True)
 class Int8Options:
     """How `quantize_graph` quantises (ONNX Runtime's `quantize_static` arguments; tools/bench_int8.py
-    measures each side by side, docs/benchmarks.md). The defaults are the fastest measured on an x86 CPU
-    with AVX512-VNNI at >= 99 % label agreement.
+    measures each side by side, docs/benchmarks.md). The defaults were the fastest measured on a 2-core
+    x86 CPU with AVX512-VNNI and AMX-INT8 at 100 % label agreement on a trained run: uint8 activations are
+    the x86 kernels' native U8S8 form (int8 ones ran 0.9-1.3x fp32 there, uint8 ones 1.3-1.7x), and
+    pre-processing folds BatchNorm into the convolutions before the Q/DQ pairs are placed.
 
     fmt: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs around float ops, fused by ONNX Runtime) or
     ``"qoperator"`` (QLinearConv, QLinearAdd, ... written out). activations: ``"uint8"`` (asymmetric,
@@ -57,6 +60,8 @@ class Int8Options:
     without VNNI, whose U8S8 products can overflow). op_types: the op types to quantise (None: all that
     ONNX Runtime can). calibration: ``"minmax"``, ``"entropy"`` or ``"percentile"``. preprocess: run
     `quant_pre_process` first (shape inference and graph optimisation: BatchNorm folded into convs).
+    float_prefixes: nodes with a weight whose name starts with one of these stay float (default: the
+    temporal head, ``net.head.``: a few per cent of the compute, where the class scores are decided).
     """
 
     fmt: str = "qdq"
@@ -67,6 +72,7 @@ class Int8Options:
     op_types: tuple[str, ...] | None = None
     calibration: str = "minmax"
     preprocess: bool = True
+    float_prefixes: tuple[str, ...] = ("net.head.",)
 
 
 def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[str, np.ndarray]],
@@ -88,6 +94,8 @@ def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[
         if value not in allowed:
             raise ValueError(f"Int8Options.{key}: expected one of {sorted(allowed)}, got {value!r}")
     feeds = iter(feeds)
+    if options.calibration != "minmax":  # histogram calibrators stack the chunks: one shape only (full chunks)
+        feeds = _same_shapes(feeds)
 
     class Reader(CalibrationDataReader):
         def get_next(self):
@@ -99,13 +107,33 @@ def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[
         if options.preprocess:
             src = Path(tmp) / "pre.onnx"
             quant_pre_process(str(onnx_path), str(src), skip_symbolic_shape=True)
-        quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt],
+        keep_float = _nodes_with_weights(src, options.float_prefixes) if options.float_prefixes else None
+        quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt], nodes_to_exclude=keep_float,
                         per_channel=options.per_channel, reduce_range=options.reduce_range,
                         activation_type=types[options.activations], weight_type=QuantType.QInt8,
                         op_types_to_quantize=list(options.op_types) if options.op_types else None,
                         calibrate_method=methods[options.calibration],
                         extra_options={"ActivationSymmetric": options.symmetric})
     return out
+
+
+def _nodes_with_weights(path: Path, prefixes: tuple[str, ...]) -> list[str]:
+    """Names of the nodes of the graph at ``path`` that read an initializer named ``prefix...``."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name for i in graph.initializer if i.name.startswith(prefixes)}
+    return [n.name for n in graph.node if weights.intersection(n.input)]
+
+
+def _same_shapes(feeds: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """The feeds shaped as the first one (a video's last, shorter chunk is left out)."""
+    first = None
+    for feed in feeds:
+        shapes = {k: v.shape for k, v in feed.items()}
+        first = first or shapes
+        if shapes == first:
+            yield feed
 
 
 def quantize_int8(onnx_path: str | Path, videos: Sequence[str | Path], out: str | Path | None = None, *,
