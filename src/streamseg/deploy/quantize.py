@@ -49,9 +49,9 @@ def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: i
 class Int8Options:
     """How `quantize_graph` quantises (ONNX Runtime's `quantize_static` arguments; tools/bench_int8.py
     measures each side by side, docs/benchmarks.md). The defaults were the fastest measured on a 2-core
-    x86 CPU with AVX512-VNNI and AMX-INT8 at 100 % label agreement on a trained run: uint8 activations are
-    the x86 kernels' native U8S8 form (int8 ones ran 0.9-1.3x fp32 there, uint8 ones 1.3-1.7x), and
-    pre-processing folds BatchNorm into the convolutions before the Q/DQ pairs are placed.
+    x86 CPU with AVX512-VNNI (98.3 % label agreement with fp32 on a small trained run, the best of the
+    variants): uint8 activations are the x86 kernels' native U8S8 form (there, uint8 variants ran 3.7-4.9x
+    fp32 at batch 1 and 1.3-1.6x at batch 8; int8 ones 0.6-1.4x).
 
     fmt: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs around float ops, fused by ONNX Runtime) or
     ``"qoperator"`` (QLinearConv, QLinearAdd, ... written out). activations: ``"uint8"`` (asymmetric,
@@ -107,7 +107,9 @@ def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[
         if options.preprocess:
             src = Path(tmp) / "pre.onnx"
             quant_pre_process(str(onnx_path), str(src), skip_symbolic_shape=True)
-        keep_float = _nodes_with_weights(src, options.float_prefixes) if options.float_prefixes else None
+        keep_float = None
+        if options.float_prefixes:
+            src, keep_float = _nodes_with_weights(src, options.float_prefixes, Path(tmp) / "named.onnx")
         quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt], nodes_to_exclude=keep_float,
                         per_channel=options.per_channel, reduce_range=options.reduce_range,
                         activation_type=types[options.activations], weight_type=QuantType.QInt8,
@@ -117,13 +119,22 @@ def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[
     return out
 
 
-def _nodes_with_weights(path: Path, prefixes: tuple[str, ...]) -> list[str]:
-    """Names of the nodes of the graph at ``path`` that read an initializer named ``prefix...``."""
+def _nodes_with_weights(path: Path, prefixes: tuple[str, ...], out: Path) -> tuple[Path, list[str]]:
+    """The graph at ``path`` with every node named (the quantiser excludes nodes by name; an unnamed one
+    would match every other unnamed one), saved as ``out``, and the names of its nodes that read an
+    initializer named ``prefix...``."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
+    model = onnx.load(str(path))
+    graph = model.graph
+    taken = {n.name for n in graph.node}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = next(f"{node.op_type}_{i}_{k}" for k in range(len(taken) + 1)
+                             if f"{node.op_type}_{i}_{k}" not in taken)
+    onnx.save(model, str(out))
     weights = {i.name for i in graph.initializer if i.name.startswith(prefixes)}
-    return [n.name for n in graph.node if weights.intersection(n.input)]
+    return out, [n.name for n in graph.node if weights.intersection(n.input)]
 
 
 def _same_shapes(feeds: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
