@@ -5,7 +5,8 @@
     python tools/bench_int8.py --onnx model.onnx --calib ... --check ... --variants default --profile 20
 
 ``--model``: a trained run (or .ckpt), exported here (fp32, parity-checked); ``--onnx``: an existing fp32
-export; ``--random``: the `-E chunk32` architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes) with random
+export; a whole-video features model (MS-TCN) takes folders of ``.npy`` features (D, T) as ``--calib`` and
+``--check``, one call per file, and is timed on ``--chunk`` frames per call; ``--random``: the `-E chunk32` architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes) with random
 weights and BatchNorm statistics from one video (an agreement on random weights says little).
 
 Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
@@ -114,7 +115,23 @@ def _speed(streamer: OnnxStreamer, x: np.ndarray, steps: int) -> float:
 
 
 def _labels(streamer: OnnxStreamer, videos: list[Path], chunk: int | None) -> dict[str, np.ndarray]:
+    if streamer.meta.input_kind == "features":  # a whole-video model: one call per (D, T) .npy file
+        return {v.stem: streamer.step(_features(v), [])[0][0].argmax(0) for v in videos}
     return {v.stem: infer_video(streamer, v, chunk).labels for v in videos}
+
+
+def _features(path: Path) -> np.ndarray:
+    return np.load(path).astype(np.float32)[None]  # (D, T) -> (1, D, T)
+
+
+def _inputs_of(folder: str, features: bool) -> list[Path]:
+    """The videos of a file or folder, or for a features model its ``.npy`` files (D, T)."""
+    if not features:
+        return list(video_files(folder))
+    files = sorted(Path(folder).glob("*.npy")) if Path(folder).is_dir() else [Path(folder)]
+    if not files:
+        raise SystemExit(f"error: {folder}: no .npy feature files")
+    return files
 
 
 def _scores(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], gt: dict[str, np.ndarray] | None) -> dict:
@@ -179,19 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=int, default=0, metavar="N", help="per-op profile of N calls (0: none)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    calib_videos, check_videos = list(video_files(args.calib)), list(video_files(args.check))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.random:
-        fp32_path = _random_model(args.frame_size, calib_videos[0], work / "model.onnx")
+        fp32_path = _random_model(args.frame_size, next(video_files(args.calib)), work / "model.onnx")
     elif args.model:
         fp32_path = export_trained(args.model, work / "model.onnx")[0]
     else:
         fp32_path = Path(args.onnx)
     fp32 = OnnxStreamer(fp32_path, threads=2)
     meta = fp32.meta
+    features = meta.input_kind == "features"
+    calib_videos, check_videos = _inputs_of(args.calib, features), _inputs_of(args.check, features)
     gt = _ground_truth(Path(args.gt), meta, check_videos) if args.gt else None
-    feeds = list(calibration_feeds(fp32, calib_videos, args.chunk, args.calib_chunks))
+    if features:  # whole-video models (MS-TCN): one feed per calibration video
+        feeds = [{"x": _features(v)} for v in calib_videos[: args.calib_chunks]]
+    else:
+        feeds = list(calibration_feeds(fp32, calib_videos, args.chunk, args.calib_chunks))
     ref = _labels(fp32, check_videos, args.chunk)
     result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
                     "chunk": args.chunk, "batch": args.batch, "calibration_chunks": len(feeds),
