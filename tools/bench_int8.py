@@ -6,8 +6,9 @@
 
 ``--model``: a trained run (or .ckpt), exported here (fp32, parity-checked); ``--onnx``: an existing fp32
 export; a whole-video features model (MS-TCN) takes folders of ``.npy`` features (D, T) as ``--calib`` and
-``--check``, one call per file, and is timed on ``--chunk`` frames per call; ``--random``: the `-E chunk32` architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes) with random
-weights and BatchNorm statistics from one video (an agreement on random weights says little).
+``--check``, one call per file, and is timed on ``--chunk`` frames per call; ``--random``: the `-E chunk32`
+architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes) with random weights and BatchNorm statistics from
+one video (an agreement on random weights says little).
 
 Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
 reduce_range, which op types, calibration method, `quant_pre_process`) is quantised from the same

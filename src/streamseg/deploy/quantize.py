@@ -4,9 +4,9 @@
 carried, as `infer` runs it) and hands those exact inputs (``x`` and the ``state_in_i`` of each chunk) to
 ONNX Runtime's static quantiser (`quantize_graph`: by default `quant_pre_process` first, then
 `onnxruntime.quantization.quantize_static` with QDQ format, int8 weights per channel, asymmetric uint8
-activations, MinMax calibration; `Int8Options` says why and lists the alternatives). It writes ``model.int8.onnx`` and its metadata
-(``model.int8.json``, ``quantization: "int8-static"``) beside the fp32 files; `OnnxStreamer`, `infer`
-and `serve` run it like any export.
+activations, MinMax calibration; `Int8Options` says why and lists the alternatives). It writes
+``model.int8.onnx`` and its metadata (``model.int8.json``, ``quantization: "int8-static"``) beside the
+fp32 files; `OnnxStreamer`, `infer` and `serve` run it like any export.
 
 `label_agreement` measures what matters for segmentation: the fraction of original frames whose label
 the INT8 graph gives as the fp32 graph does, over whole videos run through `infer_video`.
@@ -110,8 +110,8 @@ def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[
         keep_float = None
         if options.float_prefixes:
             src, keep_float = _nodes_with_weights(src, options.float_prefixes, Path(tmp) / "named.onnx")
-        quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt], nodes_to_exclude=keep_float,
-                        per_channel=options.per_channel, reduce_range=options.reduce_range,
+        quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt],
+                        nodes_to_exclude=keep_float, per_channel=options.per_channel, reduce_range=options.reduce_range,
                         activation_type=types[options.activations], weight_type=QuantType.QInt8,
                         op_types_to_quantize=list(options.op_types) if options.op_types else None,
                         calibrate_method=methods[options.calibration],
@@ -130,8 +130,10 @@ def _nodes_with_weights(path: Path, prefixes: tuple[str, ...], out: Path) -> tup
     taken = {n.name for n in graph.node}
     for i, node in enumerate(graph.node):
         if not node.name:
-            node.name = next(f"{node.op_type}_{i}_{k}" for k in range(len(taken) + 1)
-                             if f"{node.op_type}_{i}_{k}" not in taken)
+            node.name = f"streamseg_node_{i}"
+            while node.name in taken:
+                node.name += "_"
+            taken.add(node.name)
     onnx.save(model, str(out))
     weights = {i.name for i in graph.initializer if i.name.startswith(prefixes)}
     return out, [n.name for n in graph.node if weights.intersection(n.input)]

@@ -178,8 +178,8 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
                        registry=registry)
     batch_size = Histogram("streamseg_batch_size", "streams per model step", registry=registry,
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-    step_seconds = Histogram("streamseg_step_seconds", "wall time of one engine step (preprocessing, model, labels, events)",
-                             registry=registry)
+    step_seconds = Histogram("streamseg_step_seconds",
+                             "wall time of one engine step (preprocessing, model, labels, events)", registry=registry)
     chunk_latency = Histogram("streamseg_chunk_latency_seconds", "from a chunk queued (its last frame read) to "
                               "its labels and events", registry=registry)
     broker = _Broker(opts.subscriber_queue, dropped)
