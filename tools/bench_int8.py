@@ -1,15 +1,24 @@
-"""INT8 against fp32 ONNX Runtime on the CPU: throughput of the streaming step and label agreement, JSON out.
+"""INT8 against fp32 ONNX Runtime on the CPU: quantisation variants side by side, throughput and labels, JSON out.
 
-    python tools/bench_int8.py --model RUN_DIR --videos data/synth/Videos --out results/int8.json
-    python tools/bench_int8.py --random --frame-size 32 --videos data/synth/Videos   # no trained run at hand
+    python tools/bench_int8.py --model RUN_DIR --calib TRAIN_VIDEOS --check TEST_VIDEOS --gt GROUND_TRUTH --out r.json
+    python tools/bench_int8.py --random --frame-size 32 --calib VIDEOS --check VIDEOS   # no trained run at hand
+    python tools/bench_int8.py --onnx model.onnx --calib ... --check ... --variants default --profile 20
 
-``--model``: a trained run (or .ckpt), exported here (fp32, parity-checked) then quantised with
-`streamseg.deploy.quantize.quantize_int8` calibrated on the first half of ``--videos``; agreement is
-measured on the other half. ``--random``: the `-E chunk32` architecture (TSM-MobileNetV2 + MemoryTCN, 11
-classes) with random weights and BatchNorm statistics taken from one video (labels then vary, but an
-agreement on random weights says little about a trained model). Throughput: original frames per second
-of one `OnnxStreamer.step` on chunks of ``--chunk`` sampled frames at batch 1 and ``--batch`` streams
-(``--threads`` intra-op threads, fp32 and INT8 alternated, median of ``--repeats``).
+``--model``: a trained run (or .ckpt), exported here (fp32, parity-checked); ``--onnx``: an existing fp32
+export; a whole-video features model (MS-TCN) takes folders of ``.npy`` features (D, T) as ``--calib`` and
+``--check``, one call per file, and is timed on ``--chunk`` frames per call; ``--random``: the `-E chunk32`
+architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes) with random weights and BatchNorm statistics from
+one video (an agreement on random weights says little).
+
+Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
+reduce_range, which op types, calibration method, `quant_pre_process`) is quantised from the same
+calibration chunks (`calibration_feeds` over ``--calib``, at most ``--calib-chunks``), and run over whole
+``--check`` videos through `infer_video`: label agreement with fp32, and with ``--gt`` (a groundTruth
+folder of per-frame class names) the accuracy of each. Throughput: original frames per second of one
+`OnnxStreamer.step` on chunks of ``--chunk`` sampled frames at batch 1 and ``--batch`` streams, every
+session (fp32 and each variant, at each ONNX Runtime setting of ``SESSIONS``) timed in turn within one
+round, ``--rounds`` rounds, median over rounds: a busy machine slows them alike. ``--profile N`` adds ONNX
+Runtime's per-op profile (N steps at ``--batch``) of fp32 and the default INT8 graph: time per op type.
 """
 
 from __future__ import annotations
@@ -19,15 +28,54 @@ import json
 import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from streamseg.deploy.infer import video_files
+from streamseg.deploy.infer import infer_video, video_files
 from streamseg.deploy.onnx_export import export_onnx, export_trained
-from streamseg.deploy.quantize import quantize_int8
-from streamseg.deploy.runtime import DeployMeta, OnnxStreamer
+from streamseg.deploy.quantize import Int8Options, calibration_feeds, quantize_graph
+from streamseg.deploy.runtime import DeployMeta, OnnxStreamer, meta_path_for
+
+CONV_MATMUL = ("Conv", "MatMul", "Gemm")
+# name -> options; "default" is Int8Options(), the library's default
+VARIANTS: dict[str, Int8Options] = {
+    "default": Int8Options(),
+    "qdq-s8s8": Int8Options(activations="int8"),
+    "qdq-s8s8-nopre": Int8Options(activations="int8", preprocess=False),
+    "qdq-u8s8-nopre": Int8Options(preprocess=False),
+    "qdq-s8s8-sym": Int8Options(activations="int8", symmetric=True),
+    "qop-u8s8": Int8Options(fmt="qoperator"),
+    "qop-s8s8": Int8Options(fmt="qoperator", activations="int8"),
+    "qdq-u8s8-tensor": Int8Options(per_channel=False),
+    "qdq-u8s8-reduce": Int8Options(reduce_range=True),
+    "qdq-u8s8-convmm": Int8Options(op_types=CONV_MATMUL),
+    "qop-u8s8-convmm": Int8Options(fmt="qoperator", op_types=CONV_MATMUL),
+    "qdq-u8s8-allq": Int8Options(float_prefixes=()),  # the temporal head quantised too
+    "qdq-s8s8-nopre-allq": Int8Options(activations="int8", preprocess=False, float_prefixes=()),  # the first version
+    "qdq-u8s8-entropy": Int8Options(calibration="entropy"),
+    "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
+}
+# ONNX Runtime session settings timed: (graph optimisation level, intra-op threads)
+SESSIONS = {"all-t2": ("all", 2), "extended-t2": ("extended", 2), "basic-t2": ("basic", 2), "all-t1": ("all", 1)}
+
+
+def session(path: Path, level: str, threads: int, profile: str | None = None) -> OnnxStreamer:
+    """An `OnnxStreamer` whose ONNX Runtime session uses optimisation ``level`` and ``threads``."""
+    import onnxruntime as ort
+
+    streamer = OnnxStreamer(path, threads=threads)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    if profile:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile
+    streamer.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return streamer
 
 
 def _random_model(frame: int, video: Path, out: Path) -> Path:
@@ -50,57 +98,169 @@ def _random_model(frame: int, video: Path, out: Path) -> Path:
     return export_onnx(net.eval(), meta, out)[0]
 
 
-def _speed(streamer: OnnxStreamer, batch: int, chunk: int, repeats: int) -> float:
-    shape = streamer.meta.sample_shape
-    x = np.random.default_rng(0).normal(size=(batch, shape[0], chunk, *shape[1:])).astype(np.float32)
-    state = streamer.init_state(batch)
-    streamer.step(x, state)  # warm-up
+def _inputs(meta: DeployMeta, batch: int, chunk: int) -> np.ndarray:
+    shape = meta.sample_shape
+    return np.random.default_rng(0).normal(size=(batch, shape[0], chunk, *shape[1:])).astype(np.float32)
+
+
+def _speed(streamer: OnnxStreamer, x: np.ndarray, steps: int) -> float:
+    """Original frames per second of one step on ``x`` (median of ``steps`` calls after one warm-up)."""
+    state = streamer.init_state(len(x))
+    streamer.step(x, state)
     times = []
-    for _ in range(repeats):
+    for _ in range(steps):
         t = time.perf_counter()
         streamer.step(x, state)
         times.append(time.perf_counter() - t)
-    return batch * chunk * streamer.meta.sample_rate / statistics.median(times)
+    return x.shape[0] * x.shape[2] * streamer.meta.sample_rate / statistics.median(times)
+
+
+def _labels(streamer: OnnxStreamer, videos: list[Path], chunk: int | None) -> dict[str, np.ndarray]:
+    if streamer.meta.input_kind == "features":  # a whole-video model: one call per (D, T) .npy file
+        return {v.stem: streamer.step(_features(v), [])[0][0].argmax(0) for v in videos}
+    return {v.stem: infer_video(streamer, v, chunk).labels for v in videos}
+
+
+def _features(path: Path) -> np.ndarray:
+    return np.load(path).astype(np.float32)[None]  # (D, T) -> (1, D, T)
+
+
+def _inputs_of(folder: str, features: bool) -> list[Path]:
+    """The videos of a file or folder, or for a features model its ``.npy`` files (D, T)."""
+    if not features:
+        return list(video_files(folder))
+    files = sorted(Path(folder).glob("*.npy")) if Path(folder).is_dir() else [Path(folder)]
+    if not files:
+        raise SystemExit(f"error: {folder}: no .npy feature files")
+    return files
+
+
+def _scores(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], gt: dict[str, np.ndarray] | None) -> dict:
+    a, b = np.concatenate(list(ref.values())), np.concatenate(list(got.values()))
+    out = {"label_agreement": round(float((a == b).mean()), 6), "frames": len(a)}
+    if gt is not None:
+        truth = np.concatenate([gt[k][: len(got[k])] for k in got])
+        out["accuracy"] = round(float((b[: len(truth)] == truth).mean()), 6)
+    return out
+
+
+def _ground_truth(folder: Path, meta: DeployMeta, videos: list[Path]) -> dict[str, np.ndarray]:
+    ids = {name: i for i, name in enumerate(meta.class_names)}
+    out = {}
+    for v in videos:
+        path = folder / f"{v.stem}.txt"
+        names = path.read_text().split()
+        unknown = sorted(set(names) - set(ids))
+        if unknown:
+            raise SystemExit(f"error: {path}: classes {unknown[:3]} are not the model's {meta.class_names}")
+        out[v.stem] = np.array([ids[n] for n in names])
+    return out
+
+
+def _profile(path: Path, x: np.ndarray, steps: int, threads: int, prefix: Path) -> dict:
+    """ONNX Runtime's per-node profile of ``steps`` calls: milliseconds per call and share, per op type."""
+    streamer = session(path, "all", threads, str(prefix))
+    state = streamer.init_state(len(x))
+    streamer.step(x, state)
+    for _ in range(steps):
+        streamer.step(x, state)
+    trace = json.loads(Path(streamer.session.end_profiling()).read_text())
+    per_op: dict[str, float] = defaultdict(float)
+    for e in trace:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] += e["dur"] / 1e3 / (steps + 1)
+    total = sum(per_op.values())
+    top = sorted(per_op.items(), key=lambda kv: -kv[1])
+    return {"ms_per_call": round(total, 2),
+            "by_op": {op: {"ms": round(ms, 2), "share": round(ms / total, 3)} for op, ms in top[:12]}}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a trained run directory or checkpoint")
+    src.add_argument("--onnx", help="an fp32 .onnx export (its .json beside it)")
     src.add_argument("--random", action="store_true", help="the chunk32 architecture with random weights")
-    p.add_argument("--videos", required=True, help="a folder of videos: first half calibrates, second half checks")
+    p.add_argument("--calib", required=True, help="calibration videos (a file or folder; training videos)")
+    p.add_argument("--check", required=True, help="held-out videos for label agreement (a file or folder)")
+    p.add_argument("--gt", default=None, help="a groundTruth folder (<video>.txt, a class name per frame)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--frame-size", type=int, default=32, help="--random: input H = W")
     p.add_argument("--work", default="bench_int8", help="folder for the exported graphs")
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--sessions", nargs="+", default=list(SESSIONS), choices=list(SESSIONS),
+                   help="ONNX Runtime settings timed for fp32 and the default (the other variants: all-t2)")
+    p.add_argument("--steps", type=int, default=5, help="timed calls per session per round")
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calib-chunks", type=int, default=64)
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="per-op profile of N calls (0: none)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    videos = list(video_files(args.videos))
-    calib, check = videos[: max(1, len(videos) // 2)], videos[len(videos) // 2:]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.random:
-        fp32_path = _random_model(args.frame_size, videos[0], work / "model.onnx")
-    else:
+        fp32_path = _random_model(args.frame_size, next(video_files(args.calib)), work / "model.onnx")
+    elif args.model:
         fp32_path = export_trained(args.model, work / "model.onnx")[0]
-    started = time.perf_counter()
-    int8_path, _, agreement = quantize_int8(fp32_path, calib, max_chunks=args.calib_chunks, check_videos=check)
-    quant_s = time.perf_counter() - started
-    fp32, int8 = OnnxStreamer(fp32_path, threads=args.threads), OnnxStreamer(int8_path, threads=args.threads)
-    result = {"model": args.model or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
-              "threads": args.threads, "chunk": args.chunk, "quantize_s": round(quant_s, 1), **agreement}
-    for batch in (1, args.batch):
-        speeds = {"fp32": [], "int8": []}
-        for _ in range(3):  # alternated, so that a busy machine slows both alike
-            speeds["fp32"].append(_speed(fp32, batch, args.chunk, args.repeats))
-            speeds["int8"].append(_speed(int8, batch, args.chunk, args.repeats))
-        f, i = statistics.median(speeds["fp32"]), statistics.median(speeds["int8"])
-        result[f"batch{batch}"] = {"fp32_frames_per_s": round(f, 1), "int8_frames_per_s": round(i, 1),
-                                   "int8_speedup": round(i / f, 2),
-                                   "realtime_15fps_streams_fp32": int(f // 15), "realtime_15fps_streams_int8": int(i // 15)}
+    else:
+        fp32_path = Path(args.onnx)
+    fp32 = OnnxStreamer(fp32_path, threads=2)
+    meta = fp32.meta
+    features = meta.input_kind == "features"
+    calib_videos, check_videos = _inputs_of(args.calib, features), _inputs_of(args.check, features)
+    gt = _ground_truth(Path(args.gt), meta, check_videos) if args.gt else None
+    if features:  # whole-video models (MS-TCN): one feed per calibration video
+        feeds = [{"x": _features(v)} for v in calib_videos[: args.calib_chunks]]
+    else:
+        feeds = list(calibration_feeds(fp32, calib_videos, args.chunk, args.calib_chunks))
+    ref = _labels(fp32, check_videos, args.chunk)
+    result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
+                    "chunk": args.chunk, "batch": args.batch, "calibration_chunks": len(feeds),
+                    "calib_videos": len(calib_videos), "check_videos": len(check_videos),
+                    "fp32": _scores(ref, ref, gt), "variants": {}}
+    paths = {"fp32": fp32_path}
+    for name in args.variants:
+        out = work / f"model.{name}.onnx"
+        started = time.perf_counter()
+        try:
+            quantize_graph(fp32_path, out, iter(feeds), VARIANTS[name])
+        except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)
+            result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            print(f"{name}: failed: {result['variants'][name]['error']}", flush=True)
+            continue
+        quant_s = time.perf_counter() - started
+        meta.to_json(meta_path_for(out))
+        scores = _scores(ref, _labels(OnnxStreamer(out, threads=2), check_videos, args.chunk), gt)
+        result["variants"][name] = {"options": VARIANTS[name].__dict__, "quantize_s": round(quant_s, 1), **scores}
+        paths[name] = out
+        print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
+
+    # every (graph, session setting) timed once per round, rounds interleaved (--rounds 0: labels only)
+    timed = [(g, s) for g in paths for s in args.sessions if s == "all-t2" or g in ("fp32", "default")]
+    sessions = {(g, s): session(paths[g], *SESSIONS[s]) for g, s in timed}
+    inputs = {b: _inputs(meta, b, args.chunk) for b in sorted({1, args.batch})}
+    speeds: dict = defaultdict(list)
+    for _ in range(args.rounds):
+        for key, streamer in sessions.items():
+            for b, x in inputs.items():
+                speeds[key, b].append(_speed(streamer, x, args.steps))
+    speed = {}
+    for (g, s), _ in sessions.items() if args.rounds else ():
+        row = {}
+        for b in inputs:
+            med = statistics.median(speeds[(g, s), b])
+            base = statistics.median(speeds[("fp32", s), b])
+            row[f"batch{b}_frames_per_s"] = round(med, 1)
+            row[f"batch{b}_vs_fp32_same_session"] = round(med / base, 2)
+        speed[f"{g} {s}"] = row
+        print(f"{g} {s}: {json.dumps(row)}", flush=True)
+    result["speed"] = speed
+    if args.profile:
+        x = inputs[args.batch]
+        result["profile"] = {g: _profile(paths[g], x, args.profile, 2, work / f"profile_{g}")
+                             for g in ("fp32", "default") if g in paths}
+        print(json.dumps(result["profile"], indent=1), flush=True)
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -56,3 +56,29 @@ def test_a_failing_step_and_a_raising_handler_stop_only_their_streams() -> None:
         assert pool.failed_steps == 1 and pool.event_errors == (len(calls) + 1) // 2
     finally:
         pool.close()
+
+
+class _Slow(_Brightness):
+    """Takes at least 20 ms per model call."""
+
+    def step(self, x: np.ndarray, state: list):
+        time.sleep(0.02)
+        return super().step(x, state)
+
+
+def test_each_step_reports_its_model_time_and_every_chunk_latency() -> None:
+    timings = []
+    pool = StreamPool(_Slow(tiny_meta(sample_rate=1)), chunk=4, on_step=timings.append)
+    try:
+        frames = torch.zeros(10, 3, 16, 16, dtype=torch.uint8)
+        ids = [pool.add(None, name=f"p{i}") for i in range(3)]
+        for sid in ids:
+            pool.push(sid, frames)  # 2 full chunks + 2 frames each
+            pool.end(sid, num_frames=10)
+        infos = [_wait(pool, sid) for sid in ids]
+    finally:
+        pool.close()
+    assert len(timings) == pool.steps and sum(t.batch for t in timings) == sum(i["chunks"] for i in infos) == 9
+    for t in timings:
+        assert len(t.latencies_s) == t.batch and t.model_s >= 0.02 and t.seconds >= t.model_s
+        assert min(t.latencies_s) >= t.model_s  # a chunk waits at least for the model call it is in

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -177,6 +178,16 @@ def test_ctrl_c_ends_a_live_source_cleanly() -> None:
     assert events and events[-1]["end"] == 8 and result.events == events
 
 
+def split_folder(root: Path, split: str, tmp_path: Path) -> str:
+    """A folder of links to the synthetic videos of ``split`` (for ``export --int8 / --int8-check``)."""
+    folder = tmp_path / f"videos_{split}"
+    folder.mkdir()
+    for name in (root / "splits" / f"{split}.split1.bundle").read_text().split():
+        stem = name.removesuffix(".txt")
+        (folder / f"{stem}.mp4").symlink_to(root / "Videos" / f"{stem}.mp4")
+    return str(folder)
+
+
 @pytest.mark.slow
 def test_train_export_infer_through_the_cli(tmp_path, synth_video_root) -> None:
     pytest.importorskip("onnxruntime")
@@ -184,7 +195,9 @@ def test_train_export_infer_through_the_cli(tmp_path, synth_video_root) -> None:
                       "-o", f"data.root={synth_video_root}", *TINY_STREAM)
     assert train.returncode == 0, train.stderr[-3000:]
     run = tmp_path / "synth" / "tsm_memtcn_chunk32" / "version_0"
-    export = streamseg("export", "onnx", str(run), "--out", str(tmp_path / "m.onnx"))
+    calib, check = split_folder(synth_video_root, "train", tmp_path), split_folder(synth_video_root, "test", tmp_path)
+    export = streamseg("export", "onnx", str(run), "--out", str(tmp_path / "m.onnx"), "--int8", calib,
+                       "--int8-check", check)  # INT8 calibrated on the training videos, checked on the test ones
     assert export.returncode == 0, export.stderr[-3000:]
     assert "parity: ONNX Runtime vs PyTorch max |diff|" in export.stdout
     meta = json.loads((tmp_path / "m.json").read_text())
@@ -196,6 +209,10 @@ def test_train_export_infer_through_the_cli(tmp_path, synth_video_root) -> None:
     events = [json.loads(line) for line in onnx_run.stdout.splitlines()]
     assert events and events[-1]["end"] == probe(video)[0]
     assert (tmp_path / "o" / video.stem).read_text() == (tmp_path / "t" / video.stem).read_text()
+    int8 = json.loads((tmp_path / "m.int8.json").read_text())
+    print("INT8 parity of the trained tiny run:", int8["parity"], "fp32 labels:", len(events), "segments")
+    assert int8["quantization"] == "int8-static" and int8["parity"]["videos"] == len(list(Path(check).iterdir()))
+    assert int8["parity"]["label_agreement"] >= 0.97
 
 
 @pytest.mark.slow

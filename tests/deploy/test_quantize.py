@@ -9,7 +9,7 @@ pytest.importorskip("onnxruntime")
 
 from streamseg.data.video import VideoFileSource  # noqa: E402
 from streamseg.deploy.infer import infer_video  # noqa: E402
-from streamseg.deploy.quantize import label_agreement, quantize_int8  # noqa: E402
+from streamseg.deploy.quantize import calibration_feeds, label_agreement, quantize_int8  # noqa: E402
 from streamseg.deploy.runtime import DeployMeta, OnnxStreamer  # noqa: E402
 
 from .test_infer import tiny_meta  # noqa: E402
@@ -86,3 +86,23 @@ def test_export_int8_names_bad_video_arguments_before_exporting(tmp_path) -> Non
         main(["export", "onnx", str(tmp_path), "--int8-check", str(tmp_path)])
     with pytest.raises(SystemExit, match=f"{tmp_path / 'nope'}: no such video file or folder"):
         main(["export", "onnx", str(tmp_path), "--int8", str(tmp_path / "nope")])  # not a run dir either: named first
+
+
+
+def test_float_prefixes_keep_those_weights_float_and_options_are_checked(tmp_path, synth_video_root) -> None:
+    import onnx
+
+    from streamseg.deploy.quantize import Int8Options, quantize_graph
+
+    video = sorted((synth_video_root / "Videos").glob("*.mp4"))[0]
+    fp32 = OnnxStreamer(conv_onnx(tmp_path / "m.onnx"))
+    feeds = list(calibration_feeds(fp32, [video], chunk=6, max_chunks=4))
+    out = quantize_graph(tmp_path / "m.onnx", tmp_path / "q.onnx", feeds, Int8Options(float_prefixes=("w2",)))
+    graph = onnx.load(out).graph
+    matmul = next(n for n in graph.node if n.op_type == "MatMul")
+    assert "w2" in matmul.input  # the float weight itself, no DequantizeLinear in front of it
+    assert any(n.op_type == "DequantizeLinear" and n.input[0].startswith("w1") for n in graph.node)
+    weights = {i.name: i.data_type for i in graph.initializer}
+    assert weights["w2"] == onnx.TensorProto.FLOAT
+    with pytest.raises(ValueError, match="Int8Options.activations: expected one of"):
+        quantize_graph(tmp_path / "m.onnx", tmp_path / "x.onnx", feeds, Int8Options(activations="int4"))

@@ -109,6 +109,7 @@ def test_batched_streams_give_the_events_of_infer(streamer, videos, expected) ->
         assert pool.steps < chunks  # chunks of several streams shared model calls
         metrics = c.metrics()
         assert "streamseg_batch_size_bucket" in metrics and "streamseg_events_total" in metrics
+        assert f"streamseg_chunk_latency_seconds_count {float(chunks)}" in metrics  # one latency per chunk
         # the WebSocket subscriber saw every segment of every stream, and each stream's end
         for sid in finals:
             assert [e for e in seen if e.get("video") == sid and "label" in e] == c.segments(sid)

@@ -8,8 +8,9 @@ Whole-video models (MS-TCN: no look-ahead bound) export as a stateless graph run
 Needs the `export` extra: pip install -e ".[export]".
 
 --int8 VIDEOS also writes model.int8.onnx (+ model.int8.json) for CPU edge boxes: static INT8
-quantisation (ONNX Runtime, QDQ, per-channel int8 weights, int8 activations) calibrated on the chunks the
-fp32 graph sees when it runs VIDEOS (a file or folder; use training videos) chunk by chunk, state carried.
+quantisation (ONNX Runtime after its quant_pre_process, QDQ, per-channel int8 weights, asymmetric uint8
+activations: `deploy.quantize.Int8Options`) calibrated on the chunks the fp32 graph sees when it runs
+VIDEOS (a file or folder; use training videos) chunk by chunk, state carried.
 --int8-check VIDEOS reports the label agreement of the INT8 graph with the fp32 one on them (held-out
 videos), stored as the INT8 metadata's parity.
 

@@ -53,11 +53,25 @@ from .infer import LagMeter, SegmentTracker, frame_labels, open_source
 from .runtime import Streamer
 from .sources import source_name
 
-__all__ = ["PoolFull", "StreamPool", "UnknownStream"]
+__all__ = ["PoolFull", "StepTiming", "StreamPool", "UnknownStream"]
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_BACKOFF_S = 30.0
 KEEP_FINISHED = 256  # finished streams kept for status queries (oldest forgotten first)
+
+
+@dataclass
+class StepTiming:
+    """One model call of the engine (``on_step``). batch: streams in it. seconds: the whole step
+    (preprocessing, the model, labels and events). model_s: ``streamer.step`` alone. latencies_s: per
+    chunk, from the moment it was queued (its last frame read from the source) to its labels and events,
+    so the server adds ``latency - model_s`` to the model's own time (queue wait, batching, pre- and
+    post-processing)."""
+
+    batch: int
+    seconds: float
+    model_s: float
+    latencies_s: list[float]
 
 
 class UnknownStream(KeyError):
@@ -146,14 +160,14 @@ class StreamPool:
         retries: attempts to (re)open a failing pull source, with exponential backoff from ``backoff_s``.
         on_event: ``(stream_id, event)`` for every segment and status event (from the engine or a reader
             thread: it must be quick and thread-safe).
-        on_step: ``(batch_size, seconds)`` after every model call.
+        on_step: a `StepTiming` after every model call (from the engine thread: it must be quick).
         source_options: `StreamSource` keyword arguments for pull sources (fmt, options, timeout_s, max_frames).
     """
 
     def __init__(self, streamer: Streamer, chunk: int | None = None, *, max_streams: int = 64,
                  buffer_chunks: int = 4, retries: int = 3, backoff_s: float = 1.0,
                  on_event: Callable[[str, dict[str, Any]], None] = lambda s, e: None,
-                 on_step: Callable[[int, float], None] = lambda b, s: None,
+                 on_step: Callable[[StepTiming], None] = lambda timing: None,
                  source_options: dict[str, Any] | None = None) -> None:
         meta = streamer.meta
         if meta.input_kind != "frames":
@@ -385,14 +399,15 @@ class StreamPool:
         t0 = time.perf_counter()
         try:
             x = np.concatenate([meta.preprocess(chunk.frames) for _, chunk in group])
-            logits, state = self.streamer.step(x, _cat([slot.state for slot, _ in group]))
+            state = _cat([slot.state for slot, _ in group])
+            t1 = time.perf_counter()
+            logits, state = self.streamer.step(x, state)
         except Exception as e:  # noqa: BLE001 (a failing batch ends its streams, never the server)
             self.failed_steps += 1
             for slot, _ in group:
                 self._finish(slot, None, f"model step failed: {type(e).__name__}: {e}", "error")
             return
         self.steps += 1
-        self.on_step(len(group), time.perf_counter() - t0)
         done = time.perf_counter()
         for (slot, chunk), row, new_state in zip(group, logits, _split(state, len(group))):
             slot.state = new_state
@@ -404,6 +419,8 @@ class StreamPool:
             slot.last_label, slot.last_time = meta.class_names[int(lab[-1])], chunk.arrived
             if slot.lag is not None and chunk.due is not None:
                 slot.lag.record(done - chunk.due, chunk.media_s)
+        labelled = time.perf_counter()
+        self.on_step(StepTiming(len(group), labelled - t0, done - t1, [labelled - c.arrived for _, c in group]))
 
     def _finish(self, slot: _Slot, num_frames: int | None, error: str | None, status: str) -> None:
         """Close the stream's open segment, free its slot, report how it ended."""

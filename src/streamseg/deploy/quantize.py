@@ -2,10 +2,11 @@
 
 `quantize_int8(model.onnx, videos)` runs the fp32 graph over the calibration videos chunk by chunk (state
 carried, as `infer` runs it) and hands those exact inputs (``x`` and the ``state_in_i`` of each chunk) to
-ONNX Runtime's static quantiser (`onnxruntime.quantization.quantize_static`: QDQ format, int8 weights
-per channel, int8 activations, MinMax calibration). It writes ``model.int8.onnx`` and its metadata
-(``model.int8.json``, ``quantization: "int8-static"``) beside the fp32 files; `OnnxStreamer`, `infer`
-and `serve` run it like any export.
+ONNX Runtime's static quantiser (`quantize_graph`: by default `quant_pre_process` first, then
+`onnxruntime.quantization.quantize_static` with QDQ format, int8 weights per channel, asymmetric uint8
+activations, MinMax calibration; `Int8Options` says why and lists the alternatives). It writes
+``model.int8.onnx`` and its metadata (``model.int8.json``, ``quantization: "int8-static"``) beside the
+fp32 files; `OnnxStreamer`, `infer` and `serve` run it like any export.
 
 `label_agreement` measures what matters for segmentation: the fraction of original frames whose label
 the INT8 graph gives as the fp32 graph does, over whole videos run through `infer_video`.
@@ -14,7 +15,8 @@ the INT8 graph gives as the fp32 graph does, over whole videos run through `infe
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ import numpy as np
 from .infer import infer_video, open_source
 from .runtime import OnnxStreamer, meta_path_for
 
-__all__ = ["calibration_feeds", "label_agreement", "quantize_int8"]
+__all__ = ["Int8Options", "calibration_feeds", "label_agreement", "quantize_graph", "quantize_int8"]
 
 
 def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
@@ -43,14 +45,116 @@ def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: i
             return
 
 
+@dataclass(frozen=True)
+class Int8Options:
+    """How `quantize_graph` quantises (ONNX Runtime's `quantize_static` arguments; tools/bench_int8.py
+    measures each side by side, docs/benchmarks.md). The defaults were the fastest measured on a 2-core
+    x86 CPU with AVX512-VNNI (98.3 % label agreement with fp32 on a small trained run, the best of the
+    variants): uint8 activations are the x86 kernels' native U8S8 form (there, uint8 variants ran 3.7-4.9x
+    fp32 at batch 1 and 1.3-1.6x at batch 8; int8 ones 0.6-1.4x).
+
+    fmt: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs around float ops, fused by ONNX Runtime) or
+    ``"qoperator"`` (QLinearConv, QLinearAdd, ... written out). activations: ``"uint8"`` (asymmetric,
+    U8S8: the x86 int8 kernels' native form) or ``"int8"``. symmetric: activation ranges symmetric
+    around 0. per_channel: one weight scale per output channel. reduce_range: 7-bit weights (for CPUs
+    without VNNI, whose U8S8 products can overflow). op_types: the op types to quantise (None: all that
+    ONNX Runtime can). calibration: ``"minmax"``, ``"entropy"`` or ``"percentile"``. preprocess: run
+    `quant_pre_process` first (shape inference and graph optimisation: BatchNorm folded into convs).
+    float_prefixes: nodes with a weight whose name starts with one of these stay float (default: the
+    temporal head, ``net.head.``: a few per cent of the compute, where the class scores are decided).
+    """
+
+    fmt: str = "qdq"
+    activations: str = "uint8"
+    symmetric: bool = False
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] | None = None
+    calibration: str = "minmax"
+    preprocess: bool = True
+    float_prefixes: tuple[str, ...] = ("net.head.",)
+
+
+def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[str, np.ndarray]],
+                   options: Int8Options = Int8Options()) -> Path:
+    """Static INT8 quantisation of the graph at ``onnx_path`` into ``out``, calibrated on ``feeds`` (graph
+    inputs, e.g. `calibration_feeds`)."""
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    for key, value, allowed in (("fmt", options.fmt, formats), ("activations", options.activations, types),
+                                ("calibration", options.calibration, methods)):
+        if value not in allowed:
+            raise ValueError(f"Int8Options.{key}: expected one of {sorted(allowed)}, got {value!r}")
+    feeds = iter(feeds)
+    if options.calibration != "minmax":  # histogram calibrators stack the chunks: one shape only (full chunks)
+        feeds = _same_shapes(feeds)
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="streamseg-int8-") as tmp:
+        src = Path(onnx_path)
+        if options.preprocess:
+            src = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(onnx_path), str(src), skip_symbolic_shape=True)
+        keep_float = None
+        if options.float_prefixes:
+            src, keep_float = _nodes_with_weights(src, options.float_prefixes, Path(tmp) / "named.onnx")
+        quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt],
+                        nodes_to_exclude=keep_float, per_channel=options.per_channel, reduce_range=options.reduce_range,
+                        activation_type=types[options.activations], weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(options.op_types) if options.op_types else None,
+                        calibrate_method=methods[options.calibration],
+                        extra_options={"ActivationSymmetric": options.symmetric})
+    return out
+
+
+def _nodes_with_weights(path: Path, prefixes: tuple[str, ...], out: Path) -> tuple[Path, list[str]]:
+    """The graph at ``path`` with every node named (the quantiser excludes nodes by name; an unnamed one
+    would match every other unnamed one), saved as ``out``, and the names of its nodes that read an
+    initializer named ``prefix...``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    taken = {n.name for n in graph.node}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"streamseg_node_{i}"
+            while node.name in taken:
+                node.name += "_"
+            taken.add(node.name)
+    onnx.save(model, str(out))
+    weights = {i.name for i in graph.initializer if i.name.startswith(prefixes)}
+    return out, [n.name for n in graph.node if weights.intersection(n.input)]
+
+
+def _same_shapes(feeds: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """The feeds shaped as the first one (a video's last, shorter chunk is left out)."""
+    first = None
+    for feed in feeds:
+        shapes = {k: v.shape for k, v in feed.items()}
+        first = first or shapes
+        if shapes == first:
+            yield feed
+
+
 def quantize_int8(onnx_path: str | Path, videos: Sequence[str | Path], out: str | Path | None = None, *,
-                  chunk: int | None = None, max_chunks: int = 64,
-                  check_videos: Sequence[str | Path] = ()) -> tuple[Path, Path, dict | None]:
+                  chunk: int | None = None, max_chunks: int = 64, check_videos: Sequence[str | Path] = (),
+                  options: Int8Options = Int8Options()) -> tuple[Path, Path, dict | None]:
     """Static INT8 quantisation of an exported streaming step, calibrated on ``videos`` (at most
     ``max_chunks`` chunks). With ``check_videos``, the `label_agreement` with the fp32 graph on them is
     measured and stored as the metadata's ``parity``. Returns (int8 .onnx, its metadata, that report)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     onnx_path = Path(onnx_path)
     fp32 = OnnxStreamer(onnx_path)
     meta = fp32.meta
@@ -60,13 +164,7 @@ def quantize_int8(onnx_path: str | Path, videos: Sequence[str | Path], out: str 
         raise ValueError(f"{onnx_path}: no calibration videos")
     out = Path(out) if out is not None else onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
     feeds = calibration_feeds(fp32, videos, chunk or meta.chunk_size or 32, max_chunks)
-
-    class Reader(CalibrationDataReader):
-        def get_next(self):
-            return next(feeds, None)
-
-    quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_graph(onnx_path, out, feeds, options)
     int8_meta = dataclasses.replace(meta, onnx=out.name, quantization="int8-static", parity=None)
     int8_meta.to_json(meta_path_for(out))
     report = None

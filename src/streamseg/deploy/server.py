@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
-from .batcher import PoolFull, StreamPool, UnknownStream
+from .batcher import PoolFull, StepTiming, StreamPool, UnknownStream
 from .dashboard import DASHBOARD_HTML
 from .runtime import Streamer
 
@@ -178,8 +178,10 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
                        registry=registry)
     batch_size = Histogram("streamseg_batch_size", "streams per model step", registry=registry,
                            buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-    step_seconds = Histogram("streamseg_step_seconds", "wall time of one model step (preprocess included)",
-                             registry=registry)
+    step_seconds = Histogram("streamseg_step_seconds",
+                             "wall time of one engine step (preprocessing, model, labels, events)", registry=registry)
+    chunk_latency = Histogram("streamseg_chunk_latency_seconds", "from a chunk queued (its last frame read) to "
+                              "its labels and events", registry=registry)
     broker = _Broker(opts.subscriber_queue, dropped)
     webhook = _Webhook(opts.webhook, webhook_failures) if opts.webhook else None
 
@@ -189,9 +191,11 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
         if webhook is not None:
             webhook.send(event)
 
-    def on_step(batch: int, seconds: float) -> None:
-        batch_size.observe(batch)
-        step_seconds.observe(seconds)
+    def on_step(timing: StepTiming) -> None:
+        batch_size.observe(timing.batch)
+        step_seconds.observe(timing.seconds)
+        for seconds in timing.latencies_s:
+            chunk_latency.observe(seconds)
 
     pool = StreamPool(streamer, opts.chunk, max_streams=opts.max_streams, buffer_chunks=opts.buffer_chunks,
                       retries=opts.retries, backoff_s=opts.backoff_s, on_event=on_event, on_step=on_step,
