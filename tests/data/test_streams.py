@@ -334,3 +334,28 @@ def test_video_files_opened_once_per_pass(tmp_path):
                 frames.setdefault(name, []).extend(((levels - 8) / 8).round().long().tolist())
     assert {c: VideoFileSource.opens[str(c)] - before[str(c)] for c in clips} == {c: 1 for c in clips}
     assert frames == {f"c{i}": list(range(0, n, 2)) for i, n in enumerate(lengths)}
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_persistent_workers_serve_every_epoch_with_its_own_order_and_augmentation():
+    """`StreamLoader(persistent=True)` starts its workers once; `set_epoch` reaches them through shared
+    memory, so each epoch's batches equal the in-process ones of that epoch (order and draws change with
+    the epoch), and the same worker processes made them."""
+    import os
+
+    videos = fake_videos([13, 9, 20, 5, 7, 30])
+    kw = dict(batch_size=3, chunk_size=4, sample_shape=(3, 2, 2), shuffle=True, seed=3, augment_factory=OffsetAugment())
+    loader = StreamLoader(StreamBatcher(videos, **kw), num_workers=2, persistent=True)
+    reference = StreamBatcher(videos, **kw)
+    pids = []
+    for epoch in (0, 1, 2):
+        loader.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        got, ref = list(loader), batches(reference)
+        assert [b["names"] for b in got] == [b["names"] for b in ref]
+        for a, b in zip(got, ref):
+            assert torch.equal(a["x"], b["x"]) and torch.equal(a["labels"], b["labels"])
+        pids.append(sorted(w.pid for w in loader._loader._iterator._workers))
+    assert pids[0] == pids[1] == pids[2] and os.getpid() not in pids[0]
+    orders = {tuple(n for b in batches(reference) for n in b["names"]) for e in (0, 1, 2) if not reference.set_epoch(e)}
+    assert len(orders) > 1  # the epochs really differ

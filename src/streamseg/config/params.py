@@ -41,7 +41,9 @@ class TrainParams:
     only; the unfinished window's gradients are kept in checkpoints). precision: Lightning precision string. monitor: validation metric that picks `best.ckpt`
     (a key of metrics.json). select_on: the split that metric is computed on: "val" (a validation split;
     with none, `best` = last epoch) or "test" (explicit opt-in to test-set model selection, which
-    published TAS numbers must not use). num_workers: DataLoader workers. val_every: validate every N
+    published TAS numbers must not use). num_workers: DataLoader workers. persistent_workers: video
+    streams: the training loader's decode workers start once and serve every epoch (false: new workers
+    each epoch, each a fork of the training process). val_every: validate every N
     epochs. log_every: optimizer steps between logged training losses. deterministic: Lightning's
     deterministic mode (bit-exact resume on CPU). nonfinite: what a NaN/inf training loss does: "stop" the
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
@@ -105,6 +107,7 @@ class TrainParams:
     monitor: str = "f1@50"
     select_on: Literal["val", "test"] = "val"
     num_workers: int = 0
+    persistent_workers: bool = True
     val_every: int = 1
     log_every: int = 10
     deterministic: bool = False

@@ -245,7 +245,9 @@ class StreamBatcher(IterableDataset):
         if mean is not None:  # (C, 1, 1, 1), broadcast over (C, n, H, W)
             self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1, 1)
             self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1, 1)
-        self.epoch = 0
+        # the epoch, in a tensor: StreamLoader's persistent workers read it from shared memory, so that
+        # set_epoch in the main process reaches workers started in an earlier epoch
+        self._epoch = torch.zeros(1, dtype=torch.int64)
         self.worker_parts = False  # set by StreamLoader: worker processes yield parts of batches
         # set by StreamLoader: > 0 = a worker fills a ring of this many parts allocated once in shared
         # memory instead of new tensors per step (see StreamLoader: a fresh shared-memory segment per
@@ -262,9 +264,13 @@ class StreamBatcher(IterableDataset):
     def is_features(self) -> bool:
         return len(self.sample_shape) == 1
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's order and augmentations; call before iterating (the engine does, per epoch)."""
-        self.epoch = epoch
+        self._epoch[0] = epoch
 
     def order(self) -> list[int]:
         """Video indices in the order they are handed to slots this epoch."""
@@ -467,12 +473,15 @@ class StreamLoader:
     With workers, worker ``w`` owns a fixed contiguous block of the ``B`` slots and decodes only those
     slots' videos (each video still opened once); the step-tagged parts are merged here in step order,
     so batches are identical for any ``num_workers`` (only ``min(num_workers, B)`` workers have work).
-    A fresh DataLoader is made per epoch (no persistent workers), so `set_epoch` reaches the workers.
+    ``persistent``: the worker processes are started once and serve every epoch (`set_epoch` reaches them
+    through the batcher's epoch in shared memory); otherwise a fresh DataLoader is made per epoch. Starting
+    a worker forks the training process (its CUDA context, compiled graphs and all), so with short epochs
+    and many workers the start-up is a visible share of each epoch (docs/benchmarks.md, issue #18).
     """
 
     def __init__(
         self, batcher: StreamBatcher, num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2,
-        device: torch.device | str | None = None,
+        device: torch.device | str | None = None, persistent: bool = False,
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"StreamLoader: num_workers must be >= 0, got {num_workers}")
@@ -481,6 +490,8 @@ class StreamLoader:
         # device: each worker's part goes there straight from shared memory and the step is merged
         # there, saving the host two copies of every batch (merge + pin); used by the GPU pipeline
         self.device = torch.device(device) if device is not None else None
+        self.persistent = persistent
+        self._loader: DataLoader | None = None  # persistent: the DataLoader of the first epoch, kept
 
     def set_epoch(self, epoch: int) -> None:
         self.batcher.set_epoch(epoch)
@@ -505,7 +516,7 @@ class StreamLoader:
             for batch in self.batcher:
                 yield self._pin(batch) if self.device is None else self._to(batch)
             return
-        batcher = copy.copy(self.batcher)
+        batcher = copy.copy(self.batcher) if self._loader is None else self._loader.dataset
         batcher.worker_parts = True
         # with a CUDA device and pin_memory, DataLoader's pin thread copies each part into page-locked
         # memory beside the main thread, so the copy below is a real asynchronous DMA (from the workers'
@@ -520,8 +531,15 @@ class StreamLoader:
         ring = not pin and (self.device is None or self.device.type != "cpu")
         batcher.ring_size = self.prefetch_factor + 2 if ring else 0
         mapped: collections.deque = collections.deque(maxlen=self.num_workers * batcher.ring_size)
-        loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers,
-                            prefetch_factor=self.prefetch_factor, pin_memory=pin)
+        if self._loader is None:
+            if self.persistent:
+                self.batcher._epoch.share_memory_()  # before the workers fork: they read set_epoch's value
+            loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers, persistent_workers=self.persistent,
+                                prefetch_factor=self.prefetch_factor, pin_memory=pin)
+            if self.persistent:
+                self._loader = loader
+        else:
+            loader = self._loader
         expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         # on a GPU, copies and merges run on a side stream, so the next batch's transfer overlaps the
         # step that the consumer's stream is running; the consumer's stream waits for it at hand-over

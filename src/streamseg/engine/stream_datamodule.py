@@ -65,6 +65,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         fps: float = 15.0,
         batch_size: int = 1,
         num_workers: int = 0,
+        persistent_workers: bool = False,
         seed: int = 0,
         val_fraction: float = 0.0,
         select_on: str = "val",
@@ -94,6 +95,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         self.chunk_size, self.frame_size = chunk_size, (int(frame_size[0]), int(frame_size[1]))
         self.sample_rate, self.bg_classes, self.fps = sample_rate, tuple(bg_classes), fps
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.persistent_workers = persistent_workers  # the training loader's workers serve every epoch
         self.val_fraction, self.select_on, self.augment = val_fraction, select_on, augment
         self.mean, self.std = tuple(mean), tuple(std)
         self._prepare = prepare
@@ -122,7 +124,8 @@ class VideoStreamDataModule(pl.LightningDataModule):
                               "data.zoom_augment=false")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
-                   num_workers=train.num_workers, seed=train.seed, val_fraction=p.val_fraction,
+                   num_workers=train.num_workers, persistent_workers=train.persistent_workers, seed=train.seed,
+                   val_fraction=p.val_fraction,
                    select_on=train.select_on, augment=p.augment, prepare=prepare,
                    preprocess=p.preprocess, compile_transform=train.compile,
                    decoder=p.decoder, decoder_fallback=p.decoder_fallback, nvdec_reader=p.nvdec_reader)
@@ -256,7 +259,8 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if self.nvdec:  # decoded on the GPU in this process; frames are written into device batches
             batcher.frame_device = self._device()
             return StreamLoader(batcher, num_workers=0, device=batcher.frame_device)
-        return StreamLoader(batcher, num_workers=self.num_workers, device=device)
+        return StreamLoader(batcher, num_workers=self.num_workers, device=device,
+                            persistent=train and self.persistent_workers)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """uint8 frames -> ``(x / 255 - mean) / std`` float32, on the batch's device; with device
