@@ -90,3 +90,26 @@ def test_cost_budget_skips_trials_over_it(tmp_path, synth_root):
     assert not over.intermediate_values  # never trained
     assert under.state == TrialState.COMPLETE and under.user_attrs["cost"] <= (small + large) / 2
     assert best_trials(study) == [under]
+
+
+def test_workers_racing_to_create_a_sqlite_study_retry_the_schema_row(tmp_path, monkeypatch):
+    """Two workers opening a fresh SQLite storage at once both write Optuna's schema version row; the
+    loser gets SQLite's UNIQUE-constraint error (seen in test_concurrent_workers_share_one_study_and_its_budget
+    on a loaded machine) and must retry, not stop the worker."""
+    import sqlalchemy.exc
+
+    import streamseg.search.storage as storage_mod
+
+    real, calls = storage_mod.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {},
+                                                Exception("UNIQUE constraint failed: alembic_version.version_num"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage_mod, "RDBStorage", racing)
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
+    storage, url = storage_mod.open_storage(None, tmp_path / "study")
+    assert len(calls) == 2 and url.startswith("sqlite:")

@@ -125,7 +125,8 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int = HEARTBEAT_S,
     else:
         engine_kwargs = {"pool_pre_ping": True}  # survive a database restart or idle disconnects
     # workers started together on a fresh database all create Optuna's tables; PostgreSQL then fails
-    # all but one with a duplicate type or table. Tables are created only if missing, so a retry works.
+    # all but one with a duplicate type or table, SQLite with a UNIQUE constraint on alembic_version
+    # (both write the schema version row). Tables are created only if missing, so a retry works.
     attempts = 5
     for attempt in range(attempts):
         try:
@@ -140,7 +141,7 @@ def open_storage(url: str | None, study_dir: Path, heartbeat: int = HEARTBEAT_S,
             return storage, url
         except Exception as e:
             text = str(e).lower()
-            if attempt == attempts - 1 or not ("already exists" in text or "duplicate" in text):
+            if attempt == attempts - 1 or not any(m in text for m in ("already exists", "duplicate", "unique constraint")):
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
