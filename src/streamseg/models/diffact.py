@@ -31,6 +31,9 @@ Outputs. ``forward(x (B, D, T), state=(), mask (B, 1, T) | None) -> (logits, ())
   post-processed prediction: ``"median"``, log of the per-class median-filtered probabilities (window
   ``postprocess_size``, scipy's reflect mode; renormalised over classes); ``"purge"``, the one-hot of the
   prediction with segments of at most ``postprocess_size`` frames split between their neighbours.
+  Inside ``raw_outputs()`` (`PostProcesses`) it is not, and the context yields the post-processing: the
+  engine's mean over the sample-rate offsets (``data.test_offsets``, the official 50Salads test) filters
+  the mean once, as the official does.
 
 Sampling is deterministic given ``sampling_seed``: every video draws its noise from its own
 ``torch.Generator`` (on the features' device) seeded with ``sampling_seed``, plus the video's index in its
