@@ -5,8 +5,10 @@ class-weighted CE (no soft labels) + 0.1 T-MSE, 0.1 boundary BCE with boundaries
 frames at 30 fps (2.5 at the sample rate); median filter of 30 (sampled) frames on the probabilities;
 the rest as `streamseg.config.bases.diffact_paper`.
 
-Differences: the official trains on a random one of the 8 sample-rate offsets of each video and tests on
-the mean of all 8; here offset 0 only, and predictions are repeated 8 times back to 30 fps.
+As the official (`main.py` / `dataset.py`): training subsamples each video from a random one of the 8
+offsets, a draw per epoch and video (`data.random_offset`); testing averages the probabilities of the 8
+offsets, median-filters the mean and places each sampled column at the centre of its 8 frames
+(`data.test_offsets`).
 
     streamseg train -D 50salads -M diffact -E paper -o data.split=1   # then the other splits and average
 """
@@ -19,6 +21,8 @@ from streamseg.engine.recipes.diffact import diffact_module as build_module  # n
 def configure(params: RunParams) -> None:
     diffact_paper(params)
     params.data.sample_rate = 8
+    params.data.random_offset = True
+    params.data.test_offsets = True
     params.model.decoder_kernel = 7
     params.model.snr_scale = 1.0
     params.model.cond_types = ("full", "zero", "boundary05-", "segment=2", "segment=2")

@@ -58,7 +58,9 @@ class FeatureVideoDataset(Dataset):
          "features": float32 (D, T') = features[:, ::sample_rate] (or pooled, see ``pooling``),
          "labels": int64 (T') = labels[::sample_rate] (or each group's most frequent label),
          "full_labels": int64 (T) at the original frame rate (what predictions are scored against),
-         "rate_features": [float32 (D, ceil(T / r)) for r in test_rates] (only with ``test_rates``)}
+         "rate_features": [float32 (D, ceil(T / r)) for r in test_rates] (only with ``test_rates``),
+         "offset_features": [float32 (D, ceil((T - o) / sample_rate)) = features[:, o::sample_rate]
+                             for o in range(sample_rate)] (only with ``test_offsets``)}
 
     with T' = ceil(T / sample_rate). When the feature and label files differ in length by at most
     ``length_tolerance`` frames, both are cropped to the shorter, T = min(T_features, T_labels): the
@@ -73,11 +75,13 @@ class FeatureVideoDataset(Dataset):
         pooling: how a group of ``sample_rate`` frames becomes one (`Pooling`).
         test_rates: also give the features pooled at each of these rates (test-time augmentation over
             sample rates, C2F-TCN's ``testtime_dataset.py``); empty: none.
+        test_offsets: also give the features subsampled at each of the ``sample_rate`` offsets (DiffAct's
+            test-time mean over offsets, `streamseg.engine.evaluation.Evaluation.add_offsets`).
     """
 
     def __init__(self, layout: TASLayout, names: Sequence[str], sample_rate: int = 1,
                  length_tolerance: int = DEFAULT_LENGTH_TOLERANCE, pooling: Pooling = "subsample",
-                 test_rates: Sequence[int] = ()) -> None:
+                 test_rates: Sequence[int] = (), test_offsets: bool = False) -> None:
         if sample_rate < 1 or any(r < 1 for r in test_rates):
             raise ValueError(f"sample_rate and test_rates must be >= 1, got {sample_rate} and {tuple(test_rates)}")
         if pooling not in ("subsample", "max"):
@@ -88,6 +92,9 @@ class FeatureVideoDataset(Dataset):
         self.length_tolerance = length_tolerance
         self.pooling = pooling
         self.test_rates = tuple(test_rates)
+        if test_offsets and pooling != "subsample":
+            raise ValueError(f"test_offsets subsamples the features: pooling must be 'subsample', got {pooling!r}")
+        self.test_offsets = test_offsets
 
     def __len__(self) -> int:
         return len(self.names)
@@ -128,6 +135,9 @@ class FeatureVideoDataset(Dataset):
         if self.test_rates:
             item["rate_features"] = [torch.from_numpy(pool_features(features, r, self.pooling))
                                      for r in self.test_rates]
+        if self.test_offsets:
+            item["offset_features"] = [torch.from_numpy(pool_features(features[:, o:], self.sample_rate))
+                                       for o in range(self.sample_rate)]
         return item
 
 
@@ -143,7 +153,7 @@ def collate_videos(items: Sequence[dict], length_multiple: int = 1) -> dict:
          "lengths": int64 (B,) real frames T' per video,
          "names": list[str] (B), "indices": list[int] (B) the items' "index",
          "full_labels": list of int64 (T_b,) tensors at the original frame rate,
-         "rate_features": list (B) of the items' lists, when the items have them}
+         "rate_features", "offset_features": list (B) of the items' lists, when the items have them}
     """
     if not items:
         raise ValueError("collate_videos needs at least one item")
@@ -158,8 +168,9 @@ def collate_videos(items: Sequence[dict], length_multiple: int = 1) -> dict:
         out = {"features": item["features"][None], "labels": item["labels"][None],
                "mask": torch.ones(1, longest, dtype=torch.float32, device=device), "lengths": lengths,
                "names": [item["name"]], "full_labels": [item["full_labels"]], "indices": [item.get("index", 0)]}
-        if "rate_features" in item:
-            out["rate_features"] = [item["rate_features"]]
+        for key in ("rate_features", "offset_features"):
+            if key in item:
+                out[key] = [item[key]]
         return out
     features = torch.zeros(batch, dim, longest, dtype=torch.float32, device=device)
     labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long, device=device)
@@ -178,6 +189,7 @@ def collate_videos(items: Sequence[dict], length_multiple: int = 1) -> dict:
         "full_labels": [item["full_labels"] for item in items],
         "indices": [item.get("index", 0) for item in items],
     }
-    if "rate_features" in items[0]:
-        out["rate_features"] = [item["rate_features"] for item in items]
+    for key in ("rate_features", "offset_features"):
+        if key in items[0]:
+            out[key] = [item[key] for item in items]
     return out

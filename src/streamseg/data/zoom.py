@@ -19,6 +19,11 @@ one would. One difference: the official code draws per window and a video longer
 several samples; here a video is one item (C2F-TCN cuts it into windows inside the model) with one draw,
 g_min computed for a full window (L = min(T, window x sample_rate)). The two agree on every video that fits
 one window (GTEA, 50Salads and Breakfast videos up to 2,400 / 19,200 / 12,000 frames).
+
+`OffsetAugmented` is DiffAct's training augmentation (Finspire13/DiffAct ``dataset.py``: each training item
+is one of the ``sample_rate`` subsamplings ``features[:, o::sample_rate]`` of its video, o drawn uniformly
+with python's ``random.randint`` per item): here o is drawn from numpy's ``Generator`` per (seed, epoch,
+video), the same keys as the zoom, so a resumed run draws what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from torch.utils.data import Dataset, Sampler
 
 from streamseg.data.features import FeatureVideoDataset
 
-__all__ = ["Zoom", "ZoomAugmented", "EpochKeys", "draw_zoom"]
+__all__ = ["Zoom", "ZoomAugmented", "OffsetAugmented", "EpochKeys", "draw_zoom"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,29 @@ class ZoomAugmented(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         z = draw_zoom(rng, len(labels), self.ds.sample_rate, self.window, self.zoom, self.crop)
         return self.ds.make_item(index, features, labels, z.start, z.end, z.rate)
+
+
+class OffsetAugmented(Dataset):
+    """Training items of ``ds`` (pooling ``subsample``) under DiffAct's offset augmentation (module docstring):
+    item ``(index, epoch)`` is video ``index`` subsampled from offset ``numpy.random.default_rng([seed, epoch,
+    index]).integers(0, ds.sample_rate)``. Reads the video's files on every item (memory-mapped)."""
+
+    def __init__(self, ds: FeatureVideoDataset, seed: int) -> None:
+        if ds.pooling != "subsample":
+            raise ValueError(f"OffsetAugmented subsamples the features: pooling must be 'subsample', got {ds.pooling!r}")
+        self.ds, self.seed = ds, seed
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def offset(self, index: int, epoch: int) -> int:
+        """The offset video ``index`` starts from in ``epoch``."""
+        return int(np.random.default_rng([self.seed, epoch, index]).integers(0, self.ds.sample_rate))
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, epoch = key
+        features, labels = self.ds.load(index)
+        return self.ds.make_item(index, features, labels, start=min(self.offset(index, epoch), len(labels) - 1))
 
 
 def check_zoom(zoom: tuple[float, ...], crop: float, window: int | None) -> None:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import ConfigError, TrainParams
 from ..data import FeatureVideoDataset, TASLayout, collate_videos
-from ..data.zoom import EpochKeys, ZoomAugmented, check_zoom
+from ..data.zoom import EpochKeys, OffsetAugmented, ZoomAugmented, check_zoom
 from .batches import BatchKind
 
 
@@ -48,6 +48,13 @@ class TASDatasetParams:
     least zoom_crop of the video (official 1.0: no crop); zoom_window: the model's window in pooled frames,
     which the zoomed video must fit (None: no window; the C2F-TCN model config sets it to model.window).
     Features only; off by default (the C2F-TCN paper configs turn it on).
+    test_offsets: DiffAct's test-time mean over the sample-rate offsets (Finspire13/DiffAct main.py): validation
+    and test videos are also subsampled at each offset o of sample_rate (features[:, o::sample_rate]), the model
+    runs on each, its last stage's class probabilities are averaged, post-processed (a model's `PostProcesses`)
+    and brought back to the original rate centred on each group (`Evaluation.add_offsets`). random_offset:
+    DiffAct's training augmentation: each epoch, each training video is subsampled from a random offset in
+    [0, sample_rate) (a draw per seed, epoch and video: `streamseg.data.zoom.OffsetAugmented`). Features with
+    pooling=subsample only; both off by default (the DiffAct 50Salads paper config turns them on).
     """
 
     root: str = "data"
@@ -87,6 +94,8 @@ class TASDatasetParams:
     zoom_range: tuple[float, ...] = (0.5, 2.0)
     zoom_crop: float = 1.0
     zoom_window: int | None = None
+    test_offsets: bool = False
+    random_offset: bool = False
 
 
 @dataclass
@@ -251,6 +260,8 @@ class FeatureDataModule(pl.LightningDataModule):
         shuffle: str = "seeded",
         zoom: dict | None = None,
         length_bucket: int = 0,
+        test_offsets: bool = False,
+        random_offset: bool = False,
     ):
         super().__init__()
         if length_bucket < 0:
@@ -271,6 +282,15 @@ class FeatureDataModule(pl.LightningDataModule):
         if pooling not in ("subsample", "max"):
             raise ConfigError(f"data.pooling must be 'subsample' or 'max', got {pooling!r}")
         self.pooling = pooling
+        if (test_offsets or random_offset) and pooling != "subsample":
+            raise ConfigError("data.test_offsets and data.random_offset subsample the features: they need "
+                              f"data.pooling=subsample, got {pooling!r}")
+        if random_offset and zoom is not None:
+            raise ConfigError("data.random_offset and data.zoom_augment are two training augmentations: turn one off")
+        if random_offset and preload == "device":
+            raise ConfigError("data.random_offset re-subsamples the training videos on the CPU at every epoch: "
+                              "use data.preload=none or memory (got device)")
+        self.test_offsets, self.random_offset = test_offsets, random_offset
         self.test_rates, self.test_rate_weights = check_test_rates(test_rates, test_rate_weights)
         if preload not in ("none", "memory", "device"):
             raise ConfigError(f"data.preload must be 'none', 'memory' or 'device', got {preload!r}")
@@ -325,6 +345,8 @@ class FeatureDataModule(pl.LightningDataModule):
             zoom=dict(window=p.zoom_window, zoom=tuple(p.zoom_range), crop=p.zoom_crop)
             if getattr(p, "zoom_augment", False) else None,
             length_bucket=train.length_bucket,
+            test_offsets=getattr(p, "test_offsets", False),
+            random_offset=getattr(p, "random_offset", False),
         )
 
     @property
@@ -342,7 +364,8 @@ class FeatureDataModule(pl.LightningDataModule):
     def _dataset(self, split: str) -> FeatureVideoDataset:
         self.setup()
         ds = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate, pooling=self.pooling,
-                                 test_rates=self.test_rates if split != "train" else ())
+                                 test_rates=self.test_rates if split != "train" else (),
+                                 test_offsets=self.test_offsets and split != "train")
         if self.preload == "none":
             return ds
         device = None
@@ -357,6 +380,9 @@ class FeatureDataModule(pl.LightningDataModule):
             plain = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate,
                                         pooling=self.pooling)
             ds, sampler = ZoomAugmented(plain, self.seed, **self.zoom), EpochKeys(sampler)
+        if split == "train" and self.random_offset:  # items keyed (index, epoch): each epoch draws anew
+            plain = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
+            ds, sampler = OffsetAugmented(plain, self.seed), EpochKeys(sampler)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..data.names import child_path
-from ..metrics import SegmentationMetrics, upsample
+from ..metrics import SegmentationMetrics, upsample, upsample_centred
 from ..metrics.io import write_results
 from .datamodule import DatasetInfo
 
@@ -76,6 +76,34 @@ class Evaluation:
                 total = prob if total is None else total + prob
             pred = (total / sum(weights)).argmax(dim=0).cpu().numpy()
             self.videos.append((name, upsample(pred, 1, len(gt)), gt))
+
+    def add_offsets(self, batch: dict, forward: Forward, device: torch.device,
+                    before_video: Callable[[int], None] = lambda b: None,
+                    post: Callable[[Tensor], Tensor] | None = None) -> None:
+        """Test-time mean over the sample-rate offsets (`DatasetInfo.test_offsets`; Finspire13/DiffAct
+        ``main.py`` ``test_single_video``, mode ``decoder-agg``): per video, the last stage's softmax over
+        classes on the features subsampled at each offset o (``features[:, o::r]``), all cut to the shortest
+        (floor(T / r) columns), averaged without weights; ``post`` (log of the mean (1, K, T') -> logits
+        (1, K, T'), e.g. DiffAct's median filter) then runs on the mean; the argmax (ties: the first class)
+        is brought back to the original rate by `upsample_centred` (column t placed at frame t*r + r // 2).
+        ``before_video(b)`` runs before each of video b's forward passes (the official test re-seeds the
+        sampler with the same seed before every offset)."""
+        rate = self.info.sample_rate
+        for b, name in enumerate(batch["names"]):
+            gt = batch["full_labels"][b].cpu().numpy()
+            if len(gt) < rate:
+                raise ValueError(f"video {name}: {len(gt)} frames, fewer than data.sample_rate={rate}: "
+                                 "the mean over offsets (data.test_offsets) needs one frame per offset")
+            probs = []
+            for x in batch["offset_features"][b]:
+                before_video(b)
+                x = x.to(device)[None]
+                probs.append(forward(x, torch.ones(1, x.shape[-1], device=device))[-1, 0].float().softmax(dim=0))
+            shortest = min(p.shape[1] for p in probs)
+            mean = torch.stack([p[:, :shortest] for p in probs]).mean(dim=0)  # (K, T')
+            scores = mean if post is None else post(torch.log(mean.clamp(min=1e-12))[None])[0]
+            pred = scores.argmax(dim=0).cpu().numpy()
+            self.videos.append((name, upsample_centred(pred, rate, len(gt)), gt))
 
     def add_chunk(self, batch: dict, logits: Tensor) -> None:
         """A stream batch's logits (S, B, K, T): each slot's valid frames appended to its video's

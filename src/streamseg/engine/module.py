@@ -18,13 +18,14 @@ kept as `test_result` after a test pass) and `rng` (generator states in checkpoi
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Iterable
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from ..models import SeedsPerVideo
+from ..models import PostProcesses, SeedsPerVideo
 from .accumulate import CrossEpochAccumulation
 from .compiling import mark_time_dynamic
 from .datamodule import DatasetInfo
@@ -283,8 +284,14 @@ class SegmentationModule(pl.LightningModule):
             evaluation.add_chunk(batch, self._eval_stream.forward(self.net, batch))
             return
         seeds = self.net if isinstance(self.net, SeedsPerVideo) else None  # sampling seeded per video
+        before = (lambda b: seeds.set_video_indices(batch["indices"][b:b + 1])) if seeds else (lambda b: None)
+        if "offset_features" in batch:  # the mean over offsets is post-processed, not each offset's output
+            raw = self.net.raw_outputs() if isinstance(self.net, PostProcesses) else nullcontext()
+            with raw as post:
+                evaluation.add_offsets(batch, self, self.device, before,
+                                       post and (lambda lg: post(lg, torch.ones_like(lg[:, 0]) > 0)))
+            return
         if "rate_features" in batch:
-            before = (lambda b: seeds.set_video_indices(batch["indices"][b:b + 1])) if seeds else (lambda b: None)
             evaluation.add_rates(batch, self, self.device, before)
             return
         if seeds is not None:

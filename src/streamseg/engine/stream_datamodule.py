@@ -118,10 +118,10 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if train.shuffle != "seeded":
             raise ConfigError(f"train.shuffle={train.shuffle!r} orders whole feature videos; streams plan their own order "
                               "(keep train.shuffle=seeded with data.input='video')")
-        if p.pooling != "subsample" or p.test_rates or p.zoom_augment:
-            raise ConfigError("data.pooling, data.test_rates and data.zoom_augment act on pre-extracted features; "
-                              "with data.input='video' keep data.pooling=subsample, data.test_rates empty and "
-                              "data.zoom_augment=false")
+        if p.pooling != "subsample" or p.test_rates or p.zoom_augment or p.test_offsets or p.random_offset:
+            raise ConfigError("data.pooling, data.test_rates, data.zoom_augment, data.test_offsets and "
+                              "data.random_offset act on pre-extracted features; with data.input='video' keep "
+                              "data.pooling=subsample, data.test_rates empty and the others false")
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, persistent_workers=train.persistent_workers, seed=train.seed,

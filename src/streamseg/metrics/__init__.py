@@ -11,7 +11,7 @@ Definitions and degenerate cases: docs/metrics.md.
 
 from streamseg.metrics.detection import DetectionMetrics
 from streamseg.metrics.online import OnsetDelay, onset_delays
-from streamseg.metrics.segments import Segment, SegmentArrays, segment_arrays, segments, upsample
+from streamseg.metrics.segments import Segment, SegmentArrays, segment_arrays, segments, upsample, upsample_centred
 from streamseg.metrics.tas import (
     DEFAULT_TAUS,
     PROTOCOLS,
@@ -42,4 +42,5 @@ __all__ = [
     "segment_arrays",
     "segments",
     "upsample",
+    "upsample_centred",
 ]

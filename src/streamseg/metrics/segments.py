@@ -124,3 +124,22 @@ def upsample(pred: np.ndarray, sample_rate: int, length: int) -> np.ndarray:
     if out.shape[0] < length:
         out = np.concatenate((out, np.full(length - out.shape[0], out[-1], dtype=np.int64)))
     return out
+
+
+def upsample_centred(pred: np.ndarray, sample_rate: int, length: int) -> np.ndarray:
+    """Bring back to ``length`` frames a prediction whose column t covers frames t*r .. t*r + r - 1 (r =
+    ``sample_rate``; the mean over the r subsampling offsets, DiffAct's test): column t is placed at frame
+    t*r + r // 2 and every frame takes the nearest placed column, the earlier one on a tie (scipy's
+    ``interp1d(kind='nearest')``); frames before the first / after the last take the first / last column.
+    Finspire13/DiffAct ``dataset.py`` ``restore_full_sequence`` with ``left_offset = r // 2``.
+    ``pred`` (T',) int -> (length,) int64.
+    """
+    if sample_rate < 1:
+        raise ValueError(f"sample_rate must be >= 1, got {sample_rate}")
+    p = as_label_array(pred, "prediction to upsample")
+    if length > 0 and p.shape[0] == 0:
+        raise ValueError(f"cannot upsample an empty prediction to {length} frames")
+    frames = np.arange(length, dtype=np.int64)
+    # nearest column, ties to the earlier: ceil((2 (f - r // 2) - r) / (2 r))
+    column = -((sample_rate - 2 * (frames - sample_rate // 2)) // (2 * sample_rate))
+    return p[np.clip(column, 0, max(p.shape[0] - 1, 0))] if length else np.zeros(0, dtype=np.int64)

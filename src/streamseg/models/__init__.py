@@ -18,7 +18,7 @@ from streamseg.models.checkpoint import WeightsError, load_weights
 from streamseg.models.diffact import DiffAct
 from streamseg.models.diffact_loss import DiffActLoss
 from streamseg.models.framewise import FramewiseHead
-from streamseg.models.hooks import FeedsBackLabels, SeedsPerVideo
+from streamseg.models.hooks import FeedsBackLabels, PostProcesses, SeedsPerVideo
 from streamseg.models.losses import SegmentationLoss, SVTASStreamLoss
 from streamseg.models.memtcn import MemoryTCN
 from streamseg.models.mstcn import MSTCN
@@ -61,6 +61,7 @@ __all__ = [
     "ASRF",
     "ASRFLoss",
     "FeedsBackLabels",
+    "PostProcesses",
     "SeedsPerVideo",
     "refine_with_boundaries",
     "C2FTCN",

@@ -31,6 +31,9 @@ Outputs. ``forward(x (B, D, T), state=(), mask (B, 1, T) | None) -> (logits, ())
   post-processed prediction: ``"median"``, log of the per-class median-filtered probabilities (window
   ``postprocess_size``, scipy's reflect mode; renormalised over classes); ``"purge"``, the one-hot of the
   prediction with segments of at most ``postprocess_size`` frames split between their neighbours.
+  Inside ``raw_outputs()`` (`PostProcesses`) it is not, and the context yields the post-processing: the
+  engine's mean over the sample-rate offsets (``data.test_offsets``, the official 50Salads test) filters
+  the mean once, as the official does.
 
 Sampling is deterministic given ``sampling_seed``: every video draws its noise from its own
 ``torch.Generator`` (on the features' device) seeded with ``sampling_seed``, plus the video's index in its
@@ -87,13 +90,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .hooks import SeedsPerVideo
+from .hooks import PostProcesses, SeedsPerVideo
 from .mstcn import check_input
 
 __all__ = ["DiffAct", "COND_TYPES", "median_filter", "purge", "reflect_index"]
@@ -266,7 +270,7 @@ _BOUNDARY_COND = re.compile(r"^boundary0(\d)-$")
 _SEGMENT_COND = re.compile(r"^segment=(\d+)$")
 
 
-class DiffAct(nn.Module, SeedsPerVideo):
+class DiffAct(nn.Module, SeedsPerVideo, PostProcesses):
     """DiffAct over a whole video (see the module docstring). Defaults: the official GTEA config.
 
     Args:
@@ -516,14 +520,26 @@ class DiffAct(nn.Module, SeedsPerVideo):
                              f"(set_video_indices; the engine sets them), got {self.video_indices}")
         return [self.sampling_seed + i for i in self.video_indices]
 
-    def _postprocess(self, logits: Tensor, valid: Tensor) -> Tensor:
+    @contextmanager
+    def raw_outputs(self) -> Iterator[Callable[[Tensor, Tensor], Tensor]]:
+        """Inside: the eval output's last stage is the decoder's logits, not post-processed (`PostProcesses`;
+        the official 50Salads test filters the mean over the sample-rate offsets, not each offset). Yields
+        ``postprocess`` as a function of (logits (B, K, T), valid (B, T) bool) (identity for "none")."""
+        kept, self.postprocess = self.postprocess, "none"
+        try:
+            yield lambda logits, valid: logits if kept == "none" else self._postprocess(logits, valid, kept)
+        finally:
+            self.postprocess = kept
+
+    def _postprocess(self, logits: Tensor, valid: Tensor, mode: str | None = None) -> Tensor:
+        mode = self.postprocess if mode is None else mode
         out = torch.zeros_like(logits)
         for b in range(logits.shape[0]):
             idx = torch.nonzero(valid[b]).flatten()
             if idx.numel() == 0:
                 continue
             part = logits[b][:, idx]
-            if self.postprocess == "median":
+            if mode == "median":
                 probs = median_filter(F.softmax(part.double(), dim=0), self.postprocess_size)
                 probs = probs / probs.sum(dim=0, keepdim=True).clamp(min=1e-12)
                 out[b][:, idx] = torch.log(probs.clamp(min=1e-12)).to(out.dtype)

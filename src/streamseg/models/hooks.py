@@ -7,7 +7,8 @@ name is an error at class definition (the base's method is abstract in spirit: i
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import AbstractContextManager
+from typing import Callable, Sequence
 
 from torch import Tensor
 
@@ -35,3 +36,13 @@ class SeedsPerVideo:
     def set_video_indices(self, indices: Sequence[int] | None) -> None:
         raise NotImplementedError(f"{type(self).__name__} declares SeedsPerVideo but has no set_video_indices")
 
+
+
+class PostProcesses:
+    """A model whose evaluation output's last stage is post-processed (DiffAct's median filter / purge), so
+    that a test-time mean over several passes (`data.test_offsets`) can post-process the mean instead of
+    each pass: ``raw_outputs()`` is a context in which the last stage is not post-processed; it yields the
+    post-processing, ``(logits (B, K, T), valid (B, T) bool) -> logits (B, K, T)``."""
+
+    def raw_outputs(self) -> AbstractContextManager[Callable[[Tensor, Tensor], Tensor]]:
+        raise NotImplementedError(f"{type(self).__name__} declares PostProcesses but has no raw_outputs")
