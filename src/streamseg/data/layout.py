@@ -153,19 +153,19 @@ def scan_labels(path: str | Path, class_to_index: dict[str, int]) -> tuple[np.nd
         lines.pop()
     if not lines:
         return np.zeros(0, dtype=np.int64), [DataError(path, "empty label file; expected one label per frame")]
+    get = class_to_index.get  # every label known (the usual case): one pass, no per-line bookkeeping
+    labels = np.fromiter((get(name, -1) for name in lines), dtype=np.int64, count=len(lines))
+    if labels.min() >= 0:
+        return labels, []
     errors: list[DataError] = []
     unknown: dict[str, list[int]] = {}  # label -> [first line, count]
-    labels = np.empty(len(lines), dtype=np.int64)
-    for t, name in enumerate(lines):
-        index = class_to_index.get(name)
-        if index is None:
-            if not name:
-                errors.append(DataError(path, "empty line; expected one label name per frame", t + 1))
-            else:
-                seen = unknown.setdefault(name, [t + 1, 0])
-                seen[1] += 1
-            index = -1
-        labels[t] = index
+    for t in np.flatnonzero(labels < 0).tolist():
+        name = lines[t]
+        if not name:
+            errors.append(DataError(path, "empty line; expected one label name per frame", t + 1))
+        else:
+            seen = unknown.setdefault(name, [t + 1, 0])
+            seen[1] += 1
     valid = ", ".join(class_to_index)
     for name, (lineno, count) in unknown.items():
         errors.append(
