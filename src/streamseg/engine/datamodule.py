@@ -238,9 +238,12 @@ class _CachedItems(torch.utils.data.Dataset):
         missing = [i for i, name in enumerate(self.ds.names) if name not in self.cache]
         if len(missing) < 2:
             return
+        window = 2 * PRELOAD_READERS  # at most this many items read and not yet placed on the device
         with ThreadPoolExecutor(max_workers=PRELOAD_READERS) as pool:
-            for index, item in zip(missing, pool.map(self.ds.__getitem__, missing)):
-                self.cache[self.ds.names[index]] = self._place(item)
+            for first in range(0, len(missing), window):
+                batch = missing[first:first + window]
+                for index, item in zip(batch, pool.map(self.ds.__getitem__, batch)):
+                    self.cache[self.ds.names[index]] = self._place(item)
 
     def __getitem__(self, index: int) -> dict:
         name = self.ds.names[index]
