@@ -42,3 +42,14 @@ def test_time_to_accuracy_is_the_first_evaluation_at_the_target(tmp_path, bench)
                    "stays_at_or_above_target_at_the_end": True}
     miss = bench._time_to(history, 995.0, target=90.0)
     assert not miss["reached"] and miss["seconds"] is None and not miss["stays_at_or_above_target_at_the_end"]
+
+
+def test_breakdown_splits_time_to_accuracy_at_the_first_training_batch(bench):
+    clock = {"train_and_test": 104.0, "data_checked": 105.5, "built": 105.75, "fit": 106.0, "first_batch": 108.0,
+             "fit_end": 130.0}
+    out = bench._breakdown({"startup_clock": clock}, 100.0, {"seconds": 20.0})
+    assert out == {"imports_and_config": 4.0, "data_check": 1.5, "model_build": 0.25, "run_dir_and_trainer": 0.25,
+                   "fit_to_first_batch": 2.0, "launch_to_first_batch": 8.0, "first_batch_to_target": 12.0,
+                   "startup_share": 0.4}
+    assert "first_batch_to_target" not in bench._breakdown({"startup_clock": clock}, 100.0, {"seconds": None})
+    assert bench._breakdown({}, 100.0, {"seconds": 20.0}) == {}  # a run from before startup_clock existed

@@ -165,3 +165,22 @@ def test_class_names_must_be_plain_and_the_layout_builds_no_path_from_an_unsafe_
     problems = check_dataset(root)
     assert [(Path(p.path).name, p.line) for p in problems][0] == ("mapping.txt", 3), format_problems(problems)
     assert "class name '../pour' is not a plain file name" in problems[0].message
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nonfinite_frames_counts_every_bad_frame_across_blocks_and_ignores_sums_that_overflow(dtype) -> None:
+    """Columns are cleared by their sums: a bad value in any block is found, the first bad frame is the
+    earliest one, and finite values whose sum overflows to inf are not reported."""
+    from streamseg.data.layout import nonfinite_frames
+
+    big = np.finfo(dtype).max
+    features = np.ones((6, 50), dtype)
+    features[:, 3] = big  # six maxima: the column sum overflows to inf, every value is finite
+    features[:, 20] = -big
+    assert nonfinite_frames(features, block_values=6 * 7) == (0, None)  # blocks of 7 frames
+    features[5, 9], features[0, 30], features[2, 31], features[4, 49] = np.nan, np.inf, -np.inf, np.nan
+    features[1, 30] = -np.inf  # inf + -inf: the sum is NaN, still one bad frame
+    for block_values in (6 * 7, 6, 1 << 24):  # several blocks, one column per block, one block
+        assert nonfinite_frames(features, block_values) == (4, 9)
+    features[3, 3] = np.inf  # beside the overflowing maxima
+    assert nonfinite_frames(features, block_values=6 * 7) == (5, 3)

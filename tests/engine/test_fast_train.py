@@ -48,6 +48,26 @@ def test_throughput_counts_every_valid_training_frame(tmp_path, synth_root):
     frames = sum(len((synth_root / "groundTruth" / n).read_text().split()) for n in names if n not in val)
     tp = metrics["train_throughput"]
     assert tp["frames_per_s"] * tp["epoch_seconds"] == pytest.approx(frames, rel=1e-6)
+    # the start-up phases' wall clocks, in the order they happen (tools/bench_gpu.py offline reads them)
+    clock = metrics["startup_clock"]
+    phases = ["train_and_test", "data_checked", "built", "fit", "first_batch", "fit_end"]
+    assert sorted(clock) == sorted(phases)
+    assert [clock[k] for k in phases] == sorted(clock[k] for k in phases)
+
+
+def test_a_preloaded_split_is_read_whole_when_its_loader_is_made(synth_root):
+    """`_CachedItems.fill`: every video of the split is cached, by name, as the plain dataset reads it."""
+    dm = FeatureDataModule(str(synth_root), 1, preload="memory", batch_size=2)
+    loader = dm.train_dataloader()
+    names = dm.names["train"]
+    assert sorted(dm._cache) == sorted(names) and len(names) > 2
+    plain = loader.dataset.ds
+    for index in (0, len(names) - 1):
+        item = dm._cache[names[index]]
+        assert item["index"] == index and item["name"] == names[index]
+        assert torch.equal(item["features"], plain[index]["features"])
+        assert torch.equal(item["labels"], plain[index]["labels"])
+    assert loader.dataset[1] is dm._cache[names[1]]  # served from the cache, not read again
 
 
 def test_device_preload_with_workers_is_refused_before_training():

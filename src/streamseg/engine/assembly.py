@@ -8,6 +8,7 @@ LightningModule, for training (`runner`), scoring (`checkpoint_eval`) and reload
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,13 @@ from .recipes import default_module
 from .schedules import check_train_options
 
 
-def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
-          notes: list[str] | None = None) -> tuple[Any, DatasetInfo, SegmentationModule]:
+def build(configs: ConfigSet, params: RunParams, launch: dist.Launch, notes: list[str] | None = None,
+          clock: dict[str, float] | None = None) -> tuple[Any, DatasetInfo, SegmentationModule]:
     """DataModule, dataset info and LightningModule for `params`, data prepared once per node and checked.
 
     Raises `DatasetProblems` (on every rank) listing every problem of a dataset in the standard layout.
-    ``notes`` (rank 0) receives the check's notes on the footage read (`check_data`)."""
+    ``notes`` (rank 0) receives the check's notes on the footage read (`check_data`); ``clock``, when
+    given, the wall clock (Unix seconds) at which the data was prepared and checked ("data_checked")."""
     silence_lightning_noise()  # before any Trainer exists (train, test, test --ckpt none all build first)
     check_train_options(params.train)  # a bad optimiser, schedule or early-stopping key, before any work
     dm = configs.dataset.build_datamodule(params.data, params.train)
@@ -40,6 +42,8 @@ def build(configs: ConfigSet, params: RunParams, launch: dist.Launch,
         dm.prepare_data()
     dist.barrier()
     check_data(params, launch, dm.batch_kind, notes)
+    if clock is not None:
+        clock["data_checked"] = time.time()
     info = dm.info
     net = build_net(configs.model, params.model, info)
     builder = optional(configs.exp, "exp", "build_module", default_module)

@@ -7,7 +7,9 @@ same videos every run). With no validation videos, `best.ckpt` is the last epoch
 
 from __future__ import annotations
 
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator, Literal, Sequence
@@ -33,7 +35,8 @@ class TASDatasetParams:
     from Edit/F1 (the MS-TCN protocol ignores only GTEA's `background`). val_fraction: share of the
     training videos held out for model selection when the dataset has no `val` split. input: what the
     model consumes: pre-extracted `features` (whole videos per item) or `video` streams (chunk batches).
-    preload: keep decoded feature videos in RAM (`memory`) or on the GPU (`device`) after first use.
+    preload: keep decoded feature videos in RAM (`memory`) or on the GPU (`device`), each split read whole
+    (several videos at once) when its loader is made.
     features_dir: the folder under `root` holding `<video>.npy` (e.g. `features_s3d`, written by
     `streamseg extract`), so several feature sets can sit side by side.
     pooling: how `sample_rate` feature frames become one: `subsample` (the first; MS-TCN) or `max` (each
@@ -209,6 +212,11 @@ class PythonShuffleSampler(EpochShuffleSampler):
         return iter(order)
 
 
+PRELOAD_READERS = min(8, os.cpu_count() or 1)
+"""Videos read at once when a split is preloaded (`_CachedItems.fill`): numpy copies the memory-mapped
+features out of the page cache without holding the GIL, so several cores read several files."""
+
+
 class _CachedItems(torch.utils.data.Dataset):
     """A `FeatureVideoDataset` whose items are read once and kept (shared by the splits through
     ``cache``); ``device``: the tensors the model consumes live there (full labels stay on the CPU)."""
@@ -219,14 +227,29 @@ class _CachedItems(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
+    def _place(self, item: dict) -> dict:
+        if self.device is None:
+            return item
+        return {**item, "features": item["features"].to(self.device), "labels": item["labels"].to(self.device)}
+
+    def fill(self) -> None:
+        """Read every item not cached yet, `PRELOAD_READERS` videos at a time, and keep them (in order):
+        the whole split is loaded when its loader is made, not one video at a time inside the first epoch."""
+        missing = [i for i, name in enumerate(self.ds.names) if name not in self.cache]
+        if len(missing) < 2:
+            return
+        window = 2 * PRELOAD_READERS  # at most this many items read and not yet placed on the device
+        with ThreadPoolExecutor(max_workers=PRELOAD_READERS) as pool:
+            for first in range(0, len(missing), window):
+                batch = missing[first:first + window]
+                for index, item in zip(batch, pool.map(self.ds.__getitem__, batch)):
+                    self.cache[self.ds.names[index]] = self._place(item)
+
     def __getitem__(self, index: int) -> dict:
         name = self.ds.names[index]
         item = self.cache.get(name)
         if item is None:
-            item = self.ds[index]
-            if self.device is not None:
-                item = {**item, "features": item["features"].to(self.device),
-                        "labels": item["labels"].to(self.device)}
+            item = self._place(self.ds[index])
             self.cache[name] = item
         return item
 
@@ -383,6 +406,8 @@ class FeatureDataModule(pl.LightningDataModule):
         if split == "train" and self.random_offset:  # items keyed (index, epoch): each epoch draws anew
             plain = FeatureVideoDataset(self.layout, self.names[split], sample_rate=self.sample_rate)
             ds, sampler = OffsetAugmented(plain, self.seed), EpochKeys(sampler)
+        if isinstance(ds, _CachedItems):
+            ds.fill()
         return DataLoader(
             ds,
             batch_size=self.batch_size,

@@ -136,9 +136,12 @@ def train_and_test(
 
     pl.seed_everything(params.train.seed, workers=True, verbose=False)
     started = time.time()
+    # wall clocks of the start-up phases, for metrics.json: what comes before the first training step
+    clock = {"train_and_test": started}
     # data prepared and checked before a run directory exists: a broken dataset leaves nothing behind
     footage: list[str] = []
-    dm, info, module = build(configs, params, launch, footage)
+    dm, info, module = build(configs, params, launch, footage, clock)
+    clock["built"] = time.time()
 
     # rank 0 locks the version it runs until the end (the kernel releases it if the process dies)
     run, lock = claim_run_dir(exp_dir, params_json, new=new) if launch.is_zero else (None, None)
@@ -155,11 +158,15 @@ def train_and_test(
         has_val = dm.has_val
         callbacks = _callbacks(params, run, has_val) + list(extra_callbacks)
         trainer = _trainer(params, run, hw, dm, callbacks)
+        clock["fit"] = time.time()
         trainer.fit(module, datamodule=dm, ckpt_path=run.resume_from, weights_only=True)
         weights = check_ranks_agree(module.net) if replicated_weights(params.train) else [[] for _ in ranks]
         # before testing: trainer.test(ckpt_path=...) restores every callback's state from that checkpoint
         stopped = early_stopping_summary(callbacks, params.train)
-        throughput = next((cb.summary() for cb in callbacks if isinstance(cb, TrainThroughput)), {})
+        meter = next(cb for cb in callbacks if isinstance(cb, TrainThroughput))
+        throughput = meter.summary()
+        clock["first_batch"] = meter.first_batch_time
+        clock["fit_end"] = time.time()
 
         best = run.checkpoints / "best.ckpt"
         ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
@@ -172,6 +179,7 @@ def train_and_test(
             metrics["train_seconds"] = round(time.time() - started, 1)
             metrics["world_size"] = trainer.world_size
             metrics["train_throughput"] = throughput
+            metrics["startup_clock"] = clock
             write_json(run.metrics, metrics)
             if len(ranks) > 1:  # what each DDP rank ran and ended with (equal by the two checks)
                 write_json(run.path / "ranks.json",

@@ -8,8 +8,10 @@ last (validation excluded; CUDA synchronised at both ends), sums the frames over
 history is kept in checkpoints, so a resumed run's summary covers the epochs before the resume too. With
 ``torch.compile`` each epoch also records how many graphs have been compiled so far in this process
 (``compiled_graphs``: constant after the first epoch means nothing recompiled).
-Each epoch's entry also holds the wall clock at its end (``end_time``, after validation; kept in
-checkpoints, not in the summary): ``tools/bench_gpu.py offline`` reads it for time-to-accuracy.
+Each epoch's entry also holds the wall clock at its first batch (``start_time``) and at its end
+(``end_time``, after validation), kept in checkpoints, not in the summary; ``first_batch_time`` is the
+wall clock of this process's first training batch (what the start-up took: metrics.json
+``startup_clock``). ``tools/bench_gpu.py offline`` reads them for time-to-accuracy.
 These are the numbers docs/benchmarks.md compares across 1 and 2 GPUs.
 """
 
@@ -47,6 +49,8 @@ class TrainThroughput(pl.Callback):
         self._frames: torch.Tensor | None = None
         self._start: float | None = None
         self._end: float | None = None
+        self._start_time: float | None = None
+        self.first_batch_time: float | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._frames = torch.zeros((), dtype=torch.float64, device=pl_module.device)
@@ -56,6 +60,9 @@ class TrainThroughput(pl.Callback):
         if self._start is None:  # from the first batch: the loader's start-up is not training
             _sync(pl_module)
             self._start = time.perf_counter()
+            self._start_time = time.time()
+            if self.first_batch_time is None:
+                self.first_batch_time = self._start_time
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -79,7 +86,8 @@ class TrainThroughput(pl.Callback):
         seconds = float(trainer.strategy.reduce(torch.tensor(seconds, device=pl_module.device), reduce_op="max"))
         # end_time: wall clock (Unix seconds) after the epoch's validation, for time-to-accuracy
         entry = {"epoch": trainer.current_epoch, "frames": frames, "seconds": seconds,
-                 "frames_per_s": frames / seconds if seconds > 0 else 0.0, "end_time": time.time()}
+                 "frames_per_s": frames / seconds if seconds > 0 else 0.0, "start_time": self._start_time,
+                 "end_time": time.time()}
         graphs = compiled_graphs()
         if graphs:
             entry["compiled_graphs"] = graphs
