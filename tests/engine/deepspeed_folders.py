@@ -6,9 +6,9 @@ engine does not (its CPU accelerator, one gloo process; it compiles its shared-m
 
     python tests/engine/deepspeed_folders.py CHECKPOINT.ckpt OUT_FOLDER STAGE
 
-runs in its own process (DeepSpeed initialises torch.distributed). `tests/engine/data/zero{2,3}/` were made
+runs in its own process (DeepSpeed initialises torch.distributed). `tests/engine/data/zero{2,3,3x2}/` were made
 with DeepSpeed 0.19.8 by `python tests/engine/deepspeed_folders.py --toy tests/engine/data` (their
-`expected.pt` is the state dict they hold), so that reading them needs no DeepSpeed.
+`expected.pt` is the state dict they hold; `zero3x2`: two ranks), so that reading them needs no DeepSpeed.
 """
 
 from __future__ import annotations
@@ -42,13 +42,10 @@ def holder(state_dict: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def save(checkpoint: dict, folder: Path, stage: int) -> None:
-    """``checkpoint`` (a Lightning checkpoint dict) as DeepSpeed's folder, in this process."""
+    """``checkpoint`` (a Lightning checkpoint dict) as DeepSpeed's folder, in this process: one rank of the
+    group that `make` started (MASTER_PORT, RANK, WORLD_SIZE in the environment)."""
     import deepspeed
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     deepspeed.init_distributed(dist_backend="gloo")
     model = holder(checkpoint["state_dict"])
     config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": stage},
@@ -58,25 +55,34 @@ def save(checkpoint: dict, folder: Path, stage: int) -> None:
     engine.save_checkpoint(str(folder), client_state=client, tag="checkpoint")
 
 
-def make(checkpoint: Path, folder: Path, stage: int) -> None:
-    """`save` in a child process (the command line above); raises with its output when it fails."""
-    out = subprocess.run([sys.executable, __file__, str(checkpoint), str(folder), str(stage)],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and (folder / "latest").is_file(), out.stdout[-2000:] + out.stderr[-3000:]
+def make(checkpoint: Path, folder: Path, stage: int, world: int = 1) -> None:
+    """`save` in ``world`` child processes (the command line above, one gloo rank each); raises with their
+    output when one fails."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ranks = [subprocess.Popen([sys.executable, __file__, str(checkpoint), str(folder), str(stage)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                   "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world)})
+             for r in range(world)]
+    outputs = [p.communicate(timeout=600)[0] for p in ranks]
+    assert all(p.returncode == 0 for p in ranks) and (folder / "latest").is_file(), "".join(o[-3000:] for o in outputs)
 
 
 def toy(directory: Path) -> None:
-    """The committed fixtures: a toy checkpoint as ZeRO 2 and ZeRO 3 folders, each with its expected.pt."""
+    """The committed fixtures: a toy checkpoint as folders of ZeRO 2, ZeRO 3, and ZeRO 3 over 2 ranks (each
+    rank a slice of every parameter, the last one padded), each with its expected.pt."""
     torch.manual_seed(0)
-    state = {"net.0.weight": torch.randn(3, 4), "net.0.bias": torch.randn(3), "net.norm.running_mean": torch.randn(3),
+    state = {"net.0.weight": torch.randn(3, 5), "net.0.bias": torch.randn(3), "net.norm.running_mean": torch.randn(3),
              "net.norm.num_batches_tracked": torch.tensor(5), "head.weight": torch.randn(2, 3)}
     checkpoint = {"state_dict": state, "epoch": 3, "global_step": 7, "rng": {"torch": torch.tensor([1, 2, 3])},
                   "callbacks": {"ModelCheckpoint{'monitor': 'val/acc'}": {"best_model_score": torch.tensor(55.0)}}}
-    for stage in (2, 3):
-        out = directory / f"zero{stage}"
-        source = directory / f"zero{stage}.source.ckpt"
+    for name, stage, world in (("zero2", 2, 1), ("zero3", 3, 1), ("zero3x2", 3, 2)):
+        out = directory / name
+        source = directory / f"{name}.source.ckpt"
         torch.save(checkpoint, source)
-        make(source, out / "best.ckpt", stage)
+        make(source, out / "best.ckpt", stage, world)
         source.unlink()
         torch.save(state, out / "expected.pt")
         for script in out.glob("best.ckpt/*.py"):  # DeepSpeed's conversion scripts: not needed to read

@@ -2,10 +2,11 @@
 reader of checkpoints takes them (engine/zero_checkpoint.py, engine/checkpoint_io.py).
 
 The folders are real DeepSpeed ones, made on the CPU by DeepSpeed's engine as Lightning's DeepSpeed strategy
-makes them (tests/engine/deepspeed_folders.py): `data/zero{2,3}/` were made once with DeepSpeed 0.19.8 and
-are read without DeepSpeed; the end-to-end test makes one from a trained run and needs DeepSpeed
-(`pip install 'streamseg[deepspeed]'`; skipped without it). Lightning's strategy itself runs only on CUDA
-GPUs: tests/engine/test_strategies.py's `gpu` tests train with it and read what it saved."""
+makes them (tests/engine/deepspeed_folders.py): `data/zero{2,3,3x2}/` (3x2: ZeRO 3 over two ranks) were
+made once with DeepSpeed 0.19.8 and are read without DeepSpeed; the end-to-end test makes one from a trained
+run and needs DeepSpeed (`pip install 'streamseg[deepspeed]'`; skipped without it). Lightning's strategy
+itself runs only on CUDA GPUs: tests/engine/test_strategies.py's `gpu` tests train with it and read what it
+saved."""
 
 from __future__ import annotations
 
@@ -32,16 +33,18 @@ from ..conftest import TINY, streamseg
 DATA = Path(__file__).parent / "data"
 
 
-def _folder(tmp_path: Path, stage: int) -> Path:
+def _folder(tmp_path: Path, stage: int | str) -> Path:
     run = tmp_path / "run"
     shutil.copytree(DATA / f"zero{stage}", run / "checkpoints", dirs_exist_ok=True)
     return run / "checkpoints" / "best.ckpt"
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [2, 3, "3x2"])
 def test_a_zero_folder_reads_as_a_lightning_checkpoint(tmp_path, stage):
-    """ZeRO 2: the module states hold the weights; ZeRO 3: rebuilt from the optimiser shards' fp32 slices."""
+    """ZeRO 2: the module states hold the weights; ZeRO 3: rebuilt from the optimiser shards' fp32 slices
+    ("3x2": two ranks, each holding half of every parameter, padded where its size is odd)."""
     folder = _folder(tmp_path, stage)
+    assert len(list(folder.glob("checkpoint/*optim_states.pt"))) == (2 if stage == "3x2" else 1)
     expected = torch.load(folder.parent / "expected.pt", weights_only=True)
     ckpt = load_checkpoint_file(folder)
     assert sorted(ckpt["state_dict"]) == sorted(expected)
@@ -82,7 +85,8 @@ def test_damaged_or_foreign_folders_are_refused_in_one_line(tmp_path):
     shard = folder / "checkpoint" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     good = shard.read_bytes()
     torch.save({"optimizer_state_dict": {"fp32_flat_groups": [torch.zeros(3)], "x": Evil()}}, shard)
-    with pytest.raises(CheckpointError, match=r"optim_states.pt: refers to \['tests.engine.test_deepspeed_checkpoints.Evil'\]"):
+    foreign = r"optim_states.pt: refers to \['tests.engine.test_deepspeed_checkpoints.Evil'\]"
+    with pytest.raises(CheckpointError, match=foreign):
         load_checkpoint_file(folder)
     shard.unlink()
     with pytest.raises(CheckpointError, match="optim_states.pt: missing"):
