@@ -76,6 +76,18 @@ def test_best_falls_back_to_a_last_folder_and_a_run_resumes_from_one(tmp_path):
     assert resumed.resume_from == exp / "version_0" / "checkpoints" / "last.ckpt"
 
 
+def test_feature_extraction_identifies_a_folder_by_its_files(tmp_path):
+    """`streamseg extract` with a trained run's encoder records which weights it ran (extract/run.py)."""
+    from streamseg.extract.run import _weights_id
+
+    folder = _folder(tmp_path, 3)
+    first = _weights_id(str(folder.parent.parent), 0)
+    assert first["weights"] == "best.ckpt" and _weights_id(str(folder), 0) == first
+    shard = folder / "checkpoint" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    shard.write_bytes(shard.read_bytes() + b"x")
+    assert _weights_id(str(folder), 0)["weights_sha256"] != first["weights_sha256"]
+
+
 class Evil:  # a global no DeepSpeed shard holds: must never be imported or called while reading
     pass
 

@@ -118,6 +118,8 @@ def _train_on_gpu(tmp_path: Path, synth_root: Path, *overrides: str) -> tuple[li
     test_names = (synth_root / "splits" / "test.split1.bundle").read_text().split()
     assert metrics["num_videos"] == len(test_names) and 0 <= metrics["acc"] <= 100
     assert (run / "DONE").is_file() and len(list((run / "predictions").iterdir())) == len(test_names)
+    best = run / "checkpoints" / "best.ckpt"  # tested when it exists (a validation split), a file or a folder
+    assert metrics["checkpoint"] == ("best.ckpt" if best.exists() else "last.ckpt")
     return cmd, run, metrics
 
 
