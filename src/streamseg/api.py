@@ -113,16 +113,11 @@ class Run:
         return self.path / "plots"
 
     def checkpoint(self, ckpt: str | Path = "best") -> Path:
-        """``best`` (falls back to ``last`` when no validation picked one), ``last``, or a path."""
-        if str(ckpt) in CKPT_NAMES:
-            path = self.path / "checkpoints" / f"{ckpt}.ckpt"
-            if str(ckpt) == "best" and not path.is_file():
-                path = self.path / "checkpoints" / "last.ckpt"
-        else:
-            path = Path(ckpt)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint")
-        return path
+        """``best`` (falls back to ``last`` when no validation picked one), ``last``, or a path; a checkpoint
+        file, or the DeepSpeed folder of the same name that a ``train.strategy=deepspeed`` run saves."""
+        from .engine.checkpoint_io import find_checkpoint
+
+        return find_checkpoint(self.path, ckpt)  # a file, or the folder of a train.strategy=deepspeed run
 
     def evaluate(self, ckpt: str | Path = "best", accelerator: str = "cpu",
                  overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -7,16 +7,19 @@ processes in tests/engine/test_distributed.py, whose runs take the default `trai
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
-from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, SingleDeviceStrategy
+import torch
+from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy
 
 from streamseg.config import ConfigError, load_configs, resolve_params
-from streamseg.engine import dist, runner
+from streamseg.engine import runner, zero_checkpoint
 from streamseg.engine.batches import BatchKind
+from streamseg.engine.checkpoint_io import load_checkpoint_file
 from streamseg.engine.rundir import RunDir
 from streamseg.engine.strategies import check_strategy, replicated_weights
 
@@ -100,30 +103,66 @@ def test_train_refuses_fsdp_on_the_cpu_before_any_work(tmp_path):
     assert not data.exists() and not (tmp_path / "runs").exists()
 
 
-def _fit_on_gpu(tmp_path: Path, synth_root: Path, *overrides: str) -> pl.Trainer:
-    configs, params = _params(*overrides, root=synth_root)
-    check_strategy(params.train, "gpu")
-    dm, _, module = runner.build(configs, params, dist.Launch(0, 0, 1, 0))
-    run = RunDir(tmp_path / "run", 0, None)
-    run.make()
-    trainer = runner._trainer(params, run, runner.Hardware("gpu", 1, 1), dm, [])
-    trainer.fit(module, datamodule=dm)
-    assert trainer.current_epoch == params.train.epochs
-    return trainer
+GPU = "gpu"  # the accelerator of the gpu tests' runs (a dry run of their code on the CPU sets "cpu")
+
+
+def _train_on_gpu(tmp_path: Path, synth_root: Path, *overrides: str) -> tuple[list[str], Path, dict]:
+    """`streamseg train` on one GPU with ``overrides``, test after training included: (the command, the run
+    directory, its metrics.json)."""
+    cmd = ["train", "-D", "synth", "-M", "mstcn", "-E", "quick", *TINY, "-o", f"data.root={synth_root}",
+           *[a for o in overrides for a in ("-o", o)], "--accelerator", GPU, "-R", str(tmp_path)]
+    out = streamseg(*cmd)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    run = tmp_path / "synth" / "mstcn_quick" / "version_0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    test_names = (synth_root / "splits" / "test.split1.bundle").read_text().split()
+    assert metrics["num_videos"] == len(test_names) and 0 <= metrics["acc"] <= 100
+    assert (run / "DONE").is_file() and len(list((run / "predictions").iterdir())) == len(test_names)
+    best = run / "checkpoints" / "best.ckpt"  # tested when it exists (a validation split), a file or a folder
+    assert metrics["checkpoint"] == ("best.ckpt" if best.exists() else "last.ckpt")
+    return cmd, run, metrics
+
+
+def _rescored_alike(run: Path, metrics: dict) -> None:
+    """`streamseg test --ckpt <the run's>` without the strategy (one device, `streamseg.api.Run.evaluate`)
+    scores the saved weights as the run's own test did; `load_trained` (export, infer) loads them strictly."""
+    from streamseg.api import Run
+    from streamseg.engine.assembly import load_trained
+
+    again = Run(run).evaluate(Path(metrics["checkpoint"]).stem, accelerator=GPU)
+    print("run's test:", {k: metrics[k] for k in ("acc", "edit", "f1@50")},
+          "streamseg test:", {k: again[k] for k in ("acc", "edit", "f1@50")})
+    for key in ("acc", "edit", "f1@50"):  # the same weights; a GPU's reductions may differ in the last bits
+        assert abs(again[key] - metrics[key]) < 0.5, key
+    load_trained(run, Path(metrics["checkpoint"]).stem)
 
 
 @pytest.mark.gpu
-def test_fsdp_trains_on_a_gpu(tmp_path, synth_root):
-    trainer = _fit_on_gpu(tmp_path, synth_root, "train.strategy=fsdp")
-    assert isinstance(trainer.strategy, FSDPStrategy)
+def test_fsdp_trains_and_tests_on_a_gpu(tmp_path, synth_root):
+    """FSDP saves whole files (`state_dict_type="full"`) through the atomic plugin, so every reader takes them."""
+    _, run, metrics = _train_on_gpu(tmp_path, synth_root, "train.strategy=fsdp")
+    ckpt = run / "checkpoints" / metrics["checkpoint"]
+    assert ckpt.is_file()
+    assert all(k.startswith("net.") for k in load_checkpoint_file(ckpt)["state_dict"])
+    _rescored_alike(run, {**metrics, "checkpoint": str(ckpt)})
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_trains_on_a_gpu(tmp_path, synth_root, stage):
+def test_deepspeed_trains_tests_and_resumes_on_a_gpu(tmp_path, synth_root, stage):
+    """DeepSpeed's folders: the run's own test reads them through DeepSpeed, `streamseg test` and
+    `load_trained` without it (engine/zero_checkpoint.py), and a run resumes from its last.ckpt folder."""
     pytest.importorskip("deepspeed")
-    from pytorch_lightning.strategies import DeepSpeedStrategy
+    cmd, run, metrics = _train_on_gpu(tmp_path, synth_root, "train.strategy=deepspeed", f"train.zero_stage={stage}")
+    ckpt = run / "checkpoints" / metrics["checkpoint"]
+    states = zero_checkpoint.model_states_file(ckpt)
+    assert ckpt.is_dir() and states is not None, sorted(p.name for p in ckpt.rglob("*"))
+    assert torch.load(states, weights_only=True)["ds_config"]["zero_optimization"]["stage"] == stage
+    assert states.name == ("zero_pp_rank_0_mp_rank_00_model_states.pt" if stage == 3 else "mp_rank_00_model_states.pt")
+    _rescored_alike(run, {**metrics, "checkpoint": str(ckpt)})
 
-    trainer = _fit_on_gpu(tmp_path, synth_root, "train.strategy=deepspeed", f"train.zero_stage={stage}")
-    assert isinstance(trainer.strategy, DeepSpeedStrategy)
-    assert trainer.strategy.config["zero_optimization"]["stage"] == stage
+    (run / "DONE").unlink()  # unfinished again: the same command resumes it from last.ckpt/ (DeepSpeed's load,
+    (run / "metrics.json").unlink()  # and checkpoint_with_history's epoch of the folder), then tests again
+    out = streamseg(*cmd)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert (run / "DONE").is_file() and (run / "metrics.json").is_file() and not run.with_name("version_1").exists()

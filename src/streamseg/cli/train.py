@@ -174,16 +174,13 @@ def run_test(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: no runs in {exp_dir}; train first")
     version = args.version if args.version is not None else found[-1]
     run_path = exp_dir / f"version_{version}"
-    if args.ckpt in ("best", "last"):
-        ckpt = run_path / "checkpoints" / f"{args.ckpt}.ckpt"
-        if args.ckpt == "best" and not ckpt.is_file():
-            ckpt = run_path / "checkpoints" / "last.ckpt"
-    else:
-        ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        raise SystemExit(f"error: checkpoint {ckpt} does not exist")
     from ..data.errors import DataError
-    from ..engine.checkpoint_io import CheckpointError
+    from ..engine.checkpoint_io import CheckpointError, find_checkpoint
+
+    try:
+        ckpt = find_checkpoint(run_path, args.ckpt)  # a file, or a DeepSpeed run's folder
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
     from ..models.checkpoint import WeightsError
 
     try:

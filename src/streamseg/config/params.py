@@ -90,7 +90,11 @@ class TrainParams:
     gradients and optimiser state sharded over the GPUs; GPU only, Lightning refuses it on the CPU) or
     "deepspeed" (DeepSpeed ZeRO; the optional extra `streamseg[deepspeed]`, GPU only). zero_stage:
     DeepSpeed's ZeRO stage, 1 (optimiser state sharded), 2 (+ gradients) or 3 (+ parameters); only with
-    strategy "deepspeed". A strategy this machine cannot run is refused before any work.
+    strategy "deepspeed". A strategy this machine cannot run is refused before any work. Checkpoints:
+    "ddp" and "fsdp" (gathered whole, `state_dict_type="full"`) save files; "deepspeed" saves DeepSpeed's
+    folders (`best.ckpt/`, `last.ckpt/`), which test, `streamseg test`, resume, export and the Python API
+    read as files (`engine/zero_checkpoint.py`, without DeepSpeed), but which are not written atomically
+    and keep no previous generation (DeepSpeed writes them, not streamseg's checkpoint plugin).
     """
 
     epochs: int = 50

@@ -220,11 +220,13 @@ class TorchStreamer:
 
 def _resolve_run(path: Path) -> tuple[Path, str | Path]:
     """A run directory, or a checkpoint inside ``<run>/checkpoints/``, to (run directory, ckpt)."""
-    if path.is_dir():
+    from ..engine.zero_checkpoint import is_folder
+
+    if path.is_dir() and not is_folder(path):
         if not (path / "config" / "params.json").is_file():
             raise FileNotFoundError(f"{path}: not a run directory (no config/params.json)")
         return path, "best"
-    if path.suffix == ".ckpt" and path.is_file():
+    if path.suffix == ".ckpt" and (path.is_file() or is_folder(path)):  # a file, or a DeepSpeed run's folder
         run = path.parent.parent
         if not (run / "config" / "params.json").is_file():
             raise FileNotFoundError(f"{path}: a checkpoint must sit in <run dir>/checkpoints/ "

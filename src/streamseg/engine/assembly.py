@@ -18,7 +18,7 @@ from ..models import set_activation_checkpointing
 from . import dist
 from .accumulate import CrossEpochAccumulation
 from .batches import BatchKind
-from .checkpoint_io import load_usable_checkpoint
+from .checkpoint_io import find_checkpoint, load_usable_checkpoint
 from .compiling import compile_net, configure_compile_cache
 from .datacheck import DatasetProblems, run_data_problems
 from .datamodule import DatasetInfo, TASDatasetParams
@@ -112,7 +112,8 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
     """A finished or unfinished run as it ran: (configs, params, datamodule, module with trained weights).
 
     The config modules are the run's snapshot (`config/*.py`), the params its `params.json` plus
-    `overrides`; weights come from `checkpoints/<ckpt>.ckpt` (best falls back to last) or a path, loaded
+    `overrides`; weights come from `checkpoints/<ckpt>.ckpt` (best falls back to last; a file, or the folder
+    of a `train.strategy=deepspeed` run) or a path, loaded
     by `checkpoint_io.load_usable_checkpoint` (CRC-checked, `weights_only=True`, so a checkpoint file cannot
     run code; a damaged one falls back to its previous generation, else `CheckpointError` naming the file).
     """
@@ -124,14 +125,7 @@ def load_trained(run_path: str | Path, ckpt: str | Path = "best", overrides: lis
     params = configs.default_params()
     load_saved_params(params, run_path)
     apply_overrides(params, list(overrides))
-    if str(ckpt) in ("best", "last"):
-        path = run_path / "checkpoints" / f"{ckpt}.ckpt"
-        if not path.is_file():
-            path = run_path / "checkpoints" / "last.ckpt"
-    else:
-        path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
+    path = find_checkpoint(run_path, ckpt)  # a file, or a DeepSpeed run's folder
     _, state = load_usable_checkpoint(path, hint="")  # before building: a bad file is refused before any work
     dm, _, module = build(configs, params, dist.Launch(0, 0, 1, 0))
     module.load_state_dict(state["state_dict"])

@@ -1,6 +1,6 @@
 """Scoring a checkpoint (or a network's weights as its config builds them) on the test split.
 
-    trainer.test(module, ckpt) -> EvalResult (module.test_result) -> predictions (rank 0), plots (rank 0),
+    trainer.test(module, ckpt) -> EvalResult (`evaluation.TestPass`) -> predictions (rank 0), plots (rank 0),
       summary {acc, edit, f1@k, per_class, num_videos, split, protocol, latency}
 
 `test` is the runner's last step; `test_checkpoint` (`streamseg test`) and `test_weights`
@@ -22,7 +22,7 @@ from . import dist
 from .assembly import build, load_saved_params
 from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
 from .datamodule import DatasetInfo
-from .evaluation import EvalResult, write_predictions
+from .evaluation import EvalResult, TestPass, write_predictions
 from .module import SegmentationModule
 from .rundir import RunDir, write_json
 from .schedules import METRIC_KEYS
@@ -31,16 +31,19 @@ from .schedules import METRIC_KEYS
 def evaluate(trainer: pl.Trainer, module: SegmentationModule, dm: Any, ckpt: Path | None,
              protocol: str = "mstcn") -> EvalResult:
     """The test split scored with the F1 ``protocol``: `trainer.test` on `ckpt`'s weights (None: the
-    module's weights as they are), the result of the module's test pass."""
+    module's weights as they are), scored by a `TestPass` attached to ``trainer`` for this pass only."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
-    module.test_protocol = protocol
-    module.test_result = None
-    if ckpt is None:
-        trainer.test(module, datamodule=dm, verbose=False)
-    else:
-        trainer.test(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=True, verbose=False)
-    return module.test_result or EvalResult(protocol=protocol)
+    scored = TestPass(protocol)
+    trainer.callbacks.append(scored)
+    try:
+        if ckpt is None:
+            trainer.test(module, datamodule=dm, verbose=False)
+        else:
+            trainer.test(module, datamodule=dm, ckpt_path=str(ckpt), weights_only=True, verbose=False)
+    finally:
+        trainer.callbacks.remove(scored)
+    return scored.result or EvalResult(protocol=protocol)
 
 
 def test(trainer: pl.Trainer, module: SegmentationModule, dm: Any, run: RunDir, ckpt: Path | None,

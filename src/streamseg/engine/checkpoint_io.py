@@ -16,6 +16,13 @@ generations untouched and raises `CheckpointWriteError` naming the file and the 
 and loads `path` with `weights_only=True` (`streamseg.models.checkpoint.read_weights_file`, so a checkpoint
 can never run code) and, when it is truncated or corrupt, falls back to `<stem>.prev.ckpt`
 with a warning; when neither loads it raises `CheckpointError` naming both files and why.
+
+A checkpoint is a file, or, after a `train.strategy=deepspeed` run, a DeepSpeed folder of the same name
+(`best.ckpt/`, `last.ckpt/`: Lightning hands those saves to DeepSpeed, not to this plugin, so they are
+neither atomic nor kept as a previous generation). Every reader here takes both (`checkpoint_exists`,
+`load_checkpoint_file`, `checkpoint_epoch`; a folder is read by `zero_checkpoint.read_folder`), so test,
+resume, export and the Python API work the same after a DeepSpeed run. FSDP runs save whole files
+(`strategies.trainer_strategy`: `state_dict_type="full"`, written through this plugin).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..models.checkpoint import WeightsError, read_weights_file
+from . import zero_checkpoint
 
 # Checkpoint keys a Lightning training checkpoint always has; a file without them cannot resume a run.
 _REQUIRED_KEYS = ("state_dict", "epoch", "global_step")
@@ -125,17 +133,43 @@ def _keep_previous(path: Path) -> None:
     os.replace(staging, prev)
 
 
+def checkpoint_exists(path: str | Path) -> bool:
+    """A checkpoint file, or a DeepSpeed checkpoint folder, is at ``path``."""
+    return Path(path).is_file() or zero_checkpoint.is_folder(path)
+
+
+def find_checkpoint(run_path: str | Path, ckpt: str | Path = "best") -> Path:
+    """``"best"`` (``last`` when no validation chose one), ``"last"`` (in ``<run>/checkpoints/``) or a path,
+    as a checkpoint that exists (`checkpoint_exists`); else FileNotFoundError naming it."""
+    if str(ckpt) in ("best", "last"):
+        path = Path(run_path) / "checkpoints" / f"{ckpt}.ckpt"
+        if str(ckpt) == "best" and not checkpoint_exists(path):
+            path = path.with_name("last.ckpt")
+    else:
+        path = Path(ckpt)
+    if not checkpoint_exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    return path
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     """A training checkpoint loaded safely (`streamseg.models.checkpoint.read_weights_file`: CRC-32 checked,
-    `weights_only=True`, never code); raises `CheckpointError`, one line naming the file, when it is
-    missing, truncated, corrupt, refused (it would run code) or not a training checkpoint."""
+    `weights_only=True`, never code; a DeepSpeed folder: `zero_checkpoint.read_folder`); raises
+    `CheckpointError`, one line naming the file, when it is missing, truncated, corrupt, refused (it would
+    run code) or not a training checkpoint."""
     path = Path(path)
-    if not path.is_file():
+    if zero_checkpoint.is_folder(path):
+        try:
+            ckpt = zero_checkpoint.read_folder(path)
+        except zero_checkpoint.FolderError as e:
+            raise CheckpointError(str(e)) from None
+    elif not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        ckpt = read_weights_file(path)
-    except WeightsError as e:
-        raise CheckpointError(str(e)) from None
+    else:
+        try:
+            ckpt = read_weights_file(path)
+        except WeightsError as e:
+            raise CheckpointError(str(e)) from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _REQUIRED_KEYS):
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not a training checkpoint; expected keys {list(_REQUIRED_KEYS)}, got {keys}")
@@ -147,6 +181,8 @@ RESUME_HINT = " Start afresh with --new (or delete the damaged file)."
 
 def checkpoint_epoch(path: str | Path) -> int:
     """The `epoch` of a checkpoint (one `usable_checkpoint` accepted), read without loading its tensors."""
+    if zero_checkpoint.is_folder(path):
+        return int(zero_checkpoint.client_state(path)["epoch"])
     return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
 
 
@@ -202,5 +238,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def remove_checkpoint(self, path: Any) -> None:
         path = Path(path)
+        if path.is_dir():  # a DeepSpeed folder (Lightning's DeepSpeed strategy removes through this plugin)
+            import shutil
+
+            shutil.rmtree(path)
         path.unlink(missing_ok=True)
         previous_path(path).unlink(missing_ok=True)

@@ -5,6 +5,13 @@ times, cut to the ground-truth length); `Evaluation.finish` gathers ``(video, pr
 from all ranks, keeps one copy per video (DistributedSampler pads with duplicates), scores them with
 `streamseg.metrics` and returns the result. Writing it (`write_predictions`) and plotting it is the
 caller's business (`engine.checkpoint_eval`).
+
+Validation runs inside the module (its scores are logged). A test pass returns its result to the caller
+instead: `SegmentationModule.test_step` returns the videos each batch completed, and `TestPass`, a
+callback the caller attaches to the Trainer for `trainer.test` (Lightning's `trainer.test` returns only
+logged scalars), collects and scores them::
+
+    pass_ = TestPass("mstcn"); trainer.callbacks.append(pass_); trainer.test(module, ...) -> pass_.result
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -122,6 +130,11 @@ class Evaluation:
                 full = upsample(np.concatenate(self._partial.pop(name)), self.info.sample_rate, len(gt))
                 self.videos.append((name, full, gt))
 
+    def take(self) -> list[Video]:
+        """The videos completed since the last call (those of unfinished streams stay)."""
+        done, self.videos = self.videos, []
+        return done
+
     def finish(self, protocol: str = "mstcn", score: bool = True) -> EvalResult:
         """Gather every rank's videos (a collective: every rank calls it), one per video, scored with the F1
         ``protocol`` (``score=False``: not scored)."""
@@ -131,6 +144,28 @@ class Evaluation:
         if scores is not None:
             scores["videos"] = [v[0] for v in videos]
         return EvalResult(videos, scores, protocol)
+
+
+class TestPass(pl.Callback):
+    """A test pass's result, for the caller that attached it: collects the videos each `test_step`
+    returns (`SegmentationModule.test_step`) and, when the pass ends, gathers and scores them with the F1
+    ``protocol`` (`Evaluation.finish`, a collective: every rank runs it). ``result``: the `EvalResult` of
+    the last pass, None before one ended."""
+
+    def __init__(self, protocol: str = "mstcn") -> None:
+        self.protocol = protocol
+        self.result: EvalResult | None = None
+        self._evaluation: Evaluation | None = None
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.result, self._evaluation = None, Evaluation(pl_module.info)
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluation.videos.extend(outputs or [])
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.result, self._evaluation = self._evaluation.finish(self.protocol), None
 
 
 def gather_videos(videos: list[Video]) -> list[Video]:

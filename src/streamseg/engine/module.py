@@ -12,8 +12,9 @@ Stream batches (manual optimisation): one chunk of B parallel streams per step, 
 steps, the backward pass and optimiser step once per truncation window of `tbptt_chunks` chunks.
 
 The parts live beside it: `streaming` (chunked forward, carried state, truncation windows, teacher
-forcing), `nonfinite` (`train.nonfinite`), `evaluation` (collect, gather, score: returns an `EvalResult`,
-kept as `test_result` after a test pass) and `rng` (generator states in checkpoints).
+forcing), `nonfinite` (`train.nonfinite`), `evaluation` (collect, gather, score: an `EvalResult`; a test
+pass's `test_step` returns the videos each batch completed, which `evaluation.TestPass`, a callback of the
+caller's, scores) and `rng` (generator states in checkpoints).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..models import PostProcesses, SeedsPerVideo
 from .accumulate import CrossEpochAccumulation
 from .compiling import mark_time_dynamic
 from .datamodule import DatasetInfo
-from .evaluation import EvalResult, Evaluation
+from .evaluation import Evaluation, Video
 from .nonfinite import NONFINITE_POLICIES, NonFiniteLossWarning, NonFinitePolicy, Where
 from .rng import restore_rng, rng_state
 from .schedules import METRIC_KEYS
@@ -88,9 +89,6 @@ class SegmentationModule(pl.LightningModule):
         self.epoch_schedule_factory, self.epoch_schedule = epoch_schedule, None
         self._schedule_state: dict | None = None
         self._val_results: tuple[int, dict] | None = None  # (epoch, validation scores) of the last validation
-        self.test_protocol = "mstcn"  # F1 protocol of test scores (checkpoint_eval.evaluate); validation: mstcn
-        # what the last test pass returned (Lightning's trainer.test returns only logged scalars)
-        self.test_result: EvalResult | None = None
         self._evaluation = Evaluation(info)
         # train.accumulate_across_epochs (DiffAct's loop): set by the runner; None = Lightning's accumulation
         self.accumulator: CrossEpochAccumulation | None = None
@@ -301,8 +299,11 @@ class SegmentationModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._collect(batch)
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int) -> list[Video]:
+        """The videos this batch completed (a stream batch completes those whose last chunk it holds): the
+        caller scores them (`evaluation.TestPass`, which `checkpoint_eval.evaluate` attaches)."""
         self._collect(batch)
+        return self._evaluation.take()
 
     def on_validation_start(self) -> None:
         self.nonfinite_policy.settle()  # never score weights a non-finite step updated
@@ -323,9 +324,6 @@ class SegmentationModule(pl.LightningModule):
         for key in METRIC_KEYS:
             # every rank computed the same numbers from the same gathered videos: no reduction needed
             self.log(f"val/{key}", float(result.scores[key]), prog_bar=key in ("acc", "f1@50"), sync_dist=False)
-
-    def on_test_epoch_end(self) -> None:
-        self.test_result = self._evaluation.finish(self.test_protocol)
 
     # ------------------------------------------------------------------ checkpoints: RNG and counters
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, redact_all
+from .checkpoint_io import checkpoint_exists
 
 _VERSION_RE = re.compile(r"^version_(\d+)$")
 
@@ -204,7 +205,7 @@ def _resume(latest: Path, version: int, params_json: dict, lock: RunLock) -> Run
     for partial in (latest / "checkpoints").glob("*.partial"):
         partial.unlink(missing_ok=True)
     last = latest / "checkpoints" / "last.ckpt"
-    return RunDir(latest, version, last if last.is_file() else None)
+    return RunDir(latest, version, last if checkpoint_exists(last) else None)  # a file, or DeepSpeed's folder
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:

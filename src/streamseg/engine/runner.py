@@ -28,7 +28,7 @@ from . import dist
 from .assembly import batch_kind, build, build_net, check_data, load_trained  # noqa: F401
 from .batches import BatchKind
 from .checkpoint_eval import latency, latency_frames, test, test_checkpoint, test_weights  # noqa: F401
-from .checkpoint_io import AtomicCheckpointIO, usable_checkpoint
+from .checkpoint_io import AtomicCheckpointIO, checkpoint_exists, usable_checkpoint
 from .csvlog import ResumableCSVLogger, checkpoint_with_history
 from .quiet import RunProgressBar
 from .rank_checks import check_ranks_agree, check_ranks_params, sha256
@@ -169,7 +169,8 @@ def train_and_test(
         clock["fit_end"] = time.time()
 
         best = run.checkpoints / "best.ckpt"
-        ckpt = best if has_val and best.is_file() else run.checkpoints / "last.ckpt"
+        # a file, or a DeepSpeed run's folder
+        ckpt = best if has_val and checkpoint_exists(best) else run.checkpoints / "last.ckpt"
         ckpt = dist.broadcast(usable_checkpoint(ckpt) if trainer.is_global_zero else None)
         metrics = test(trainer, module, dm, run, ckpt)
         metrics["best_val"] = _best_val(callbacks, params)

@@ -10,7 +10,9 @@ what `runner` passes to `pl.Trainer(strategy=...)`.
   (`pytorch_lightning/trainer/connectors/accelerator_connector.py`: "requires a GPU accelerator").
 * "deepspeed": Lightning's `DeepSpeedStrategy` at ZeRO stage `train.zero_stage` (1: optimiser state
   sharded, 2: + gradients, 3: + parameters). DeepSpeed is an optional extra (`pip install
-  streamseg[deepspeed]`) and needs CUDA GPUs. Its checkpoints are DeepSpeed's folders, not single files.
+  streamseg[deepspeed]`) and needs CUDA GPUs (Lightning 2.6's strategy raises "only supported on CUDA GPUs"
+  otherwise). Its checkpoints are DeepSpeed's folders, not single files; every checkpoint reader takes them
+  (`zero_checkpoint`, through `checkpoint_io`).
 
 `check_strategy` refuses what cannot run (a GPU-only strategy on the CPU, DeepSpeed not installed) with
 the key's name, before any data is read or any process group started.

@@ -108,21 +108,30 @@ def shard(videos: Sequence[tuple[str, Path]], rank: int, world_size: int) -> lis
 
 
 def _sha256(path: str | Path) -> str:
+    """Of a file's bytes; of a folder (a DeepSpeed checkpoint): of each file's relative name and bytes, in order."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for file in files:
+        if path.is_dir():
+            h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
 def _weights_id(weights: str | None, seed: int) -> dict[str, Any]:
     if weights is None:
         return {"weights": None, "seed": seed}  # random initialisation: the seed decides the weights
+    from ..engine.checkpoint_io import checkpoint_exists
+    from ..engine.zero_checkpoint import is_folder
+
     path = Path(weights)
-    if path.is_dir():  # a run directory: its best (else last) checkpoint
-        ckpt = path / "checkpoints" / "best.ckpt"
-        path = ckpt if ckpt.is_file() else path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
+    if path.is_dir() and not is_folder(path):  # a run directory: its best (else last) checkpoint
+        path = path / "checkpoints" / "best.ckpt"
+        path = path if checkpoint_exists(path) else path.with_name("last.ckpt")
+    if not checkpoint_exists(path):
         raise ValueError(f"{weights}: no such weights file")
     return {"weights": path.name, "weights_sha256": _sha256(path)}
 

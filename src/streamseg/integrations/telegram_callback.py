@@ -18,7 +18,8 @@ error while reporting is logged (once per hook) and training goes on.
 
 Reads: the run directory `trainer.default_root_dir` (config/params.json, config/overrides.json),
 `trainer.callback_metrics` each epoch, the CSV logger's metrics.csv on resume (earlier epochs),
-`pl_module.test_result` (an `engine.evaluation.EvalResult`) and `pl_module.info` (a `SegmentationModule`).
+the `EvalResult` of the Trainer's `engine.evaluation.TestPass` callback at the end of a test pass (attached by
+`engine.checkpoint_eval.evaluate`), and `pl_module.info` (a `SegmentationModule`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
+from ..engine.evaluation import TestPass
 from . import telegram_report as report
 from .telegram_sender import TelegramNotifier
 
@@ -262,7 +264,7 @@ class TelegramCallback(pl.Callback):
                 score = cb.best_model_score
                 best = cb.best_model_path + (f" ({cb.monitor} = {float(score):.2f})" if score is not None else "")
         elapsed = time.time() - self._started if self._started is not None else None
-        result = getattr(pl_module, "test_result", None)  # a SegmentationModule's; None for other modules
+        result = next((cb.result for cb in trainer.callbacks if isinstance(cb, TestPass)), None)
         self.notifier.send(report.end_message(
             self._run_name(trainer), platform.node(), None if result is None else result.scores,
             str(trainer.ckpt_path) if trainer.ckpt_path else None, best, elapsed, self._epoch_seconds,
