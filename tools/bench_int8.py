@@ -12,7 +12,8 @@ one video (an agreement on random weights says little).
 
 Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
 reduce_range, which op types, calibration method, `quant_pre_process`) is quantised from the same
-calibration chunks (`calibration_feeds` over ``--calib``, at most ``--calib-chunks``), and run over whole
+calibration chunks (`calibration_videos` over ``--calib``, at most ``--calib-chunks`` spread over the videos;
+``AUTO`` variants also choose the nodes kept in float on them, as `export onnx --int8`), and run over whole
 ``--check`` videos through `infer_video`: label agreement with fp32, and with ``--gt`` (a groundTruth
 folder of per-frame class names) the accuracy of each. Throughput: original frames per second of one
 `OnnxStreamer.step` on chunks of ``--chunk`` sampled frames at batch 1 and ``--batch`` streams, every
@@ -36,7 +37,8 @@ import torch
 
 from streamseg.deploy.infer import infer_video, video_files
 from streamseg.deploy.onnx_export import export_onnx, export_trained
-from streamseg.deploy.quantize import Int8Options, calibration_feeds, quantize_graph
+from streamseg.deploy.int8_search import calibration_videos, choose_float_nodes
+from streamseg.deploy.quantize import Int8Options, quantize_graph
 from streamseg.deploy.runtime import DeployMeta, OnnxStreamer, meta_path_for
 
 CONV_MATMUL = ("Conv", "MatMul", "Gemm")
@@ -58,6 +60,9 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-entropy": Int8Options(calibration="entropy"),
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
 }
+# name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
+# (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
+AUTO = {"auto": 0.99, "auto-0.995": 0.995}
 # ONNX Runtime session settings timed: (graph optimisation level, intra-op threads)
 SESSIONS = {"all-t2": ("all", 2), "extended-t2": ("extended", 2), "basic-t2": ("basic", 2), "all-t1": ("all", 1)}
 
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", required=True, help="calibration videos (a file or folder; training videos)")
     p.add_argument("--check", required=True, help="held-out videos for label agreement (a file or folder)")
     p.add_argument("--gt", default=None, help="a groundTruth folder (<video>.txt, a class name per frame)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *AUTO])
     p.add_argument("--frame-size", type=int, default=32, help="--random: input H = W")
     p.add_argument("--work", default="bench_int8", help="folder for the exported graphs")
     p.add_argument("--chunk", type=int, default=32)
@@ -210,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     features = meta.input_kind == "features"
     calib_videos, check_videos = _inputs_of(args.calib, features), _inputs_of(args.check, features)
     gt = _ground_truth(Path(args.gt), meta, check_videos) if args.gt else None
+    if features and set(args.variants) & set(AUTO):
+        raise SystemExit(f"error: {sorted(AUTO)} variants need a streaming video model")
     if features:  # whole-video models (MS-TCN): one feed per calibration video
         feeds = [{"x": _features(v)} for v in calib_videos[: args.calib_chunks]]
-    else:
-        feeds = list(calibration_feeds(fp32, calib_videos, args.chunk, args.calib_chunks))
+    else:  # as `export onnx --int8`: spread over the videos
+        calib = calibration_videos(fp32, calib_videos, args.chunk, args.calib_chunks)
+        feeds = [f for v in calib for f in v.feeds]
     ref = _labels(fp32, check_videos, args.chunk)
     result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
                     "chunk": args.chunk, "batch": args.batch, "calibration_chunks": len(feeds),
@@ -223,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         out = work / f"model.{name}.onnx"
         started = time.perf_counter()
+        options, search = VARIANTS.get(name, Int8Options()), None
         try:
-            quantize_graph(fp32_path, out, iter(feeds), VARIANTS[name])
+            if name in AUTO:
+                search = choose_float_nodes(fp32_path, calib, meta.state_names()[0], AUTO[name], options)
+            quantize_graph(fp32_path, out, iter(feeds), options, search.float_nodes if search else ())
         except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"{name}: failed: {result['variants'][name]['error']}", flush=True)
@@ -232,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         quant_s = time.perf_counter() - started
         meta.to_json(meta_path_for(out))
         scores = _scores(ref, _labels(OnnxStreamer(out, threads=2), check_videos, args.chunk), gt)
-        result["variants"][name] = {"options": VARIANTS[name].__dict__, "quantize_s": round(quant_s, 1), **scores}
+        result["variants"][name] = {"options": options.__dict__, "quantize_s": round(quant_s, 1), **scores}
+        if search:
+            result["variants"][name]["int8_search"] = search.as_dict()
         paths[name] = out
         print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
 
     # every (graph, session setting) timed once per round, rounds interleaved (--rounds 0: labels only)
-    timed = [(g, s) for g in paths for s in args.sessions if s == "all-t2" or g in ("fp32", "default")]
+    timed = [(g, s) for g in paths for s in args.sessions if s == "all-t2" or g in ("fp32", "default", *AUTO)]
     sessions = {(g, s): session(paths[g], *SESSIONS[s]) for g, s in timed}
     inputs = {b: _inputs(meta, b, args.chunk) for b in sorted({1, args.batch})}
     speeds: dict = defaultdict(list)
