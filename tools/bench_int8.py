@@ -59,12 +59,30 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-s8s8-nopre-allq": Int8Options(activations="int8", preprocess=False, float_prefixes=()),  # the first version
     "qdq-u8s8-entropy": Int8Options(calibration="entropy"),
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
+    "qdq-u8s8-firstfloat": Int8Options(float_prefixes=("net.head.", "net.encoder.blocks.0.")),  # + the first conv
+    "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
 }
 # name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
 # (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
 AUTO = {"auto": 0.99, "auto-0.995": 0.995}
 # ONNX Runtime session settings timed: (graph optimisation level, intra-op threads)
 SESSIONS = {"all-t2": ("all", 2), "extended-t2": ("extended", 2), "basic-t2": ("basic", 2), "all-t1": ("all", 1)}
+
+
+def _after_encoder(fp32_path: Path, options: Int8Options) -> list[str]:
+    """The nodes of `prepare_graph`'s graph after the last one that reads a ``net.encoder.`` weight: the
+    temporal part (MemoryTCN with its state Concat/Slice and mask Mul), the residual Add and spatial mean."""
+    import tempfile
+
+    import onnx
+
+    from streamseg.deploy.quantize import prepare_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = onnx.load(str(prepare_graph(fp32_path, Path(tmp), options)[0])).graph
+    weights = {i.name for i in graph.initializer if i.name.startswith("net.encoder.")}
+    last = max(i for i, n in enumerate(graph.node) if weights.intersection(n.input))
+    return [n.name for n in graph.node[last + 1:]]
 
 
 def session(path: Path, level: str, threads: int, profile: str | None = None) -> OnnxStreamer:
@@ -124,6 +142,32 @@ def _labels(streamer: OnnxStreamer, videos: list[Path], chunk: int | None) -> di
     if streamer.meta.input_kind == "features":  # a whole-video model: one call per (D, T) .npy file
         return {v.stem: streamer.step(_features(v), [])[0][0].argmax(0) for v in videos}
     return {v.stem: infer_video(streamer, v, chunk).labels for v in videos}
+
+
+def _logits(streamer: OnnxStreamer, video: Path, chunk: int) -> np.ndarray:
+    """(K, T) logits over a video's sampled frames, chunk by chunk, the streamer's own state carried."""
+    from streamseg.deploy.infer import open_source
+
+    with open_source(video, streamer) as source:
+        state, out = streamer.init_state(1), []
+        while len(frames := source.read(chunk)) > 0:
+            logits, state = streamer.step(streamer.meta.preprocess(frames), state)
+            out.append(logits[0])
+    return np.concatenate(out, axis=-1)
+
+
+def _margins(ref: list[np.ndarray], streamer: OnnxStreamer, videos: list[Path], chunk: int) -> dict:
+    """Where the labels differ: fp32's top-2 softmax margin there (near ties flip first), sampled frames."""
+    flipped, margins = [], []
+    for logits, video in zip(ref, videos):
+        p = np.exp(logits - logits.max(0))
+        top2 = np.sort(p / p.sum(0), axis=0)[-2:]
+        margins.append(top2[1] - top2[0])
+        flipped.append(_logits(streamer, video, chunk).argmax(0) != logits.argmax(0))
+    m, f = np.concatenate(margins), np.concatenate(flipped)
+    return {"sampled_frames": len(m), "flipped": int(f.sum()),
+            "largest_fp32_margin_flipped": round(float(m[f].max()), 4) if f.any() else None,
+            "share_fp32_margin_below": {t: round(float((m < t).mean()), 4) for t in (0.01, 0.02, 0.05)}}
 
 
 def _features(path: Path) -> np.ndarray:
@@ -200,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calib-chunks", type=int, default=64)
     p.add_argument("--profile", type=int, default=0, metavar="N", help="per-op profile of N calls (0: none)")
+    p.add_argument("--margins", action="store_true",
+                   help="per variant, fp32's top-2 softmax margin on the sampled frames whose label changed")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     work = Path(args.work)
@@ -223,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         calib = calibration_videos(fp32, calib_videos, args.chunk, args.calib_chunks)
         feeds = [f for v in calib for f in v.feeds]
     ref = _labels(fp32, check_videos, args.chunk)
+    ref_logits = [_logits(fp32, v, args.chunk) for v in check_videos] if args.margins and not features else None
     result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
                     "chunk": args.chunk, "batch": args.batch, "calibration_chunks": len(feeds),
                     "calib_videos": len(calib_videos), "check_videos": len(check_videos),
@@ -235,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name in AUTO:
                 search = choose_float_nodes(fp32_path, calib, meta.state_names()[0], AUTO[name], options)
-            quantize_graph(fp32_path, out, iter(feeds), options, search.float_nodes if search else ())
+            extra = search.float_nodes if search else _after_encoder(fp32_path, options) if name.endswith("tcnfloat") else ()
+            quantize_graph(fp32_path, out, iter(feeds), options, extra)
         except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"{name}: failed: {result['variants'][name]['error']}", flush=True)
@@ -246,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         result["variants"][name] = {"options": options.__dict__, "quantize_s": round(quant_s, 1), **scores}
         if search:
             result["variants"][name]["int8_search"] = search.as_dict()
+        if ref_logits is not None:
+            result["variants"][name]["margins"] = _margins(ref_logits, OnnxStreamer(out, threads=2), check_videos,
+                                                           args.chunk)
         paths[name] = out
         print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
 
