@@ -147,13 +147,17 @@ def _best(report: Int8Search) -> int:
 
 def _candidates(src: Path, base: Sequence[str], options: Int8Options) -> list[str]:
     """The nodes of ``src`` that ONNX Runtime would quantise (its QDQ and QOperator registries, or
-    ``options.op_types``), less ``base``."""
+    ``options.op_types``), less ``base`` and those whose outputs shape inference found not float (shape
+    arithmetic on int64: never quantised, so leaving them in float changes nothing)."""
     import onnx
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+    graph = onnx.load(str(src)).graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
     types = set(options.op_types) if options.op_types else set(QDQRegistry) | set(QLinearOpsRegistry)
     skip = set(base)
-    return [n.name for n in onnx.load(str(src)).graph.node if n.op_type in types and n.name not in skip]
+    return [n.name for n in graph.node if n.op_type in types and n.name not in skip
+            and not all(elem.get(o, onnx.TensorProto.FLOAT) != onnx.TensorProto.FLOAT for o in n.output)]
 
 
 class _Trials:
