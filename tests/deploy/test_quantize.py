@@ -162,3 +162,19 @@ def test_a_bad_min_agreement_is_refused_before_any_work(tmp_path, synth_video_ro
         quantize_int8(conv_onnx(tmp_path / "m.onnx"), one)
     with pytest.raises(SystemExit, match="needs at least 2 calibration videos, got 1"):
         main(["export", "onnx", str(tmp_path), "--int8", str(one[0])])
+
+
+@pytest.mark.parametrize("needed, expect_k, expect_tried", [(5, 5, {0, 1, 2, 4, 8, 6, 5}), (99, 10, {0, 1, 2, 4, 8, 10})])
+def test_search_takes_the_fewest_ranked_nodes_that_reach_the_threshold(needed, expect_k, expect_tried) -> None:
+    """Doubling then bisection over k: the smallest k reaching it; none reaching it, the best k tried."""
+    from streamseg.deploy.int8_search import Int8Search, _best, _search
+
+    ranked = [f"n{i}" for i in range(10)]
+
+    class Trial:  # agreement 0.99 from `needed` nodes in float on, else rising slowly with k
+        def agreement(self, nodes):
+            return 0.99 if len(nodes) >= needed else 0.9 + 0.001 * len(nodes)
+
+    report = Int8Search(0.99, 2, 100, [], ranked=ranked, tried={0: 0.9})
+    _search(report, Trial())
+    assert _best(report) == expect_k and set(report.tried) == expect_tried
