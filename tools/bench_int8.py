@@ -20,6 +20,8 @@ folder of per-frame class names) the accuracy of each. Throughput: original fram
 session (fp32 and each variant, at each ONNX Runtime setting of ``SESSIONS``) timed in turn within one
 round, ``--rounds`` rounds, median over rounds: a busy machine slows them alike. ``--profile N`` adds ONNX
 Runtime's per-op profile (N steps at ``--batch``) of fp32 and the default INT8 graph: time per op type.
+``--margins``: per variant, how many sampled frames of ``--check`` change label and fp32's top-2 softmax
+margin on them (near ties flip first), with the share of frames below a few margins.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
     "qdq-u8s8-firstfloat": Int8Options(float_prefixes=("net.head.", "net.encoder.blocks.0.")),  # + the first conv
     "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
+    "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the states the first INT8 graph carries (`_int8_state_feeds`)
 }
 # name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
 # (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
@@ -83,6 +86,20 @@ def _after_encoder(fp32_path: Path, options: Int8Options) -> list[str]:
     weights = {i.name for i in graph.initializer if i.name.startswith("net.encoder.")}
     last = max(i for i, n in enumerate(graph.node) if weights.intersection(n.input))
     return [n.name for n in graph.node[last + 1:]]
+
+
+def _int8_state_feeds(int8_path: Path, meta: DeployMeta, calib: list) -> list[dict[str, np.ndarray]]:
+    """The calibration chunks with the state the INT8 graph at ``int8_path`` carries over each video
+    (as at inference) instead of fp32's."""
+    meta.to_json(meta_path_for(int8_path))
+    int8, names = OnnxStreamer(int8_path, threads=2), meta.state_names()[0]
+    feeds = []
+    for video in calib:
+        state = int8.init_state(1)
+        for feed in video.feeds:
+            feeds.append({"x": feed["x"], **dict(zip(names, state))})
+            _, state = int8.step(feed["x"], state)
+    return feeds
 
 
 def session(path: Path, level: str, threads: int, profile: str | None = None) -> OnnxStreamer:
@@ -284,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                 search = choose_float_nodes(fp32_path, calib, meta.state_names()[0], AUTO[name], options)
             extra = search.float_nodes if search else _after_encoder(fp32_path, options) if name.endswith("tcnfloat") else ()
             quantize_graph(fp32_path, out, iter(feeds), options, extra)
+            if name.endswith("int8state"):
+                quantize_graph(fp32_path, out, iter(_int8_state_feeds(out, meta, calib)), options)
         except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"{name}: failed: {result['variants'][name]['error']}", flush=True)
