@@ -63,7 +63,7 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
     "qdq-u8s8-firstfloat": Int8Options(float_prefixes=("net.head.", "net.encoder.blocks.0.")),  # + the first conv
     "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
-    "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the states the first INT8 graph carries (`_int8_state_feeds`)
+    "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the INT8 graph's own states (`_int8_state_feeds`)
 }
 # name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
 # (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name in AUTO:
                 search = choose_float_nodes(fp32_path, calib, meta.state_names()[0], AUTO[name], options)
-            extra = search.float_nodes if search else _after_encoder(fp32_path, options) if name.endswith("tcnfloat") else ()
+            extra = (search.float_nodes if search
+                     else _after_encoder(fp32_path, options) if name.endswith("tcnfloat") else ())
             quantize_graph(fp32_path, out, iter(feeds), options, extra)
             if name.endswith("int8state"):
                 quantize_graph(fp32_path, out, iter(_int8_state_feeds(out, meta, calib)), options)

@@ -135,7 +135,8 @@ def test_nodes_left_in_float_are_chosen_on_the_calibration_videos_and_raise_the_
     assert search["min_agreement"] == 0.99 and search["folds"] == 2
     assert search["tried"]["0"] < 0.9  # every node quantised: the outlier channel crushes the features
     chosen = search["float_nodes"]
-    assert search["reached"] and search["agreement"] >= 0.99 and search["agreement"] == search["tried"][str(len(chosen))]
+    assert search["reached"] and search["agreement"] >= 0.99
+    assert search["agreement"] == search["tried"][str(len(chosen))]
     assert 0 < len(chosen) < len(search["ranked"])  # some nodes left in float, not all of them
     nodes = {n.name: n for n in onnx.load(mixed).graph.node}
     assert all(name in nodes for name in chosen)  # the chosen nodes are in the graph, unquantised
@@ -164,7 +165,8 @@ def test_a_bad_min_agreement_is_refused_before_any_work(tmp_path, synth_video_ro
         main(["export", "onnx", str(tmp_path), "--int8", str(one[0])])
 
 
-@pytest.mark.parametrize("needed, expect_k, expect_tried", [(5, 5, {0, 1, 2, 4, 8, 6, 5}), (99, 10, {0, 1, 2, 4, 8, 10})])
+@pytest.mark.parametrize("needed, expect_k, expect_tried",
+                         [(5, 5, {0, 1, 2, 4, 8, 6, 5}), (99, 10, {0, 1, 2, 4, 8, 10})])
 def test_search_takes_the_fewest_ranked_nodes_that_reach_the_threshold(needed, expect_k, expect_tried) -> None:
     """Doubling then bisection over k: the smallest k reaching it; none reaching it, the best k tried."""
     from streamseg.deploy.int8_search import Int8Search, _best, _search
