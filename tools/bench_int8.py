@@ -12,13 +12,16 @@ one video (an agreement on random weights says little).
 
 Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
 reduce_range, which op types, calibration method, `quant_pre_process`) is quantised from the same
-calibration chunks (`calibration_feeds` over ``--calib``, at most ``--calib-chunks``), and run over whole
+calibration chunks (`calibration_videos` over ``--calib``, at most ``--calib-chunks`` spread over the videos;
+``AUTO`` variants also choose the nodes kept in float on them, as `export onnx --int8`), and run over whole
 ``--check`` videos through `infer_video`: label agreement with fp32, and with ``--gt`` (a groundTruth
 folder of per-frame class names) the accuracy of each. Throughput: original frames per second of one
 `OnnxStreamer.step` on chunks of ``--chunk`` sampled frames at batch 1 and ``--batch`` streams, every
 session (fp32 and each variant, at each ONNX Runtime setting of ``SESSIONS``) timed in turn within one
 round, ``--rounds`` rounds, median over rounds: a busy machine slows them alike. ``--profile N`` adds ONNX
 Runtime's per-op profile (N steps at ``--batch``) of fp32 and the default INT8 graph: time per op type.
+``--margins``: per variant, how many sampled frames of ``--check`` change label and fp32's top-2 softmax
+margin on them (near ties flip first), with the share of frames below a few margins.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import torch
 
 from streamseg.deploy.infer import infer_video, video_files
 from streamseg.deploy.onnx_export import export_onnx, export_trained
-from streamseg.deploy.quantize import Int8Options, calibration_feeds, quantize_graph
+from streamseg.deploy.int8_search import calibration_videos, choose_float_nodes
+from streamseg.deploy.quantize import Int8Options, quantize_graph
 from streamseg.deploy.runtime import DeployMeta, OnnxStreamer, meta_path_for
 
 CONV_MATMUL = ("Conv", "MatMul", "Gemm")
@@ -57,9 +61,45 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-s8s8-nopre-allq": Int8Options(activations="int8", preprocess=False, float_prefixes=()),  # the first version
     "qdq-u8s8-entropy": Int8Options(calibration="entropy"),
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
+    "qdq-u8s8-firstfloat": Int8Options(float_prefixes=("net.head.", "net.encoder.blocks.0.")),  # + the first conv
+    "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
+    "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the INT8 graph's own states (`_int8_state_feeds`)
 }
+# name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
+# (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
+AUTO = {"auto": 0.99, "auto-0.995": 0.995}
 # ONNX Runtime session settings timed: (graph optimisation level, intra-op threads)
 SESSIONS = {"all-t2": ("all", 2), "extended-t2": ("extended", 2), "basic-t2": ("basic", 2), "all-t1": ("all", 1)}
+
+
+def _after_encoder(fp32_path: Path, options: Int8Options) -> list[str]:
+    """The nodes of `prepare_graph`'s graph after the last one that reads a ``net.encoder.`` weight: the
+    temporal part (MemoryTCN with its state Concat/Slice and mask Mul), the residual Add and spatial mean."""
+    import tempfile
+
+    import onnx
+
+    from streamseg.deploy.quantize import prepare_graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = onnx.load(str(prepare_graph(fp32_path, Path(tmp), options)[0])).graph
+    weights = {i.name for i in graph.initializer if i.name.startswith("net.encoder.")}
+    last = max(i for i, n in enumerate(graph.node) if weights.intersection(n.input))
+    return [n.name for n in graph.node[last + 1:]]
+
+
+def _int8_state_feeds(int8_path: Path, meta: DeployMeta, calib: list) -> list[dict[str, np.ndarray]]:
+    """The calibration chunks with the state the INT8 graph at ``int8_path`` carries over each video
+    (as at inference) instead of fp32's."""
+    meta.to_json(meta_path_for(int8_path))
+    int8, names = OnnxStreamer(int8_path, threads=2), meta.state_names()[0]
+    feeds = []
+    for video in calib:
+        state = int8.init_state(1)
+        for feed in video.feeds:
+            feeds.append({"x": feed["x"], **dict(zip(names, state))})
+            _, state = int8.step(feed["x"], state)
+    return feeds
 
 
 def session(path: Path, level: str, threads: int, profile: str | None = None) -> OnnxStreamer:
@@ -119,6 +159,32 @@ def _labels(streamer: OnnxStreamer, videos: list[Path], chunk: int | None) -> di
     if streamer.meta.input_kind == "features":  # a whole-video model: one call per (D, T) .npy file
         return {v.stem: streamer.step(_features(v), [])[0][0].argmax(0) for v in videos}
     return {v.stem: infer_video(streamer, v, chunk).labels for v in videos}
+
+
+def _logits(streamer: OnnxStreamer, video: Path, chunk: int) -> np.ndarray:
+    """(K, T) logits over a video's sampled frames, chunk by chunk, the streamer's own state carried."""
+    from streamseg.deploy.infer import open_source
+
+    with open_source(video, streamer) as source:
+        state, out = streamer.init_state(1), []
+        while len(frames := source.read(chunk)) > 0:
+            logits, state = streamer.step(streamer.meta.preprocess(frames), state)
+            out.append(logits[0])
+    return np.concatenate(out, axis=-1)
+
+
+def _margins(ref: list[np.ndarray], streamer: OnnxStreamer, videos: list[Path], chunk: int) -> dict:
+    """Where the labels differ: fp32's top-2 softmax margin there (near ties flip first), sampled frames."""
+    flipped, margins = [], []
+    for logits, video in zip(ref, videos):
+        p = np.exp(logits - logits.max(0))
+        top2 = np.sort(p / p.sum(0), axis=0)[-2:]
+        margins.append(top2[1] - top2[0])
+        flipped.append(_logits(streamer, video, chunk).argmax(0) != logits.argmax(0))
+    m, f = np.concatenate(margins), np.concatenate(flipped)
+    return {"sampled_frames": len(m), "flipped": int(f.sum()),
+            "largest_fp32_margin_flipped": round(float(m[f].max()), 4) if f.any() else None,
+            "share_fp32_margin_below": {t: round(float((m < t).mean()), 4) for t in (0.01, 0.02, 0.05)}}
 
 
 def _features(path: Path) -> np.ndarray:
@@ -184,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", required=True, help="calibration videos (a file or folder; training videos)")
     p.add_argument("--check", required=True, help="held-out videos for label agreement (a file or folder)")
     p.add_argument("--gt", default=None, help="a groundTruth folder (<video>.txt, a class name per frame)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *AUTO])
     p.add_argument("--frame-size", type=int, default=32, help="--random: input H = W")
     p.add_argument("--work", default="bench_int8", help="folder for the exported graphs")
     p.add_argument("--chunk", type=int, default=32)
@@ -195,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calib-chunks", type=int, default=64)
     p.add_argument("--profile", type=int, default=0, metavar="N", help="per-op profile of N calls (0: none)")
+    p.add_argument("--margins", action="store_true",
+                   help="per variant, fp32's top-2 softmax margin on the sampled frames whose label changed")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     work = Path(args.work)
@@ -210,11 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     features = meta.input_kind == "features"
     calib_videos, check_videos = _inputs_of(args.calib, features), _inputs_of(args.check, features)
     gt = _ground_truth(Path(args.gt), meta, check_videos) if args.gt else None
+    if features and set(args.variants) & set(AUTO):
+        raise SystemExit(f"error: {sorted(AUTO)} variants need a streaming video model")
     if features:  # whole-video models (MS-TCN): one feed per calibration video
         feeds = [{"x": _features(v)} for v in calib_videos[: args.calib_chunks]]
-    else:
-        feeds = list(calibration_feeds(fp32, calib_videos, args.chunk, args.calib_chunks))
+    else:  # as `export onnx --int8`: spread over the videos
+        calib = calibration_videos(fp32, calib_videos, args.chunk, args.calib_chunks)
+        feeds = [f for v in calib for f in v.feeds]
     ref = _labels(fp32, check_videos, args.chunk)
+    ref_logits = [_logits(fp32, v, args.chunk) for v in check_videos] if args.margins and not features else None
     result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
                     "chunk": args.chunk, "batch": args.batch, "calibration_chunks": len(feeds),
                     "calib_videos": len(calib_videos), "check_videos": len(check_videos),
@@ -223,8 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         out = work / f"model.{name}.onnx"
         started = time.perf_counter()
+        options, search = VARIANTS.get(name, Int8Options()), None
         try:
-            quantize_graph(fp32_path, out, iter(feeds), VARIANTS[name])
+            if name in AUTO:
+                search = choose_float_nodes(fp32_path, calib, meta.state_names()[0], AUTO[name], options)
+            extra = (search.float_nodes if search
+                     else _after_encoder(fp32_path, options) if name.endswith("tcnfloat") else ())
+            quantize_graph(fp32_path, out, iter(feeds), options, extra)
+            if name.endswith("int8state"):
+                quantize_graph(fp32_path, out, iter(_int8_state_feeds(out, meta, calib)), options)
         except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)
             result["variants"][name] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"{name}: failed: {result['variants'][name]['error']}", flush=True)
@@ -232,12 +311,17 @@ def main(argv: list[str] | None = None) -> int:
         quant_s = time.perf_counter() - started
         meta.to_json(meta_path_for(out))
         scores = _scores(ref, _labels(OnnxStreamer(out, threads=2), check_videos, args.chunk), gt)
-        result["variants"][name] = {"options": VARIANTS[name].__dict__, "quantize_s": round(quant_s, 1), **scores}
+        result["variants"][name] = {"options": options.__dict__, "quantize_s": round(quant_s, 1), **scores}
+        if search:
+            result["variants"][name]["int8_search"] = search.as_dict()
+        if ref_logits is not None:
+            result["variants"][name]["margins"] = _margins(ref_logits, OnnxStreamer(out, threads=2), check_videos,
+                                                           args.chunk)
         paths[name] = out
         print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
 
     # every (graph, session setting) timed once per round, rounds interleaved (--rounds 0: labels only)
-    timed = [(g, s) for g in paths for s in args.sessions if s == "all-t2" or g in ("fp32", "default")]
+    timed = [(g, s) for g in paths for s in args.sessions if s == "all-t2" or g in ("fp32", "default", *AUTO)]
     sessions = {(g, s): session(paths[g], *SESSIONS[s]) for g, s in timed}
     inputs = {b: _inputs(meta, b, args.chunk) for b in sorted({1, args.batch})}
     speeds: dict = defaultdict(list)

@@ -213,6 +213,9 @@ def test_train_export_infer_through_the_cli(tmp_path, synth_video_root) -> None:
     print("INT8 parity of the trained tiny run:", int8["parity"], "fp32 labels:", len(events), "segments")
     assert int8["quantization"] == "int8-static" and int8["parity"]["videos"] == len(list(Path(check).iterdir()))
     assert int8["parity"]["label_agreement"] >= 0.97
+    search = int8["int8_search"]  # the nodes kept in float, chosen on the training videos alone
+    assert search["min_agreement"] == 0.99 and search["agreement"] == search["tried"][str(len(search["float_nodes"]))]
+    assert "INT8 nodes kept in float:" in export.stdout
 
 
 @pytest.mark.slow

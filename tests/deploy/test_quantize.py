@@ -15,10 +15,11 @@ from streamseg.deploy.runtime import DeployMeta, OnnxStreamer  # noqa: E402
 from .test_infer import tiny_meta  # noqa: E402
 
 
-def conv_onnx(path, k: int = 4, bias: np.ndarray | None = None):
+def conv_onnx(path, k: int = 4, bias: np.ndarray | None = None, outlier: float = 1.0):
     """A hand-built streaming step with weights to quantise (no torch export: minutes on a busy CPU):
     Conv (3 -> 8 channels, 4x4 patches) -> ReLU -> spatial mean -> MatMul to K classes + ``bias``, plus a
-    tenth of the previous chunk's mean logits (the state)."""
+    tenth of the previous chunk's mean logits (the state). ``outlier`` scales the 8th channel of the mean,
+    which the MatMul ignores: its range then sets the whole tensor's uint8 step, crushing the 7 others."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -26,7 +27,8 @@ def conv_onnx(path, k: int = 4, bias: np.ndarray | None = None):
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c"], kernel_shape=[1, 4, 4], strides=[1, 4, 4]),
         helper.make_node("Relu", ["c"], ["r"]),  # (B, 8, T, 4, 4)
-        helper.make_node("ReduceMean", ["r"], ["f"], axes=[3, 4], keepdims=0),  # (B, 8, T)
+        helper.make_node("ReduceMean", ["r"], ["f0"], axes=[3, 4], keepdims=0),  # (B, 8, T)
+        helper.make_node("Mul", ["f0", "scale"], ["f"]),
         helper.make_node("Transpose", ["f"], ["ft"], perm=[0, 2, 1]),  # (B, T, 8)
         helper.make_node("MatMul", ["ft", "w2"], ["zb"]),  # (B, T, K)
         helper.make_node("Add", ["zb", "b2"], ["z"]),
@@ -36,9 +38,12 @@ def conv_onnx(path, k: int = 4, bias: np.ndarray | None = None):
         helper.make_node("Add", ["zt", "s3"], ["logits"]),
         helper.make_node("ReduceMean", ["logits"], ["state_out_0"], axes=[2], keepdims=0),  # (B, K)
     ]
+    w2 = rng.normal(0, 1.0, (8, k)).astype(np.float32)
+    w2[7] *= outlier == 1.0
     inits = [numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 1, 4, 4)).astype(np.float32), "w1"),
              numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
-             numpy_helper.from_array(rng.normal(0, 1.0, (8, k)).astype(np.float32), "w2"),
+             numpy_helper.from_array(w2, "w2"),
+             numpy_helper.from_array(np.array([1.0] * 7 + [outlier], np.float32)[:, None], "scale"),
              numpy_helper.from_array(np.zeros(k, np.float32) if bias is None else bias.astype(np.float32), "b2"),
              numpy_helper.from_array(np.array(0.1, np.float32), "half"),
              numpy_helper.from_array(np.array([2], np.int64), "axis2")]
@@ -106,3 +111,72 @@ def test_float_prefixes_keep_those_weights_float_and_options_are_checked(tmp_pat
     assert weights["w2"] == onnx.TensorProto.FLOAT
     with pytest.raises(ValueError, match="Int8Options.activations: expected one of"):
         quantize_graph(tmp_path / "m.onnx", tmp_path / "x.onnx", feeds, Int8Options(activations="int4"))
+
+
+def _centred(path, video, **kw):
+    """`conv_onnx` with the class bias centred on ``video``'s logits, so that its labels vary."""
+    fp32_path = conv_onnx(path, **kw)
+    with VideoFileSource(video, 2, (16, 16)) as src:
+        logits, _ = OnnxStreamer(fp32_path).step(tiny_meta().preprocess(src.read(1000)), [np.zeros((1, 4), "f")])
+    return conv_onnx(path, bias=-logits[0].mean(1), **kw)
+
+
+def test_nodes_left_in_float_are_chosen_on_the_calibration_videos_and_raise_the_agreement(
+        tmp_path, synth_video_root) -> None:
+    import onnx
+
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))
+    calib = videos[:4]
+    fp32_path = _centred(tmp_path / "m.onnx", videos[0], outlier=1000.0)
+    plain, plain_meta, _ = quantize_int8(fp32_path, calib, tmp_path / "plain.onnx", max_chunks=40, min_agreement=0)
+    assert DeployMeta.from_json(plain_meta).int8_search is None
+    mixed, mixed_meta, _ = quantize_int8(fp32_path, calib, max_chunks=40)  # default: 0.99
+    search = DeployMeta.from_json(mixed_meta).int8_search
+    assert search["min_agreement"] == 0.99 and search["folds"] == 2
+    assert search["tried"]["0"] < 0.9  # every node quantised: the outlier channel crushes the features
+    chosen = search["float_nodes"]
+    assert search["reached"] and search["agreement"] >= 0.99
+    assert search["agreement"] == search["tried"][str(len(chosen))]
+    assert 0 < len(chosen) < len(search["ranked"])  # some nodes left in float, not all of them
+    nodes = {n.name: n for n in onnx.load(mixed).graph.node}
+    assert all(name in nodes for name in chosen)  # the chosen nodes are in the graph, unquantised
+    assert not any(nodes[name].op_type.startswith("QLinear") for name in chosen)
+
+    fp32 = OnnxStreamer(fp32_path, threads=1)
+    ours, theirs = (label_agreement(fp32, OnnxStreamer(p, threads=1), calib)["label_agreement"]
+                    for p in (mixed, plain))
+    assert ours >= 0.97 and theirs < 0.9  # whole videos, original frames: near the cross-fitted figure
+    labels = np.concatenate([infer_video(fp32, v).labels for v in calib])
+    assert len(set(labels.tolist())) > 1  # fp32 labels vary: agreement is not trivially 1
+
+
+def test_a_bad_min_agreement_is_refused_before_any_work(tmp_path, synth_video_root) -> None:
+    from streamseg.cli.main import main
+
+    for bad in ("1.5", "-0.1", "nan"):
+        with pytest.raises(SystemExit, match=r"--int8-min-agreement: expected a fraction of frames in \[0, 1\]"):
+            main(["export", "onnx", str(tmp_path), "--int8", str(tmp_path), "--int8-min-agreement", bad])
+    with pytest.raises(ValueError, match=r"min_agreement: expected a fraction of frames in \[0, 1\].*99"):
+        quantize_int8(tmp_path / "missing.onnx", [tmp_path], min_agreement=99)  # before the model is read
+    one = sorted((synth_video_root / "Videos").glob("*.mp4"))[:1]
+    with pytest.raises(ValueError, match="needs at least 2 calibration videos, got 1"):
+        quantize_int8(conv_onnx(tmp_path / "m.onnx"), one)
+    with pytest.raises(SystemExit, match="needs at least 2 calibration videos, got 1"):
+        main(["export", "onnx", str(tmp_path), "--int8", str(one[0])])
+
+
+@pytest.mark.parametrize("needed, expect_k, expect_tried",
+                         [(5, 5, {0, 1, 2, 4, 8, 6, 5}), (99, 10, {0, 1, 2, 4, 8, 10})])
+def test_search_takes_the_fewest_ranked_nodes_that_reach_the_threshold(needed, expect_k, expect_tried) -> None:
+    """Doubling then bisection over k: the smallest k reaching it; none reaching it, the best k tried."""
+    from streamseg.deploy.int8_search import Int8Search, _best, _search
+
+    ranked = [f"n{i}" for i in range(10)]
+
+    class Trial:  # agreement 0.99 from `needed` nodes in float on, else rising slowly with k
+        def agreement(self, nodes):
+            return 0.99 if len(nodes) >= needed else 0.9 + 0.001 * len(nodes)
+
+    report = Int8Search(0.99, 2, 100, [], ranked=ranked, tried={0: 0.9})
+    _search(report, Trial())
+    assert _best(report) == expect_k and set(report.tried) == expect_tried

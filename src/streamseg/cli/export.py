@@ -10,7 +10,10 @@ Needs the `export` extra: pip install -e ".[export]".
 --int8 VIDEOS also writes model.int8.onnx (+ model.int8.json) for CPU edge boxes: static INT8
 quantisation (ONNX Runtime after its quant_pre_process, QDQ, per-channel int8 weights, asymmetric uint8
 activations: `deploy.quantize.Int8Options`) calibrated on the chunks the fp32 graph sees when it runs
-VIDEOS (a file or folder; use training videos) chunk by chunk, state carried.
+VIDEOS (a file or folder; use training videos) chunk by chunk, state carried. The nodes whose
+quantisation flips labels stay in float: chosen on VIDEOS alone until the INT8 labels agree with fp32's
+on --int8-min-agreement of their frames (default 0.99; cross-fitted, `deploy.int8_search`; needs at
+least 2 videos; 0 quantises every node); the chosen nodes and that agreement go into model.int8.json.
 --int8-check VIDEOS reports the label agreement of the INT8 graph with the fp32 one on them (held-out
 videos), stored as the INT8 metadata's parity.
 
@@ -38,6 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--int8-check", default=None, metavar="VIDEOS",
                    help="measure the INT8 graph's label agreement with fp32 on these videos")
     o.add_argument("--calib-chunks", type=int, default=64, help="chunks of calibration data (default 64)")
+    o.add_argument("--int8-min-agreement", type=float, default=0.99, metavar="FRACTION",
+                   help="keep the most sensitive nodes in float until the INT8 labels agree with fp32's on this "
+                        "fraction of the calibration videos' frames (default 0.99; 0: quantise every node)")
     o.set_defaults(func=run_export_onnx)
 
 
@@ -50,15 +56,22 @@ def run_export_onnx(args: argparse.Namespace) -> int:
                          "pip install -e '.[export]'") from None
     from ..deploy.infer import video_files
     from ..deploy.onnx_export import ExportError, ParityError, export_trained
+    from ..deploy.runtime import DeployMeta
     from ..engine.checkpoint_io import CheckpointError
 
     if args.int8_check and not args.int8:
         raise SystemExit("error: --int8-check needs --int8 VIDEOS")
+    if not 0.0 <= args.int8_min_agreement <= 1.0:  # also refuses nan
+        raise SystemExit(f"error: --int8-min-agreement: expected a fraction of frames in [0, 1] (e.g. 0.99), "
+                         f"got {args.int8_min_agreement}")
     try:  # the video lists before the (slow) export
         calib = list(video_files(args.int8)) if args.int8 else []
         check = list(video_files(args.int8_check)) if args.int8_check else []
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.int8 and args.int8_min_agreement > 0 and len(calib) < 2:
+        raise SystemExit(f"error: --int8 {args.int8}: choosing the nodes kept in float needs at least 2 "
+                         f"calibration videos, got {len(calib)} (or --int8-min-agreement 0)")
 
     try:
         onnx_path, meta_path, meta, seconds = export_trained(args.model, args.out, check=not args.no_check,
@@ -75,11 +88,18 @@ def run_export_onnx(args: argparse.Namespace) -> int:
         from ..deploy.quantize import quantize_int8
 
         try:
-            int8_path, _, report = quantize_int8(onnx_path, calib, chunk=meta.chunk_size or None,
-                                                 max_chunks=args.calib_chunks, check_videos=check)
+            int8_path, int8_meta, report = quantize_int8(onnx_path, calib, chunk=meta.chunk_size or None,
+                                                         max_chunks=args.calib_chunks, check_videos=check,
+                                                         min_agreement=args.int8_min_agreement)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
         print(f"wrote {int8_path} (static INT8, calibrated on {args.int8})")
+        search = DeployMeta.from_json(int8_meta).int8_search
+        if search is not None:
+            print(f"INT8 nodes kept in float: {len(search['float_nodes'])} chosen + {len(search['base'])} "
+                  f"(float_prefixes); label agreement with fp32 on the calibration videos (cross-fitted) "
+                  f"{100 * search['agreement']:.2f} % of {search['frames']} sampled frames"
+                  + ("" if search["reached"] else f", short of {100 * search['min_agreement']:.2f} %"))
         if report is not None:
             print(f"INT8 label agreement with fp32: {100 * report['label_agreement']:.2f} % of "
                   f"{report['frames']} frames ({report['videos']} videos)")

@@ -4,9 +4,11 @@
 carried, as `infer` runs it) and hands those exact inputs (``x`` and the ``state_in_i`` of each chunk) to
 ONNX Runtime's static quantiser (`quantize_graph`: by default `quant_pre_process` first, then
 `onnxruntime.quantization.quantize_static` with QDQ format, int8 weights per channel, asymmetric uint8
-activations, MinMax calibration; `Int8Options` says why and lists the alternatives). It writes
-``model.int8.onnx`` and its metadata (``model.int8.json``, ``quantization: "int8-static"``) beside the
-fp32 files; `OnnxStreamer`, `infer` and `serve` run it like any export.
+activations, MinMax calibration; `Int8Options` says why and lists the alternatives), leaving in float the
+nodes `int8_search.choose_float_nodes` finds must stay float for the labels to agree with fp32's on
+``min_agreement`` of the calibration videos' frames. It writes ``model.int8.onnx`` and its metadata
+(``model.int8.json``, ``quantization: "int8-static"``, ``int8_search``: that choice) beside the fp32
+files; `OnnxStreamer`, `infer` and `serve` run it like any export.
 
 `label_agreement` measures what matters for segmentation: the fraction of original frames whose label
 the INT8 graph gives as the fp32 graph does, over whole videos run through `infer_video`.
@@ -24,7 +26,8 @@ import numpy as np
 from .infer import infer_video, open_source
 from .runtime import OnnxStreamer, meta_path_for
 
-__all__ = ["Int8Options", "calibration_feeds", "label_agreement", "quantize_graph", "quantize_int8"]
+__all__ = ["Int8Options", "calibration_feeds", "label_agreement", "prepare_graph", "quantize_graph", "quantize_int8",
+           "quantize_prepared"]
 
 
 def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
@@ -76,14 +79,65 @@ class Int8Options:
 
 
 def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[str, np.ndarray]],
-                   options: Int8Options = Int8Options()) -> Path:
+                   options: Int8Options = Int8Options(), float_nodes: Sequence[str] = ()) -> Path:
     """Static INT8 quantisation of the graph at ``onnx_path`` into ``out``, calibrated on ``feeds`` (graph
-    inputs, e.g. `calibration_feeds`)."""
+    inputs, e.g. `calibration_feeds`); ``float_nodes``: names of nodes of `prepare_graph`'s graph kept in
+    float besides those of ``options.float_prefixes``."""
     import tempfile
 
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    with tempfile.TemporaryDirectory(prefix="streamseg-int8-") as tmp:
+        src, keep_float = prepare_graph(onnx_path, Path(tmp), options)
+        return quantize_prepared(src, out, feeds, options, [*keep_float, *float_nodes])
+
+
+def prepare_graph(onnx_path: str | Path, tmp: Path, options: Int8Options = Int8Options()) -> tuple[Path, list[str]]:
+    """The graph the quantiser reads, written in the folder ``tmp`` (`quant_pre_process`'s output with
+    ``options.preprocess``; every node named), and the names of its nodes ``options.float_prefixes``
+    keeps in float."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    _check_options(options)
+    src = Path(onnx_path)
+    if options.preprocess:
+        src = tmp / "pre.onnx"
+        quant_pre_process(str(onnx_path), str(src), skip_symbolic_shape=True)
+    return _nodes_with_weights(src, options.float_prefixes, tmp / "named.onnx")
+
+
+def quantize_prepared(src: Path, out: str | Path, feeds: Iterable[dict[str, np.ndarray]], options: Int8Options,
+                      float_nodes: Sequence[str], ranges: Path | None = None) -> Path:
+    """`quantize_static` of `prepare_graph`'s graph ``src`` into ``out`` with the nodes ``float_nodes``
+    left in float. ``ranges``: a file for the activation ranges calibrated on ``feeds``: written by the
+    first call, read by later ones (the same ranges serve any ``float_nodes``; the search quantises the
+    same graph many times)."""
+    import inspect
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+
+    formats, types, methods = _check_options(options)
+    feeds = iter(feeds)
+    if options.calibration != "minmax":  # histogram calibrators stack the chunks: one shape only (full chunks)
+        feeds = _same_shapes(feeds)
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt],
+                    nodes_to_exclude=list(float_nodes) or None, per_channel=options.per_channel,
+                    reduce_range=options.reduce_range, activation_type=types[options.activations],
+                    weight_type=QuantType.QInt8,
+                    op_types_to_quantize=list(options.op_types) if options.op_types else None,
+                    calibrate_method=methods[options.calibration],
+                    extra_options={"ActivationSymmetric": options.symmetric},
+                    **({"calibration_cache_path": str(ranges)}
+                       if ranges and "calibration_cache_path" in inspect.signature(quantize_static).parameters else {}))
+    return Path(out)
+
+
+def _check_options(options: Int8Options) -> tuple[dict, dict, dict]:
+    """ONNX Runtime's values of ``options``' format, activation types and calibration methods (checked)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
     types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
@@ -93,30 +147,7 @@ def quantize_graph(onnx_path: str | Path, out: str | Path, feeds: Iterable[dict[
                                 ("calibration", options.calibration, methods)):
         if value not in allowed:
             raise ValueError(f"Int8Options.{key}: expected one of {sorted(allowed)}, got {value!r}")
-    feeds = iter(feeds)
-    if options.calibration != "minmax":  # histogram calibrators stack the chunks: one shape only (full chunks)
-        feeds = _same_shapes(feeds)
-
-    class Reader(CalibrationDataReader):
-        def get_next(self):
-            return next(feeds, None)
-
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix="streamseg-int8-") as tmp:
-        src = Path(onnx_path)
-        if options.preprocess:
-            src = Path(tmp) / "pre.onnx"
-            quant_pre_process(str(onnx_path), str(src), skip_symbolic_shape=True)
-        keep_float = None
-        if options.float_prefixes:
-            src, keep_float = _nodes_with_weights(src, options.float_prefixes, Path(tmp) / "named.onnx")
-        quantize_static(str(src), str(out), Reader(), quant_format=formats[options.fmt],
-                        nodes_to_exclude=keep_float, per_channel=options.per_channel, reduce_range=options.reduce_range,
-                        activation_type=types[options.activations], weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(options.op_types) if options.op_types else None,
-                        calibrate_method=methods[options.calibration],
-                        extra_options={"ActivationSymmetric": options.symmetric})
-    return out
+    return formats, types, methods
 
 
 def _nodes_with_weights(path: Path, prefixes: tuple[str, ...], out: Path) -> tuple[Path, list[str]]:
@@ -135,7 +166,7 @@ def _nodes_with_weights(path: Path, prefixes: tuple[str, ...], out: Path) -> tup
                 node.name += "_"
             taken.add(node.name)
     onnx.save(model, str(out))
-    weights = {i.name for i in graph.initializer if i.name.startswith(prefixes)}
+    weights = {i.name for i in graph.initializer if prefixes and i.name.startswith(prefixes)}
     return out, [n.name for n in graph.node if weights.intersection(n.input)]
 
 
@@ -151,21 +182,37 @@ def _same_shapes(feeds: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, n
 
 def quantize_int8(onnx_path: str | Path, videos: Sequence[str | Path], out: str | Path | None = None, *,
                   chunk: int | None = None, max_chunks: int = 64, check_videos: Sequence[str | Path] = (),
-                  options: Int8Options = Int8Options()) -> tuple[Path, Path, dict | None]:
+                  options: Int8Options = Int8Options(), min_agreement: float = 0.99,
+                  folds: int = 2) -> tuple[Path, Path, dict | None]:
     """Static INT8 quantisation of an exported streaming step, calibrated on ``videos`` (at most
-    ``max_chunks`` chunks). With ``check_videos``, the `label_agreement` with the fp32 graph on them is
-    measured and stored as the metadata's ``parity``. Returns (int8 .onnx, its metadata, that report)."""
+    ``max_chunks`` chunks, spread over them). With ``min_agreement`` > 0, the nodes that must stay in
+    float for the labels to agree with fp32's on that fraction of the calibration videos' frames are
+    chosen from them (`int8_search.choose_float_nodes`, ``folds`` cross-fitted folds) and recorded as
+    the metadata's ``int8_search``. With ``check_videos``, the `label_agreement` with the fp32 graph on
+    them is measured and stored as the metadata's ``parity``. Returns (int8 .onnx, its metadata, that
+    report)."""
+    from .int8_search import calibration_videos, check_min_agreement, choose_float_nodes
+
     onnx_path = Path(onnx_path)
+    min_agreement = check_min_agreement(min_agreement)
     fp32 = OnnxStreamer(onnx_path)
     meta = fp32.meta
     if meta.input_kind != "frames" or not meta.streaming:
         raise ValueError(f"{onnx_path}: INT8 calibration needs a streaming video model")
     if not videos:
         raise ValueError(f"{onnx_path}: no calibration videos")
+    if min_agreement > 0 and len(videos) < folds:
+        raise ValueError(f"{onnx_path}: choosing the nodes kept in float needs at least {folds} calibration "
+                         f"videos, got {len(videos)} (a min agreement of 0 quantises every node)")
     out = Path(out) if out is not None else onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
-    feeds = calibration_feeds(fp32, videos, chunk or meta.chunk_size or 32, max_chunks)
-    quantize_graph(onnx_path, out, feeds, options)
-    int8_meta = dataclasses.replace(meta, onnx=out.name, quantization="int8-static", parity=None)
+    calib = calibration_videos(fp32, videos, chunk or meta.chunk_size or 32, max_chunks)
+    search = None
+    if min_agreement > 0:
+        search = choose_float_nodes(onnx_path, calib, meta.state_names()[0], min_agreement, options, folds).as_dict()
+    quantize_graph(onnx_path, out, [f for v in calib for f in v.feeds], options,
+                   search["float_nodes"] if search else ())
+    int8_meta = dataclasses.replace(meta, onnx=out.name, quantization="int8-static", parity=None,
+                                    int8_search=search)
     int8_meta.to_json(meta_path_for(out))
     report = None
     if check_videos:

@@ -58,6 +58,8 @@ class DeployMeta:
     parity: the export's ONNX-vs-PyTorch check (max differences, tolerance, chunk lengths); for an INT8
     graph, its label agreement with the fp32 graph.
     quantization: None (float32), or how the graph was quantised (``"int8-static"``).
+    int8_search: for an INT8 graph, the nodes left in float and their label agreement with fp32 on the
+    calibration videos (`deploy.int8_search.Int8Search`), or None.
     """
 
     class_names: list[str]
@@ -77,6 +79,7 @@ class DeployMeta:
     parity: dict[str, Any] | None = None
     source: str = ""  # the run directory or checkpoint it came from
     quantization: str | None = None  # "int8-static" for `export onnx --int8` (deploy.quantize), else None
+    int8_search: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
