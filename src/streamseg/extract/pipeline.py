@@ -169,10 +169,13 @@ def run_pipeline(extractor, videos: list[tuple[int, Path]], workers: int, batch:
     ``timing``, when given, is filled with ``seconds`` (the whole call), ``first_block_s``, ``input_wait_s``
     (the loop waiting for the loader), ``network_s`` and ``prepare_s`` (device busy: module docstring),
     ``runs`` and ``padded`` (network runs, and padding segments in them)."""
+    if not videos:  # all done already (a resumed run)
+        return
     t0 = time.perf_counter()
     enc, device = extractor.rgb, extractor.device
     cuda = device.type == "cuda"
     stream = BlockStream(videos, extractor.sample_rate, enc.size, block_frames(enc.step), extractor.decode)
+    workers = min(workers, len(videos))  # a worker without a video would only cost its start
     loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=cuda, prefetch_factor=PREFETCH)
     side = torch.cuda.Stream(device) if cuda else None  # host->device copies, beside the network's stream
     mean = torch.tensor(enc.mean, device=device).view(1, -1, 1, 1)
