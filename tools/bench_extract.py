@@ -11,7 +11,9 @@ other and where the worker pipeline's time went:
   `VideoFileSource`) or through the worker pipeline's loader (blocks, shared memory, pinned:
   `streamseg.extract.pipeline.BlockStream`);
 * model alone (the ceiling): the encoder on segments already on the device, ``--segment-batch`` per run;
-* end to end: the whole `extract_features` call;
+* end to end: the whole `extract_features` call (model build, worker start, decode, network, files); the
+  model-alone measurement runs first, so cuDNN's autotuning of the row's shape (seconds, once a process: printed
+  after the table) is done before every row alike, not charged to whichever row comes first;
 * with workers (`ExtractReport.timing`): seconds until the first block came (worker start, first decode),
   the share of the pipeline's time its loop waited for input, and the device's busy share in the network and
   in preparing frames (colour, resize, normalisation): a network share near 100 % says the model bounds the
@@ -51,8 +53,9 @@ from bench_decode import make_clip  # noqa: E402 (a sibling tool script)
 
 
 def decode_rate(clips: list[Path], size: tuple[int, int], decode: str) -> float:
+    """Frames per second of one `VideoFileSource` (one thread), on at most two of the clips (all are the same)."""
     t0, frames = time.perf_counter(), 0
-    for clip in clips:
+    for clip in clips[:2]:
         with (VideoFileSource(clip, 1, None, pixel_path="i420") if decode == "i420"
               else VideoFileSource(clip, 1, size)) as source:
             while (n := source.read(256).shape[0]) > 0:
@@ -77,24 +80,29 @@ def loader_rate(clips: list[Path], spec: EncoderSpec, workers: int, pin: bool, d
     return frames / (time.perf_counter() - t0)
 
 
-def model_rate(spec: EncoderSpec, device: str, dtype: str, segments: int = 1, steps: int = 20) -> float:
-    """Frames per second of the encoder alone on ``segments`` random segments per run, already on the device."""
+def model_rate(spec: EncoderSpec, device: str, dtype: str, segments: int = 1, steps: int = 20) -> tuple[float, float]:
+    """Frames per second of the encoder alone on ``segments`` random segments per run, already on the device,
+    and the seconds of its first call (with cudnn.benchmark: cuDNN's autotuning of the shape, once a process)."""
     from streamseg.extract import build_encoder
 
     enc = build_encoder(spec).to(device)
     seg = torch.randn(segments, enc.left + enc.step + enc.right, 3, *enc.size, device=device)
     dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dt, enabled=dt != torch.float32):
-        for _ in range(3):
+        sync()
+        t0 = time.perf_counter()
+        enc.forward_batch(seg)
+        sync()
+        first = time.perf_counter() - t0
+        for _ in range(2):
             enc.forward_batch(seg)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             enc.forward_batch(seg)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    return steps * segments * enc.step / (time.perf_counter() - t0)
+        sync()
+    return steps * segments * enc.step / (time.perf_counter() - t0), first
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -165,7 +173,7 @@ def main() -> None:
         runs += [(mode, dtype, FlowSpec(args.flow, updates=args.flow_updates), 0, args.decodes[0])
                  for mode in args.modes for dtype in args.dtypes[-1:]]
     loaded: dict[tuple, float] = {}
-    alone: dict[tuple, str] = {}
+    alone: dict[tuple, tuple[float, float]] = {}
     for mode, dtype, flow, workers, decode in runs:
         spec = EncoderSpec(args.encoder, mode=mode, window=args.window, chunk=args.chunk, overlap=args.overlap,
                            batch=args.batch, size=size)
@@ -176,6 +184,8 @@ def main() -> None:
             inputs = [make_clip(tmp / "flowclip0.mp4", "libx264", args.flow_frames)]
             inputs += [Path(shutil.copyfile(inputs[0], tmp / f"flowclip{i}.mp4")) for i in range(1, args.videos)]
             frames = args.videos * args.flow_frames
+        if (mode, dtype, segs) not in alone:  # first: every row then finds cuDNN's autotuning of its shape done
+            alone[(mode, dtype, segs)] = model_rate(spec, args.device, dtype, segs)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -185,8 +195,6 @@ def main() -> None:
         assert not report.failed, report.failed
         streams = f"RGB + {flow.model} ({flow.updates} updates)" if flow else "RGB"
         window = f"W={args.window}" if mode == "window" else f"{args.chunk} + 2x{args.overlap}"
-        if (mode, dtype, segs) not in alone:
-            alone[(mode, dtype, segs)] = f"{model_rate(spec, args.device, dtype, segs):.0f}"
         if (mode, workers, decode) not in loaded:
             loaded[(mode, workers, decode)] = (loader_rate(clips, spec, workers, args.device.startswith("cuda"), decode)
                                                if workers else decode_rate(clips, size, decode))
@@ -194,13 +202,15 @@ def main() -> None:
         breakdown = (f"{t['first_block_s']:.2f} | {t['input_wait_s'] / t['seconds']:.0%} | "
                      f"{t.get('network_s', 0) / t['seconds']:.0%} | {t.get('prepare_s', 0) / t['seconds']:.0%}"
                      if t else "- | - | - | -")
-        ceiling = alone[(mode, dtype, segs)] if not flow else "-"
+        ceiling = f"{alone[(mode, dtype, segs)][0]:.0f}" if not flow else "-"
         print(f"| {args.encoder} {size[0]}x{size[1]} | {mode} ({window}) | {streams} | {dtype} | {decode} | "
               f"{workers} ({segs}) | {loaded[(mode, workers, decode)]:.0f} | {ceiling} | "
               f"{frames / seconds:.0f} | {seconds:.1f} | {breakdown} |", flush=True)
         if workers == args.workers[0] and decode == args.decodes[0]:
             outs[(mode, dtype, flow is None)] = out
 
+    print("\nfirst network call (cuDNN autotuning; made before the rows' timings, once a process): " + "; ".join(
+        f"{mode} {dtype}, segments a run {segs}: {first:.1f} s" for (mode, dtype, segs), (_, first) in alone.items()))
     for dtype in args.dtypes:
         if ("window", dtype, True) in outs and ("dense", dtype, True) in outs:
             cos, rel = [], []
