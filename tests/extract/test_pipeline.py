@@ -65,7 +65,7 @@ def test_more_workers_than_videos_pad_only_the_last_run_and_report_where_the_tim
     assert (t["runs"], t["padded"]) == (-(-segments // 3), 3 * -(-segments // 3) - segments) == (7, 2)
     assert 0 < t["first_block_s"] <= t["seconds"] and 0 <= t["input_wait_s"] <= t["seconds"]
     assert 0 < t["network_s"] < t["seconds"] and 0 < t["prepare_s"] < t["seconds"]
-    again = extract_features(videos, tmp_path / "out", spec, decode_workers=5, segment_batch=3)  # resumed: nothing to do
+    again = extract_features(videos, tmp_path / "out", spec, decode_workers=5, segment_batch=3)  # resumed: no work
     assert sorted(again.skipped) == sorted(LENGTHS) and again.timing == {}
     plain = extract_features(videos, tmp_path / "plain", spec)
     assert plain.timing == {}  # the in-process path has no pipeline to break down
