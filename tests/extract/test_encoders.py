@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from streamseg.extract.encoders import ClipEncoder, EncoderSpec, build_encoder, flow_encoder
-from streamseg.extract.frames import device_reader, segments
+from streamseg.extract.frames import SegmentCutter, device_reader, segments
 from streamseg.models.checkpoint import WeightsError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -43,6 +43,30 @@ def test_segments_clamp_at_the_edges_cover_every_frame_once_and_hold_little():
 def test_segments_of_an_empty_video_is_an_error():
     with pytest.raises(ValueError, match="no frames"):
         list(segments(_reader(torch.zeros(0)), 4, 1, 1))
+
+
+@pytest.mark.parametrize("blocks", [[23], [1] * 23, [7, 7, 7, 2], [3, 11, 9]], ids=str)
+def test_the_cutter_fed_any_blocks_yields_the_segments_that_reading_yields(blocks):
+    """The worker pipeline pushes blocks of whatever size the decoders send; each segment must come out as
+    soon as its frames are in (not later: the network would wait) and equal what `segments` cuts."""
+    frames = torch.arange(23.0)[:, None].expand(23, 2)
+    want = [(seg, count) for (seg,), count in segments(_reader(frames), step=5, left=3, right=2)]
+    cutter, got, pos = SegmentCutter(5, 3, 2), [], 0
+    for n in blocks:
+        cutter.push((frames[pos : pos + n],))
+        pos += n
+        got += [(seg, count) for (seg,), count in cutter.cut(ended=False)]
+        # every segment whose last frame (p + 5 + 2 - 1) has arrived is out, none other
+        assert len(got) == min(max(0, (pos - 2) // 5), 4)
+        if len(got) < 4:  # the fifth (last) segment needs frames past the video's end: only `ended` cuts it
+            assert cutter.missing() == 5 * len(got) + 7 - pos
+    got += [(seg, count) for (seg,), count in cutter.cut(ended=True)]
+    assert [c for _, c in got] == [c for _, c in want] == [5, 5, 5, 5, 3]
+    for (a, _), (b, _) in zip(got, want):
+        assert torch.equal(a, b)
+    assert cutter.buf[0].shape[0] <= 3 + 5 + 2 + max(blocks)  # what no segment needs is dropped
+    with pytest.raises(ValueError, match="no frames"):
+        list(SegmentCutter(5, 3, 2).cut(ended=True))
 
 
 class _LocalTrunk(nn.Module):

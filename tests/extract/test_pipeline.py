@@ -29,14 +29,15 @@ def _run(videos, out: Path, spec: EncoderSpec, **kw) -> dict[str, np.ndarray]:
     return {p.stem: np.load(p) for p in sorted(out.glob("*.npy"))}
 
 
-@pytest.mark.parametrize("spec", [
-    EncoderSpec("s3d", mode="dense", chunk=8, overlap=4, size=(32, 32)),  # segments overlap; the last is padded
-    EncoderSpec("s3d", mode="window", window=8, batch=8, size=(32, 32)),
-    EncoderSpec("mobilenet_v2", batch=8, size=(32, 32)),
-], ids=lambda s: f"{s.encoder}-{s.mode}")
-def test_worker_decoding_gives_the_in_process_features_bit_for_bit(videos, tmp_path, spec):
-    before = _run(videos, tmp_path / "thread", spec)
-    after = _run(videos, tmp_path / "workers", spec, decode_workers=2)
+@pytest.mark.parametrize("spec, decode", [
+    (EncoderSpec("s3d", mode="dense", chunk=8, overlap=4, size=(32, 32)), "rgb24"),  # overlapping; last padded
+    (EncoderSpec("s3d", mode="dense", chunk=8, overlap=4, size=(32, 32)), "i420"),  # converted after the hand-over
+    (EncoderSpec("s3d", mode="window", window=8, batch=8, size=(32, 32)), "rgb24"),
+    (EncoderSpec("mobilenet_v2", batch=8, size=(32, 32)), "rgb24"),
+], ids=lambda p: f"{p.encoder}-{p.mode}" if isinstance(p, EncoderSpec) else p)
+def test_worker_decoding_gives_the_in_process_features_bit_for_bit(videos, tmp_path, spec, decode):
+    before = _run(videos, tmp_path / "thread", spec, decode=decode)
+    after = _run(videos, tmp_path / "workers", spec, decode=decode, decode_workers=2)
     assert sorted(after) == sorted(LENGTHS)
     for name in LENGTHS:
         assert after[name].shape == before[name].shape == (after[name].shape[0], LENGTHS[name])
@@ -51,6 +52,26 @@ def test_several_segments_per_run_agree_to_rounding_and_i420_and_sample_rate_car
         assert after[name].shape == before[name].shape
         scale = float(np.abs(before[name]).max())
         np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-4 * scale)
+
+
+def test_more_workers_than_videos_pad_only_the_last_run_and_report_where_the_time_went(videos, tmp_path):
+    """Segments of different videos share runs, so padding is needed only once, at the very end (a run padded
+    at every video's end wastes the device); more workers than videos (5 for 3) are not an error."""
+    spec = EncoderSpec("thumbnail", batch=4)  # 4 frames a segment, no context
+    report = extract_features(videos, tmp_path / "out", spec, decode_workers=5, segment_batch=3)
+    assert not report.failed and sorted(report.done) == sorted(LENGTHS)
+    segments = sum(-(-n // 4) for n in LENGTHS.values())  # 6 + 3 + 10 = 19
+    t = report.timing
+    assert (t["runs"], t["padded"]) == (-(-segments // 3), 3 * -(-segments // 3) - segments) == (7, 2)
+    assert 0 < t["first_block_s"] <= t["seconds"] and 0 <= t["input_wait_s"] <= t["seconds"]
+    assert 0 < t["network_s"] < t["seconds"] and 0 < t["prepare_s"] < t["seconds"]
+    again = extract_features(videos, tmp_path / "out", spec, decode_workers=5, segment_batch=3)  # resumed: no work
+    assert sorted(again.skipped) == sorted(LENGTHS) and again.timing == {}
+    plain = extract_features(videos, tmp_path / "plain", spec)
+    assert plain.timing == {}  # the in-process path has no pipeline to break down
+    for name in LENGTHS:
+        np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"),
+                                   np.load(tmp_path / "plain" / f"{name}.npy"), rtol=0, atol=1e-6)
 
 
 def test_a_bad_video_fails_alone_under_workers_from_the_command_line(videos, tmp_path, capsys):
@@ -80,7 +101,15 @@ def test_workers_refuse_flow_and_bad_counts(videos, tmp_path):
 def test_on_a_gpu_workers_pinned_copies_and_batched_runs_agree_with_the_in_process_path(videos, tmp_path):
     spec = EncoderSpec("s3d", mode="dense", chunk=8, overlap=4, size=(64, 64))
     before = _run(videos, tmp_path / "thread", spec, device="cuda")
-    after = _run(videos, tmp_path / "workers", spec, device="cuda", decode_workers=2, segment_batch=2)
+    report = extract_features(videos, tmp_path / "workers", spec, device="cuda", decode_workers=2, segment_batch=2)
+    assert not report.failed
+    after = {p.stem: np.load(p) for p in (tmp_path / "workers").glob("*.npy")}
     for name in LENGTHS:
         scale = float(np.abs(before[name]).max())
         np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-3 * scale)
+    i420 = _run(videos, tmp_path / "i420", spec, device="cuda", decode="i420", decode_workers=2, segment_batch=1)
+    plain_i420 = _run(videos, tmp_path / "thread_i420", spec, device="cuda", decode="i420")
+    for name in LENGTHS:  # the side-stream copy is waited for: a race would show as other bits
+        np.testing.assert_array_equal(i420[name], plain_i420[name])
+    t = report.timing  # CUDA events: the device's busy time, within the call's
+    assert 0 < t["network_s"] < t["seconds"] and 0 < t["prepare_s"] < t["seconds"]

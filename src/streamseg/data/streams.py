@@ -64,6 +64,7 @@ __all__ = [
     "StreamBatcher",
     "StreamLoader",
     "StreamVideo",
+    "hand_over",
     "normalize_frames",
     "plan_epoch",
     "upsample_to_full",
@@ -439,7 +440,7 @@ class StreamBatcher(IterableDataset):
         part["full_length"][i] = video.length
 
 
-def _hand_over(batch: dict, side: torch.cuda.Stream | None) -> dict:
+def hand_over(batch: dict, side: torch.cuda.Stream | None) -> dict:
     """A batch made on the ``side`` stream, made safe for the consumer's current stream: it waits for
     the side stream's work so far (not the host), and the allocator keeps the tensors until it is done."""
     if side is None:
@@ -557,7 +558,7 @@ class StreamLoader:
             while len(pending.get(next_step, ())) == expected:
                 with on_side():
                     merged = _merge(pending.pop(next_step), copy=ring and self.device is None)
-                yield self._pin(merged) if self.device is None else _hand_over(merged, side)
+                yield self._pin(merged) if self.device is None else hand_over(merged, side)
                 next_step += 1
         if pending:
             raise RuntimeError(f"StreamLoader: incomplete steps {sorted(pending)} (a worker stopped early)")

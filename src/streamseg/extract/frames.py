@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..data.video import FrameSource, ycbcr420_to_rgb_float, ycbcr_matrix
 
-__all__ = ["PrefetchReader", "device_reader", "i420_to_rgb", "segments"]
+__all__ = ["PrefetchReader", "SegmentCutter", "device_reader", "i420_to_rgb", "segments"]
 
 Read = Callable[[int], tuple[Tensor, ...]]
 
@@ -97,14 +97,14 @@ def device_reader(read: Callable[[int], Tensor], device: torch.device, norms: li
     state = {"last": None, "last_flow": None}
     convert = to_rgb or (lambda frames: frames.float())
 
+    # made once: a tensor built from a list on a GPU is a blocking copy, which would make the host wait for the
+    # device at every read instead of queueing the next segment's work behind the current one's
+    stats = [(torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+             for mean, std in norms]
+
     def normalise(rgb: Tensor) -> list[Tensor]:
         x = rgb / 255.0
-        out = []
-        for mean, std in norms:
-            m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-            s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-            out.append((x - m) / s)
-        return out
+        return [(x - m) / s for m, s in stats]
 
     def read_plain(n: int) -> tuple[Tensor, ...]:
         frames = read(n)
@@ -157,39 +157,63 @@ def i420_to_rgb(height: int, width: int, size: tuple[int, int], colour: tuple[in
     return convert
 
 
+class SegmentCutter:
+    """The segments of one video (`segments`), fed frames as they come: `push` appends frames, `cut` yields the
+    segments they complete. Frames no later segment needs are dropped, so it holds about ``left + step + right``
+    frames plus what was pushed ahead. The indices are made on the frames' device (no host-to-device copy, which
+    would make the host wait for the device)."""
+
+    def __init__(self, step: int, left: int, right: int) -> None:
+        self.step, self.left, self.right = step, left, right
+        self.buf: list[Tensor] = []
+        self.base = self.pos = 0  # buf holds frames [base, base + len); pos = the next frame to encode
+
+    def _have(self) -> int:
+        return self.buf[0].shape[0] if self.buf else 0
+
+    def missing(self) -> int:
+        """Frames still to push before the next segment is complete (0: `cut` yields it)."""
+        return max(0, self.pos + self.step + self.right - self.base - self._have())
+
+    def push(self, new: tuple[Tensor, ...]) -> None:
+        """Append the next frames of each stream (``(n, ...)`` each)."""
+        self.buf = list(new) if not self.buf else [torch.cat([b, x]) for b, x in zip(self.buf, new)]
+
+    def cut(self, ended: bool) -> Iterator[tuple[tuple[Tensor, ...], int]]:
+        """``(streams, count)`` of every segment the pushed frames complete (``ended``: the video has no more
+        frames, so the last segments are cut too, their missing frames the last one repeated)."""
+        while ended or not self.missing():
+            total = self.base + self._have()
+            if self.pos >= total:
+                if total == 0:
+                    raise ValueError("no frames decoded (empty video)")
+                return
+            count = min(self.step, total - self.pos)
+            index = torch.arange(self.pos - self.left, self.pos + self.step + self.right, device=self.buf[0].device)
+            index = index.clamp_(0, total - 1).sub_(self.base)
+            yield tuple(b.index_select(0, index) for b in self.buf), count
+            self.pos += count
+            drop = max(0, self.pos - self.left - self.base)
+            if drop:
+                self.buf, self.base = [b[drop:] for b in self.buf], self.base + drop
+
+
 def segments(read: Read, step: int, left: int, right: int) -> Iterator[tuple[tuple[Tensor, ...], int]]:
     """Cut a video into segments for `streamseg.extract.encoders`.
 
     ``read(n)`` returns a tuple of streams, each ``(n', ...)``, ``n' < n`` only at the end (``()`` when
     nothing is left). Yields ``(streams, count)``: each stream's frames ``[p - left, p + step + right)`` for
     ``p = 0, step, 2 step, ...``, indices clamped into the video (the first and last frames repeat), and the
-    number ``count <= step`` of frames ``[p, p + count)`` that exist. Frames no later segment needs are
-    dropped, so memory holds about ``left + step + right`` frames, whatever the video's length.
+    number ``count <= step`` of frames ``[p, p + count)`` that exist. Frames are read as segments need them
+    (`SegmentCutter`), so memory holds about ``left + step + right`` frames, whatever the video's length.
     """
-    buf: list[Tensor] = []
-    base, pos, ended = 0, 0, False  # buf holds frames [base, base + len); pos = next frame to encode
-
-    def have() -> int:
-        return buf[0].shape[0] if buf else 0
-
+    cutter, ended = SegmentCutter(step, left, right), False
     while True:
-        need = pos + step + right
-        while not ended and base + have() < need:
-            want = need - base - have()
+        while not ended and (want := cutter.missing()):
             new = read(want)
-            if not new or new[0].shape[0] < want:
-                ended = True
+            ended = not new or new[0].shape[0] < want
             if new:
-                buf = list(new) if not buf else [torch.cat([b, x]) for b, x in zip(buf, new)]
-        total = base + have()
-        if pos >= total:
-            if total == 0:
-                raise ValueError("no frames decoded (empty video)")
+                cutter.push(new)
+        yield from cutter.cut(ended)
+        if ended:
             return
-        count = min(step, total - pos)
-        index = torch.arange(pos - left, pos + step + right).clamp_(0, total - 1).sub_(base)
-        yield tuple(b.index_select(0, index.to(b.device)) for b in buf), count
-        pos += count
-        drop = max(0, pos - left - base)
-        if drop:
-            buf, base = [b[drop:] for b in buf], base + drop

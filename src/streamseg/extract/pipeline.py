@@ -1,28 +1,42 @@
-"""Extraction with decoding in worker processes: several videos decoded at once, their segments batched into
-one network run, features copied to the host once per video without stalling the device.
+"""Extraction with decoding in worker processes that overlaps the network: several videos decoded at once,
+their frames handed over in blocks through a bounded prefetch queue, segments cut and batched on the device.
 
 The in-process path (`streamseg.extract.run._Extractor`) decodes one video in a thread while the main
 thread runs the network; one decoder (~1,300 frames/s of 320x240 H.264 resized to 224x224, one core)
-bounds it. Here ``workers`` processes (a `torch.utils.data.DataLoader` over an `IterableDataset`) each take
-every ``workers``-th video, decode it and cut it into the encoder's segments (`frames.segments`, on
-``uint8`` frames), so the main process only copies segments to the device (from pinned memory,
-``non_blocking``), converts and normalises them there, and runs the network:
+bounds it. Here ``workers`` processes (a `torch.utils.data.DataLoader` over `BlockStream`) each take every
+``workers``-th video and decode it into blocks of sampled frames, nothing more (with ``decode="i420"``
+not even the colour conversion and resize: 4:2:0 planes at the video's size, 1.5 bytes a pixel). The main
+process does the rest where it is cheap, on the device:
 
-    worker k:  decode video -> uint8 segments (L, C, H, W) --(shared memory, pinned)-->
-    main:      .to(device, non_blocking) -> normalise -> encoder on ``batch`` segments at once
-               -> features stay on the device until the video's last segment -> one copy to pinned host
-               memory (non_blocking, an event) -> the file is written once the copy has landed.
+    worker k:  decode video -> uint8 blocks (n, C, H, W), n = `block` frames, each frame once
+               --(shared memory; the loader's pin thread copies it to pinned memory; at most
+                 prefetch_factor blocks a worker waiting: the bounded prefetch queue)-->
+    main:      .to(device, non_blocking) on a side CUDA stream (the copy overlaps the network running
+               on the main stream; `streamseg.data.streams.hand_over` makes the main stream wait for it)
+               -> colour conversion, resize, normalisation of the block (once per frame)
+               -> the video's `SegmentCutter` yields the segments the block completes (indices on the device)
+               -> ``batch`` segments of any videos -> the encoder
+               -> features stay on the device until the video's last segment has run -> one copy to pinned
+               host memory (non_blocking, an event) -> the file is written once the copy has landed.
 
-Segments of different videos arrive interleaved (the workers in turn) and are batched together: with
-``batch = 1`` each network run sees exactly the tensor the in-process path gives it, so features are
-bit-identical to it (tests/extract/test_pipeline.py); with ``batch > 1`` they agree to float rounding.
-Flow (consecutive frames across segments) and stateful encoders (a trained run's) need one video in
-order, and stay on the in-process path.
+The host never waits for the device: nothing in the loop reads a device value, so while the network runs
+the host already receives and queues the next blocks, and the network never waits for a whole video's
+decode, only for the next block of any video. Segments of different videos are batched together; a batch
+is padded (with its last segment) only at the very end. With ``batch = 1`` each network run sees exactly
+the tensor the in-process path gives it, so features are bit-identical to it (tests/extract/test_pipeline.py);
+with ``batch > 1`` they agree to float rounding. Flow (consecutive frames across segments) and stateful
+encoders (a trained run's) need one video in order, and stay on the in-process path.
+
+``timing`` (`run_pipeline`) says what bounded a run: seconds the loop waited for the loader (input-bound),
+seconds until the first block came (worker start and first decode), and the device's busy seconds in the
+network and in the frame preparation (CUDA events; on a CPU, the host's seconds in those calls).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +45,36 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..data.streams import hand_over
 from ..data.video import VideoFileSource
-from .frames import i420_to_rgb, segments
+from .frames import SegmentCutter, i420_to_rgb
 
-__all__ = ["SegmentStream", "run_pipeline"]
+__all__ = ["BlockStream", "run_pipeline"]
+
+PREFETCH = 4
+"""Blocks each worker may have decoded ahead of the main loop (the DataLoader's ``prefetch_factor``): with
+64-frame blocks of 320x240 I420 (115 KB a frame), 4 x 7.4 MB a worker, enough to ride out the main loop
+spending one network run (~25 ms for 4 dense S3D segments on an H100) not receiving."""
 
 
-class SegmentStream(IterableDataset):
-    """Items ``(video index, segment uint8 (L, C, H, W) or None, count, info)`` of the videos ``videos``
-    (``[(index, path)]``), worker ``k`` of ``n`` taking videos ``k, k + n, ...``. A video's segments come in
-    order (``info``: its i420 ``(height, width, colour)``, else None), then one item with ``segment=None`` and
-    ``info = {"frames", "fps"}`` or, when it failed, ``{"error": message}``."""
+def block_frames(step: int) -> int:
+    """Sampled frames per block a worker sends: one encoder step, at least 32 (a block per handed-over item
+    costs a shared-memory segment, a pin copy and a host-to-device copy: fewer, bigger blocks cost less)."""
+    return max(step, 32)
 
-    def __init__(self, videos: list[tuple[int, Path]], sample_rate: int, size: tuple[int, int], step: int,
-                 left: int, right: int, decode: str) -> None:
-        self.videos, self.sample_rate, self.size, self.decode = videos, sample_rate, size, decode
-        self.step, self.left, self.right = step, left, right
 
-    def __iter__(self) -> Iterator[tuple[int, Tensor | None, int, dict[str, Any] | None]]:
+class BlockStream(IterableDataset):
+    """Items ``(video index, frames uint8 (n, C, H, W) or None, info)`` of the videos ``videos``
+    (``[(index, path)]``), worker ``k`` of ``n`` taking videos ``k, k + n, ...``. A video's blocks come in order,
+    ``block`` sampled frames each (fewer only at its end; ``info``: the i420 ``(height, width, colour)``, else
+    None), then one item with ``frames=None`` and ``info = {"frames", "fps"}`` or, when it failed,
+    ``{"error": message}``."""
+
+    def __init__(self, videos: list[tuple[int, Path]], sample_rate: int, size: tuple[int, int], block: int,
+                 decode: str) -> None:
+        self.videos, self.sample_rate, self.size, self.block, self.decode = videos, sample_rate, size, block, decode
+
+    def __iter__(self) -> Iterator[tuple[int, Tensor | None, Any]]:
         info = get_worker_info()
         k, n = (info.id, info.num_workers) if info is not None else (0, 1)
         torch.set_num_threads(1)  # one core per decoder: the resize would otherwise spin threads per worker
@@ -59,20 +85,18 @@ class SegmentStream(IterableDataset):
                 else:
                     source = VideoFileSource(path, self.sample_rate, self.size)
                 with source:
-                    def read(m: int) -> tuple[Tensor, ...]:
-                        frames = source.read(m)
-                        return (frames,) if frames.shape[0] else ()
-
                     colour = (source.height, source.width, tuple(source.colour)) if self.decode == "i420" else None
-                    for (segment,), count in segments(read, self.step, self.left, self.right):
-                        yield index, segment, count, colour
+                    while (frames := source.read(self.block)).shape[0]:
+                        yield index, frames, colour
+                        if frames.shape[0] < self.block:
+                            break
                     end = {"frames": source.num_frames, "fps": source.fps}
             except (ValueError, OSError, RuntimeError) as e:
                 msg = str(e)
                 end = {"error": msg if str(path) in msg else f"{path}: {msg}"}
             except Exception as e:  # PyAV's own errors (av.error.*) are OSErrors; anything else, named
                 end = {"error": f"{path}: {type(e).__name__}: {e}"}
-            yield index, None, 0, end
+            yield index, None, end
 
 
 class _Pending:
@@ -97,25 +121,83 @@ class _Pending:
         return self.host
 
 
+class _Clock:
+    """Busy seconds of the work between `start` and `stop` under one name: CUDA events on a GPU (read once, at
+    the end: reading them earlier would make the host wait), the host's clock elsewhere (the work is done
+    when the call returns)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.spans: dict[str, list] = {}
+
+    def start(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def stop(self, name: str, began: Any) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.spans.setdefault(name, []).append((began, end))
+        else:
+            self.spans.setdefault(name, []).append(time.perf_counter() - began)
+
+    def seconds(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return {k: sum(a.elapsed_time(b) for a, b in v) / 1e3 for k, v in self.spans.items()}
+        return {k: float(sum(v)) for k, v in self.spans.items()}
+
+
+@dataclass
+class _Video:
+    cutter: SegmentCutter
+    chunks: list[Tensor] = field(default_factory=list)  # its features so far, (count, D) each, on the device
+    queued: int = 0  # its segments waiting for a network run
+    end: dict[str, Any] | None = None  # the worker's end item (frames, fps) once its last block came
+
+
 def run_pipeline(extractor, videos: list[tuple[int, Path]], workers: int, batch: int,
-                 done: Callable[[int, np.ndarray | None, float, str | None], None]) -> None:
+                 done: Callable[[int, np.ndarray | None, float, str | None], None],
+                 timing: dict[str, float] | None = None) -> None:
     """Extract ``videos`` (``[(index, path)]``) with ``extractor`` (`run._Extractor`: its encoder, device,
     dtype, sample rate, decode) and ``workers`` decoding processes, ``batch`` segments per network run.
-    Calls ``done(index, features (D, T) float32 or None, fps, error)`` once per video as it completes."""
+    Calls ``done(index, features (D, T) float32 or None, fps, error)`` once per video as it completes.
+    ``timing``, when given, is filled with ``seconds`` (the whole call), ``first_block_s``, ``input_wait_s``
+    (the loop waiting for the loader), ``network_s`` and ``prepare_s`` (device busy: module docstring),
+    ``runs`` and ``padded`` (network runs, and padding segments in them)."""
+    if not videos:  # all done already (a resumed run)
+        return
+    t0 = time.perf_counter()
     enc, device = extractor.rgb, extractor.device
-    stream = SegmentStream(videos, extractor.sample_rate, enc.size, enc.step, enc.left, enc.right, extractor.decode)
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4, persistent_workers=False)
+    cuda = device.type == "cuda"
+    stream = BlockStream(videos, extractor.sample_rate, enc.size, block_frames(enc.step), extractor.decode)
+    workers = min(workers, len(videos))  # a worker without a video would only cost its start
+    loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=cuda, prefetch_factor=PREFETCH)
+    side = torch.cuda.Stream(device) if cuda else None  # host->device copies, beside the network's stream
     mean = torch.tensor(enc.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(enc.std, device=device).view(1, -1, 1, 1)
     converters: dict[str, Callable[[Tensor], Tensor]] = {}
-    chunks: dict[int, list[Tensor]] = {}
+    state: dict[int, _Video] = {}
     pending: list[tuple[int, _Pending, dict[str, Any]]] = []
-    queued: list[tuple[int, Tensor, int, Any]] = []  # (video, segment on the device, count, i420 colour)
+    queued: list[tuple[int, Tensor, int]] = []  # (video, normalised segment on the device, count)
     failed: set[int] = set()
+    clock = _Clock(device)
+    stats = {"first_block_s": 0.0, "input_wait_s": 0.0, "runs": 0, "padded": 0}
 
-    def normalise(frames: Tensor, colour) -> Tensor:
-        """``uint8 (n, C, H, W)`` on the device -> the encoder's input, as `frames.device_reader` makes it."""
+    def prepare(frames: Tensor, colour) -> Tensor:
+        """``uint8 (n, C, H, W)`` block on the host -> the encoder's input on the device, as
+        `frames.device_reader` makes it (the same operations, so the same bits)."""
+        if side is not None:
+            with torch.cuda.stream(side):
+                frames = frames.to(device, non_blocking=True)
+            frames = hand_over({"x": frames}, side)["x"]
+        else:
+            frames = frames.to(device)
+        began = clock.start()
         if colour is None:
             rgb = frames.float()
         else:
@@ -123,18 +205,49 @@ def run_pipeline(extractor, videos: list[tuple[int, Path]], workers: int, batch:
             if key not in converters:
                 converters[key] = i420_to_rgb(colour[0], colour[1], enc.size, tuple(colour[2]))
             rgb = converters[key](frames)
-        return (rgb / 255.0 - mean) / std
+        out = (rgb / 255.0 - mean) / std
+        clock.stop("prepare_s", began)
+        return out
 
     def run_batch() -> None:
         if not queued:
             return
-        rows = [normalise(seg, colour) for _, seg, _, colour in queued]
+        rows = [segment for _, segment, _ in queued]
+        stats["runs"] += 1
+        stats["padded"] += batch - len(rows)
         if len(rows) < batch:  # one shape for every run (cuDNN plans once): pad with the last segment
             rows += [rows[-1]] * (batch - len(rows))
+        began = clock.start()
         out = enc.forward_batch(torch.stack(rows) if batch > 1 else rows[0][None])  # (batch, step, D)
-        for (video, _, count, _), features in zip(queued, out):
-            chunks[video].append(features[:count].float())
+        clock.stop("network_s", began)
+        finished = []
+        for (video, _, count), features in zip(queued, out):
+            v = state[video]
+            v.chunks.append(features[:count].float())
+            v.queued -= 1
+            if v.end is not None and not v.queued:
+                finished.append(video)
         queued.clear()
+        for video in finished:
+            hand_to_host(video)
+
+    def queue(video: int, cut: Iterator[tuple[tuple[Tensor, ...], int]]) -> None:
+        for (segment,), count in cut:
+            queued.append((video, segment, count))
+            state[video].queued += 1
+            if len(queued) == batch:
+                run_batch()
+
+    def hand_to_host(video: int) -> None:
+        v = state.pop(video)
+        pending.append((video, _Pending(v.chunks, device), v.end))
+        flush_ready(wait=False)
+
+    def fail(video: int, error: str) -> None:
+        failed.add(video)
+        queued[:] = [q for q in queued if q[0] != video]
+        state.pop(video, None)
+        done(video, None, 0.0, error)
 
     def flush_ready(wait: bool) -> None:
         keep = []
@@ -155,23 +268,35 @@ def run_pipeline(extractor, videos: list[tuple[int, Path]], workers: int, batch:
 
     with torch.inference_mode(), torch.autocast(device.type, dtype=extractor.dtype,
                                                 enabled=extractor.dtype != torch.float32):
-        for video, segment, count, info in loader:
+        items = iter(loader)
+        while True:
+            waited = time.perf_counter()
+            item = next(items, None)
+            now = time.perf_counter()
+            stats["input_wait_s"] += now - waited
+            if not stats["first_block_s"]:
+                stats["first_block_s"] = now - t0
+            if item is None:
+                break
+            video, frames, info = item
             if video in failed:
                 continue
-            chunks.setdefault(video, [])
-            if segment is not None:
-                queued.append((video, segment.to(device, non_blocking=True), count, info))
-                if len(queued) == batch:
-                    run_batch()
-                continue
-            if "error" in info:
-                failed.add(video)
-                queued[:] = [q for q in queued if q[0] != video]
-                chunks.pop(video, None)
-                done(video, None, 0.0, info["error"])
-                continue
-            run_batch()  # the video's last segments: its features are complete after this run
-            pending.append((video, _Pending(chunks.pop(video), device), info))
-            flush_ready(wait=False)
+            v = state.setdefault(video, _Video(SegmentCutter(enc.step, enc.left, enc.right)))
+            if frames is not None:
+                v.cutter.push((prepare(frames, info),))
+                queue(video, v.cutter.cut(ended=False))
+            elif "error" in info:
+                fail(video, info["error"])
+            else:
+                try:
+                    queue(video, v.cutter.cut(ended=True))
+                except ValueError as e:  # no frames at all
+                    fail(video, str(e))
+                    continue
+                v.end = info
+                if not v.queued:
+                    hand_to_host(video)
         run_batch()
         flush_ready(wait=True)
+    if timing is not None:
+        timing.update(stats, **clock.seconds(), seconds=time.perf_counter() - t0)

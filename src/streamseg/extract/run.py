@@ -49,7 +49,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 @dataclass
 class ExtractReport:
     """What one call did (on rank 0 under DDP: all ranks together; elsewhere the rank's own share).
-    failed: ``{name: error message}``."""
+    failed: ``{name: error message}``. timing: with decode workers, where this process's time went
+    (`streamseg.extract.pipeline.run_pipeline`; rank 0's under DDP); empty without."""
 
     out: Path
     rank: int = 0
@@ -58,6 +59,7 @@ class ExtractReport:
     failed: dict[str, str] = field(default_factory=dict)
     frames: int = 0
     seconds: float = 0.0
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def list_videos(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
@@ -414,7 +416,7 @@ def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, pro
         from .pipeline import run_pipeline
 
         run_pipeline(extractor, [(i, path) for i, (_, path) in enumerate(todo)], decode_workers, segment_batch,
-                     lambda i, features, fps, err: finish(*todo[i], features, fps, err))
+                     lambda i, features, fps, err: finish(*todo[i], features, fps, err), report.timing)
     for name, path in todo if not decode_workers else ():
         try:
             features, fps = extractor(path)
@@ -426,7 +428,7 @@ def _extract(out, videos, spec, flow, sample_rate, dev, dtype, seed, launch, pro
 
     gathered = dist.all_gather((report, info))
     if launch.is_zero:
-        total = ExtractReport(out, seconds=max(r.seconds for r, _ in gathered))
+        total = ExtractReport(out, seconds=max(r.seconds for r, _ in gathered), timing=gathered[0][0].timing)
         manifest = json.loads((out / MANIFEST).read_text())
         for r, videos_info in gathered:
             total.done += r.done
