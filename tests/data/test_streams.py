@@ -222,6 +222,36 @@ def test_reused_worker_buffers_are_not_overwritten_under_a_slow_consumer(workers
                 assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_workers_write_into_the_shared_ring_and_send_no_tensors(monkeypatch):
+    """The workers write their rows of a ring of full batches that the main process allocated once in
+    shared memory, and send only tokens (step, first slot, names): a tensor sent through the worker queue
+    costs the main process a socket connection per tensor to receive its file descriptor."""
+    import streamseg.data.streams as streams
+
+    tokens = []
+
+    def spy(ring, parts, device):
+        tokens.extend(parts)
+        return from_ring(ring, parts, device)
+
+    from_ring = streams._from_ring
+    monkeypatch.setattr(streams, "_from_ring", spy)
+    videos = fake_videos([40, 33, 52, 25, 47, 30])
+    kw = dict(batch_size=3, chunk_size=3, sample_shape=(3, 2, 2), uint8_frames=True)
+    ref = batches(StreamBatcher(videos, **kw))
+    loader = StreamLoader(StreamBatcher(videos, **kw), num_workers=2, prefetch_factor=2)
+    for epoch in (0, 1):  # the second epoch's workers reuse the first one's ring
+        got = list(loader)
+        assert len(got) == len(ref)
+        for a, b in zip(ref, got):
+            assert a["names"] == b["names"]
+            assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+    assert len(tokens) == 2 * 2 * len(ref) and {t["first"] for t in tokens} == {0, 2}
+    assert not [v for t in tokens for v in t.values() if isinstance(v, torch.Tensor)]
+    assert len(loader._ring) == 4 and all(b["x"].is_shared() and b["x"].shape[0] == 3 for b in loader._ring)
+
+
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_worker_batches_reach_the_gpu_intact_through_the_side_stream():

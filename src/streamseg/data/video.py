@@ -333,6 +333,12 @@ class VideoFileSource(DecodedFootage):
         convert_threads: swscale threads per conversion (PyAV >= 17; 0 = one per CPU). 1 by default:
             parallelism comes from decoding several streams at once (DataLoader workers), and on a busy
             2-core machine one thread cost 200 us/frame of CPU against 320 us for "auto".
+        decode_threads: FFmpeg decoder threads. 0 (default): PyAV's default, slice threading with one
+            thread per CPU (an H.264 stream of one slice per frame, x264's default, decodes on one of
+            them, handed over per frame); ``n >= 1``: ``n`` threads, frame and slice threading. Give 1
+            where many sources decode at once in worker processes (`StreamLoader`): each worker then
+            decodes on its own thread, without one idle pool per decoder (docs/benchmarks.md, "Loader
+            CPU cost").
         decode: rotation, deinterlacing and timing (`DecodeOptions`; the defaults honour rotation,
             deinterlace interlaced video and keep every decoded frame).
 
@@ -360,8 +366,11 @@ class VideoFileSource(DecodedFootage):
         pixel_path: PixelPath = "rgb24",
         convert_threads: int = 1,
         decode: DecodeOptions = DecodeOptions(),
+        decode_threads: int = 0,
     ) -> None:
         self.path = Path(path)
+        if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
+            raise DataError(self.path, f"decode_threads must be an int >= 0, got {decode_threads!r}")
         _check_sampling(self.path, sample_rate, size)
         if pixel_path not in PIXEL_PATHS:
             raise DataError(self.path, f"pixel_path must be one of {PIXEL_PATHS}, got {pixel_path!r}")
@@ -377,6 +386,9 @@ class VideoFileSource(DecodedFootage):
         self._container, stream = open_video(self.path)
         VideoFileSource.opens[str(self.path)] += 1
         self.num_frames, self.fps, self.height, self.width = _stream_info(self.path, self._container, stream)
+        if decode_threads:  # before the first decode opens the codec
+            stream.codec_context.thread_count = decode_threads
+            stream.codec_context.thread_type = "AUTO" if decode_threads > 1 else "NONE"
         self._decoder = FrameDecoder(self._container, stream, decode)
         first = self._decoder.peek()  # rotation and interlacing are known from the first frame on
         if first is not None:

@@ -199,11 +199,12 @@ class VideoStreamDataModule(pl.LightningDataModule):
 
     def _videos(self, split: str) -> list[StreamVideo]:
         assert self.layout is not None
+        # in worker processes each decoder runs on its worker's own thread (no per-decoder thread pool)
+        decoding = partial(VideoFileSource, sample_rate=self.sample_rate, decode_threads=1 if self.num_workers else 0)
         if self.preprocess == "cpu":
-            source = partial(VideoFileSource, sample_rate=self.sample_rate, size=self.frame_size)
+            source = partial(decoding, size=self.frame_size)
         else:  # native size; rgb24 (swscale colour conversion) or the decoder's I420 planes
-            source = partial(VideoFileSource, sample_rate=self.sample_rate, size=None,
-                             pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
+            source = partial(decoding, size=None, pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
         paths = {n: self.layout.video_path(n) for n in self.names[split]}
         if self.nvdec:
             # one decode-ahead thread per slot: every slot's next chunk decodes at once, on the NVDEC engines
