@@ -79,15 +79,18 @@ def main() -> None:
     ap.add_argument("--preprocess", default="device-i420", choices=["cpu", "device-rgb", "device-i420"])
     ap.add_argument("--persistent", action=argparse.BooleanOptionalAction, default=True,
                     help="persistent workers (train.persistent_workers); the first epoch includes their start")
+    ap.add_argument("--decode-threads", type=int, default=None,
+                    help="FFmpeg threads per decoder (default: the datamodule's, 1 with workers; 0: PyAV's default)")
     ap.add_argument("--device", default="cpu", help="cpu (batches stay on the host) or cuda")
     ap.add_argument("--profile", default=None, help="write a cProfile of the main process's loop here")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     device = torch.device(args.device)
+    threads = {} if args.decode_threads is None else {"decode_threads": args.decode_threads}  # older trees: none
     dm = VideoStreamDataModule(args.root, 1, chunk_size=args.chunk, frame_size=(224, 224), batch_size=args.batch,
                                num_workers=args.workers, persistent_workers=args.persistent,
-                               bg_classes=("background",), preprocess=args.preprocess)
+                               bg_classes=("background",), preprocess=args.preprocess, **threads)
     dm.setup()
     loader = dm._loader("train", train=True)
     if device.type == "cuda":
