@@ -100,6 +100,20 @@ def test_empty_slots_pad_until_all_finish():
     assert out[1]["start"][1] == -1 and not out[1]["reset"][1] and not out[1]["last"][1]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_padded_frames_are_zero_also_in_reused_ring_buffers(workers):
+    """Frames where ``mask`` is 0 (a short last chunk's tail, an empty slot) are zero, also when a worker
+    reuses a ring buffer that held a video's frames a few steps before."""
+    videos = fake_videos([9, 14, 5, 30, 7, 3])  # FakeSource frames: channel 1 is the video id + 0
+    kw = dict(batch_size=3, chunk_size=4, sample_shape=(3, 2, 2), uint8_frames=True)
+    out = list(StreamLoader(StreamBatcher(videos, **kw), num_workers=workers))
+    pads = [b["x"][i, :, t] for b in out for i in range(3) for t in range(4) if b["mask"][i, t] == 0]
+    real = [b["x"][i, 1, t] for b in out for i in range(3) for t in range(4) if b["mask"][i, t] == 1]
+    assert len(pads) > 10 and all((p == 0).all() for p in pads)
+    assert sorted({int(r[0, 0]) for r in real}) == list(range(len(videos)))  # the frames themselves are there
+
+
 def coverage(videos, world_size, **kw) -> tuple[list[int], Counter]:
     """(batches per rank, count of each (video, sampled frame) over all ranks)."""
     counts, seen = [], Counter()

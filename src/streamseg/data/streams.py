@@ -328,6 +328,8 @@ class StreamBatcher(IterableDataset):
                         if step - run.first_step == run.num_chunks - 1:
                             source.close()
                             del playing[s]
+                    else:  # an empty slot: zero frames (only the rows no video fills are zeroed)
+                        part["x"][i].zero_()
                 yield part if self.ring is None else {"step": step, "first": slots[0], "names": part["names"]}
         finally:  # also when the consumer stops early: close what is still open
             for _, source, _ in playing.values():
@@ -369,9 +371,9 @@ class StreamBatcher(IterableDataset):
 
     @staticmethod
     def _clear_part(part: dict, step: int) -> dict:
-        """A part's start values (zero frames, ignored labels, no valid frame), set in place: for a new part
-        and for a ring part whose shared memory is reused."""
-        part["x"].zero_()
+        """A part's start values (ignored labels, no valid frame), set in place: for a new part and for a ring
+        part whose shared memory is reused. Frames are not touched here: every row is written by `_fill`
+        (which zeroes a short chunk's tail) or zeroed as an empty slot."""
         part["labels"].fill_(IGNORE_INDEX)
         part["mask"].zero_()
         part["reset"].zero_()
@@ -408,6 +410,8 @@ class StreamBatcher(IterableDataset):
             shape = tuple(data.shape[1:])
             raise DataError(where, f"samples of shape {shape}; the batcher's sample_shape is {self.sample_shape}")
         x = part["x"]
+        if n < self.chunk_size:  # the video's last, short chunk: zero padding after its frames
+            x[i, :, n:].zero_()
         if self.is_features:
             x[i, :, :n] = data.T
         elif self.uint8_frames:
