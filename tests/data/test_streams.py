@@ -266,6 +266,19 @@ def test_workers_write_into_the_shared_ring_and_send_no_tensors(monkeypatch):
     assert len(loader._ring) == 4 and all(b["x"].is_shared() and b["x"].shape[0] == 3 for b in loader._ring)
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_only_workers_that_own_a_slot_are_started():
+    """More workers than slots: the extra ones would stop at once and hand their turns to the others,
+    which could then run further ahead than the shared ring allows; they are not started."""
+    videos = fake_videos([13, 9, 20, 5])
+    kw = dict(batch_size=2, chunk_size=4, sample_shape=(3, 2, 2), uint8_frames=True)
+    loader = StreamLoader(StreamBatcher(videos, **kw), num_workers=5, persistent=True)
+    got, ref = list(loader), batches(StreamBatcher(videos, **kw))
+    assert len(loader._loader._iterator._workers) == 2
+    assert [b["names"] for b in got] == [b["names"] for b in ref]
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(got, ref))
+
+
 @pytest.mark.gpu
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_worker_batches_reach_the_gpu_intact_through_the_side_stream():

@@ -481,7 +481,8 @@ class StreamLoader:
 
     With workers, worker ``w`` owns a fixed contiguous block of the ``B`` slots and decodes only those
     slots' videos (each video still opened once); the step-tagged parts are merged here in step order,
-    so batches are identical for any ``num_workers`` (only ``min(num_workers, B)`` workers have work).
+    so batches are identical for any ``num_workers`` (only ``min(num_workers, B)`` workers are started: more
+    would own no slot).
     ``persistent``: the worker processes are started once and serve every epoch (`set_epoch` reaches them
     through the batcher's epoch in shared memory); otherwise a fresh DataLoader is made per epoch. Starting
     a worker forks the training process (its CUDA context, compiled graphs and all), so with short epochs
@@ -538,7 +539,9 @@ class StreamLoader:
         # merge here (docs/benchmarks.md, "Loader CPU cost"). Buffer step % R is in use from the step until
         # this loop has copied it (to the device, or cloned it on the host). DataLoader hands each worker a
         # new task only as this loop takes results, in worker order, so when step s is copied no worker is
-        # past step s + prefetch_factor: a ring of R = prefetch_factor + 2 is never overwritten early.
+        # past step s + prefetch_factor: a ring of R = prefetch_factor + 2 is never overwritten early. (That
+        # holds while every worker has work: a worker that stops early hands its turn to the others, so
+        # only workers that own a slot are started.)
         ring = not pin and (self.device is None or self.device.type != "cpu")
         if ring and self._ring is None:
             full = list(range(self.batcher.batch_size))
@@ -548,16 +551,16 @@ class StreamLoader:
                     if isinstance(value, torch.Tensor):
                         value.share_memory_()
         batcher.ring = self._ring if ring else None
+        expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         if self._loader is None:
             if self.persistent:
                 self.batcher._epoch.share_memory_()  # before the workers fork: they read set_epoch's value
-            loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers, persistent_workers=self.persistent,
+            loader = DataLoader(batcher, batch_size=None, num_workers=expected, persistent_workers=self.persistent,
                                 prefetch_factor=self.prefetch_factor, pin_memory=pin)
             if self.persistent:
                 self._loader = loader
         else:
             loader = self._loader
-        expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         # on a GPU, copies and merges run on a side stream, so the next batch's transfer overlaps the
         # step that the consumer's stream is running; the consumer's stream waits for it at hand-over
         side = torch.cuda.Stream(self.device) if self.device is not None and self.device.type == "cuda" else None
