@@ -19,12 +19,15 @@ Each filter names the exact message and why it is noise here (not a blanket `ign
 * rich's 'install "ipywidgets" for Jupyter support' (from the progress bar's live display in a notebook):
   without ipywidgets the bar is drawn once per update as text, which is what the example notebooks show.
 The progress bar drops Lightning's `v_num` item (the logger's version string, here `_csv`): the run
-directory, printed at the end, is the version.
+directory, printed at the end, is the version. It reads the logged values (the training loss) at most
+every `RunProgressBar.metrics_every_s` seconds: Lightning turns them into Python numbers each time
+(`.item()`), which makes the host wait for the GPU, and the bar asks after every training step.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
 from pytorch_lightning.callbacks import RichProgressBar
@@ -55,9 +58,33 @@ def silence_lightning_noise() -> None:
 
 
 class RunProgressBar(RichProgressBar):
-    """Lightning's rich bar without the `v_num` item."""
+    """Lightning's rich bar without the `v_num` item, reading the logged values at most every
+    ``metrics_every_s`` seconds (and at the end of each training and validation epoch).
+
+    Lightning's `progress_bar_metrics` converts every ``prog_bar`` value with ``.item()``: on a GPU a
+    host-device synchronisation, which the bar would otherwise make after every training step, so that the
+    host could never queue the next step while the GPU still runs this one (docs/benchmarks.md, issue #18).
+    """
+
+    def __init__(self, *args, metrics_every_s: float = 2.0, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.metrics_every_s = metrics_every_s
+        self._items: dict | None = None
+        self._read_at = -float("inf")
 
     def get_metrics(self, trainer, pl_module):  # noqa: ANN001 (Lightning's signature)
+        now = time.monotonic()
+        if self._items is not None and now - self._read_at < self.metrics_every_s:
+            return self._items
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        self._items, self._read_at = items, now
         return items
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._read_at = -float("inf")  # the epoch's last values
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._read_at = -float("inf")
+        super().on_validation_end(trainer, pl_module)
