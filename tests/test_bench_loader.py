@@ -28,5 +28,7 @@ def test_bench_loader_counts_every_frame_and_each_process_cpu(tmp_path, synth_vi
     dm.setup()
     frames = sum(len(dm.full_labels(n)) for n in dm.names["train"])  # sample rate 1
     assert [e["frames"] for e in epochs] == [frames, frames]
-    for e in epochs:  # the second epoch's workers were started in the first: counted from /proc all the same
-        assert e["main_us_per_frame"] > 0 and e["workers_us_per_frame"] > 0 and e["frames_per_s"] > 0
+    assert all(e["frames_per_s"] > 0 and e["main_us_per_frame"] >= 0 and e["workers_us_per_frame"] >= 0 for e in epochs)
+    # CPU time comes in clock ticks (10 ms): over both epochs the workers (started in the first, counted
+    # from /proc in both) and the main process have used some
+    assert sum(e["workers_us_per_frame"] for e in epochs) > 0 and sum(e["main_us_per_frame"] for e in epochs) > 0

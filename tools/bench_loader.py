@@ -9,6 +9,8 @@ threads count). On a shared machine wall-clock rates move with the load; CPU per
 ``--device cuda`` copies each batch to the GPU as under a GPU trainer (the path `streamseg train` takes);
 the default ``cpu`` keeps batches on the host (merged and copied out of the workers' shared memory).
 ``--profile main.prof`` writes a cProfile of the main process's loop (``python -m pstats``).
+``--no-decode`` replaces each video's decoder with blank frames of its size and length (same schedule,
+same hand-over): what the hand-over alone costs the main process, for any number of workers.
 
     streamseg data synth --root /tmp/cam320 --num-videos 24 --size 320x240 --camera
     python tools/bench_loader.py --root /tmp/cam320 --workers 2 --batch 16 --epochs 2
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import json
 import os
 import resource
@@ -25,6 +28,7 @@ import time
 
 import torch
 
+from streamseg.data.streams import StreamVideo
 from streamseg.engine.stream_datamodule import VideoStreamDataModule
 
 
@@ -33,6 +37,21 @@ def _cpu(pid: int | str = "self") -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class _Blank:
+    """A stand-in source: ``length`` blank frames of ``shape``, read in chunks (no decoding)."""
+
+    def __init__(self, length: int, shape: tuple[int, ...]) -> None:
+        self.left, self.frames = length, torch.zeros((64, *shape), dtype=torch.uint8)
+
+    def read(self, n: int) -> torch.Tensor:
+        k = min(n, self.left, len(self.frames))
+        self.left -= k
+        return self.frames[:k]
+
+    def close(self) -> None:
+        pass
 
 
 def _workers(loader) -> list[int]:
@@ -81,6 +100,7 @@ def main() -> None:
                     help="persistent workers (train.persistent_workers); the first epoch includes their start")
     ap.add_argument("--decode-threads", type=int, default=None,
                     help="FFmpeg threads per decoder (default: the datamodule's, 1 with workers; 0: PyAV's default)")
+    ap.add_argument("--no-decode", action="store_true", help="blank frames instead of decoding (the hand-over alone)")
     ap.add_argument("--device", default="cpu", help="cpu (batches stay on the host) or cuda")
     ap.add_argument("--profile", default=None, help="write a cProfile of the main process's loop here")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -93,6 +113,10 @@ def main() -> None:
                                bg_classes=("background",), preprocess=args.preprocess, **threads)
     dm.setup()
     loader = dm._loader("train", train=True)
+    if args.no_decode:
+        b = loader.batcher
+        blank = [functools.partial(_Blank, v.length, b.sample_shape) for v in b.videos]
+        b.videos = [StreamVideo(v.name, source, v.labels) for v, source in zip(b.videos, blank)]
     if device.type == "cuda":
         loader.device = device  # as under a GPU trainer
     prof = cProfile.Profile(time.process_time) if args.profile else None  # CPU time: the loop waits a lot
