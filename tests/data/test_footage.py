@@ -349,3 +349,18 @@ def test_a_training_run_keeps_the_footage_notes_with_its_config(clips, synth_vid
     assert notes[0].parent.name == "config"
     assert notes[0].read_text().splitlines() == [
         f"{phone}: rotated 90 degrees (display matrix): frames are turned upright"]
+
+
+def test_a_half_turned_clip_gives_the_base_planes_turned(clips, tmp_path) -> None:
+    """rotate=180 goes through FFmpeg's hflip and vflip filters: the I420 planes, copied from the filtered
+    frames' padded rows, are the base clip's turned by half a turn."""
+    rot = tmp_path / "rot180.mp4"
+    ffmpeg("-i", str(clips["base.mp4"]), "-c", "copy", "-metadata:s:v:0", "rotate=180", str(rot))
+    with VideoFileSource(rot, pixel_path="i420") as turned:
+        planes = unpack_i420(read_all(turned))
+        assert turned.rotation == 180
+    with VideoFileSource(clips["base.mp4"], pixel_path="i420") as base:
+        base_planes = unpack_i420(read_all(base))
+    assert len(planes[0]) == len(base_planes[0]) > 0
+    for plane, base_plane in zip(planes, base_planes):
+        np.testing.assert_array_equal(plane.numpy(), np.rot90(base_plane.numpy(), 2, axes=(1, 2)))

@@ -100,6 +100,20 @@ def test_empty_slots_pad_until_all_finish():
     assert out[1]["start"][1] == -1 and not out[1]["reset"][1] and not out[1]["last"][1]
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_padded_frames_are_zero_also_in_reused_ring_buffers(workers):
+    """Frames where ``mask`` is 0 (a short last chunk's tail, an empty slot) are zero, also when a worker
+    reuses a ring buffer that held a video's frames a few steps before."""
+    videos = fake_videos([9, 14, 5, 30, 7, 3])  # FakeSource frames: channel 1 is the video id + 0
+    kw = dict(batch_size=3, chunk_size=4, sample_shape=(3, 2, 2), uint8_frames=True)
+    out = list(StreamLoader(StreamBatcher(videos, **kw), num_workers=workers))
+    pads = [b["x"][i, :, t] for b in out for i in range(3) for t in range(4) if b["mask"][i, t] == 0]
+    real = [b["x"][i, 1, t] for b in out for i in range(3) for t in range(4) if b["mask"][i, t] == 1]
+    assert len(pads) > 10 and all((p == 0).all() for p in pads)
+    assert sorted({int(r[0, 0]) for r in real}) == list(range(len(videos)))  # the frames themselves are there
+
+
 def coverage(videos, world_size, **kw) -> tuple[list[int], Counter]:
     """(batches per rank, count of each (video, sampled frame) over all ranks)."""
     counts, seen = [], Counter()
@@ -220,6 +234,49 @@ def test_reused_worker_buffers_are_not_overwritten_under_a_slow_consumer(workers
         for key in a:
             if isinstance(a[key], torch.Tensor):
                 assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_workers_write_into_the_shared_ring_and_send_no_tensors(monkeypatch):
+    """The workers write their rows of a ring of full batches that the main process allocated once in
+    shared memory, and send only tokens (step, first slot, names): a tensor sent through the worker queue
+    costs the main process a socket connection per tensor to receive its file descriptor."""
+    import streamseg.data.streams as streams
+
+    tokens = []
+
+    def spy(ring, parts, device):
+        tokens.extend(parts)
+        return from_ring(ring, parts, device)
+
+    from_ring = streams._from_ring
+    monkeypatch.setattr(streams, "_from_ring", spy)
+    videos = fake_videos([40, 33, 52, 25, 47, 30])
+    kw = dict(batch_size=3, chunk_size=3, sample_shape=(3, 2, 2), uint8_frames=True)
+    ref = batches(StreamBatcher(videos, **kw))
+    loader = StreamLoader(StreamBatcher(videos, **kw), num_workers=2, prefetch_factor=2)
+    for epoch in (0, 1):  # the second epoch's workers reuse the first one's ring
+        got = list(loader)
+        assert len(got) == len(ref)
+        for a, b in zip(ref, got):
+            assert a["names"] == b["names"]
+            assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+    assert len(tokens) == 2 * 2 * len(ref) and {t["first"] for t in tokens} == {0, 2}
+    assert not [v for t in tokens for v in t.values() if isinstance(v, torch.Tensor)]
+    assert len(loader._ring) == 4 and all(b["x"].is_shared() and b["x"].shape[0] == 3 for b in loader._ring)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_only_workers_that_own_a_slot_are_started():
+    """More workers than slots: the extra ones would stop at once and hand their turns to the others,
+    which could then run further ahead than the shared ring allows; they are not started."""
+    videos = fake_videos([13, 9, 20, 5])
+    kw = dict(batch_size=2, chunk_size=4, sample_shape=(3, 2, 2), uint8_frames=True)
+    loader = StreamLoader(StreamBatcher(videos, **kw), num_workers=5, persistent=True)
+    got, ref = list(loader), batches(StreamBatcher(videos, **kw))
+    assert len(loader._loader._iterator._workers) == 2
+    assert [b["names"] for b in got] == [b["names"] for b in ref]
+    assert all(torch.equal(a["x"], b["x"]) for a, b in zip(got, ref))
 
 
 @pytest.mark.gpu

@@ -154,6 +154,23 @@ def test_i420_rejects_odd_sizes_and_a_resize(tmp_path):
             VideoFileSource(clip, pixel_path=dropped)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decode_threads_set_the_decoder_and_keep_the_frames(tmp_path, threads):
+    """``decode_threads`` sets FFmpeg's decoder threads (1: none beside the caller's; n: frame threading)
+    before the codec opens; the frames are those of PyAV's default decoder, in order."""
+    clip = write_rgb_clip(tmp_path / "v.mp4", "libx264", "yuv420p", 32, 48, 30)
+    with VideoFileSource(clip, pixel_path="i420") as source:
+        want = torch.cat(read_in_chunks(source, [7, 100]))
+    with VideoFileSource(clip, pixel_path="i420", decode_threads=threads) as source:
+        context = source._container.streams.video[0].codec_context
+        assert context.thread_count == threads
+        assert (context.thread_type.value == 0) == (threads == 1)  # ThreadType.NONE: no frame or slice threads
+        got = torch.cat(read_in_chunks(source, [7, 100]))
+    assert len(want) == 30 and torch.equal(got, want)
+    with pytest.raises(DataError, match=r"v\.mp4: decode_threads must be an int >= 0, got -1"):
+        VideoFileSource(clip, decode_threads=-1)
+
+
 def test_video_opened_once_per_source(tmp_path):
     clip = write_clip(tmp_path / "v.mp4", 12)
     before = VideoFileSource.opens[str(clip)]

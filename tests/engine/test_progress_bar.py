@@ -1,17 +1,19 @@
-"""The run's progress bar reads Lightning's logged values (a device sync each: `.item()` per tensor) at
-most once per `metrics_every_s` within an epoch, and afresh at an epoch's or a validation's end."""
+"""`RunProgressBar` reads the logged values (a host-device synchronisation on a GPU: Lightning calls
+``.item()`` on each) at most every ``metrics_every_s`` seconds, and at the end of each epoch."""
 
 from __future__ import annotations
 
-import torch
+from types import SimpleNamespace
 
+import streamseg.engine.quiet as quiet
 from streamseg.engine.quiet import RunProgressBar
 
 
-class _Trainer:
-    """What `ProgressBar.get_metrics` reads of a trainer, counting the reads of the logged values."""
+class Trainer:
+    """What `get_metrics` reads of a trainer: its loggers (none) and the progress-bar values, counted."""
 
     loggers: list = []
+    state = SimpleNamespace(fn="fit")
 
     def __init__(self) -> None:
         self.reads = 0
@@ -19,19 +21,21 @@ class _Trainer:
     @property
     def progress_bar_metrics(self) -> dict:
         self.reads += 1
-        return {"train/loss": torch.tensor(float(self.reads))}
+        return {"train/loss": float(self.reads), "v_num": "_csv"}
 
 
-def test_logged_values_are_read_once_per_interval_and_afresh_when_asked():
-    trainer, bar = _Trainer(), RunProgressBar(metrics_every_s=3600.0)
-    shown = [bar.get_metrics(trainer, None)["train/loss"] for _ in range(50)]
-    assert trainer.reads == 1 and shown == [1.0] * 50  # one device sync for 50 batches
-    bar.fresh_metrics_next()  # what the epoch's and a validation's end do before drawing
-    assert bar.get_metrics(trainer, None)["train/loss"] == 2.0 and trainer.reads == 2
-
-
-def test_an_interval_of_zero_reads_on_every_batch():
-    trainer, bar = _Trainer(), RunProgressBar(metrics_every_s=0.0)
-    for _ in range(5):
-        bar.get_metrics(trainer, None)
-    assert trainer.reads == 5
+def test_logged_values_are_read_at_most_every_interval_and_at_epoch_ends(monkeypatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(quiet.time, "monotonic", lambda: clock[0])
+    bar, trainer = RunProgressBar(metrics_every_s=2.0), Trainer()
+    first = bar.get_metrics(trainer, None)
+    for _ in range(50):  # steps within the interval: the values shown are the last ones read
+        clock[0] += 0.01
+        assert bar.get_metrics(trainer, None) == first == {"train/loss": 1.0}
+    assert trainer.reads == 1
+    clock[0] += 2.0
+    assert bar.get_metrics(trainer, None) == {"train/loss": 2.0} and trainer.reads == 2
+    bar.on_train_epoch_end(trainer, None)  # the epoch's last values, however recent the last read
+    assert bar.get_metrics(trainer, None) == {"train/loss": 3.0}
+    bar.on_validation_end(trainer, None)
+    assert bar.get_metrics(trainer, None) == {"train/loss": 4.0} and trainer.reads == 4

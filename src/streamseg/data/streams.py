@@ -41,7 +41,6 @@ Batch (``StreamBatcher`` with ``sample_shape=(C, H, W)`` for frames or ``(D,)`` 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import heapq
@@ -250,10 +249,10 @@ class StreamBatcher(IterableDataset):
         # set_epoch in the main process reaches workers started in an earlier epoch
         self._epoch = torch.zeros(1, dtype=torch.int64)
         self.worker_parts = False  # set by StreamLoader: worker processes yield parts of batches
-        # set by StreamLoader: > 0 = a worker fills a ring of this many parts allocated once in shared
-        # memory instead of new tensors per step (see StreamLoader: a fresh shared-memory segment per
-        # tensor per step, mapped and page-faulted anew by the main process, bounded the hand-over)
-        self.ring_size = 0
+        # set by StreamLoader: full batches in shared memory, made once by the main process; a worker
+        # writes its slots' rows of ring[step % len(ring)] and yields only the step, its first slot and
+        # the names, so that no tensor crosses the worker queue (see StreamLoader)
+        self.ring: list[dict] | None = None
         # set by the owner for GPU decoding (`streamseg.data.nvdec`): frames are written into parts on
         # this device (sources then return frames there, or CPU frames that are copied in)
         self.frame_device: torch.device | None = None
@@ -311,18 +310,13 @@ class StreamBatcher(IterableDataset):
         runs, num_steps = self.plan()
         queues = {s: [r for r in runs if r.rank == self.rank and r.slot == s] for s in slots}  # by first_step
         playing: dict[int, tuple[SlotRun, FrameSource, Augment | np.ndarray | None]] = {}
-        ring: list[dict] = []
         try:
             for step in range(num_steps):
-                if self.ring_size:
-                    if len(ring) < self.ring_size:
-                        part = self._empty_part(slots, step)
-                        for value in part.values():
-                            if isinstance(value, torch.Tensor):
-                                value.share_memory_()
-                        ring.append(part)
-                    else:
-                        part = self._clear_part(ring[step % self.ring_size], step)
+                if self.ring is not None:  # this worker's rows (a contiguous block) of a shared batch
+                    rows = slice(slots[0], slots[-1] + 1)
+                    buffer = self.ring[step % len(self.ring)]
+                    part = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in buffer.items()}
+                    part = self._clear_part({**part, "names": [None] * len(slots)}, step)
                 else:
                     part = self._empty_part(slots, step)
                 for i, s in enumerate(slots):
@@ -335,7 +329,9 @@ class StreamBatcher(IterableDataset):
                         if step - run.first_step == run.num_chunks - 1:
                             source.close()
                             del playing[s]
-                yield part
+                    else:  # an empty slot: zero frames (only the rows no video fills are zeroed)
+                        part["x"][i].zero_()
+                yield part if self.ring is None else {"step": step, "first": slots[0], "names": part["names"]}
         finally:  # also when the consumer stops early: close what is still open
             for _, source, _ in playing.values():
                 source.close()
@@ -376,9 +372,9 @@ class StreamBatcher(IterableDataset):
 
     @staticmethod
     def _clear_part(part: dict, step: int) -> dict:
-        """A part's start values (zero frames, ignored labels, no valid frame), set in place: for a new part
-        and for a ring part whose shared memory is reused."""
-        part["x"].zero_()
+        """A part's start values (ignored labels, no valid frame), set in place: for a new part and for a ring
+        part whose shared memory is reused. Frames are not touched here: every row is written by `_fill`
+        (which zeroes a short chunk's tail) or zeroed as an empty slot."""
         part["labels"].fill_(IGNORE_INDEX)
         part["mask"].zero_()
         part["reset"].zero_()
@@ -415,6 +411,8 @@ class StreamBatcher(IterableDataset):
             shape = tuple(data.shape[1:])
             raise DataError(where, f"samples of shape {shape}; the batcher's sample_shape is {self.sample_shape}")
         x = part["x"]
+        if n < self.chunk_size:  # the video's last, short chunk: zero padding after its frames
+            x[i, :, n:].zero_()
         if self.is_features:
             x[i, :, :n] = data.T
         elif self.uint8_frames:
@@ -453,18 +451,29 @@ def hand_over(batch: dict, side: torch.cuda.Stream | None) -> dict:
     return batch
 
 
-def _merge(parts: list[dict], copy: bool = False) -> dict:
-    """Concatenate one step's parts (contiguous slot blocks) into the full batch; ``copy``: never hand
-    out a part's own tensors (ring parts are refilled by their worker)."""
+_BATCH_KEYS = ("x", "labels", "mask", "reset", "last", "index", "start", "full_length", "aug")
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Concatenate one step's parts (contiguous slot blocks) into the full batch."""
     parts = sorted(parts, key=lambda p: int(p["slots"][0]))
     batch = {"step": parts[0]["step"], "names": [n for p in parts for n in p["names"]]}
-    for key in ("x", "labels", "mask", "reset", "last", "index", "start", "full_length", "aug"):
-        if key not in parts[0]:
-            continue
-        if len(parts) == 1:
-            batch[key] = parts[0][key].clone() if copy else parts[0][key]
-        else:
-            batch[key] = torch.cat([p[key] for p in parts])
+    for key in _BATCH_KEYS:
+        if key in parts[0]:
+            batch[key] = parts[0][key] if len(parts) == 1 else torch.cat([p[key] for p in parts])
+    return batch
+
+
+def _from_ring(ring: list[dict], tokens: list[dict], device: torch.device | None) -> dict:
+    """One step's batch out of the shared ``ring``, whose rows the workers' ``tokens`` say they wrote: copied
+    to ``device`` (one copy per tensor), or cloned on the host (the workers refill the buffer later)."""
+    step = tokens[0]["step"]
+    buffer = ring[step % len(ring)]
+    batch = {"step": step, "names": [n for t in sorted(tokens, key=lambda t: t["first"]) for n in t["names"]]}
+    for key in _BATCH_KEYS:
+        if key in buffer:
+            value = buffer[key]
+            batch[key] = value.to(device, non_blocking=True) if device is not None else value.clone()
     return batch
 
 
@@ -473,7 +482,8 @@ class StreamLoader:
 
     With workers, worker ``w`` owns a fixed contiguous block of the ``B`` slots and decodes only those
     slots' videos (each video still opened once); the step-tagged parts are merged here in step order,
-    so batches are identical for any ``num_workers`` (only ``min(num_workers, B)`` workers have work).
+    so batches are identical for any ``num_workers`` (only ``min(num_workers, B)`` workers are started: more
+    would own no slot).
     ``persistent``: the worker processes are started once and serve every epoch (`set_epoch` reaches them
     through the batcher's epoch in shared memory); otherwise a fresh DataLoader is made per epoch. Starting
     a worker forks the training process (its CUDA context, compiled graphs and all), so with short epochs
@@ -493,6 +503,7 @@ class StreamLoader:
         self.device = torch.device(device) if device is not None else None
         self.persistent = persistent
         self._loader: DataLoader | None = None  # persistent: the DataLoader of the first epoch, kept
+        self._ring: list[dict] | None = None  # full batches in shared memory, written by the workers
 
     def set_epoch(self, epoch: int) -> None:
         self.batcher.set_epoch(epoch)
@@ -523,25 +534,34 @@ class StreamLoader:
         # memory beside the main thread, so the copy below is a real asynchronous DMA (from the workers'
         # pageable shared memory it is a synchronous staged copy on the main thread)
         pin = self.pin_memory and self.device is not None and self.device.type == "cuda"
-        # Without the pin thread, each worker fills a ring of parts allocated once in shared memory. A
-        # part is in use from its step until this loop has copied it (to the device, or merged it on the
-        # host): a worker is at most `prefetch_factor` parts ahead of what this loop has received, and
-        # this loop holds at most one step's parts, so a ring of prefetch_factor + 2 is never overwritten
-        # early. Holding the received parts (`mapped`) keeps torch's per-process cache of mapped
-        # segments warm, so a reused buffer is not mapped and page-faulted again.
+        # Without the pin thread, the workers write into a ring of full batches that this process
+        # allocates once in shared memory (the workers inherit it) and send only small tokens; each tensor
+        # sent through the worker queue instead costs a socket connection to pass its file descriptor and a
+        # merge here (docs/benchmarks.md, "Loader CPU cost"). Buffer step % R is in use from the step until
+        # this loop has copied it (to the device, or cloned it on the host). DataLoader hands each worker a
+        # new task only as this loop takes results, in worker order, so when step s is copied no worker is
+        # past step s + prefetch_factor: a ring of R = prefetch_factor + 2 is never overwritten early. (That
+        # holds while every worker has work: a worker that stops early hands its turn to the others, so
+        # only workers that own a slot are started.)
         ring = not pin and (self.device is None or self.device.type != "cpu")
-        batcher.ring_size = self.prefetch_factor + 2 if ring else 0
-        mapped: collections.deque = collections.deque(maxlen=self.num_workers * batcher.ring_size)
+        if ring and self._ring is None:
+            full = list(range(self.batcher.batch_size))
+            self._ring = [self.batcher._empty_part(full, -1) for _ in range(self.prefetch_factor + 2)]
+            for buffer in self._ring:
+                for value in buffer.values():
+                    if isinstance(value, torch.Tensor):
+                        value.share_memory_()
+        batcher.ring = self._ring if ring else None
+        expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         if self._loader is None:
             if self.persistent:
                 self.batcher._epoch.share_memory_()  # before the workers fork: they read set_epoch's value
-            loader = DataLoader(batcher, batch_size=None, num_workers=self.num_workers, persistent_workers=self.persistent,
+            loader = DataLoader(batcher, batch_size=None, num_workers=expected, persistent_workers=self.persistent,
                                 prefetch_factor=self.prefetch_factor, pin_memory=pin)
             if self.persistent:
                 self._loader = loader
         else:
             loader = self._loader
-        expected = min(self.num_workers, self.batcher.batch_size)  # workers that own at least one slot
         # on a GPU, copies and merges run on a side stream, so the next batch's transfer overlaps the
         # step that the consumer's stream is running; the consumer's stream waits for it at hand-over
         side = torch.cuda.Stream(self.device) if self.device is not None and self.device.type == "cuda" else None
@@ -549,15 +569,14 @@ class StreamLoader:
         pending: dict[int, list[dict]] = {}
         next_step = 0
         for part in loader:
-            if ring:
-                mapped.append(part)
-            if self.device is not None:
+            if self.device is not None and not ring:
                 with on_side():
                     part = self._to(part)
             pending.setdefault(part["step"], []).append(part)
             while len(pending.get(next_step, ())) == expected:
+                parts = pending.pop(next_step)
                 with on_side():
-                    merged = _merge(pending.pop(next_step), copy=ring and self.device is None)
+                    merged = _from_ring(self._ring, parts, self.device) if ring else _merge(parts)
                 yield self._pin(merged) if self.device is None else hand_over(merged, side)
                 next_step += 1
         if pending:

@@ -222,11 +222,24 @@ def i420_frames(frames: list, sws_options: dict | None = None) -> torch.Tensor:
     converted to yuv420p by swscale first (`i420_colour` says which colour matrix the result then uses).
     H and W must be even.
     """
-    # yuvj420p has yuv420p's memory layout (full range): PyAV packs both as they are, without swscale
-    sws = sws_options or {}
-    packed = [f.to_ndarray() if f.format.name in _I420_FORMATS else f.to_ndarray(format="yuv420p", **sws)
-              for f in frames]
-    return torch.from_numpy(np.stack(packed))[:, None]
+    # yuvj420p has yuv420p's memory layout (full range): its planes are copied as they are, without swscale,
+    # straight into the result (PyAV's to_ndarray would concatenate them into a new array first, and
+    # np.stack copy that again: 3 copies of every frame instead of 1; docs/benchmarks.md "Loader CPU cost")
+    h, w = frames[0].height, frames[0].width
+    out = np.empty((len(frames), h * 3 // 2, w), dtype=np.uint8)
+    for k, f in enumerate(frames):
+        if f.format.name not in _I420_FORMATS:
+            f = f.reformat(format="yuv420p", **(sws_options or {}))
+        if any(plane.line_size < 0 for plane in f.planes):  # bottom-up rows (FFmpeg allows them): PyAV's copy
+            out[k] = f.to_ndarray()
+            continue
+        dest = out[k].reshape(-1)
+        offset = 0
+        for plane, (ph, pw) in zip(f.planes, ((h, w), (h // 2, w // 2), (h // 2, w // 2))):
+            rows = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]
+            dest[offset:offset + ph * pw].reshape(ph, pw)[:] = rows
+            offset += ph * pw
+    return torch.from_numpy(out)[:, None]
 
 
 _I420_FORMATS = ("yuv420p", "yuvj420p")  # same memory layout; yuvj420p is full range
@@ -333,6 +346,12 @@ class VideoFileSource(DecodedFootage):
         convert_threads: swscale threads per conversion (PyAV >= 17; 0 = one per CPU). 1 by default:
             parallelism comes from decoding several streams at once (DataLoader workers), and on a busy
             2-core machine one thread cost 200 us/frame of CPU against 320 us for "auto".
+        decode_threads: FFmpeg decoder threads. 0 (default): PyAV's default, slice threading with one
+            thread per CPU (an H.264 stream of one slice per frame, x264's default, decodes on one of
+            them, handed over per frame); ``n >= 1``: ``n`` threads, frame and slice threading. Give 1
+            where many sources decode at once in worker processes (`StreamLoader`): each worker then
+            decodes on its own thread, without one idle pool per decoder (docs/benchmarks.md, "Loader
+            CPU cost").
         decode: rotation, deinterlacing and timing (`DecodeOptions`; the defaults honour rotation,
             deinterlace interlaced video and keep every decoded frame).
 
@@ -360,8 +379,11 @@ class VideoFileSource(DecodedFootage):
         pixel_path: PixelPath = "rgb24",
         convert_threads: int = 1,
         decode: DecodeOptions = DecodeOptions(),
+        decode_threads: int = 0,
     ) -> None:
         self.path = Path(path)
+        if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
+            raise DataError(self.path, f"decode_threads must be an int >= 0, got {decode_threads!r}")
         _check_sampling(self.path, sample_rate, size)
         if pixel_path not in PIXEL_PATHS:
             raise DataError(self.path, f"pixel_path must be one of {PIXEL_PATHS}, got {pixel_path!r}")
@@ -377,6 +399,9 @@ class VideoFileSource(DecodedFootage):
         self._container, stream = open_video(self.path)
         VideoFileSource.opens[str(self.path)] += 1
         self.num_frames, self.fps, self.height, self.width = _stream_info(self.path, self._container, stream)
+        if decode_threads:  # before the first decode opens the codec
+            stream.codec_context.thread_count = decode_threads
+            stream.codec_context.thread_type = "AUTO" if decode_threads > 1 else "NONE"
         self._decoder = FrameDecoder(self._container, stream, decode)
         first = self._decoder.peek()  # rotation and interlacing are known from the first frame on
         if first is not None:

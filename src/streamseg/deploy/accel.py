@@ -301,8 +301,8 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     size and leaves the resize to the step (``step.in_size`` must then be the videos' size). Every video is
     played once; ``run_model=False`` measures decoding alone (the same loader, no model).
     ``repeat`` plays the list that many times (longer runs amortise the workers' start-up).
-    ``transfer``: how worker batches reach the device: ``"pageable"`` (the default: each worker refills a
-    ring of shared-memory parts, copied straight to the device by the main thread; fastest measured),
+    ``transfer``: how worker batches reach the device: ``"pageable"`` (the default: the workers fill a ring
+    of full batches in shared memory, each copied straight to the device by the main thread; fastest measured),
     ``"pinned"`` (DataLoader's pin thread copies each part to page-locked memory, then an asynchronous
     copy; no ring), or ``"none"`` (kept on the host, merged there; ``run_model=False`` only: what
     decoding + the worker -> main-process hand-over alone reach).
@@ -361,7 +361,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
                 raise ValueError(f"bench_pipeline: {v} is {ycbcr_name(*colour)} Y'CbCr, the step converts "
                                  f"{ycbcr_name(step.colorspace, step.full_range)}; build it with "
                                  f"StreamStep(colorspace={colour[0]}, full_range={colour[1]})")
-        opener = (_VideoOpener(str(v), sample_rate, size, pixel_path) if pool is None
+        opener = (_VideoOpener(str(v), sample_rate, size, pixel_path, 1 if workers else 0) if pool is None
                   else partial(NvdecSource, v, (h, w), sample_rate, step.device, pool, nvdec_threaded))
         items += [StreamVideo(name=f"{r}:{v}", length=n, open=opener) for r in range(repeat)]
     h0, w0 = step.in_size
@@ -404,10 +404,13 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
 class _VideoOpener:
     """A picklable ``open`` for `StreamVideo` (worker processes rebuild sources from it)."""
 
-    def __init__(self, path: str, sample_rate: int, size: tuple[int, int] | None, pixel_path: str = "rgb24") -> None:
+    def __init__(self, path: str, sample_rate: int, size: tuple[int, int] | None, pixel_path: str = "rgb24",
+                 decode_threads: int = 0) -> None:
         self.path, self.sample_rate, self.size, self.pixel_path = path, sample_rate, size, pixel_path
+        self.decode_threads = decode_threads  # 1 in worker processes: see VideoFileSource
 
     def __call__(self):
         from ..data.video import VideoFileSource
 
-        return VideoFileSource(self.path, self.sample_rate, self.size, pixel_path=self.pixel_path)
+        return VideoFileSource(self.path, self.sample_rate, self.size, pixel_path=self.pixel_path,
+                               decode_threads=self.decode_threads)

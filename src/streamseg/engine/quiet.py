@@ -19,11 +19,9 @@ Each filter names the exact message and why it is noise here (not a blanket `ign
 * rich's 'install "ipywidgets" for Jupyter support' (from the progress bar's live display in a notebook):
   without ipywidgets the bar is drawn once per update as text, which is what the example notebooks show.
 The progress bar drops Lightning's `v_num` item (the logger's version string, here `_csv`): the run
-directory, printed at the end, is the version. It also reads the logged values at most once a second
-during an epoch (`RunProgressBar.metrics_every_s`): reading them converts each logged tensor with
-`.item()`, which waits for the GPU, and Lightning's rich bar reads them after every batch. On an H100
-that wait took 39 % of the training process's samples (py-spy, docs/benchmarks.md "Streaming
-training at GPU speed") and kept the host from queuing the next step while the GPU ran this one.
+directory, printed at the end, is the version. It reads the logged values (the training loss) at most
+every `RunProgressBar.metrics_every_s` seconds: Lightning turns them into Python numbers each time
+(`.item()`), which makes the host wait for the GPU, and the bar asks after every training step.
 """
 
 from __future__ import annotations
@@ -61,32 +59,32 @@ def silence_lightning_noise() -> None:
 
 class RunProgressBar(RichProgressBar):
     """Lightning's rich bar without the `v_num` item, reading the logged values at most every
-    ``metrics_every_s`` seconds within an epoch (each read waits for the device); the epoch's end and a
-    validation's end always read them afresh, so the values a bar leaves on screen are the final ones."""
+    ``metrics_every_s`` seconds (and at the end of each training and validation epoch).
 
-    def __init__(self, *args, metrics_every_s: float = 1.0, **kwargs) -> None:  # noqa: ANN002, ANN003
+    Lightning's `progress_bar_metrics` converts every ``prog_bar`` value with ``.item()``: on a GPU a
+    host-device synchronisation, which the bar would otherwise make after every training step, so that the
+    host could never queue the next step while the GPU still runs this one (docs/benchmarks.md, issue #18).
+    """
+
+    def __init__(self, *args, metrics_every_s: float = 2.0, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.metrics_every_s = metrics_every_s
         self._items: dict | None = None
-        self._items_at = 0.0
+        self._read_at = -float("inf")
 
     def get_metrics(self, trainer, pl_module):  # noqa: ANN001 (Lightning's signature)
         now = time.monotonic()
-        if self._items is not None and now - self._items_at < self.metrics_every_s:
-            return dict(self._items)
+        if self._items is not None and now - self._read_at < self.metrics_every_s:
+            return self._items
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        self._items, self._items_at = dict(items), now
+        self._items, self._read_at = items, now
         return items
 
-    def fresh_metrics_next(self) -> None:
-        """The next `get_metrics` reads the logged values whatever the time since the last read."""
-        self._items = None
-
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self.fresh_metrics_next()
+        self._read_at = -float("inf")  # the epoch's last values
         super().on_train_epoch_end(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self.fresh_metrics_next()
+        self._read_at = -float("inf")
         super().on_validation_end(trainer, pl_module)

@@ -78,6 +78,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         decoder: str = "pyav",
         decoder_fallback: bool = True,
         nvdec_reader: str = "simple",
+        decode_threads: int | None = None,
     ):
         super().__init__()
         if preprocess not in PREPROCESS:
@@ -101,6 +102,9 @@ class VideoStreamDataModule(pl.LightningDataModule):
         self._prepare = prepare
         self.preprocess, self.compile_transform = preprocess, compile_transform
         self.decoder, self.decoder_fallback, self.nvdec_reader = decoder, decoder_fallback, nvdec_reader
+        # FFmpeg threads per PyAV decoder (`VideoFileSource`); None: 1 in worker processes (each decoder on
+        # its worker's thread, no idle pool per decoder), PyAV's default (0) in this process
+        self.decode_threads = decode_threads if decode_threads is not None else (1 if num_workers else 0)
         self.nvdec = False  # setup: NVDEC decodes (decoder="nvdec" and PyNvVideoCodec usable)
         self.pyav_files: set[str] = set()  # decoder="nvdec": files that fall back to PyAV
         self._pool: ThreadPoolExecutor | None = None
@@ -199,11 +203,11 @@ class VideoStreamDataModule(pl.LightningDataModule):
 
     def _videos(self, split: str) -> list[StreamVideo]:
         assert self.layout is not None
+        decoding = partial(VideoFileSource, sample_rate=self.sample_rate, decode_threads=self.decode_threads)
         if self.preprocess == "cpu":
-            source = partial(VideoFileSource, sample_rate=self.sample_rate, size=self.frame_size)
+            source = partial(decoding, size=self.frame_size)
         else:  # native size; rgb24 (swscale colour conversion) or the decoder's I420 planes
-            source = partial(VideoFileSource, sample_rate=self.sample_rate, size=None,
-                             pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
+            source = partial(decoding, size=None, pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
         paths = {n: self.layout.video_path(n) for n in self.names[split]}
         if self.nvdec:
             # one decode-ahead thread per slot: every slot's next chunk decodes at once, on the NVDEC engines
