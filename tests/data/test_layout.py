@@ -148,3 +148,36 @@ def test_layout_errors_on_missing_root_and_mapping(tmp_path: Path) -> None:
         TASLayout(tmp_path / "nope")
     with pytest.raises(DataError, match=r"mapping\.txt: missing class mapping"):
         TASLayout(tmp_path)
+
+
+def test_feature_headers_are_parsed_one_thread_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """The data check and the preload read feature files from several threads; NumPy parses each header
+    with `ast.literal_eval`, which CPython 3.11 cannot run in two threads at once (a full test run failed
+    with "AST constructor recursion depth mismatch"), so `load_feature_array` opens one file at a time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import streamseg.data.layout as layout
+
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"v{i}.npy")
+        np.save(paths[-1], np.zeros((4, 10), np.float32))
+    inside, most, guard, real_load = [0], [0], threading.Lock(), np.load
+
+    def counting_load(*args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # long enough for the other threads to enter if nothing stops them
+        try:
+            return real_load(*args, **kwargs)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(layout.np, "load", counting_load)
+    with ThreadPoolExecutor(8) as pool:
+        shapes = [a.shape for a in pool.map(layout.load_feature_array, paths)]
+    assert shapes == [(4, 10)] * 8 and most[0] == 1

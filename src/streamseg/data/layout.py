@@ -20,6 +20,7 @@ problem as a `DataError` instead.
 from __future__ import annotations
 
 import glob
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -217,6 +218,13 @@ def read_split(path: str | Path) -> list[str]:
     return names
 
 
+# NumPy parses a .npy header with `ast.literal_eval`, and CPython 3.11's AST constructor is not safe to run
+# from several threads at once: the data check's and the preload's reader threads failed a test run with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). Memory-mapping reads
+# only the header, so holding this lock costs the readers little; the values are read outside it.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
 def load_feature_array(path: str | Path) -> np.ndarray:
     """Memory-map a ``.npy`` feature file and check it is a 2-D float array (D, T).
 
@@ -227,7 +235,8 @@ def load_feature_array(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "feature file not found")
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with _NPY_HEADER_LOCK:  # one header parse at a time (see _NPY_HEADER_LOCK); the data is read later
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(path, f"cannot read as .npy: {exc}") from None
     if array.ndim != 2 or array.dtype.kind != "f":
