@@ -105,6 +105,15 @@ def test_damaged_or_foreign_folders_are_refused_in_one_line(tmp_path):
         load_checkpoint_file(folder)
     shard.write_bytes(good)
     states = folder / "checkpoint" / "zero_pp_rank_0_mp_rank_00_model_states.pt"
+    saved = torch.load(states, weights_only=True)
+    for key, bad in (("dp_world_size", 0), ("dp_world_size", "x"), ("param_shapes", {"a": 1})):
+        torch.save({**saved, key: bad}, states)
+        with pytest.raises(CheckpointError, match=r"model_states.pt: expected dp_world_size a positive int"):
+            load_checkpoint_file(folder)
+    torch.save({**saved, "param_shapes": [{"net.w": "x"}]}, states)
+    with pytest.raises(CheckpointError, match=r"param_shapes\['net.w'\] = 'x' is not a shape"):
+        load_checkpoint_file(folder)
+    torch.save(saved, states)
     states.write_bytes(states.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=r"model_states.pt: cannot be read as DeepSpeed model states") as e:
         usable_checkpoint(folder)

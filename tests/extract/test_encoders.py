@@ -43,6 +43,13 @@ def test_segments_clamp_at_the_edges_cover_every_frame_once_and_hold_little():
 def test_segments_of_an_empty_video_is_an_error():
     with pytest.raises(ValueError, match="no frames"):
         list(segments(_reader(torch.zeros(0)), 4, 1, 1))
+    cutter = SegmentCutter(4, 1, 1)  # what the worker pipeline tests before cutting a video's end
+    assert cutter.empty
+    with pytest.raises(ValueError, match="no frames"):
+        list(cutter.cut(ended=True))
+    cutter.push((torch.zeros(3, 2),))
+    assert not cutter.empty and [n for _, n in cutter.cut(ended=True)] == [3]
+    assert not cutter.empty  # frames were decoded, even once all are cut
 
 
 @pytest.mark.parametrize("blocks", [[23], [1] * 23, [7, 7, 7, 2], [3, 11, 9]], ids=str)

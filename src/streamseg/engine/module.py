@@ -203,7 +203,9 @@ class SegmentationModule(pl.LightningModule):
         self._train_batches += 1
         if self._train_batches > 1 and not self.stream_batches and not lightning_writes_logs_now(self.trainer):
             return
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=True)
+        # not prog_bar: Lightning converts prog_bar values with .item() after every step (a device sync);
+        # the run's bar shows it from callback_metrics at most every few seconds (quiet.RunProgressBar)
+        self.log("train/loss", loss, batch_size=batch_size, sync_dist=True)
         for k, v in parts.items():
             if torch.is_tensor(v) and v.ndim == 0 and k != "frames":
                 self.log(f"train/{k}", v, batch_size=batch_size, sync_dist=True)

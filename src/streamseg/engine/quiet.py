@@ -19,9 +19,11 @@ Each filter names the exact message and why it is noise here (not a blanket `ign
 * rich's 'install "ipywidgets" for Jupyter support' (from the progress bar's live display in a notebook):
   without ipywidgets the bar is drawn once per update as text, which is what the example notebooks show.
 The progress bar drops Lightning's `v_num` item (the logger's version string, here `_csv`): the run
-directory, printed at the end, is the version. It reads the logged values (the training loss) at most
-every `RunProgressBar.metrics_every_s` seconds: Lightning turns them into Python numbers each time
-(`.item()`), which makes the host wait for the GPU, and the bar asks after every training step.
+directory, printed at the end, is the version. Lightning turns every value logged with ``prog_bar=True``
+into a Python number (`.item()`, a wait for the GPU) after every training step, in its own logger
+connector and again for the bar; so the training loss is logged without ``prog_bar``, and the bar reads
+it from `trainer.callback_metrics` (tensors, no conversion) at most every
+`RunProgressBar.metrics_every_s` seconds.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ def silence_lightning_noise() -> None:
             log.addFilter(_DropLitLoggerTip())
 
 
+SHOWN_LOSS = "train/loss"  # logged without prog_bar (engine/module.py), shown by the bar
+
+
 class RunProgressBar(RichProgressBar):
     """Lightning's rich bar without the `v_num` item, reading the logged values at most every
     ``metrics_every_s`` seconds (and at the end of each training and validation epoch).
@@ -64,6 +69,9 @@ class RunProgressBar(RichProgressBar):
     Lightning's `progress_bar_metrics` converts every ``prog_bar`` value with ``.item()``: on a GPU a
     host-device synchronisation, which the bar would otherwise make after every training step, so that the
     host could never queue the next step while the GPU still runs this one (docs/benchmarks.md, issue #18).
+    The module logs ``train/loss`` without ``prog_bar`` for the same reason (Lightning's logger connector
+    would convert it after every step whatever the bar does); the bar adds it from
+    `trainer.callback_metrics` when it reads.
     """
 
     def __init__(self, *args, metrics_every_s: float = 2.0, **kwargs) -> None:  # noqa: ANN002, ANN003
@@ -78,6 +86,9 @@ class RunProgressBar(RichProgressBar):
             return self._items
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        loss = getattr(trainer, "callback_metrics", {}).get(SHOWN_LOSS)
+        if loss is not None and SHOWN_LOSS not in items:
+            items[SHOWN_LOSS] = float(loss)
         self._items, self._read_at = items, now
         return items
 

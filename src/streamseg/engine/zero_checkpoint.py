@@ -64,11 +64,11 @@ def is_folder(path: str | Path) -> bool:
     return model_states_file(path) is not None
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, what: str = "DeepSpeed model states") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or a global beyond the allowed ones
-        raise FolderError(f"{path}: cannot be read as DeepSpeed model states ({type(e).__name__}: "
+        raise FolderError(f"{path}: cannot be read as {what} ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200]})") from None
 
 
@@ -125,7 +125,7 @@ def _load_optimizer_shard(path: Path) -> dict[str, Any]:
     if foreign:
         raise FolderError(f"{path}: refers to {foreign}, which a DeepSpeed optimiser shard never holds")
     with torch.serialization.safe_globals([(_DeepSpeedObject, n) for n in names]):
-        shard = _load(path)
+        shard = _load(path, "a DeepSpeed optimiser shard")
     if not isinstance(shard, dict) or "optimizer_state_dict" not in shard:
         raise FolderError(f"{path}: not a DeepSpeed optimiser shard (no 'optimizer_state_dict')")
     return shard["optimizer_state_dict"]
@@ -135,7 +135,11 @@ def _zero3_parameters(tag_dir: Path, states: dict[str, Any]) -> dict[str, torch.
     """ZeRO 3's trainable parameters, whole: rank r holds elements [r*p, (r+1)*p) of each parameter of n
     elements, p = ceil(n / world), the last rank's slice zero-padded; the slices lie one parameter after
     another, in the order of ``param_shapes``, in that rank's concatenated ``fp32_flat_groups``."""
-    world = int(states.get("dp_world_size", 1))
+    world, shape_groups = states.get("dp_world_size", 1), states.get("param_shapes", [])
+    if not isinstance(world, int) or world < 1 or not isinstance(shape_groups, list) \
+            or not all(isinstance(g, dict) for g in shape_groups):
+        raise FolderError(f"{tag_dir}: zero_pp_rank_0_mp_rank_00_model_states.pt: expected dp_world_size a positive "
+                          f"int and param_shapes a list of dicts, got {world!r} and {type(shape_groups).__name__}")
     flats = []
     for rank in range(world):
         path = tag_dir / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
@@ -145,9 +149,11 @@ def _zero3_parameters(tag_dir: Path, states: dict[str, Any]) -> dict[str, torch.
         if not isinstance(groups, list) or not all(torch.is_tensor(g) for g in groups):
             raise FolderError(f"{path}: no 'fp32_flat_groups' tensors (not a ZeRO 3 optimiser shard)")
         flats.append(torch.cat([g.flatten() for g in groups]))
-    shapes = {name: shape for group in states.get("param_shapes", []) for name, shape in group.items()}
+    shapes = {name: shape for group in shape_groups for name, shape in group.items()}
     params, offset = {}, 0
     for name, shape in shapes.items():
+        if not isinstance(shape, (tuple, list, torch.Size)) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise FolderError(f"{tag_dir}: param_shapes[{name!r}] = {shape!r} is not a shape")
         n = math.prod(shape)
         p = math.ceil(n / world)
         if offset + p > min(len(f) for f in flats):

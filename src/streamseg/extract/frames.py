@@ -171,6 +171,11 @@ class SegmentCutter:
     def _have(self) -> int:
         return self.buf[0].shape[0] if self.buf else 0
 
+    @property
+    def empty(self) -> bool:
+        """No frame was ever pushed (`cut(ended=True)` would raise)."""
+        return self.base + self._have() == 0
+
     def missing(self) -> int:
         """Frames still to push before the next segment is complete (0: `cut` yields it)."""
         return max(0, self.pos + self.step + self.right - self.base - self._have())

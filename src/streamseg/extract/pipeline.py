@@ -288,11 +288,10 @@ def run_pipeline(extractor, videos: list[tuple[int, Path]], workers: int, batch:
             elif "error" in info:
                 fail(video, info["error"])
             else:
-                try:
-                    queue(video, v.cutter.cut(ended=True))
-                except ValueError as e:  # no frames at all
-                    fail(video, str(e))
+                if v.cutter.empty:  # tested first: a ValueError inside queue() may come from another video's batch
+                    fail(video, "no frames decoded (empty video)")
                     continue
+                queue(video, v.cutter.cut(ended=True))
                 v.end = info
                 if not v.queued:
                     hand_to_host(video)

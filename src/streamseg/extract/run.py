@@ -126,14 +126,16 @@ def _sha256(path: str | Path) -> str:
 def _weights_id(weights: str | None, seed: int) -> dict[str, Any]:
     if weights is None:
         return {"weights": None, "seed": seed}  # random initialisation: the seed decides the weights
-    from ..engine.checkpoint_io import checkpoint_exists
-    from ..engine.zero_checkpoint import is_folder
-
     path = Path(weights)
-    if path.is_dir() and not is_folder(path):  # a run directory: its best (else last) checkpoint
-        path = path / "checkpoints" / "best.ckpt"
-        path = path if checkpoint_exists(path) else path.with_name("last.ckpt")
-    if not checkpoint_exists(path):
+    if path.is_dir():  # a run directory (its best, else last, checkpoint) or a DeepSpeed folder
+        from ..engine.checkpoint_io import find_checkpoint  # only here: the engine imports Lightning
+        from ..engine.zero_checkpoint import is_folder
+
+        try:
+            path = path if is_folder(path) else find_checkpoint(path)
+        except FileNotFoundError:
+            raise ValueError(f"{weights}: no such weights file") from None
+    elif not path.is_file():
         raise ValueError(f"{weights}: no such weights file")
     return {"weights": path.name, "weights_sha256": _sha256(path)}
 
