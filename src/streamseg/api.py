@@ -34,8 +34,6 @@ from .config import ConfigSet, RunParams, load_configs, resolve_params
 
 __all__ = ["Experiment", "Prediction", "Run", "evaluate_dirs", "predict"]
 
-CKPT_NAMES = ("best", "last")
-
 
 @dataclass
 class Prediction:

@@ -21,6 +21,7 @@ from streamseg.data.layout import (
     VIDEO_SUFFIXES,
     find_split_indices,
     find_video,
+    FEATURE_READERS,
     load_feature_array,
     nonfinite_frames,
     scan_labels,
@@ -28,9 +29,8 @@ from streamseg.data.layout import (
     scan_split,
 )
 
-FEATURE_READERS = min(8, os.cpu_count() or 1)
-"""Feature files checked at once by threads: reading them costs page faults and memory bandwidth, which
-several cores share out (66 files, 775 MB: 0.54 s -> 0.26 s on a 2-core CPU, docs/benchmarks.md)."""
+# feature files are checked FEATURE_READERS at once (layout.py): reading them costs page faults and memory
+# bandwidth, which several cores share out (66 files, 775 MB: 0.54 s -> 0.26 s on a 2-core CPU, docs/benchmarks.md)
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,8 @@ class VideoFileSource(DecodedFootage):
             2-core machine one thread cost 200 us/frame of CPU against 320 us for "auto".
         decode_threads: FFmpeg decoder threads. 0 (default): PyAV's default, slice threading with one
             thread per CPU (an H.264 stream of one slice per frame, x264's default, decodes on one of
-            them, handed over per frame); ``n >= 1``: ``n`` threads, frame and slice threading. Give 1
+            them, handed over per frame); 1: no FFmpeg threading; ``n > 1``: ``n`` threads, frame and slice
+            threading. Give 1
             where many sources decode at once in worker processes (`StreamLoader`): each worker then
             decodes on its own thread, without one idle pool per decoder (docs/benchmarks.md, "Loader
             CPU cost").

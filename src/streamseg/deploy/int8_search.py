@@ -73,8 +73,8 @@ class Int8Search:
 
 def calibration_videos(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
                        max_chunks: int = 64) -> list[CalibVideo]:
-    """Each video's first chunks as the fp32 graph runs them (state carried), at most ``max_chunks`` in
-    all, spread evenly: ceil(max_chunks / len(videos)) per video."""
+    """Each video's first chunks as the fp32 graph runs them (state carried), spread evenly:
+    ceil(max_chunks / len(videos)) per video, so up to len(videos) - 1 more than ``max_chunks`` in all."""
     per_video = -(-max_chunks // max(len(videos), 1))
     out = []
     for video in videos:

@@ -7,7 +7,6 @@ same videos every run). With no validation videos, `best.ckpt` is the last epoch
 
 from __future__ import annotations
 
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Sampler
 from ..config import ConfigError, TrainParams
 from ..data import FeatureVideoDataset, TASLayout, collate_videos
 from ..data.zoom import EpochKeys, OffsetAugmented, ZoomAugmented, check_zoom
+from ..data.layout import FEATURE_READERS
 from .batches import BatchKind
 
 
@@ -212,9 +212,9 @@ class PythonShuffleSampler(EpochShuffleSampler):
         return iter(order)
 
 
-PRELOAD_READERS = min(8, os.cpu_count() or 1)
-"""Videos read at once when a split is preloaded (`_CachedItems.fill`): numpy copies the memory-mapped
-features out of the page cache without holding the GIL, so several cores read several files."""
+# videos read at once when a split is preloaded (`_CachedItems.fill`): numpy copies the memory-mapped
+# features out of the page cache without holding the GIL, so several cores read several files
+PRELOAD_READERS = FEATURE_READERS
 
 
 class _CachedItems(torch.utils.data.Dataset):
