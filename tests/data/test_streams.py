@@ -18,6 +18,7 @@ from streamseg.data.streams import (
     StreamBatcher,
     StreamLoader,
     StreamVideo,
+    packed_order,
     plan_epoch,
     normalize_frames,
     upsample_to_full,
@@ -156,6 +157,46 @@ def test_order_depends_on_seed_and_epoch_only():
     assert first == [b["names"] for b in batches(batcher)]
     batcher.set_epoch(1)
     assert first != [b["names"] for b in batches(batcher)]
+
+
+# chunk counts of `data synth`'s 48 training videos at chunk 32 (lengths 278-600 frames)
+SYNTH_CHUNKS = [9, 19, 14, 12, 16, 10, 17, 13, 19, 9, 15, 11, 12, 18, 14, 10, 16, 13, 19, 9, 11, 15, 17, 12,
+                14, 10, 18, 16, 9, 13, 11, 19, 15, 12, 17, 10, 14, 16, 13, 18, 9, 11, 15, 12, 17, 14, 10, 16]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_packed_order_leaves_fewer_idle_slots_than_a_plain_shuffle(world_size):
+    bound = -(-sum(SYNTH_CHUNKS) // (16 // world_size * world_size))  # every slot busy to the end
+    packed, plain = [], []
+    for epoch in range(4):
+        order = packed_order(SYNTH_CHUNKS, np.random.default_rng([0, epoch]), 16 // world_size, world_size)
+        assert sorted(order) == list(range(len(SYNTH_CHUNKS)))
+        packed.append(plan_epoch(SYNTH_CHUNKS, order, 16 // world_size, world_size)[1])
+        shuffled = np.random.default_rng([0, epoch]).permutation(len(SYNTH_CHUNKS)).tolist()
+        plain.append(plan_epoch(SYNTH_CHUNKS, shuffled, 16 // world_size, world_size)[1])
+    assert packed == [bound] * 4  # this length mix packs perfectly
+    assert min(plain) > bound
+
+
+def test_packed_order_is_still_a_shuffle_per_seed_and_epoch():
+    orders = {(seed, epoch): tuple(packed_order(SYNTH_CHUNKS, np.random.default_rng([seed, epoch]), 16))
+              for seed in range(2) for epoch in range(3)}
+    assert len(set(orders.values())) == len(orders)  # no fixed longest-first order
+    assert tuple(packed_order(SYNTH_CHUNKS, np.random.default_rng([1, 2]), 16)) == orders[(1, 2)]
+    by_length = tuple(sorted(range(len(SYNTH_CHUNKS)), key=lambda i: -SYNTH_CHUNKS[i]))
+    assert by_length not in orders.values()
+
+
+def test_packed_batcher_plays_every_video_once_in_fewer_steps():
+    lengths = [c * 4 - 1 for c in SYNTH_CHUNKS]  # chunk 4: the same chunk counts
+    videos = fake_videos(lengths)
+    kw = dict(batch_size=16, chunk_size=4, sample_shape=(3, 2, 2), shuffle=True, seed=3)
+    packed = StreamBatcher(videos, pack=True, **kw)
+    plain = StreamBatcher(videos, **kw)
+    seen = Counter(n for b in batches(packed) for n in b["names"] if n is not None)
+    assert seen == Counter({v.name: c for v, c in zip(videos, SYNTH_CHUNKS)})
+    assert len(packed) < len(plain)
+    assert packed.order() != plain.order()
 
 
 def test_lightning_sets_the_epoch_through_loader_sampler():

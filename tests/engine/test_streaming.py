@@ -108,3 +108,15 @@ def test_two_process_stream_run_scores_every_video_once(tmp_path, synth_video_ro
     assert one["num_videos"] == ddp["num_videos"]
     for key in ("acc", "edit", "f1@10", "f1@25", "f1@50"):
         assert one[key] == pytest.approx(ddp[key], abs=1e-9), key
+
+
+@pytest.mark.parametrize("order, packed", [("packed", True), ("shuffled", False)])
+def test_stream_order_key_reaches_the_training_batcher_only(synth_video_root, order, packed):
+    from streamseg.config import load_configs, resolve_params  # the typed config: train.stream_order
+
+    params, _ = resolve_params(load_configs("synth", "tsm_memtcn", "chunk32"),
+                               [f"data.root={synth_video_root}", f"train.stream_order={order}"])
+    dm = VideoStreamDataModule.from_params(params.data, params.train, "synth")
+    dm.setup()
+    assert dm.train_dataloader().sampler.pack is packed
+    assert dm.test_dataloader().sampler.pack is False  # evaluation: longest first, never shuffled

@@ -68,6 +68,10 @@ class TrainParams:
     ``random.shuffle`` under ``random.seed(seed)`` once before the first epoch and once more, in place,
     before each next one) or "asformer" (ASFormer's BatchGenerator: before each shuffle it re-seeds Python's
     random with ``random.randint(0, 100)``), so a run can be compared with the official code step by step.
+    stream_order: the training order of videos for stream batches (``data.input=video``): "packed" (default:
+    a shuffle chosen among 32 drawn from (seed, epoch) to leave the fewest idle slots at the epoch's end,
+    `streamseg.data.streams.packed_order`; 42 instead of 48-49 steps for ``data synth``'s 48 training videos
+    at 16 x 32) or "shuffled" (a plain permutation, as before).
 
     Optimiser, schedule and early stopping (`streamseg.engine.schedules`; every recipe honours them):
     optimizer: "adam" (default), "adamw" (decoupled weight decay) or "sgd"; lr and weight_decay apply to all
@@ -122,6 +126,7 @@ class TrainParams:
     compile_cache: str = "auto"
     activation_checkpointing: bool = False
     shuffle: Literal["seeded", "python", "asformer"] = "seeded"
+    stream_order: Literal["packed", "shuffled"] = "packed"
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = 0.9
     nesterov: bool = False

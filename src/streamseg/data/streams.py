@@ -7,7 +7,8 @@ datasets like Breakfast whose lengths differ tenfold). A slot with no video left
 until the epoch's last step.
 
 The schedule is decided before anything is decoded, from the video lengths alone (`plan_epoch`):
-videos, in shuffled order (seed, epoch) or given order, go one by one to whichever of the
+videos, in shuffled order (seed, epoch; for training by default the packed shuffle of `packed_order`, which
+keeps slots busy to the epoch's end) or given order, go one by one to whichever of the
 ``world_size * B`` global slots frees first (ties: lowest global slot; global slot ``g`` is slot
 ``g // world_size`` of rank ``g % world_size``). Every rank computes the same plan, so
 
@@ -65,6 +66,7 @@ __all__ = [
     "StreamVideo",
     "hand_over",
     "normalize_frames",
+    "packed_order",
     "plan_epoch",
     "upsample_to_full",
 ]
@@ -133,6 +135,36 @@ def plan_epoch(
     return runs, max((step for step, _ in free), default=0)
 
 
+PACK_CANDIDATES = 32
+PACK_SORTED_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def packed_order(num_chunks: Sequence[int], rng: np.random.Generator, batch_size: int,
+                 world_size: int = 1) -> list[int]:
+    """A shuffled training order whose `plan_epoch` has (close to) the fewest steps.
+
+    With few videos per slot, a plain shuffle leaves slots idle at the epoch's end while the last long
+    videos finish: on the 48 training videos of ``data synth`` at 16 slots x 32 frames, 48-49 steps carry
+    42 steps' worth of frames (14 % padding). Handing the longest videos out first (the
+    longest-processing-time rule) packs the slots, but a fixed order loses the shuffle. So
+    `PACK_CANDIDATES` orders are drawn from ``rng``: each a permutation whose last 25, 50, 75 or 100 %
+    (cycling, most random first) is sorted longest first (stable: equal lengths keep their random order),
+    and the first order with the fewest steps wins. The choice depends on (seed, epoch) only, so every
+    rank computes the same one; planning costs milliseconds (about 80 ms for 1,460 videos).
+    """
+    lengths = np.asarray(num_chunks)
+    best: tuple[int, list[int]] | None = None
+    for c in range(PACK_CANDIDATES):
+        order = rng.permutation(len(lengths))
+        keep = int(round(len(order) * (1 - PACK_SORTED_FRACTIONS[c % len(PACK_SORTED_FRACTIONS)])))
+        tail = order[keep:]
+        order = np.concatenate([order[:keep], tail[np.argsort(-lengths[tail], kind="stable")]]).tolist()
+        steps = plan_epoch(lengths, order, batch_size, world_size)[1]
+        if best is None or steps < best[0]:
+            best = (steps, order)
+    return best[1] if best is not None else []
+
+
 def normalize_frames(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``uint8 (B, C, T, H, W)`` (or already-[0, 1] float) -> ``(x/255 - mean) / std`` as float32.
 
@@ -175,6 +207,9 @@ class StreamBatcher(IterableDataset):
         sample_rate: keep every ``sample_rate``-th original frame; each video's sources must use it.
         stride: sampled frames between chunk starts; only ``chunk_size`` (no overlap) is supported.
         shuffle: shuffle the video order per epoch (training); else the given order.
+        pack: with shuffle, choose among `PACK_CANDIDATES` shuffled orders (each with its last 25, 50, 75 or
+            100 % of videos sorted longest first) the one whose plan has the fewest steps (`packed_order`):
+            less padding at the epoch's end, where slots run out of videos.
         longest_first: without shuffle, play the longest videos first (less padding at the end of an
             evaluation epoch; the classic longest-processing-time rule).
         seed: seeds the order and each video's augmentation together with the epoch.
@@ -201,6 +236,7 @@ class StreamBatcher(IterableDataset):
         stride: int | None = None,
         shuffle: bool = False,
         longest_first: bool = False,
+        pack: bool = False,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -238,7 +274,7 @@ class StreamBatcher(IterableDataset):
         self.videos = list(videos)
         self.batch_size, self.chunk_size, self.sample_rate = batch_size, chunk_size, sample_rate
         self.sample_shape = tuple(sample_shape)
-        self.shuffle, self.longest_first, self.seed = shuffle, longest_first, seed
+        self.shuffle, self.longest_first, self.pack, self.seed = shuffle, longest_first, pack, seed
         self.rank, self.world_size = rank, world_size
         self.augment_factory, self.augment_params = augment_factory, augment_params
         self.mean, self.std, self.uint8_frames = mean, std, uint8_frames
@@ -275,7 +311,10 @@ class StreamBatcher(IterableDataset):
     def order(self) -> list[int]:
         """Video indices in the order they are handed to slots this epoch."""
         if self.shuffle:
-            return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.videos)).tolist()
+            rng = np.random.default_rng([self.seed, self.epoch])
+            if self.pack:
+                return packed_order(self.num_chunks, rng, self.batch_size, self.world_size)
+            return rng.permutation(len(self.videos)).tolist()
         if self.longest_first:
             return sorted(range(len(self.videos)), key=lambda i: -self.num_chunks[i])  # stable: ties keep order
         return list(range(len(self.videos)))

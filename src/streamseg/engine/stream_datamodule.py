@@ -67,6 +67,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         persistent_workers: bool = False,
         seed: int = 0,
+        stream_order: str = "packed",
         val_fraction: float = 0.0,
         select_on: str = "val",
         augment: bool = True,
@@ -96,6 +97,9 @@ class VideoStreamDataModule(pl.LightningDataModule):
         self.chunk_size, self.frame_size = chunk_size, (int(frame_size[0]), int(frame_size[1]))
         self.sample_rate, self.bg_classes, self.fps = sample_rate, tuple(bg_classes), fps
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        if stream_order not in ("packed", "shuffled"):
+            raise ValueError(f"stream_order must be 'packed' or 'shuffled', got {stream_order!r}")
+        self.stream_order = stream_order  # training order: `streamseg.data.streams.packed_order` or a shuffle
         self.persistent_workers = persistent_workers  # the training loader's workers serve every epoch
         self.val_fraction, self.select_on, self.augment = val_fraction, select_on, augment
         self.mean, self.std = tuple(mean), tuple(std)
@@ -129,7 +133,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         return cls(p.root, p.split, chunk_size=train.chunk_size, frame_size=p.frame_size, name=name,
                    sample_rate=p.sample_rate, bg_classes=p.bg_classes, fps=p.fps, batch_size=train.batch_size,
                    num_workers=train.num_workers, persistent_workers=train.persistent_workers, seed=train.seed,
-                   val_fraction=p.val_fraction,
+                   stream_order=train.stream_order, val_fraction=p.val_fraction,
                    select_on=train.select_on, augment=p.augment, prepare=prepare,
                    preprocess=p.preprocess, compile_transform=train.compile,
                    decoder=p.decoder, decoder_fallback=p.decoder_fallback, nvdec_reader=p.nvdec_reader)
@@ -249,6 +253,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
             sample_rate=self.sample_rate,
             shuffle=train,
             longest_first=not train,
+            pack=train and self.stream_order == "packed",
             seed=self.seed,
             rank=rank,
             world_size=world,
