@@ -18,6 +18,9 @@ frames resized to the model's size on the CPU, the N streams as one fixed batch,
 length, the server's precision (its autocast); ``--pipeline-compile`` adds `torch.compile` (and a CUDA
 graph on CUDA) to that step with pure ``--precision`` casts, the fastest path of docs/benchmarks.md. The
 server's frames/s is then reported as a share of it.
+``--channels-last`` and ``--compile`` set the server's PyTorch step (`TorchStreamer`); with ``--compile`` a
+first pass over the same streams compiles its graphs (its wall time reported as ``server_warmup``) and
+the second is measured.
 ``--random-model H W`` serves the `-E chunk32` architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes)
 at H x W with random weights (no trained run needed; the labels mean nothing).
 
@@ -25,7 +28,7 @@ GPU (64 file sources as fast as possible, through the server, against the pipeli
 
     python tools/bench_serve.py --random-model 224 224 --device cuda --precision bf16 --http \\
         --make-clips 64 450 240 320 --videos clips --streams 64 --chunk 32 --pipeline 4 --pipeline-compile \\
-        --out serve_gpu.json
+        --channels-last --compile --out serve_gpu.json
 """
 
 from __future__ import annotations
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="PyTorch models: autocast dtype of the server's model calls (and the pipeline's step)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch intra-op threads")
+    p.add_argument("--channels-last", action="store_true", help="PyTorch models: the server's frames channels-last")
+    p.add_argument("--compile", action="store_true",
+                   help="PyTorch models: the server's step compiled (TorchStreamer compile=True)")
     p.add_argument("--pipeline", type=int, default=None, metavar="W",
                    help="also run bench_pipeline with W decode workers (PyTorch models)")
     p.add_argument("--pipeline-compile", action="store_true",
@@ -160,16 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     net = None
+    torch_options = dict(channels_last=args.channels_last, compile=args.compile)
     if args.random_model:
         net, meta = random_model(tuple(args.random_model))
-        streamer = TorchStreamer(net, meta, args.device, dtype)
+        streamer = TorchStreamer(net, meta, args.device, dtype, **torch_options)
     elif Path(args.model).suffix == ".onnx":
         if args.pipeline is not None:
             raise SystemExit("error: --pipeline needs a PyTorch model (a run directory or --random-model)")
-        streamer = open_streamer(args.model, args.device, args.threads)
+        streamer = open_streamer(args.model, args.device, args.threads, **torch_options)
     else:
         net, meta = load_trained_model(args.model)
-        streamer = TorchStreamer(net, meta, args.device, dtype)
+        streamer = TorchStreamer(net, meta, args.device, dtype, **torch_options)
     # the server's autocast is StreamStep's "-mixed"; a compiled pipeline step runs pure casts (its fastest)
     pipeline_precision = (args.precision if args.precision == "fp32" or args.pipeline_compile
                           else f"{args.precision}-mixed")
@@ -182,9 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     chunk = args.chunk or streamer.meta.chunk_size or 32
     results = []
     for n in args.streams:
+        warm = None
+        if args.compile:  # compile the server's graphs on a first pass (reported), then measure a second
+            first = run(streamer, videos, n, chunk, False, args.http)
+            warm = {"wall_s": first["wall_s"], "frames_per_s": first["frames_per_s"]}
         result = {"model": str(args.model or f"random {args.random_model}"), "device": args.device,
                   "precision": args.precision if net is not None else "the ONNX graph's", "threads": args.threads,
-                  **run(streamer, videos, n, chunk, args.realtime, args.http)}
+                  **({"server_step": torch_options} if net is not None else {}),
+                  **run(streamer, videos, n, chunk, args.realtime, args.http),
+                  **({"server_warmup": warm} if warm else {})}
         if args.pipeline is not None:
             # bench_pipeline counts sampled frames; the server, original ones
             result["pipeline"] = pipeline(net, streamer.meta, [videos[i % len(videos)] for i in range(n)], n, chunk,

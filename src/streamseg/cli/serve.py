@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop each pulled source after this many frames")
     p.add_argument("--device", default="cpu", help="PyTorch backend device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch intra-op threads")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="PyTorch models: autocast dtype of the model calls (bf16 on GPUs)")
+    p.add_argument("--channels-last", action="store_true", help="PyTorch models: channels-last frames (GPUs)")
+    p.add_argument("--compile", action="store_true",
+                   help="PyTorch models: torch.compile the step (full chunks; the batch axis dynamic)")
     p.set_defaults(func=run_serve)
 
 
@@ -70,7 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         token = read_token(args.token_file)
         check_host(args.host, token)
-        streamer = open_streamer(args.model, args.device, args.threads)
+        streamer = open_streamer(args.model, args.device, args.threads, precision=args.precision,
+                                 channels_last=args.channels_last, compile=args.compile)
         opts = ServerOptions(chunk=args.chunk, max_streams=args.max_streams, buffer_chunks=args.buffer_chunks,
                              retries=args.retries, token=token, webhook=args.webhook, source_options=source_options)
         app = build_app(streamer, opts)

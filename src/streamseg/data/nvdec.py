@@ -19,7 +19,9 @@ one thread per slot) on its own CUDA stream, while the training or inference ste
 stream waits on an event, never the host. Measured on one H100 (docs/benchmarks.md, "NVDEC decoding"):
 bit-exact, but with PyNvVideoCodec's SimpleDecoder 16 readers decode only 2.2-2.4x what one does, not
 faster than 15 PyAV worker processes; the ThreadedDecoder reader (``threaded=True``,
-``data.nvdec_reader=threaded``) is the unmeasured next step.
+``data.nvdec_reader=threaded``) decodes one 1280x720 clip 1.9x faster than SimpleDecoder, but 16 of them
+are still no faster than the PyAV processes, and one benchmark process aborted in native code
+(``malloc(): unaligned tcache chunk detected``) with it, so it stays opt-in.
 
 Files NVDEC cannot decode like PyAV (a codec or profile NVDEC lacks, 10-bit or 4:2:2/4:4:4 planes, a
 display rotation or interlacing, which PyAV's decode layer corrects and NVDEC would not) are found

@@ -8,6 +8,7 @@ never shared or reused), a bounded queue of chunks and a `SegmentTracker`. One e
     group them by length T (a stream's last chunk is short), and per group:
         x = concat of the preprocessed chunks on the batch axis; state = concat of their states
         logits, state = streamer.step(x, state)        # one call for the whole group
+        (a PyTorch streamer instead takes the uint8 chunks: step_frames, normalised on its device)
         split logits and state back to the slots; label; emit the segment events that closed
 
 Streams join and leave at any time: a new slot is picked up at the next step, a removed one is
@@ -63,7 +64,8 @@ KEEP_FINISHED = 256  # finished streams kept for status queries (oldest forgotte
 @dataclass
 class StepTiming:
     """One model call of the engine (``on_step``). batch: streams in it. seconds: the whole step
-    (preprocessing, the model, labels and events). model_s: ``streamer.step`` alone. latencies_s: per
+    (preprocessing, the model, labels and events). model_s: ``streamer.step`` alone (with a PyTorch
+    streamer ``step_frames``: the upload of the uint8 chunks, their normalisation and the model). latencies_s: per
     chunk, from the moment it was queued (its last frame read from the source) to its labels and events,
     so the server adds ``latency - model_s`` to the model's own time (queue wait, batching, pre- and
     post-processing)."""
@@ -176,6 +178,10 @@ class StreamPool:
             raise ValueError(f"{meta.source or 'model'}: no look-ahead bound (whole videos only), cannot serve streams")
         self.streamer, self.meta = streamer, meta
         self.chunk = chunk or meta.chunk_size or 32
+        if getattr(streamer, "compiled", False):  # a compiled TorchStreamer: graphs for full chunks only
+            streamer.compiled_chunk = self.chunk
+        # PyTorch streamers take the uint8 chunks and normalise them on their device (TorchStreamer.step_frames)
+        self._step_frames = getattr(streamer, "step_frames", None)
         self.max_streams, self.buffer_chunks = max_streams, buffer_chunks
         self.retries, self.backoff_s = retries, backoff_s
         self.on_event, self.on_step = on_event, on_step
@@ -398,10 +404,14 @@ class StreamPool:
         meta = self.meta
         t0 = time.perf_counter()
         try:
-            x = np.concatenate([meta.preprocess(chunk.frames) for _, chunk in group])
             state = _cat([slot.state for slot, _ in group])
-            t1 = time.perf_counter()
-            logits, state = self.streamer.step(x, state)
+            if self._step_frames is not None:
+                t1 = time.perf_counter()
+                logits, state = self._step_frames([chunk.frames for _, chunk in group], state)
+            else:
+                x = np.concatenate([meta.preprocess(chunk.frames) for _, chunk in group])
+                t1 = time.perf_counter()
+                logits, state = self.streamer.step(x, state)
         except Exception as e:  # noqa: BLE001 (a failing batch ends its streams, never the server)
             self.failed_steps += 1
             for slot, _ in group:

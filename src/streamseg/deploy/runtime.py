@@ -196,28 +196,74 @@ class TorchStreamer:
         net: a model following the streaming contract.
         meta: its `DeployMeta` (see `load_trained_model`).
         device: where it runs. dtype: the compute dtype (autocast for bf16/fp16 on CUDA and CPU).
+        channels_last: frames in channels-last memory (NHWC convolutions; faster on GPUs for 2D encoders).
+        compile: `torch.compile` the step, the batch axis marked dynamic so that the batches of a serving
+            pool (1 to N ready streams) share graphs: one for batch 1 (dynamo specialises it), one for the
+            rest; only chunks of ``compiled_chunk`` frames (default: the training chunk, else 32; a
+            `StreamPool` sets its own) run compiled, a video's short last chunk runs eagerly (no graph per
+            length, no recompilation stalling the other streams).
+
+    `step_frames` takes the uint8 frames themselves: they cross to the device as bytes (4x less than
+    float32) and are normalised there, with the same operations as `DeployMeta.preprocess`, so the
+    model sees the same input as through `step` (bit for bit: the same float32 operations in the same
+    order).
     """
 
     def __init__(self, net: nn.Module, meta: DeployMeta, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
-        self.net = net.eval().to(device)
-        self.meta = meta
+                 dtype: torch.dtype = torch.float32, *, channels_last: bool = False, compile: bool = False) -> None:
         self.device = torch.device(device)
+        self.meta = meta
         self.dtype = dtype
+        frames = meta.input_kind == "frames"
+        self.channels_last = channels_last and frames
+        net = net.eval().to(self.device)
+        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        if frames:
+            self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1)
+            self._std = torch.tensor(meta.std, dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1)
+        self.compiled = compile
+        self._compiled_fn = torch.compile(self._forward) if compile else None
+        self.compiled_chunk = meta.chunk_size or 32
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
         return self.net.init_state(batch, self.device)
 
+    def _forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            logits, new_state = self.net(x, tuple(state), None)
+        return logits[-1].float(), tuple(new_state)
+
     @torch.no_grad()
     def step_tensor(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple]:
         """Like `step`, on tensors already on the device: logits (B, K, T) float32 on the device."""
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            logits, new_state = self.net(x, state, None)
-        return logits[-1].float(), new_state
+        if self.channels_last:  # (B, 3, T, H, W) whose memory is (B, T, H, W, 3): NHWC for the encoder
+            x = x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+        fn = self._forward
+        if self._compiled_fn is not None and x.shape[2] == self.compiled_chunk:
+            fn = self._compiled_fn
+            if x.shape[0] > 1:  # one graph for every batch > 1 (the pool's batches vary step to step)
+                torch._dynamo.maybe_mark_dynamic(x, 0)
+                for s in state:
+                    torch._dynamo.maybe_mark_dynamic(s, 0)
+        return fn(x, *state)
 
     def step(self, x: np.ndarray, state: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, tuple]:
         _check_x(self.meta, x, "TorchStreamer.step")
         logits, new_state = self.step_tensor(torch.from_numpy(np.asarray(x, np.float32)).to(self.device), state)
+        return logits.cpu().numpy(), new_state
+
+    @torch.no_grad()
+    def step_frames(self, frames: Sequence[torch.Tensor], state: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, tuple]:
+        """One chunk per stream of uint8 frames ``(T, 3, H, W)`` (equal T), normalised on the device."""
+        if self.meta.input_kind != "frames":
+            raise ValueError("TorchStreamer.step_frames: this model takes features; use step()")
+        x = torch.stack(list(frames))  # (B, T, 3, H, W) uint8
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.float().div_(255.0)
+        x = ((x - self._mean) / self._std).permute(0, 2, 1, 3, 4).contiguous()  # (B, 3, T, H, W), as preprocess
+        _check_x(self.meta, x, "TorchStreamer.step_frames")
+        logits, new_state = self.step_tensor(x, state)
         return logits.cpu().numpy(), new_state
 
 
@@ -269,10 +315,20 @@ def deploy_meta(net: nn.Module, dm: Any, chunk_size: int, source: str = "") -> D
     )
 
 
-def open_streamer(model: str | Path, device: str = "cpu", threads: int | None = None) -> Streamer:
-    """``.onnx`` file -> `OnnxStreamer`; run directory or ``.ckpt`` -> `TorchStreamer`."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def open_streamer(model: str | Path, device: str = "cpu", threads: int | None = None, *, precision: str = "fp32",
+                  channels_last: bool = False, compile: bool = False) -> Streamer:
+    """``.onnx`` file -> `OnnxStreamer`; run directory or ``.ckpt`` -> `TorchStreamer` with the given
+    autocast ``precision`` ("fp32", "bf16", "fp16"), ``channels_last`` and ``compile``."""
     model = Path(model)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if model.suffix == ".onnx":
+        if precision != "fp32" or channels_last or compile:
+            raise ValueError(f"{model}: --precision, --channels-last and --compile apply to PyTorch models "
+                             "(a run directory or checkpoint), not to an ONNX export")
         return OnnxStreamer(model, threads=threads)
     net, meta = load_trained_model(model)
-    return TorchStreamer(net, meta, device)
+    return TorchStreamer(net, meta, device, PRECISIONS[precision], channels_last=channels_last, compile=compile)

@@ -83,8 +83,9 @@ class TASDatasetParams:
     # a warning naming the file; false: stop before training with an error naming it.
     decoder: Literal["pyav", "nvdec"] = "pyav"
     decoder_fallback: bool = True
-    # nvdec only: PyNvVideoCodec's SimpleDecoder (decodes inside each call; measured on an H100) or its
-    # ThreadedDecoder (decodes ahead on its own native thread; not yet measured on a GPU)
+    # nvdec only: PyNvVideoCodec's SimpleDecoder (decodes inside each call) or its ThreadedDecoder
+    # (decodes ahead on its own native thread: 1.9x one SimpleDecoder at 1280x720 on an H100, but one
+    # benchmark process aborted in native code with it; docs/benchmarks.md "NVDEC decoding")
     nvdec_reader: Literal["simple", "threaded"] = "simple"
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
