@@ -113,3 +113,41 @@ def test_on_a_gpu_workers_pinned_copies_and_batched_runs_agree_with_the_in_proce
         np.testing.assert_array_equal(i420[name], plain_i420[name])
     t = report.timing  # CUDA events: the device's busy time, within the call's
     assert 0 < t["network_s"] < t["seconds"] and 0 < t["prepare_s"] < t["seconds"]
+
+
+class _FakeEvent:
+    """A CUDA event stand-in on a fake device whose progress the test sets: event i completes once
+    `reached` > i; it 'took' one millisecond after the one before."""
+
+    recorded = 0
+    reached = 0
+
+    def record(self) -> None:
+        self.i = _FakeEvent.recorded
+        _FakeEvent.recorded += 1
+
+    def query(self) -> bool:
+        return _FakeEvent.reached > self.i
+
+    def elapsed_time(self, end: "_FakeEvent") -> float:
+        assert self.query() and end.query(), "read before completion"
+        return float(end.i - self.i)
+
+
+def test_the_gpu_clock_releases_completed_events_without_waiting(monkeypatch):
+    import torch
+
+    from streamseg.extract.pipeline import _Clock
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: setattr(_FakeEvent, "reached", _FakeEvent.recorded))
+    monkeypatch.setattr(_Clock, "FOLD_EVERY", 16)
+    _FakeEvent.recorded = _FakeEvent.reached = 0
+    clock = _Clock(torch.device("cuda"), event=_FakeEvent)
+    most = 0
+    for run in range(1000):
+        clock.stop("network_s", clock.start())
+        _FakeEvent.reached = max(0, _FakeEvent.recorded - 20)  # the device runs 10 spans behind the host
+        most = max(most, len(clock.spans["network_s"]))
+    assert most <= 16 + 10  # bounded, not 1,000 spans of two events each
+    assert clock.seconds() == {"network_s": pytest.approx(1000 * 1e-3)}  # each span 1 ms, all counted once
+    assert clock.spans["network_s"] == []

@@ -122,33 +122,55 @@ class _Pending:
 
 
 class _Clock:
-    """Busy seconds of the work between `start` and `stop` under one name: CUDA events on a GPU (read once, at
-    the end: reading them earlier would make the host wait), the host's clock elsewhere (the work is done
-    when the call returns)."""
+    """Busy seconds of the work between `start` and `stop` under one name: CUDA events on a GPU, the host's
+    clock elsewhere (the work is done when the call returns). Events are never waited for before
+    `seconds`: every `FOLD_EVERY` spans of a name, the leading ones whose end event has completed
+    (``query``, no wait) are added up and released, so an extraction of any length keeps at most the
+    spans the device has not reached yet plus `FOLD_EVERY`, not two events per network run forever."""
 
-    def __init__(self, device: torch.device) -> None:
+    FOLD_EVERY = 64
+
+    def __init__(self, device: torch.device, event: Callable[[], Any] | None = None) -> None:
         self.cuda = device.type == "cuda"
-        self.spans: dict[str, list] = {}
+        self._event = event or (lambda: torch.cuda.Event(enable_timing=True))
+        self.spans: dict[str, list] = {}  # name -> spans not added up yet: (start, end) events, or seconds
+        self.folded: dict[str, float] = {}  # name -> seconds of the spans already added up
 
     def start(self) -> Any:
         if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
+            event = self._event()
             event.record()
             return event
         return time.perf_counter()
 
     def stop(self, name: str, began: Any) -> None:
         if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
+            end = self._event()
             end.record()
-            self.spans.setdefault(name, []).append((began, end))
+            pending = self.spans.setdefault(name, [])
+            pending.append((began, end))
+            if len(pending) % self.FOLD_EVERY == 0:
+                self._fold(name)
         else:
             self.spans.setdefault(name, []).append(time.perf_counter() - began)
+
+    def _fold(self, name: str) -> None:
+        """Add up the leading spans whose end has completed (one stream: they complete in order)."""
+        pending = self.spans[name]
+        done = 0
+        for began, end in pending:
+            if not end.query():
+                break
+            self.folded[name] = self.folded.get(name, 0.0) + began.elapsed_time(end) / 1e3
+            done += 1
+        del pending[:done]
 
     def seconds(self) -> dict[str, float]:
         if self.cuda:
             torch.cuda.synchronize()
-            return {k: sum(a.elapsed_time(b) for a, b in v) / 1e3 for k, v in self.spans.items()}
+            for name in self.spans:
+                self._fold(name)
+            return {k: self.folded.get(k, 0.0) for k in self.spans}
         return {k: float(sum(v)) for k, v in self.spans.items()}
 
 
