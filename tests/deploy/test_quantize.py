@@ -180,3 +180,18 @@ def test_search_takes_the_fewest_ranked_nodes_that_reach_the_threshold(needed, e
     report = Int8Search(0.99, 2, 100, [], ranked=ranked, tried={0: 0.9})
     _search(report, Trial())
     assert _best(report) == expect_k and set(report.tried) == expect_tried
+
+
+def test_calibration_runs_the_fp32_graph_once_per_chunk(tmp_path, synth_video_root) -> None:
+    from streamseg.deploy.int8_search import calibration_videos
+
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))[:2]
+    fp32 = OnnxStreamer(conv_onnx(tmp_path / "m.onnx"), threads=1)
+    calls = []
+    step = fp32.step
+    fp32.step = lambda x, state: (calls.append(x.shape[2]), step(x, state))[1]
+    calib = calibration_videos(fp32, videos, chunk=6, max_chunks=6)
+    assert len(calls) == sum(len(v.feeds) for v in calib) == 6  # 3 chunks a video, each run once
+    for v in calib:  # the reference logits are those of the feeds (the state each chunk starts from)
+        want = np.concatenate([step(f["x"], [f["state_in_0"]])[0][0] for f in v.feeds], axis=-1)
+        np.testing.assert_array_equal(v.logits, want)

@@ -56,15 +56,17 @@ def run_export_onnx(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: ONNX export needs the export extra ({e.name} is missing): "
                          "pip install -e '.[export]'") from None
     from ..deploy.infer import video_files
+    from ..deploy.int8_search import check_min_agreement
     from ..deploy.onnx_export import ExportError, ParityError, export_trained
     from ..deploy.runtime import DeployMeta
     from ..engine.checkpoint_io import CheckpointError
 
     if args.int8_check and not args.int8:
         raise SystemExit("error: --int8-check needs --int8 VIDEOS")
-    if not 0.0 <= args.int8_min_agreement <= 1.0:  # also refuses nan
-        raise SystemExit(f"error: --int8-min-agreement: expected a fraction of frames in [0, 1] (e.g. 0.99), "
-                         f"got {args.int8_min_agreement}")
+    try:
+        check_min_agreement(args.int8_min_agreement)
+    except ValueError as e:  # "min_agreement: expected a fraction ..." -> the flag's name
+        raise SystemExit(f"error: --int8-{str(e).replace('min_agreement', 'min-agreement', 1)}") from None
     try:  # the video lists before the (slow) export
         calib = list(video_files(args.int8)) if args.int8 else []
         check = list(video_files(args.int8_check)) if args.int8_check else []

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .quantize import Int8Options, calibration_feeds, prepare_graph, quantize_prepared
+from .quantize import Int8Options, calibration_steps, prepare_graph, quantize_prepared
 from .runtime import OnnxStreamer
 
 __all__ = ["CalibVideo", "Int8Search", "calibration_videos", "check_min_agreement", "choose_float_nodes"]
@@ -78,10 +78,9 @@ def calibration_videos(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: 
     per_video = -(-max_chunks // max(len(videos), 1))
     out = []
     for video in videos:
-        feeds = list(calibration_feeds(fp32, [video], chunk, per_video))
-        if feeds:
-            logits = [fp32.step(f["x"], [f[n] for n in fp32.meta.state_names()[0]])[0][0] for f in feeds]
-            out.append(CalibVideo(feeds, np.concatenate(logits, axis=-1)))
+        steps = list(calibration_steps(fp32, [video], chunk, per_video))
+        if steps:
+            out.append(CalibVideo([feed for feed, _ in steps], np.concatenate([lg[0] for _, lg in steps], axis=-1)))
     return out
 
 

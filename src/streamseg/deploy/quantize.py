@@ -26,14 +26,15 @@ import numpy as np
 from .infer import infer_video, open_source
 from .runtime import OnnxStreamer, meta_path_for
 
-__all__ = ["Int8Options", "calibration_feeds", "label_agreement", "prepare_graph", "quantize_graph", "quantize_int8",
+__all__ = ["Int8Options", "calibration_feeds", "calibration_steps", "label_agreement", "prepare_graph", "quantize_graph", "quantize_int8",
            "quantize_prepared"]
 
 
-def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
-                      max_chunks: int = 64) -> Iterator[dict[str, np.ndarray]]:
-    """The graph's inputs ``{"x", "state_in_i"}`` chunk by chunk over ``videos`` (state carried by the
-    fp32 graph), at most ``max_chunks`` in all."""
+def calibration_steps(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
+                      max_chunks: int = 64) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Chunk by chunk over ``videos`` (state carried by the fp32 graph), at most ``max_chunks`` in all:
+    the graph's inputs ``{"x", "state_in_i"}`` and the fp32 graph's logits ``(1, K, T)`` for them (one
+    fp32 run per chunk serves both the state and the reference labels)."""
     in_names, _ = fp32.meta.state_names()
     done = 0
     for video in videos:
@@ -41,11 +42,19 @@ def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: i
             state = fp32.init_state(1)
             while done < max_chunks and len(frames := source.read(chunk)) > 0:
                 x = fp32.meta.preprocess(frames)
-                yield {"x": x, **dict(zip(in_names, state))}
-                _, state = fp32.step(x, state)
+                feed = {"x": x, **dict(zip(in_names, state))}
+                logits, state = fp32.step(x, state)
+                yield feed, logits
                 done += 1
         if done >= max_chunks:
             return
+
+
+def calibration_feeds(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,
+                      max_chunks: int = 64) -> Iterator[dict[str, np.ndarray]]:
+    """The graph's inputs of `calibration_steps`, without the logits."""
+    for feed, _ in calibration_steps(fp32, videos, chunk, max_chunks):
+        yield feed
 
 
 @dataclass(frozen=True)
