@@ -1,0 +1,29 @@
+"""tools/bench_int8.py: the ONNX Runtime sessions it times against each other."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from ..conftest import REPO  # noqa: E402
+from .test_quantize import conv_onnx  # noqa: E402
+
+
+def _bench_int8():
+    spec = importlib.util.spec_from_file_location("bench_int8", REPO / "tools" / "bench_int8.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_timed_sessions_do_not_spin_between_calls(tmp_path, threads) -> None:
+    # a two-thread session's pool threads spin after each call by default, on this 2-core machine slowing
+    # the next session timed by ~3x (docs/benchmarks.md, "A better-trained run")
+    streamer = _bench_int8().session(conv_onnx(tmp_path / "m.onnx"), "all", threads)
+    opts = streamer.session.get_session_options()
+    assert opts.intra_op_num_threads == threads
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
