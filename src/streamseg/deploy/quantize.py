@@ -62,8 +62,9 @@ class Int8Options:
     """How `quantize_graph` quantises (ONNX Runtime's `quantize_static` arguments; tools/bench_int8.py
     measures each side by side, docs/benchmarks.md). The defaults were the fastest measured on a 2-core
     x86 CPU with AVX512-VNNI (98.3 % label agreement with fp32 on a small trained run, the best of the
-    variants): uint8 activations are the x86 kernels' native U8S8 form (there, uint8 variants ran 3.7-4.9x
-    fp32 at batch 1 and 1.3-1.6x at batch 8; int8 ones 0.6-1.4x).
+    variants; 99.6 % on a better-trained one): uint8 activations are the x86 kernels' native U8S8 form
+    (int8 activations ran no faster than fp32 there). Speed on that CPU, with the fixed timing tool:
+    1.16-1.24x fp32 at batch 1 and 1.32-1.43x at batch 8 (docs/benchmarks.md, "A better-trained run").
 
     fmt: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs around float ops, fused by ONNX Runtime) or
     ``"qoperator"`` (QLinearConv, QLinearAdd, ... written out). activations: ``"uint8"`` (asymmetric,
