@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -48,7 +49,8 @@ class _Chromium:
     def __init__(self, browser: str) -> None:
         self.proc = subprocess.Popen([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                                       f"--window-size={WIDTH},{HEIGHT}", "--remote-debugging-port=0",
-                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # Debian's launcher is a script: kill its group
         for line in self.proc.stderr:  # it says where its DevTools endpoint listens
             if line.startswith("DevTools listening on "):
                 port = line.split("127.0.0.1:", 1)[1].split("/", 1)[0]
@@ -74,8 +76,25 @@ class _Chromium:
 
     def close(self) -> None:
         self.stack.close()
-        self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the launcher script and the browser under it
         self.proc.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (Linux /proc)."""
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    except OSError:
+        return [pid]
+    return [pid] + [d for c in children for d in _descendants(int(c))]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _class_colours(k: int) -> np.ndarray:
@@ -114,8 +133,14 @@ def test_dashboard_shows_each_streams_label_and_timeline(synth_video_root) -> No
                 time.sleep(0.1)
             html = chromium.evaluate("document.documentElement.outerHTML")
             png = base64.b64decode(chromium.call("Page.captureScreenshot", format="png")["data"])
+            family = _descendants(chromium.proc.pid)
+            assert len(family) > 1  # the launcher and the browser's processes
         finally:
             chromium.close()
+    deadline = time.monotonic() + 10  # the browser itself is gone, not only its launcher script
+    while alive := [p for p in family if _running(p)]:
+        assert time.monotonic() < deadline, f"browser processes left running: {alive}"
+        time.sleep(0.1)
     assert 'id="s-cam"' in html and ">ended<" in html and f">{events[-1]['label']}<" in html
     assert html.count('class="timeline"') == 1 and html.count("<div title=") == len(events)
 
