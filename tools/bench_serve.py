@@ -44,7 +44,7 @@ import torch
 
 from streamseg.deploy.batcher import StepTiming, StreamPool
 from streamseg.deploy.infer import video_files
-from streamseg.deploy.runtime import DeployMeta, TorchStreamer, load_trained_model, open_streamer
+from streamseg.deploy.runtime import PRECISIONS, DeployMeta, TorchStreamer, load_trained_model, open_streamer
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = PRECISIONS[args.precision]
     net = None
     torch_options = dict(channels_last=args.channels_last, compile=args.compile)
     if args.random_model:
