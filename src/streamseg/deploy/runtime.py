@@ -258,11 +258,11 @@ class TorchStreamer:
         if self.meta.input_kind != "frames":
             raise ValueError("TorchStreamer.step_frames: this model takes features; use step()")
         x = torch.stack(list(frames))  # (B, T, 3, H, W) uint8
+        _check_x(self.meta, x.permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")  # before the upload
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.float().div_(255.0)
         x = ((x - self._mean) / self._std).permute(0, 2, 1, 3, 4).contiguous()  # (B, 3, T, H, W), as preprocess
-        _check_x(self.meta, x, "TorchStreamer.step_frames")
         logits, new_state = self.step_tensor(x, state)
         return logits.cpu().numpy(), new_state
 
