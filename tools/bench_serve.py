@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     elif Path(args.model).suffix == ".onnx":
         if args.pipeline is not None:
             raise SystemExit("error: --pipeline needs a PyTorch model (a run directory or --random-model)")
-        streamer = open_streamer(args.model, args.device, args.threads, **torch_options)
+        try:
+            streamer = open_streamer(args.model, args.device, args.threads, **torch_options)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
     else:
         net, meta = load_trained_model(args.model)
         streamer = TorchStreamer(net, meta, args.device, dtype, **torch_options)

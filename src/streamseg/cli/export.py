@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write an INT8 graph calibrated on these videos (a file or folder)")
     o.add_argument("--int8-check", default=None, metavar="VIDEOS",
                    help="measure the INT8 graph's label agreement with fp32 on these videos")
-    o.add_argument("--calib-chunks", type=int, default=64, help="chunks of calibration data, spread evenly over the videos: ceil(N / videos) from each "
+    o.add_argument("--calib-chunks", type=int, default=64,
+                   help="chunks of calibration data, spread evenly over the videos: ceil(N / videos) from each "
                         "(default 64)")
     o.add_argument("--int8-min-agreement", type=float, default=0.99, metavar="FRACTION",
                    help="keep the most sensitive nodes in float until the INT8 labels agree with fp32's on this "

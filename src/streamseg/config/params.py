@@ -95,7 +95,8 @@ class TrainParams:
     "deepspeed" (DeepSpeed ZeRO; the optional extra `streamseg[deepspeed]`, GPU only). zero_stage:
     DeepSpeed's ZeRO stage, 1 (optimiser state sharded) or 2 (+ gradients); only with strategy
     "deepspeed". 3 (+ parameters) parses but is refused before training: DeepSpeed's test-time engine
-    cannot load a ZeRO-3 checkpoint (deepspeedai/DeepSpeed#7272; failed so on an H100). A strategy this machine cannot run is refused before any work. Checkpoints:
+    cannot load a ZeRO-3 checkpoint (deepspeedai/DeepSpeed#7272; failed so on an H100). A strategy this
+    machine cannot run is refused before any work. Checkpoints:
     "ddp" and "fsdp" (gathered whole, `state_dict_type="full"`) save files; "deepspeed" saves DeepSpeed's
     folders (`best.ckpt/`, `last.ckpt/`), which test, `streamseg test`, resume, export and the Python API
     read as files (`engine/zero_checkpoint.py`, without DeepSpeed), but which are not written atomically

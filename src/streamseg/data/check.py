@@ -17,11 +17,11 @@ from pathlib import Path
 from streamseg.data.errors import DataError
 from streamseg.data.layout import (
     DEFAULT_LENGTH_TOLERANCE,
+    FEATURE_READERS,
     SPLITS,
     VIDEO_SUFFIXES,
     find_split_indices,
     find_video,
-    FEATURE_READERS,
     load_feature_array,
     nonfinite_frames,
     scan_labels,

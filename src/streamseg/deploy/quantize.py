@@ -26,8 +26,8 @@ import numpy as np
 from .infer import infer_video, open_source
 from .runtime import OnnxStreamer, meta_path_for
 
-__all__ = ["Int8Options", "calibration_feeds", "calibration_steps", "label_agreement", "prepare_graph", "quantize_graph", "quantize_int8",
-           "quantize_prepared"]
+__all__ = ["Int8Options", "calibration_feeds", "calibration_steps", "label_agreement", "prepare_graph",
+           "quantize_graph", "quantize_int8", "quantize_prepared"]
 
 
 def calibration_steps(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: int,

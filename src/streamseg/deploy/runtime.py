@@ -204,9 +204,9 @@ class TorchStreamer:
             length, no recompilation stalling the other streams).
 
     `step_frames` takes the uint8 frames themselves: they cross to the device as bytes (4x less than
-    float32) and are normalised there, with the same operations as `DeployMeta.preprocess`, so the
-    model sees the same input as through `step` (bit for bit: the same float32 operations in the same
-    order).
+    float32) and are normalised there by training's `streamseg.data.streams.normalize_frames`, the same
+    float32 operations in the same order as `DeployMeta.preprocess`, so the model sees the same input as
+    through `step`, bit for bit.
     """
 
     def __init__(self, net: nn.Module, meta: DeployMeta, device: str | torch.device = "cpu",
@@ -218,9 +218,9 @@ class TorchStreamer:
         self.channels_last = channels_last and frames
         net = net.eval().to(self.device)
         self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
-        if frames:
-            self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1)
-            self._std = torch.tensor(meta.std, dtype=torch.float32, device=self.device).view(1, 1, 3, 1, 1)
+        if frames:  # on the device once, not copied there at every step
+            self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device)
+            self._std = torch.tensor(meta.std, dtype=torch.float32, device=self.device)
         self.compiled = compile
         self._compiled_fn = torch.compile(self._forward) if compile else None
         self.compiled_chunk = meta.chunk_size or 32
@@ -257,12 +257,13 @@ class TorchStreamer:
         """One chunk per stream of uint8 frames ``(T, 3, H, W)`` (equal T), normalised on the device."""
         if self.meta.input_kind != "frames":
             raise ValueError("TorchStreamer.step_frames: this model takes features; use step()")
+        from ..data.streams import normalize_frames  # training's normalisation: the same float32 operations
+
         x = torch.stack(list(frames))  # (B, T, 3, H, W) uint8
         _check_x(self.meta, x.permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")  # before the upload
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
-        x = x.float().div_(255.0)
-        x = ((x - self._mean) / self._std).permute(0, 2, 1, 3, 4).contiguous()  # (B, 3, T, H, W), as preprocess
+        x = normalize_frames(x.permute(0, 2, 1, 3, 4), self._mean, self._std).contiguous()  # (B, 3, T, H, W)
         logits, new_state = self.step_tensor(x, state)
         return logits.cpu().numpy(), new_state
 

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import ConfigError, TrainParams
 from ..data import FeatureVideoDataset, TASLayout, collate_videos
-from ..data.zoom import EpochKeys, OffsetAugmented, ZoomAugmented, check_zoom
 from ..data.layout import FEATURE_READERS
+from ..data.zoom import EpochKeys, OffsetAugmented, ZoomAugmented, check_zoom
 from .batches import BatchKind
 
 
