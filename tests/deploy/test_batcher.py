@@ -3,14 +3,16 @@ event handler that raises never stops the engine."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import torch
 
+from streamseg.deploy import batcher
 from streamseg.deploy.batcher import StreamPool
 
-from .test_infer import _Brightness, tiny_meta
+from .test_infer import _Brightness, _ramp_video, tiny_meta
 
 
 class _Poisoned(_Brightness):
@@ -82,3 +84,53 @@ def test_each_step_reports_its_model_time_and_every_chunk_latency() -> None:
     for t in timings:
         assert len(t.latencies_s) == t.batch and t.model_s >= 0.02 and t.seconds >= t.model_s
         assert min(t.latencies_s) >= t.model_s  # a chunk waits at least for the model call it is in
+
+
+class _Staging(_Brightness):
+    """A streamer with PyTorch's chunk interface (`stage_frames`, `step_frames`) recording, for each call,
+    its thread and that thread's torch intra-op threads."""
+
+    def __init__(self, meta) -> None:
+        super().__init__(meta)
+        self.staged: list[tuple[str, int]] = []
+        self.stepped: list[tuple[str, int]] = []
+
+    def stage_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        self.staged.append((threading.current_thread().name, torch.get_num_threads()))
+        return frames.clone()
+
+    def step_frames(self, frames: list[torch.Tensor], state: list):
+        self.stepped.append((threading.current_thread().name, torch.get_num_threads()))
+        return self.step(np.concatenate([self.meta.preprocess(f) for f in frames]), state)
+
+
+def test_readers_stage_their_chunks_on_one_thread_each_and_the_engine_keeps_its_threads(tmp_path, monkeypatch) -> None:
+    """Each pull stream's reader decodes with one FFmpeg thread, resizes with one torch thread and moves its
+    chunks to the model's device itself; the engine keeps the torch threads of the pool's creator (a
+    reader's setting would otherwise become the default of the engine thread)."""
+    opened = []
+
+    def open_source(source, streamer, **options):
+        opened.append(options.get("decode_threads"))
+        return real_open(source, streamer, **options)
+
+    real_open = batcher.open_source
+    monkeypatch.setattr(batcher, "open_source", open_source)
+    videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=24) for i in range(2)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        streamer = _Staging(tiny_meta(sample_rate=1))
+        pool = StreamPool(streamer, chunk=8)
+        try:
+            ids = [pool.add(str(v)) for v in videos]
+            infos = [_wait(pool, sid) for sid in ids]
+        finally:
+            pool.close()
+        assert torch.get_num_threads() == 2  # the caller's own setting is untouched
+    finally:
+        torch.set_num_threads(before)
+    assert [i["status"] for i in infos] == ["ended", "ended"] and opened == [1, 1]
+    assert len(streamer.staged) == 6 and {name for name, _ in streamer.staged} == {f"streamseg-pull-{s}" for s in ids}
+    assert {threads for _, threads in streamer.staged} == {1}
+    assert streamer.stepped and set(streamer.stepped) == {("streamseg-engine", 2)}

@@ -65,6 +65,11 @@ def test_file_frames_equal_the_training_decoder(synth_video_root) -> None:
         torch.testing.assert_close(_read_all(src), ref.read(10_000), rtol=0, atol=0)
         assert src.ended and src.decoded == src.num_frames
         assert src.media_time_s == pytest.approx((src.num_frames - 1) / 15.0)
+    with StreamSource(video, SR, SIZE, decode_threads=1) as one, VideoFileSource(video, SR, SIZE) as ref:
+        assert one._container.streams.video[0].codec_context.thread_count == 1
+        torch.testing.assert_close(_read_all(one), ref.read(10_000), rtol=0, atol=0)
+    with pytest.raises(DataError, match=r"\.mp4: decode_threads must be an int >= 0, got -1"):
+        StreamSource(video, decode_threads=-1)
 
 
 def remux_to_mpegts(mp4: Path, out: Path) -> Path:

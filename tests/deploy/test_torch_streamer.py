@@ -43,6 +43,26 @@ def test_step_frames_gives_the_model_the_preprocessed_input_bit_for_bit(net) -> 
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"expected x \(B, C, T, H, W\)"):
         streamer.step_frames([torch.zeros(5, 3, 8, 8, dtype=torch.uint8)], streamer.init_state(1))
+    assert streamer.stage_frames(chunks[0]) is chunks[0]  # on the CPU nothing moves
+
+
+@pytest.mark.gpu
+def test_chunks_staged_on_the_gpu_by_other_threads_give_the_same_step(net) -> None:
+    """Chunks uploaded by reader threads (each on its own CUDA stream) give the logits and states of
+    the same chunks uploaded by the step itself, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    streamer = TorchStreamer(net, tiny_meta(), device="cuda")
+    chunks = _chunks(4, 5, seed=3)
+    state = tuple(s.cuda() for s in _state(streamer, 4, seed=4))
+    with ThreadPoolExecutor(4) as pool:
+        staged = list(pool.map(streamer.stage_frames, chunks))
+    assert all(c.is_cuda for c in staged)
+    want, want_state = streamer.step_frames(chunks, state)
+    got, got_state = streamer.step_frames(staged, state)
+    np.testing.assert_array_equal(got, want)
+    for a, b in zip(got_state, want_state):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_channels_last_and_the_compiled_step_match_eager_with_two_graphs(net) -> None:

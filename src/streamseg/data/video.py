@@ -116,6 +116,14 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.T
     return F.interpolate(frames, size=tuple(size), mode="bilinear", antialias=False, align_corners=False)
 
 
+def set_decode_threads(stream: av.video.stream.VideoStream, threads: int) -> None:
+    """FFmpeg decoder threads of a PyAV video stream, before its first decode opens the codec: 0 keeps
+    PyAV's default, 1 turns FFmpeg threading off, ``n > 1`` frame and slice threading on ``n`` threads."""
+    if threads:
+        stream.codec_context.thread_count = threads
+        stream.codec_context.thread_type = "AUTO" if threads > 1 else "NONE"
+
+
 def rgb24_frames(frames: list, size: tuple[int, int] | None, sws_options: dict | None = None) -> torch.Tensor:
     """PyAV frames -> ``uint8 (n, 3, H, W)``: swscale rgb24 at the native size, then `resize_frames`.
     The one conversion shared by training (`VideoFileSource`) and deployment (`deploy.sources`)."""
@@ -400,9 +408,7 @@ class VideoFileSource(DecodedFootage):
         self._container, stream = open_video(self.path)
         VideoFileSource.opens[str(self.path)] += 1
         self.num_frames, self.fps, self.height, self.width = _stream_info(self.path, self._container, stream)
-        if decode_threads:  # before the first decode opens the codec
-            stream.codec_context.thread_count = decode_threads
-            stream.codec_context.thread_type = "AUTO" if decode_threads > 1 else "NONE"
+        set_decode_threads(stream, decode_threads)
         self._decoder = FrameDecoder(self._container, stream, decode)
         first = self._decoder.peek()  # rotation and interlacing are known from the first frame on
         if first is not None:

@@ -8,7 +8,9 @@ never shared or reused), a bounded queue of chunks and a `SegmentTracker`. One e
     group them by length T (a stream's last chunk is short), and per group:
         x = concat of the preprocessed chunks on the batch axis; state = concat of their states
         logits, state = streamer.step(x, state)        # one call for the whole group
-        (a PyTorch streamer instead takes the uint8 chunks: step_frames, normalised on its device)
+        (a PyTorch streamer instead takes the uint8 chunks: step_frames, normalised on its device; each
+        chunk was already moved there by the thread that made it, stage_frames, so that on a GPU the
+        uploads overlap the model instead of waiting between two of its calls)
         split logits and state back to the slots; label; emit the segment events that closed
 
 Streams join and leave at any time: a new slot is picked up at the next step, a removed one is
@@ -18,7 +20,10 @@ chunk length (same decode, same chunks, same `frame_labels` and `SegmentTracker`
 rounding of batched kernels.
 
 Sources: ``add(source=...)`` pulls from anything `StreamSource` opens (file, URL, device) in a reader
-thread, optionally paced at the source's frame rate (``realtime``); ``add(source=None)`` makes a *push*
+thread, optionally paced at the source's frame rate (``realtime``). A reader decodes with one FFmpeg
+thread (``decode_threads=1``, unless ``source_options`` say otherwise) and resizes with one torch thread:
+many readers share the cores, and one pool of threads per reader (FFmpeg's, OpenMP's) would only
+oversubscribe them; ``add(source=None)`` makes a *push*
 slot fed by `push` (sampled uint8 frames ``(n, 3, H, W)`` at the model's input size) and `end`.
 
 Buffer policy: each slot holds at most ``buffer_chunks`` chunks. A full buffer blocks the producer (the
@@ -180,12 +185,15 @@ class StreamPool:
         self.chunk = chunk or meta.chunk_size or 32
         if getattr(streamer, "compiled", False):  # a compiled TorchStreamer: graphs for full chunks only
             streamer.compiled_chunk = self.chunk
-        # PyTorch streamers take the uint8 chunks and normalise them on their device (TorchStreamer.step_frames)
+        # PyTorch streamers take the uint8 chunks and normalise them on their device (TorchStreamer.step_frames);
+        # the thread that makes a chunk (reader or pusher) moves it there first (stage_frames)
         self._step_frames = getattr(streamer, "step_frames", None)
+        self._stage = getattr(streamer, "stage_frames", None) if self._step_frames is not None else None
+        self._torch_threads = torch.get_num_threads()  # the engine's own (readers run one each)
         self.max_streams, self.buffer_chunks = max_streams, buffer_chunks
         self.retries, self.backoff_s = retries, backoff_s
         self.on_event, self.on_step = on_event, on_step
-        self.source_options = dict(source_options or {})
+        self.source_options = {"decode_threads": 1, **(source_options or {})}
         self._slots: dict[str, _Slot] = {}
         self._finished: OrderedDict[str, _Slot] = OrderedDict()
         self._lock = threading.Lock()
@@ -252,7 +260,7 @@ class StreamPool:
         whole = len(have) // self.chunk * self.chunk
         slot.pending = [have[whole:]] if whole < len(have) else []
         for start in range(0, whole, self.chunk):
-            self._put(slot, _Chunk(have[start:start + self.chunk], time.perf_counter()), timeout_s)
+            self._put(slot, self._chunk(have[start:start + self.chunk]), timeout_s)
 
     def end(self, sid: str, num_frames: int | None = None, timeout_s: float | None = None) -> None:
         """No more frames for a push stream; ``num_frames``: its original frame count (default: those labelled)."""
@@ -260,7 +268,7 @@ class StreamPool:
         if slot.source is not None:
             raise ValueError(f"stream {sid} pulls from its source; remove it instead")
         if slot.pending:
-            self._put(slot, _Chunk(torch.cat(slot.pending), time.perf_counter()), timeout_s)
+            self._put(slot, self._chunk(torch.cat(slot.pending)), timeout_s)
             slot.pending = []
         slot.ended_input = True
         self._put(slot, _End(num_frames), timeout_s)
@@ -322,6 +330,12 @@ class StreamPool:
                     raise TimeoutError(f"stream {slot.id}: buffer full for {timeout_s} s") from None
         return False
 
+    def _chunk(self, frames: torch.Tensor, due: float | None = None, media_s: float = 0.0) -> _Chunk:
+        """A chunk to queue, timed when its frames are complete, then moved to the model's device by this
+        thread (the reader's or the pusher's) when the streamer stages."""
+        arrived = time.perf_counter()
+        return _Chunk(self._stage(frames) if self._stage is not None else frames, arrived, due, media_s)
+
     def _emit(self, sid: str, event: dict[str, Any]) -> None:
         """``on_event``, which must never stop the engine or a reader: its failures are only counted."""
         try:
@@ -337,6 +351,9 @@ class StreamPool:
 
     def _pull(self, slot: _Slot) -> None:
         """Reader thread of a pull stream: open (with retries), read chunk by chunk, pace, enqueue."""
+        # one intra-op thread for this thread's resizing: with torch's default, each of the pool's readers
+        # would run its own OpenMP team of one thread per core (64 readers: 64 teams on the same cores)
+        torch.set_num_threads(1)
         for attempt in range(self.retries + 1):
             try:
                 source = open_source(slot.source, self.streamer, **self.source_options)
@@ -366,7 +383,7 @@ class StreamPool:
                     due = (source.first_frame_wall or now) + source.media_time_s
                     if slot.realtime and due > now and slot.stop.wait(due - now):
                         break
-                    if not self._put(slot, _Chunk(frames, time.perf_counter(), due, source.media_time_s)):
+                    if not self._put(slot, self._chunk(frames, due, source.media_time_s)):
                         return
                 num = source.num_frames if source.num_frames is not None and source.ended else source.decoded
                 self._put(slot, _End(num))
@@ -374,6 +391,11 @@ class StreamPool:
                 self._put(slot, _End(source.decoded, str(e)))
 
     def _loop(self) -> None:
+        # torch's thread setting is also the default of threads started after it: the readers' one thread
+        # must not become the engine's (a PyTorch model on the CPU runs here). Reading the setting first
+        # makes torch initialise this thread's own, which it would otherwise do at its first parallel op.
+        torch.get_num_threads()
+        torch.set_num_threads(self._torch_threads)
         while not self._stop.is_set():
             self._wake.wait(0.1)
             self._wake.clear()

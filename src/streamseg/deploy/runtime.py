@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,8 @@ class TorchStreamer:
     `step_frames` takes the uint8 frames themselves: they cross to the device as bytes (4x less than
     float32) and are normalised there by training's `streamseg.data.streams.normalize_frames`, the same
     float32 operations in the same order as `DeployMeta.preprocess`, so the model sees the same input as
-    through `step`, bit for bit.
+    through `step`, bit for bit. `stage_frames` moves a chunk to the device beforehand, from the thread
+    that made it (a `StreamPool` reader), so that the step only stacks device tensors.
     """
 
     def __init__(self, net: nn.Module, meta: DeployMeta, device: str | torch.device = "cpu",
@@ -224,6 +226,7 @@ class TorchStreamer:
         self.compiled = compile
         self._compiled_fn = torch.compile(self._forward) if compile else None
         self.compiled_chunk = meta.chunk_size or 32
+        self._local = threading.local()  # each staging thread's own CUDA stream
 
     def init_state(self, batch: int) -> tuple[torch.Tensor, ...]:
         return self.net.init_state(batch, self.device)
@@ -252,6 +255,23 @@ class TorchStreamer:
         logits, new_state = self.step_tensor(torch.from_numpy(np.asarray(x, np.float32)).to(self.device), state)
         return logits.cpu().numpy(), new_state
 
+    def stage_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """A chunk of uint8 frames ``(T, 3, H, W)`` on this streamer's device, ready for `step_frames`.
+
+        On a GPU the copy runs on the calling thread's own CUDA stream, and that thread (not the step's)
+        waits for it: a pool's reader threads upload their chunks while the model runs, instead of the
+        engine stacking every chunk on the host, pinning and uploading them between two model calls.
+        On the CPU: ``frames`` themselves."""
+        if self.device.type != "cuda" or frames.device == self.device:
+            return frames
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            staged = frames.pin_memory().to(self.device, non_blocking=True)
+        stream.synchronize()
+        return staged
+
     @torch.no_grad()
     def step_frames(self, frames: Sequence[torch.Tensor], state: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, tuple]:
         """One chunk per stream of uint8 frames ``(T, 3, H, W)`` (equal T), normalised on the device."""
@@ -259,9 +279,15 @@ class TorchStreamer:
             raise ValueError("TorchStreamer.step_frames: this model takes features; use step()")
         from ..data.streams import normalize_frames  # training's normalisation: the same float32 operations
 
-        x = torch.stack(list(frames))  # (B, T, 3, H, W) uint8
+        frames = list(frames)
+        staged = self.device.type == "cuda" and all(f.device == self.device for f in frames)
+        x = torch.stack(frames if staged else [f.cpu() for f in frames])  # (B, T, 3, H, W) uint8
         _check_x(self.meta, x.permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")  # before the upload
-        if self.device.type == "cuda":
+        if staged:  # made on the stagers' streams: their memory is not reused before this stream has read it
+            current = torch.cuda.current_stream(self.device)
+            for f in frames:
+                f.record_stream(current)
+        elif self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = normalize_frames(x.permute(0, 2, 1, 3, 4), self._mean, self._std).contiguous()  # (B, 3, T, H, W)
         logits, new_state = self.step_tensor(x, state)

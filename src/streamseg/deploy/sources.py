@@ -39,7 +39,7 @@ import torch
 
 from ..data.decode import DecodedFootage, DecodeOptions, FrameDecoder, av_reason
 from ..data.errors import DataError
-from ..data.video import read_sampled, rgb24_frames
+from ..data.video import read_sampled, rgb24_frames, set_decode_threads
 
 __all__ = ["StreamSource", "is_stream", "parse_source", "source_name"]
 
@@ -105,6 +105,9 @@ class StreamSource(DecodedFootage):
             annotated copy of the video at its own resolution).
         max_frames: stop after this many original frames (a camera never ends by itself); None: no limit.
         decode: rotation, deinterlacing and timing (`streamseg.data.decode.DecodeOptions`).
+        decode_threads: FFmpeg decoder threads, as `streamseg.data.video.VideoFileSource`'s: 0 (default)
+            PyAV's default (slice threading, one thread per CPU), 1 none. A `StreamPool` gives 1: its many
+            sources decode at once, one reader thread each.
 
     Attributes:
         live: True for a URL or device (length unknown until it ends).
@@ -125,8 +128,10 @@ class StreamSource(DecodedFootage):
     def __init__(self, source: str | Path, sample_rate: int = 1, size: tuple[int, int] | None = None, *,
                  fmt: str | None = None, options: dict[str, str] | None = None, timeout_s: float = 10.0,
                  keep_frames: bool = False, max_frames: int | None = None,
-                 decode: DecodeOptions = DecodeOptions()) -> None:
+                 decode: DecodeOptions = DecodeOptions(), decode_threads: int = 0) -> None:
         self.source = str(source)
+        if isinstance(decode_threads, bool) or not isinstance(decode_threads, int) or decode_threads < 0:
+            raise DataError(self.source, f"decode_threads must be an int >= 0, got {decode_threads!r}")
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
             raise DataError(self.source, f"sample_rate must be an int >= 1, got {sample_rate!r}")
         if size is not None and (len(size) != 2 or min(size) < 1):
@@ -153,6 +158,7 @@ class StreamSource(DecodedFootage):
             self._container.close()
             raise DataError(self.source, "no video stream (audio only?)")
         stream = self._container.streams.video[0]
+        set_decode_threads(stream, decode_threads)
         self._decoder = FrameDecoder(self._container, stream, decode)
         self.fps = self._decoder.fps
         header = int(stream.frames) if not self.live and stream.frames > 0 else None
