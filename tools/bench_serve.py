@@ -78,13 +78,19 @@ def _drive(pool: StreamPool, videos: list[Path], streams: int, realtime: bool, c
     return [pool.info(i) for i in ids], time.perf_counter() - started
 
 
-def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime: bool, http: bool = False) -> dict:
+def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime: bool, http: bool = False,
+        decode_workers: int = 0) -> dict:
+    """``streams`` streams pulled from ``videos`` through a pool (or the server, ``http``); the pool's start
+    (``start_s``: its decode workers' start-up) is timed apart from the streams (``wall_s``)."""
     steps: list[StepTiming] = []
+    started = time.perf_counter()
     if http:
         from streamseg.client import Client
         from streamseg.deploy.server import ServerOptions, ServerThread
 
-        with ServerThread(streamer, ServerOptions(chunk=chunk, max_streams=streams)) as server:
+        options = ServerOptions(chunk=chunk, max_streams=streams, decode_workers=decode_workers)
+        with ServerThread(streamer, options) as server:
+            start_s = time.perf_counter() - started
             pool = server.pool
             served = pool.on_step
             pool.on_step = lambda t: (served(t), steps.append(t))  # the server's metrics, and ours
@@ -92,7 +98,8 @@ def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime:
                 infos, wall = _drive(pool, videos, streams, realtime, client)
             chunk_used = pool.chunk
     else:
-        pool = StreamPool(streamer, chunk, max_streams=streams, on_step=steps.append)
+        pool = StreamPool(streamer, chunk, max_streams=streams, on_step=steps.append, decode_workers=decode_workers)
+        start_s = time.perf_counter() - started
         try:
             infos, wall = _drive(pool, videos, streams, realtime)
             chunk_used = pool.chunk
@@ -103,8 +110,8 @@ def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime:
     latency = [s for t in steps for s in t.latencies_s]
     model, whole = [t.model_s for t in steps], [t.seconds for t in steps]
     added = [s - t.model_s for t in steps for s in t.latencies_s]
-    return {"streams": streams, "realtime": realtime, "http": http, "chunk": chunk_used, "frames": frames,
-            "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 1),
+    return {"streams": streams, "realtime": realtime, "http": http, "chunk": chunk_used,
+            "decode_workers": decode_workers, "start_s": round(start_s, 3), "frames": frames, "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 1),
             "late_chunks": sum(i["late_chunks"] for i in infos),
             "max_lag_s": max((i["max_lag_s"] or 0.0) for i in infos),
             "model_calls": len(steps), "mean_batch": round(statistics.mean(t.batch for t in steps), 2) if steps else 0,
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--realtime", action="store_true", help="play each file at its frame rate")
     p.add_argument("--http", action="store_true", help="through the real server and client (loopback)")
+    p.add_argument("--decode-workers", type=int, default=0, metavar="N",
+                   help="the pool reads the sources in N worker processes (0: reader threads)")
     p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
@@ -194,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.streams:
         warm = None
         if args.compile:  # compile the server's graphs on a first pass (reported), then measure a second
-            first = run(streamer, videos, n, chunk, False, args.http)
+            first = run(streamer, videos, n, chunk, False, args.http, args.decode_workers)
             warm = {"wall_s": first["wall_s"], "frames_per_s": first["frames_per_s"]}
         result = {"model": str(args.model or f"random {args.random_model}"), "device": args.device,
                   "precision": args.precision if net is not None else "the ONNX graph's", "threads": args.threads,
                   **({"server_step": torch_options} if net is not None else {}),
-                  **run(streamer, videos, n, chunk, args.realtime, args.http),
+                  **run(streamer, videos, n, chunk, args.realtime, args.http, args.decode_workers),
                   **({"server_warmup": warm} if warm else {})}
         if args.pipeline is not None:
             # bench_pipeline counts sampled frames; the server, original ones

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from streamseg.deploy import batcher
+from streamseg.deploy import pull
 from streamseg.deploy.batcher import StreamPool
 
 from .test_infer import _Brightness, _ramp_video, tiny_meta
@@ -114,8 +114,8 @@ def test_readers_stage_their_chunks_on_one_thread_each_and_the_engine_keeps_its_
         opened.append(options.get("decode_threads"))
         return real_open(source, streamer, **options)
 
-    real_open = batcher.open_source
-    monkeypatch.setattr(batcher, "open_source", open_source)
+    real_open = pull.open_source
+    monkeypatch.setattr(pull, "open_source", open_source)
     videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=24) for i in range(2)]
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -134,3 +134,76 @@ def test_readers_stage_their_chunks_on_one_thread_each_and_the_engine_keeps_its_
     assert len(streamer.staged) == 6 and {name for name, _ in streamer.staged} == {f"streamseg-pull-{s}" for s in ids}
     assert {threads for _, threads in streamer.staged} == {1}
     assert streamer.stepped and set(streamer.stepped) == {("streamseg-engine", 2)}
+
+
+def _pulled(pool: StreamPool, videos: list, **add) -> list[tuple[dict, np.ndarray, list[dict]]]:
+    ids = [pool.add(str(v), **add) for v in videos]
+    return [(_wait(pool, sid), pool.labels(sid), pool.events(sid)) for sid in ids]
+
+
+def _same_events(a: list[dict], b: list[dict]) -> bool:
+    strip = lambda events: [{k: v for k, v in e.items() if k != "latency_s"} for e in events]  # noqa: E731
+    return strip(a) == strip(b)
+
+
+def test_decode_workers_give_the_labels_and_events_of_reader_threads(tmp_path) -> None:
+    """Pull streams read by decode worker processes label exactly as when read by threads of the pool's
+    process; each stream says which worker read it, and the workers share the streams out."""
+    videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=20 + 6 * i) for i in range(3)]
+    meta = tiny_meta(sample_rate=1)
+    threads = StreamPool(_Brightness(meta), chunk=8)
+    try:
+        want = _pulled(threads, videos)
+    finally:
+        threads.close()
+    workers = StreamPool(_Brightness(meta), chunk=8, decode_workers=2, buffer_chunks=1)
+    try:
+        pids = workers._decoders.pids
+        got = _pulled(workers, videos)
+    finally:
+        workers.close()
+    for (info_w, labels_w, events_w), (info_g, labels_g, events_g) in zip(want, got):
+        assert info_w["worker"] is None and info_g["worker"] in pids
+        assert info_g["status"] == "ended" and info_g["frames"] == info_w["frames"] and info_g["chunks"] == info_w["chunks"]
+        np.testing.assert_array_equal(labels_g, labels_w)
+        assert len(events_g) > 1 and _same_events(events_g, events_w)
+    assert {info["worker"] for info, _, _ in got} == set(pids)
+
+
+def test_a_decode_worker_retries_a_source_and_reports_it_gone(tmp_path) -> None:
+    events = []
+    pool = StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=8, decode_workers=1, retries=1, backoff_s=0.05,
+                      on_event=lambda sid, e: events.append(e))
+    try:
+        sid = pool.add(str(tmp_path / "gone.mp4"))
+        info = _wait(pool, sid)
+    finally:
+        pool.close()
+    assert info["status"] == "error" and "gone.mp4: video file not found" in info["error"] and info["retries"] == 1
+    assert [e["status"] for e in events] == ["retrying", "error"]
+
+
+def test_a_dead_decode_worker_ends_its_streams_and_is_replaced(tmp_path) -> None:
+    """A worker killed mid-stream ends its stream with an error naming it; the pool and its other streams
+    go on, and new streams go to a fresh worker."""
+    import os
+    import signal
+
+    long = _ramp_video(tmp_path / "long.mp4", frames=90, fps=30)
+    pool = StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=8, decode_workers=1)
+    try:
+        sid = pool.add(str(long), realtime=True)  # 3 s of video at its own pace
+        deadline = time.monotonic() + 30
+        while pool.info(sid)["chunks"] < 1:
+            assert time.monotonic() < deadline, "no chunk arrived"
+            time.sleep(0.01)
+        dead = pool.info(sid)["worker"]
+        os.kill(dead, signal.SIGKILL)
+        info = _wait(pool, sid)
+        assert info["status"] == "error" and f"decode worker (pid {dead}) exited with code -9" in info["error"]
+        assert 8 <= info["frames"] < 90 and pool.alive
+        again = pool.add(str(_ramp_video(tmp_path / "short.mp4", frames=12)))
+        done = _wait(pool, again)
+        assert done["status"] == "ended" and done["frames"] == 12 and done["worker"] not in (None, dead)
+    finally:
+        pool.close()

@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="FFmpeg input option for pulled sources (repeatable)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds a stream may take to open or to send data")
     p.add_argument("--max-frames", type=int, default=None, help="stop each pulled source after this many frames")
+    p.add_argument("--decode-workers", type=int, default=0, metavar="N",
+                   help="read pulled sources in N worker processes instead of threads of the server "
+                        "(many sources with a GPU model: see docs/serve.md)")
     p.add_argument("--device", default="cpu", help="PyTorch backend device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch intra-op threads")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
@@ -70,6 +73,8 @@ def run_serve(args: argparse.Namespace) -> int:
                         ("--buffer-chunks", args.buffer_chunks), ("--max-frames", args.max_frames)):
         if value is not None and value < 1:
             raise SystemExit(f"error: {flag} must be >= 1, got {value}")
+    if args.decode_workers < 0:
+        raise SystemExit(f"error: --decode-workers must be >= 0, got {args.decode_workers}")
     source_options = {"fmt": args.format, "options": _options(args.input_option), "timeout_s": args.timeout,
                       "max_frames": args.max_frames}
     try:
@@ -78,7 +83,8 @@ def run_serve(args: argparse.Namespace) -> int:
         streamer = open_streamer(args.model, args.device, args.threads, precision=args.precision,
                                  channels_last=args.channels_last, compile=args.compile)
         opts = ServerOptions(chunk=args.chunk, max_streams=args.max_streams, buffer_chunks=args.buffer_chunks,
-                             retries=args.retries, token=token, webhook=args.webhook, source_options=source_options)
+                             retries=args.retries, token=token, webhook=args.webhook, source_options=source_options,
+                             decode_workers=args.decode_workers)
         app = build_app(streamer, opts)
         for source in args.source:
             app.state.pool.add(source, realtime=args.realtime)

@@ -23,7 +23,8 @@ Sources: ``add(source=...)`` pulls from anything `StreamSource` opens (file, URL
 thread, optionally paced at the source's frame rate (``realtime``). A reader decodes with one FFmpeg
 thread (``decode_threads=1``, unless ``source_options`` say otherwise) and resizes with one torch thread:
 many readers share the cores, and one pool of threads per reader (FFmpeg's, OpenMP's) would only
-oversubscribe them; ``add(source=None)`` makes a *push*
+oversubscribe them. With ``decode_workers=N`` the readers run in N worker processes instead
+(`streamseg.deploy.pull.DecodeWorkers`: the engine then has the process's GIL to itself); ``add(source=None)`` makes a *push*
 slot fed by `push` (sampled uint8 frames ``(n, 3, H, W)`` at the model's input size) and `end`.
 
 Buffer policy: each slot holds at most ``buffer_chunks`` chunks. A full buffer blocks the producer (the
@@ -55,14 +56,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .infer import LagMeter, SegmentTracker, frame_labels, open_source
+from .infer import LagMeter, SegmentTracker, frame_labels
+from .pull import DecodeWorkers, pull_stream
 from .runtime import Streamer
 from .sources import source_name
 
 __all__ = ["PoolFull", "StepTiming", "StreamPool", "UnknownStream"]
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_BACKOFF_S = 30.0
 KEEP_FINISHED = 256  # finished streams kept for status queries (oldest forgotten first)
 
 
@@ -128,6 +129,7 @@ class _Slot:
     last_label: str | None = None
     last_time: float = 0.0
     ended_input: bool = False
+    worker: int | None = None  # the decode worker process reading it (None: a thread of this process)
 
     def info(self) -> dict[str, Any]:
         """JSON-ready status: frames labelled, chunks, lag and late chunks (real-time or live), errors."""
@@ -138,7 +140,8 @@ class _Slot:
                 "segments": len(self.tracker.events) if self.tracker else 0, "label": self.last_label,
                 "lag_s": round(lag.last, 4) if lag and lag.last is not None else None,
                 "max_lag_s": round(max(lag.lags), 4) if lag and lag.lags else None,
-                "late_chunks": lag.late if lag else 0, "retries": self.retries, "created": self.created,
+                "late_chunks": lag.late if lag else 0, "retries": self.retries, "worker": self.worker,
+                "created": self.created,
                 "seconds": round(self.seconds or time.perf_counter() - self.started, 4)}
 
 
@@ -168,14 +171,18 @@ class StreamPool:
         on_event: ``(stream_id, event)`` for every segment and status event (from the engine or a reader
             thread: it must be quick and thread-safe).
         on_step: a `StepTiming` after every model call (from the engine thread: it must be quick).
-        source_options: `StreamSource` keyword arguments for pull sources (fmt, options, timeout_s, max_frames).
+        source_options: `StreamSource` keyword arguments for pull sources (fmt, options, timeout_s, max_frames,
+            decode_threads).
+        decode_workers: read pull sources in this many worker processes (`streamseg.deploy.pull.DecodeWorkers`)
+            instead of reader threads of this process (0, default). Worth it with many sources and a GPU
+            model: reader threads compete with the engine for the GIL.
     """
 
     def __init__(self, streamer: Streamer, chunk: int | None = None, *, max_streams: int = 64,
                  buffer_chunks: int = 4, retries: int = 3, backoff_s: float = 1.0,
                  on_event: Callable[[str, dict[str, Any]], None] = lambda s, e: None,
                  on_step: Callable[[StepTiming], None] = lambda timing: None,
-                 source_options: dict[str, Any] | None = None) -> None:
+                 source_options: dict[str, Any] | None = None, decode_workers: int = 0) -> None:
         meta = streamer.meta
         if meta.input_kind != "frames":
             raise ValueError(f"{meta.source or 'model'}: reads pre-extracted features, a server needs a video model")
@@ -202,6 +209,10 @@ class StreamPool:
         self.steps = 0
         self.failed_steps = 0
         self.event_errors = 0  # on_event calls that raised
+        if decode_workers < 0:
+            raise ValueError(f"decode_workers must be >= 0, got {decode_workers}")
+        self._decoders = (DecodeWorkers(decode_workers, meta, self.source_options, self.chunk, retries, backoff_s,
+                                        self._deliver) if decode_workers else None)
         self._engine = threading.Thread(target=self._loop, name="streamseg-engine", daemon=True)
         self._engine.start()
 
@@ -228,11 +239,15 @@ class StreamPool:
                     raise ValueError(f"stream name {name!r} is taken")
                 n += 1
                 sid = f"{base}-{n}"
-            slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk,
-                         queue.Queue(self.buffer_chunks), self.streamer.init_state(1))
+            # a worker's stream may queue its buffer's chunks and then its end (credits bound the chunks)
+            size = self.buffer_chunks + (1 if source is not None and self._decoders is not None else 0)
+            slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
+                         self.streamer.init_state(1))
             self._slots[sid] = slot
         if source is None:
             self._start_tracking(slot, slot.fps)
+        elif self._decoders is not None:
+            slot.worker = self._decoders.add(sid, source, realtime, self.buffer_chunks)
         else:
             threading.Thread(target=self._pull, args=(slot,), name=f"streamseg-pull-{sid}", daemon=True).start()
         self._wake.set()
@@ -308,6 +323,8 @@ class StreamPool:
         self._stop.set()
         self._wake.set()
         self._engine.join(timeout=5.0)
+        if self._decoders is not None:
+            self._decoders.close()
 
     # ---- internals ----
     def _get(self, sid: str, live_only: bool = False) -> _Slot:
@@ -349,46 +366,42 @@ class StreamPool:
         slot.status = "running"
         self._emit(slot.id, {"stream": slot.id, "status": "running", "source": slot.source, "fps": fps})
 
+    def _running(self, slot: _Slot, fps: float, live: bool) -> None:
+        if slot.realtime or live:
+            slot.lag = LagMeter(self.chunk * self.meta.sample_rate / fps, slot.realtime, fps)
+        self._start_tracking(slot, fps)
+
+    def _retrying(self, slot: _Slot, attempt: int, delay: float, error: str) -> None:
+        slot.retries = attempt
+        self._emit(slot.id, {"stream": slot.id, "status": "retrying", "attempt": attempt, "delay_s": delay,
+                             "error": error})
+
     def _pull(self, slot: _Slot) -> None:
-        """Reader thread of a pull stream: open (with retries), read chunk by chunk, pace, enqueue."""
-        # one intra-op thread for this thread's resizing: with torch's default, each of the pool's readers
-        # would run its own OpenMP team of one thread per core (64 readers: 64 teams on the same cores)
-        torch.set_num_threads(1)
-        for attempt in range(self.retries + 1):
-            try:
-                source = open_source(slot.source, self.streamer, **self.source_options)
-                break
-            except (ValueError, OSError) as e:  # DataError is a ValueError
-                error = str(e)
-                if attempt == self.retries or slot.stop.is_set():
-                    self._put(slot, _End(None, error))
-                    return
-                delay = min(self.backoff_s * 2 ** attempt, MAX_BACKOFF_S)
-                slot.retries = attempt + 1
-                self._emit(slot.id, {"stream": slot.id, "status": "retrying", "attempt": attempt + 1,
-                                        "delay_s": delay, "error": error})
-                if slot.stop.wait(delay):
-                    self._put(slot, _End(None, error))
-                    return
-        with source:
-            if slot.stop.is_set():  # removed while it was being opened
-                return
-            fps = source.fps or self.meta.fps
-            if slot.realtime or source.live:
-                slot.lag = LagMeter(self.chunk * self.meta.sample_rate / fps, slot.realtime, fps)
-            self._start_tracking(slot, fps)
-            try:
-                while not slot.stop.is_set() and len(frames := source.read(self.chunk)) > 0:
-                    now = time.perf_counter()
-                    due = (source.first_frame_wall or now) + source.media_time_s
-                    if slot.realtime and due > now and slot.stop.wait(due - now):
-                        break
-                    if not self._put(slot, self._chunk(frames, due, source.media_time_s)):
-                        return
-                num = source.num_frames if source.num_frames is not None and source.ended else source.decoded
-                self._put(slot, _End(num))
-            except (ValueError, OSError) as e:
-                self._put(slot, _End(source.decoded, str(e)))
+        """Reader thread of a pull stream in this process (`pull_stream`)."""
+        pull_stream(slot.source, self.meta, self.source_options, self.chunk, slot.realtime, self.retries,
+                    self.backoff_s, slot.stop, running=lambda fps, live: self._running(slot, fps, live),
+                    retrying=lambda attempt, delay, error: self._retrying(slot, attempt, delay, error),
+                    put_chunk=lambda frames, due, media_s: self._put(slot, self._chunk(frames, due, media_s)),
+                    end=lambda num, error: self._put(slot, _End(num, error)))
+
+    def _deliver(self, sid: str, msg: tuple) -> None:
+        """A decode worker's message for stream ``sid`` (on its receiver thread; see `DecodeWorkers`)."""
+        with self._lock:
+            slot = self._slots.get(sid)
+        if slot is None or slot.stop.is_set():
+            return
+        kind = msg[0]
+        if kind == "running":
+            self._running(slot, msg[1], msg[2])
+        elif kind == "retrying":
+            self._retrying(slot, *msg[1:])
+        elif kind == "chunk":  # credits bound the chunks in flight to the slot's buffer: no wait here
+            frames, arrived, due, media_s = msg[1:]
+            slot.queue.put(_Chunk(self._stage(frames) if self._stage is not None else frames, arrived, due, media_s))
+            self._wake.set()
+        elif kind == "end":
+            slot.queue.put(_End(msg[1], msg[2]))
+            self._wake.set()
 
     def _loop(self) -> None:
         # torch's thread setting is also the default of threads started after it: the readers' one thread
@@ -414,6 +427,8 @@ class StreamPool:
                     self._finish(slot, item.num_frames, item.error, "error" if item.error else "ended")
                 else:
                     ready.append((slot, item))
+                    if slot.worker is not None:
+                        self._decoders.credit(slot.id)
             if ready:
                 self._wake.set()  # more may be queued: look again right after this step
             by_length: dict[int, list[tuple[_Slot, _Chunk]]] = {}
@@ -465,6 +480,8 @@ class StreamPool:
         slot.frames, slot.status, slot.error = num, status, error
         slot.seconds = time.perf_counter() - slot.started
         slot.stop.set()
+        if slot.worker is not None:
+            self._decoders.remove(slot.id)
         with self._lock:
             self._slots.pop(slot.id, None)
             self._finished[slot.id] = slot

@@ -69,6 +69,7 @@ class ServerOptions:
     max_body: int = 64 * 1024
     max_push_bytes: int = 16 * 1024 * 1024
     source_options: dict[str, Any] | None = None
+    decode_workers: int = 0
 
 
 class AddStream(BaseModel):
@@ -199,7 +200,7 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
 
     pool = StreamPool(streamer, opts.chunk, max_streams=opts.max_streams, buffer_chunks=opts.buffer_chunks,
                       retries=opts.retries, backoff_s=opts.backoff_s, on_event=on_event, on_step=on_step,
-                      source_options=opts.source_options)
+                      source_options=opts.source_options, decode_workers=opts.decode_workers)
     registry.register(_StreamCollector(pool))
 
     @asynccontextmanager

@@ -1,0 +1,266 @@
+"""Reading the pull streams of a `streamseg.deploy.batcher.StreamPool`: in reader threads of the pool's
+own process, or in decode worker processes.
+
+`pull_stream` is the reader of one stream, wherever it runs: open the source (retried with exponential
+backoff), read it chunk by chunk at the model's sample rate and input size, pace it at its frame rate when
+asked, and hand each chunk and the stream's end to its caller's callbacks.
+
+`DecodeWorkers` runs the readers in ``N`` worker processes (``StreamPool(decode_workers=N)``, ``streamseg
+serve --decode-workers N``). Why: a reader thread spends much of its time in Python (PyAV's per-frame
+objects, the conversion), holding the GIL that the engine thread needs for every operation of an eager
+model step. On one H100 with 64 file sources, reader threads made the model call 1.5-2x slower than
+alone (docs/benchmarks.md, "64 file sources through the server"), while `bench_pipeline`'s decode
+processes leave its step alone. Each worker runs one reader thread per stream it owns; a stream goes to
+the worker that owns the fewest. Chunks travel back as shared-memory tensors (torch.multiprocessing) and
+are queued in the stream's slot by one receiver thread per worker.
+
+Flow control is per stream, by credits: a worker's reader may have at most ``buffer_chunks`` chunks
+queued in the pool; the engine gives one credit back for each chunk it takes. A full buffer stops that
+stream's reader only (as in a thread), never the worker's other streams.
+
+Times (chunk arrival, pacing) are ``time.perf_counter()`` readings taken in the worker: the system-wide
+monotonic clock, comparable across processes of one machine (Linux ``CLOCK_MONOTONIC``).
+
+A worker that dies (killed, crashed in native code) ends each of its streams with status ``error``; the
+pool starts a replacement for new streams.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from .infer import open_source
+from .runtime import DeployMeta
+
+__all__ = ["DecodeWorkers", "MAX_BACKOFF_S", "pull_stream"]
+
+MAX_BACKOFF_S = 30.0
+START_TIMEOUT_S = 120.0  # a worker imports torch and PyAV before its first stream
+
+
+def pull_stream(source: str, meta: DeployMeta, options: dict[str, Any], chunk: int, realtime: bool, retries: int,
+                backoff_s: float, stop: threading.Event, *, running: Callable[[float, bool], None],
+                retrying: Callable[[int, float, str], None], put_chunk: Callable[[torch.Tensor, float, float], bool],
+                end: Callable[[int | None, str | None], None]) -> None:
+    """Read one pull stream until it ends, fails or ``stop`` is set.
+
+    Callbacks: ``running(fps, live)`` once open; ``retrying(attempt, delay_s, error)`` before each retry;
+    ``put_chunk(frames, due, media_s)`` for each chunk of ``chunk`` sampled frames (fewer at the end),
+    returning False when the stream was stopped meanwhile; ``end(num_frames, error)`` once, unless the
+    stream was stopped (its consumer then ends it itself).
+    """
+    # one intra-op thread for this thread's resizing: with torch's default, each of many readers would run
+    # its own OpenMP team of one thread per core on the same cores
+    torch.set_num_threads(1)
+    shim = SimpleNamespace(meta=meta)  # open_source reads the model's sample rate and input size from .meta
+    for attempt in range(retries + 1):
+        try:
+            src = open_source(source, shim, **options)
+            break
+        except (ValueError, OSError) as e:  # DataError is a ValueError
+            error = str(e)
+            if attempt == retries or stop.is_set():
+                end(None, error)
+                return
+            delay = min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
+            retrying(attempt + 1, delay, error)
+            if stop.wait(delay):
+                end(None, error)
+                return
+    with src:
+        if stop.is_set():  # removed while it was being opened
+            return
+        running(src.fps or meta.fps, src.live)
+        try:
+            while not stop.is_set() and len(frames := src.read(chunk)) > 0:
+                now = time.perf_counter()
+                due = (src.first_frame_wall or now) + src.media_time_s
+                if realtime and due > now and stop.wait(due - now):
+                    return
+                if not put_chunk(frames, due, src.media_time_s):
+                    return
+            end(src.num_frames if src.num_frames is not None and src.ended else src.decoded, None)
+        except (ValueError, OSError) as e:
+            end(src.decoded, str(e))
+
+
+# ---- decode worker processes ----
+
+def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
+                 commands: Any, results: Any) -> None:
+    """A decode worker: one reader thread per stream it is given; commands ``("add", sid, source, realtime,
+    credits)``, ``("credit", sid)``, ``("remove", sid)``, ``("close",)``."""
+    torch.set_num_threads(1)
+    streams: dict[str, tuple[threading.Event, threading.Semaphore]] = {}
+    results.put(("ready", None))
+
+    def read(sid: str, source: str, realtime: bool, stop: threading.Event, credits: threading.Semaphore) -> None:
+        def put_chunk(frames: torch.Tensor, due: float, media_s: float) -> bool:
+            arrived = time.perf_counter()
+            while not stop.is_set():
+                if credits.acquire(timeout=0.05):
+                    results.put(("chunk", sid, frames, arrived, due, media_s))
+                    return True
+            return False
+
+        pull_stream(source, meta, options, chunk, realtime, retries, backoff_s, stop,
+                    running=lambda fps, live: results.put(("running", sid, fps, live)),
+                    retrying=lambda attempt, delay, error: results.put(("retrying", sid, attempt, delay, error)),
+                    put_chunk=put_chunk, end=lambda num, error: results.put(("end", sid, num, error)))
+
+    while True:
+        cmd = commands.get()
+        if cmd[0] == "add":
+            _, sid, source, realtime, credits = cmd
+            stop, sem = threading.Event(), threading.Semaphore(credits)
+            streams[sid] = (stop, sem)
+            threading.Thread(target=read, args=(sid, source, realtime, stop, sem), name=f"streamseg-pull-{sid}",
+                             daemon=True).start()
+        elif cmd[0] == "credit" and cmd[1] in streams:
+            streams[cmd[1]][1].release()
+        elif cmd[0] == "remove" and cmd[1] in streams:
+            streams.pop(cmd[1])[0].set()
+        elif cmd[0] == "close":
+            for stop, _ in streams.values():
+                stop.set()
+            results.put(("closed", None))
+            return
+
+
+class _Worker:
+    def __init__(self, ctx: Any, index: int, args: tuple) -> None:
+        self.index = index
+        self.commands, self.results = ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=_worker_main, args=(*args, self.commands, self.results),
+                                   name=f"streamseg-decode-{index}", daemon=True)
+        self.process.start()
+        self.streams: set[str] = set()
+        self.closing = False
+        self.ready = threading.Event()
+
+
+class DecodeWorkers:
+    """``workers`` decode processes reading pull streams for a pool (see the module docstring).
+
+    ``deliver(sid, message)`` gets, on a receiver thread, the worker's messages for stream ``sid``:
+    ``("running", fps, live)``, ``("retrying", attempt, delay_s, error)``, ``("chunk", frames, arrived,
+    due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker died gets ``("end", None,
+    error)``. It must not block for long (the worker's other streams wait behind it).
+    """
+
+    def __init__(self, workers: int, meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int,
+                 backoff_s: float, deliver: Callable[[str, tuple], None]) -> None:
+        if workers < 1:
+            raise ValueError(f"decode_workers must be >= 1 for worker processes, got {workers}")
+        # spawn: a forked child of a process that has started CUDA or torch's thread pools can deadlock
+        self._ctx = torch.multiprocessing.get_context("spawn")
+        self._args = (meta, dict(options), chunk, retries, backoff_s)
+        self._deliver = deliver
+        self._lock = threading.Lock()
+        self._owner: dict[str, _Worker] = {}
+        self._next = workers
+        self._workers = [self._start(i) for i in range(workers)]
+        deadline = time.perf_counter() + START_TIMEOUT_S  # started (imports done) before the first stream
+        for w in self._workers:
+            if not w.ready.wait(max(0.0, deadline - time.perf_counter())):
+                self.close()
+                raise RuntimeError(f"decode worker {w.index} did not start within {START_TIMEOUT_S:.0f} s "
+                                   f"(exit code {w.process.exitcode})")
+
+    def _start(self, index: int) -> _Worker:
+        worker = _Worker(self._ctx, index, self._args)
+        threading.Thread(target=self._receive, args=(worker,), name=f"streamseg-decode-rx-{index}",
+                         daemon=True).start()
+        return worker
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers]
+
+    def add(self, sid: str, source: str, realtime: bool, credits: int) -> int:
+        """Give the stream to the worker owning the fewest; returns that worker's process id."""
+        with self._lock:
+            worker = min(self._workers, key=lambda w: len(w.streams))
+            worker.streams.add(sid)
+            self._owner[sid] = worker
+        worker.commands.put(("add", sid, source, realtime, credits))
+        return worker.process.pid
+
+    def credit(self, sid: str) -> None:
+        """One chunk of ``sid`` was taken from its buffer: its reader may send one more."""
+        worker = self._owner.get(sid)
+        if worker is not None:
+            worker.commands.put(("credit", sid))
+
+    def remove(self, sid: str) -> None:
+        """Stop the stream's reader (if still running) and forget the stream."""
+        with self._lock:
+            worker = self._owner.pop(sid, None)
+            if worker is not None:
+                worker.streams.discard(sid)
+        if worker is not None and worker.process.is_alive():
+            worker.commands.put(("remove", sid))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            workers = list(self._workers)
+        for w in workers:
+            w.closing = True
+            if w.process.is_alive():
+                w.commands.put(("close",))
+        deadline = time.perf_counter() + timeout_s
+        for w in workers:
+            w.process.join(max(0.0, deadline - time.perf_counter()))
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(1.0)
+
+    def _receive(self, worker: _Worker) -> None:
+        while True:
+            try:
+                msg = worker.results.get(timeout=0.5)
+            except queue.Empty:
+                if worker.process.is_alive():
+                    continue
+                self._died(worker)
+                return
+            except (EOFError, OSError):  # the worker's end of the queue is gone
+                self._died(worker)
+                return
+            if msg[0] == "closed":
+                return
+            if msg[0] == "ready":
+                worker.ready.set()
+                continue
+            if msg[1] in self._owner:
+                self._deliver(msg[1], (msg[0], *msg[2:]))
+
+    def _died(self, worker: _Worker) -> None:
+        if worker.closing:
+            return
+        code = worker.process.exitcode
+        with self._lock:
+            orphans = sorted(worker.streams)
+            worker.streams.clear()
+            for sid in orphans:
+                self._owner.pop(sid, None)
+            replacement = self._start(self._next)  # new streams go to a fresh worker
+            self._next += 1
+            self._workers[self._workers.index(worker)] = replacement
+        error = f"decode worker (pid {worker.process.pid}) exited with code {code}"
+        for sid in orphans:
+            self._deliver(sid, ("end", None, error))
+
+
+def default_decode_workers() -> int:
+    """Worker processes for `streamseg serve --decode-workers auto`: one per CPU but one (the engine's)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+

@@ -1,0 +1,122 @@
+"""How NVDEC decoding scales with readers: N readers in threads of one process against N processes.
+
+    python tools/bench_nvdec.py --work /tmp/w --size 1280x720 --clips 16 --frames 300 --readers 1 4 16 \
+        --modes thread process --out nvdec.json
+
+Each reader decodes whole clips (reader i takes clip i modulo ``--clips``) through
+`streamseg.data.nvdec.NvdecSource` in chunks of 32 (``--layer reader``: NV12 planes repacked as I420 on the
+GPU, as training and inference read them) or through PyNvVideoCodec's ``SimpleDecoder.get_batch_frames``
+alone (``--layer raw``: the decoder's own frames, nothing else). Decoder creation and, for processes, the
+imports and CUDA start-up are outside the timed span: every reader opens its decoder, waits at a barrier,
+then decodes; the aggregate rate is all frames over the span from the first start to the last end.
+
+What it tells: if threads scale far below processes, the readers serialise in the process (Python's
+GIL held by the decode call, or a per-process lock); if processes do not scale either, the bound is
+the decoder hardware or the driver. Needs a GPU with NVDEC and PyNvVideoCodec (``streamseg[gpu-decode]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gpu import _clips, _wh  # noqa: E402 (the same camera-like clips as bench_gpu.py)
+
+CHUNK = 32
+
+
+def _decode(path: str, size: tuple[int, int], layer: str, ready, out: dict) -> None:
+    """Open, wait for every reader, decode the whole clip; ``out``: frames, start and end (time.time)."""
+    import torch
+
+    from streamseg.data.nvdec import NvdecSource, import_pynvvideocodec
+
+    if layer == "raw":
+        nvc = import_pynvvideocodec()
+        dec = nvc.SimpleDecoder(path, gpu_id=0, use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
+        ready.wait()
+        start, n = time.time(), 0
+        while got := dec.get_batch_frames(CHUNK):
+            n += len(got)
+    else:
+        src = NvdecSource(path, size, 1, "cuda")
+        ready.wait()
+        start, n = time.time(), 0
+        while len(x := src.read(CHUNK)):
+            n += len(x)
+        src.close()
+    torch.cuda.synchronize()
+    out.update(frames=n, start=start, end=time.time())
+
+
+def _process(path: str, size: tuple[int, int], layer: str, ready, results) -> None:
+    out: dict = {}
+    try:
+        _decode(path, size, layer, ready, out)
+    except Exception as e:  # noqa: BLE001 (reported, not raised: the other readers go on)
+        ready.abort()
+        out["error"] = f"{type(e).__name__}: {e}"
+    results.put(out)
+
+
+def run(paths: list[str], size: tuple[int, int], readers: int, mode: str, layer: str) -> dict:
+    picked = [paths[i % len(paths)] for i in range(readers)]
+    if mode == "thread":
+        ready = threading.Barrier(readers)
+        outs: list[dict] = [{} for _ in picked]
+        threads = [threading.Thread(target=_decode, args=(p, size, layer, ready, o)) for p, o in zip(picked, outs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        ready, results = ctx.Barrier(readers), ctx.Queue()
+        procs = [ctx.Process(target=_process, args=(p, size, layer, ready, results)) for p in picked]
+        for p in procs:
+            p.start()
+        outs = [results.get(timeout=600) for _ in procs]
+        for p in procs:
+            p.join()
+    errors = [o["error"] for o in outs if "error" in o]
+    if errors:
+        return {"mode": mode, "layer": layer, "readers": readers, "error": errors[0]}
+    frames = sum(o["frames"] for o in outs)
+    span = max(o["end"] for o in outs) - min(o["start"] for o in outs)
+    return {"mode": mode, "layer": layer, "readers": readers, "frames": frames, "seconds": round(span, 3),
+            "frames_per_s": round(frames / span), "per_reader": round(frames / span / readers)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", required=True, help="folder for the clips")
+    p.add_argument("--size", default="1280x720", help="WxH of the clips")
+    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--frames", type=int, default=300, help="frames per clip")
+    p.add_argument("--readers", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--modes", nargs="+", choices=["thread", "process"], default=["thread", "process"])
+    p.add_argument("--layers", nargs="+", choices=["reader", "raw"], default=["reader", "raw"])
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    h, w = _wh(args.size)
+    paths = _clips(Path(args.work) / "clips", h, w, args.clips, args.frames)
+    rows = []
+    for layer in args.layers:
+        for mode in args.modes:
+            for n in args.readers:
+                rows.append(run(paths, (h, w), n, mode, layer))
+                print(json.dumps(rows[-1]), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"size": args.size, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
