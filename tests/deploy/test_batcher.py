@@ -121,7 +121,7 @@ def test_readers_stage_their_chunks_on_one_thread_each_and_the_engine_keeps_its_
     torch.set_num_threads(2)
     try:
         streamer = _Staging(tiny_meta(sample_rate=1))
-        pool = StreamPool(streamer, chunk=8)
+        pool = StreamPool(streamer, chunk=8, stage_chunks=True)
         try:
             ids = [pool.add(str(v)) for v in videos]
             infos = [_wait(pool, sid) for sid in ids]

@@ -176,13 +176,16 @@ class StreamPool:
         decode_workers: read pull sources in this many worker processes (`streamseg.deploy.pull.DecodeWorkers`)
             instead of reader threads of this process (0, default). Worth it with many sources and a GPU
             model: reader threads compete with the engine for the GIL.
+        stage_chunks: a PyTorch streamer on a GPU gets each chunk uploaded by the thread that made it
+            (`TorchStreamer.stage_frames`) instead of the engine uploading a step's chunks at once.
     """
 
     def __init__(self, streamer: Streamer, chunk: int | None = None, *, max_streams: int = 64,
                  buffer_chunks: int = 4, retries: int = 3, backoff_s: float = 1.0,
                  on_event: Callable[[str, dict[str, Any]], None] = lambda s, e: None,
                  on_step: Callable[[StepTiming], None] = lambda timing: None,
-                 source_options: dict[str, Any] | None = None, decode_workers: int = 0) -> None:
+                 source_options: dict[str, Any] | None = None, decode_workers: int = 0,
+                 stage_chunks: bool = False) -> None:
         meta = streamer.meta
         if meta.input_kind != "frames":
             raise ValueError(f"{meta.source or 'model'}: reads pre-extracted features, a server needs a video model")
@@ -195,7 +198,7 @@ class StreamPool:
         # PyTorch streamers take the uint8 chunks and normalise them on their device (TorchStreamer.step_frames);
         # the thread that makes a chunk (reader or pusher) moves it there first (stage_frames)
         self._step_frames = getattr(streamer, "step_frames", None)
-        self._stage = getattr(streamer, "stage_frames", None) if self._step_frames is not None else None
+        self._stage = getattr(streamer, "stage_frames", None) if self._step_frames is not None and stage_chunks else None
         self._torch_threads = torch.get_num_threads()  # the engine's own (readers run one each)
         self.max_streams, self.buffer_chunks = max_streams, buffer_chunks
         self.retries, self.backoff_s = retries, backoff_s

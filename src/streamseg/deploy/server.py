@@ -70,6 +70,7 @@ class ServerOptions:
     max_push_bytes: int = 16 * 1024 * 1024
     source_options: dict[str, Any] | None = None
     decode_workers: int = 0
+    stage_chunks: bool = False
 
 
 class AddStream(BaseModel):
@@ -200,7 +201,8 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
 
     pool = StreamPool(streamer, opts.chunk, max_streams=opts.max_streams, buffer_chunks=opts.buffer_chunks,
                       retries=opts.retries, backoff_s=opts.backoff_s, on_event=on_event, on_step=on_step,
-                      source_options=opts.source_options, decode_workers=opts.decode_workers)
+                      source_options=opts.source_options, decode_workers=opts.decode_workers,
+                      stage_chunks=opts.stage_chunks)
     registry.register(_StreamCollector(pool))
 
     @asynccontextmanager
