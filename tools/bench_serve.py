@@ -79,7 +79,7 @@ def _drive(pool: StreamPool, videos: list[Path], streams: int, realtime: bool, c
 
 
 def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime: bool, http: bool = False,
-        decode_workers: int = 0, stage: bool = False) -> dict:
+        decode_workers: int = 0, stage: bool = False, fixed: bool = False) -> dict:
     """``streams`` streams pulled from ``videos`` through a pool (or the server, ``http``); the pool's start
     (``start_s``: its decode workers' start-up) is timed apart from the streams (``wall_s``)."""
     steps: list[StepTiming] = []
@@ -88,7 +88,8 @@ def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime:
         from streamseg.client import Client
         from streamseg.deploy.server import ServerOptions, ServerThread
 
-        options = ServerOptions(chunk=chunk, max_streams=streams, decode_workers=decode_workers, stage_chunks=stage)
+        options = ServerOptions(chunk=chunk, max_streams=streams, decode_workers=decode_workers, stage_chunks=stage,
+                                fixed_batch=fixed)
         with ServerThread(streamer, options) as server:
             start_s = time.perf_counter() - started
             pool = server.pool
@@ -99,7 +100,7 @@ def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime:
             chunk_used = pool.chunk
     else:
         pool = StreamPool(streamer, chunk, max_streams=streams, on_step=steps.append, decode_workers=decode_workers,
-                          stage_chunks=stage)
+                          stage_chunks=stage, fixed_batch=fixed)
         start_s = time.perf_counter() - started
         try:
             infos, wall = _drive(pool, videos, streams, realtime)
@@ -112,7 +113,8 @@ def run(streamer, videos: list[Path], streams: int, chunk: int | None, realtime:
     model, whole = [t.model_s for t in steps], [t.seconds for t in steps]
     added = [s - t.model_s for t in steps for s in t.latencies_s]
     return {"streams": streams, "realtime": realtime, "http": http, "chunk": chunk_used,
-            "decode_workers": decode_workers, "stage": stage, "start_s": round(start_s, 3), "frames": frames,
+            "decode_workers": decode_workers, "stage": stage, "fixed_batch": fixed, "start_s": round(start_s, 3),
+            "frames": frames,
             "wall_s": round(wall, 3), "frames_per_s": round(frames / wall, 1),
             "late_chunks": sum(i["late_chunks"] for i in infos),
             "max_lag_s": max((i["max_lag_s"] or 0.0) for i in infos),
@@ -159,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http", action="store_true", help="through the real server and client (loopback)")
     p.add_argument("--decode-workers", type=int, default=0, metavar="N",
                    help="the pool reads the sources in N worker processes (0: reader threads)")
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="PyTorch: the pool's fixed-batch CUDA-graph step (StreamPool fixed_batch)")
     p.add_argument("--stage", action="store_true",
                    help="PyTorch on a GPU: each chunk uploaded by the thread that read it (StreamPool stage_chunks)")
     p.add_argument("--chunk", type=int, default=None)
@@ -207,12 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.streams:
         warm = None
         if args.compile:  # compile the server's graphs on a first pass (reported), then measure a second
-            first = run(streamer, videos, n, chunk, False, args.http, args.decode_workers, args.stage)
+            first = run(streamer, videos, n, chunk, False, args.http, args.decode_workers, args.stage, args.fixed_batch)
             warm = {"wall_s": first["wall_s"], "frames_per_s": first["frames_per_s"]}
         result = {"model": str(args.model or f"random {args.random_model}"), "device": args.device,
                   "precision": args.precision if net is not None else "the ONNX graph's", "threads": args.threads,
                   **({"server_step": torch_options} if net is not None else {}),
-                  **run(streamer, videos, n, chunk, args.realtime, args.http, args.decode_workers, args.stage),
+                  **run(streamer, videos, n, chunk, args.realtime, args.http, args.decode_workers, args.stage,
+                        args.fixed_batch),
                   **({"server_warmup": warm} if warm else {})}
         if args.pipeline is not None:
             # bench_pipeline counts sampled frames; the server, original ones

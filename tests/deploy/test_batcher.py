@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from streamseg.deploy import pull
@@ -207,3 +208,55 @@ def test_a_dead_decode_worker_ends_its_streams_and_is_replaced(tmp_path) -> None
         assert done["status"] == "ended" and done["frames"] == 12 and done["worker"] not in (None, dead)
     finally:
         pool.close()
+
+
+def test_a_fixed_batch_step_labels_as_the_eager_pool_with_streams_joining_and_leaving(synth_video_root) -> None:
+    """Each stream in its own row of one fixed-batch step (idle rows' states untouched, short last chunks
+    masked) gives the labels and events of the eager pool, while streams start and end at other times."""
+    from .test_infer import varying_streamer
+
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))[:3]
+    streamer = varying_streamer(videos[0])
+    results = []
+    for fixed in (False, True):
+        pool = StreamPool(streamer, chunk=6, max_streams=4, fixed_batch=fixed)
+        try:
+            first = pool.add(str(videos[0]), name="first")
+            _wait(pool, first)  # its row is given back, and taken again by a later stream
+            late = [pool.add(str(v), name=f"v{i}") for i, v in enumerate(videos)]
+            got = [(pool.labels(s), pool.events(s)) for s in [first, *late] if _wait(pool, s)]
+            results.append((got, pool._fixed))
+        finally:
+            pool.close()
+    (want, _), (got, fixed_step) = results
+    assert fixed_step is not None and sorted(fixed_step._free) == [0, 1, 2, 3]
+    for (labels_w, events_w), (labels_g, events_g) in zip(want, got):
+        np.testing.assert_array_equal(labels_g, labels_w)
+        assert len(events_g) > 1 and len(events_g) == len(events_w)
+        for g, w in zip(events_g, events_w):  # the same segments; confidences up to float rounding
+            assert g["confidence"] == pytest.approx(w["confidence"], abs=1e-4)
+            assert _same_events([{**g, "confidence": 0}], [{**w, "confidence": 0}])
+
+
+def test_a_fixed_batch_step_needs_a_pytorch_model() -> None:
+    with pytest.raises(ValueError, match="fixed_batch needs a PyTorch model"):
+        StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=4, fixed_batch=True)
+
+
+def test_fixed_batch_rows_without_a_chunk_keep_their_state() -> None:
+    from streamseg.deploy.fixed_step import FixedBatchStep
+    from streamseg.deploy.runtime import TorchStreamer
+
+    from .test_infer import SIZE, _net
+
+    streamer = TorchStreamer(_net(torch.rand(1, 3, 12, *SIZE) * 2 - 1), tiny_meta())
+    g = torch.Generator().manual_seed(0)
+    c0, c1, d0, d1 = (torch.randint(0, 256, (4, 3, *SIZE), dtype=torch.uint8, generator=g) for _ in range(4))
+    shared, alone = FixedBatchStep(streamer, rows=3, chunk=4), FixedBatchStep(streamer, rows=3, chunk=4)
+    a, b, r = shared.take_row(), shared.take_row(), alone.take_row()
+    first = shared.run([a, b], [c0, d0])[0]
+    shared.run([b], [d1])  # a has no chunk this step: its state must not move
+    second = shared.run([a], [c1[:3]])[0]  # a short last chunk, masked
+    np.testing.assert_allclose(first, alone.run([r], [c0])[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(second, alone.run([r], [c1[:3]])[0], rtol=1e-5, atol=1e-5)
+    assert second.shape == (streamer.meta.num_classes, 3)

@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode-workers", type=int, default=0, metavar="N",
                    help="read pulled sources in N worker processes instead of threads of the server "
                         "(many sources with a GPU model: see docs/serve.md)")
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="PyTorch models: one fixed-batch step of --max-streams rows, compiled and captured in a "
+                        "CUDA graph on a GPU (compiles at start; see docs/serve.md)")
     p.add_argument("--device", default="cpu", help="PyTorch backend device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime / torch intra-op threads")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
@@ -84,7 +87,7 @@ def run_serve(args: argparse.Namespace) -> int:
                                  channels_last=args.channels_last, compile=args.compile)
         opts = ServerOptions(chunk=args.chunk, max_streams=args.max_streams, buffer_chunks=args.buffer_chunks,
                              retries=args.retries, token=token, webhook=args.webhook, source_options=source_options,
-                             decode_workers=args.decode_workers)
+                             decode_workers=args.decode_workers, fixed_batch=args.fixed_batch)
         app = build_app(streamer, opts)
         for source in args.source:
             app.state.pool.add(source, realtime=args.realtime)

@@ -130,6 +130,7 @@ class _Slot:
     last_time: float = 0.0
     ended_input: bool = False
     worker: int | None = None  # the decode worker process reading it (None: a thread of this process)
+    row: int | None = None  # its row of a fixed-batch step
 
     def info(self) -> dict[str, Any]:
         """JSON-ready status: frames labelled, chunks, lag and late chunks (real-time or live), errors."""
@@ -178,6 +179,9 @@ class StreamPool:
             model: reader threads compete with the engine for the GIL.
         stage_chunks: a PyTorch streamer on a GPU gets each chunk uploaded by the thread that made it
             (`TorchStreamer.stage_frames`) instead of the engine uploading a step's chunks at once.
+        fixed_batch: a PyTorch streamer runs as one fixed-batch step of ``max_streams`` rows, each stream's
+            state in its own row, compiled and captured in a CUDA graph on a GPU
+            (`streamseg.deploy.fixed_step.FixedBatchStep`); it compiles when the pool starts.
     """
 
     def __init__(self, streamer: Streamer, chunk: int | None = None, *, max_streams: int = 64,
@@ -185,7 +189,7 @@ class StreamPool:
                  on_event: Callable[[str, dict[str, Any]], None] = lambda s, e: None,
                  on_step: Callable[[StepTiming], None] = lambda timing: None,
                  source_options: dict[str, Any] | None = None, decode_workers: int = 0,
-                 stage_chunks: bool = False) -> None:
+                 stage_chunks: bool = False, fixed_batch: bool = False) -> None:
         meta = streamer.meta
         if meta.input_kind != "frames":
             raise ValueError(f"{meta.source or 'model'}: reads pre-extracted features, a server needs a video model")
@@ -214,6 +218,15 @@ class StreamPool:
         self.event_errors = 0  # on_event calls that raised
         if decode_workers < 0:
             raise ValueError(f"decode_workers must be >= 0, got {decode_workers}")
+        self._fixed = None
+        if fixed_batch:
+            if self._step_frames is None:
+                raise ValueError(f"{meta.source or 'model'}: fixed_batch needs a PyTorch model (a run directory or "
+                                 "checkpoint), not an ONNX export")
+            from .fixed_step import FixedBatchStep
+
+            self._fixed = FixedBatchStep(streamer, max_streams, self.chunk)
+            self._fixed.warm_up()
         self._decoders = (DecodeWorkers(decode_workers, meta, self.source_options, self.chunk, retries, backoff_s,
                                         self._deliver) if decode_workers else None)
         self._engine = threading.Thread(target=self._loop, name="streamseg-engine", daemon=True)
@@ -244,8 +257,9 @@ class StreamPool:
                 sid = f"{base}-{n}"
             # a worker's stream may queue its buffer's chunks and then its end (credits bound the chunks)
             size = self.buffer_chunks + (1 if source is not None and self._decoders is not None else 0)
+            fixed = self._fixed is not None  # its state lives in a row of the fixed step
             slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
-                         self.streamer.init_state(1))
+                         None if fixed else self.streamer.init_state(1), row=self._fixed.take_row() if fixed else None)
             self._slots[sid] = slot
         if source is None:
             self._start_tracking(slot, slot.fps)
@@ -444,11 +458,16 @@ class StreamPool:
         meta = self.meta
         t0 = time.perf_counter()
         try:
-            state = _cat([slot.state for slot, _ in group])
-            if self._step_frames is not None:
+            if self._fixed is not None:
+                t1 = time.perf_counter()
+                logits = self._fixed.run([slot.row for slot, _ in group], [chunk.frames for _, chunk in group])
+                state = None
+            elif self._step_frames is not None:
+                state = _cat([slot.state for slot, _ in group])
                 t1 = time.perf_counter()
                 logits, state = self._step_frames([chunk.frames for _, chunk in group], state)
             else:
+                state = _cat([slot.state for slot, _ in group])
                 x = np.concatenate([meta.preprocess(chunk.frames) for _, chunk in group])
                 t1 = time.perf_counter()
                 logits, state = self.streamer.step(x, state)
@@ -485,6 +504,9 @@ class StreamPool:
         slot.stop.set()
         if slot.worker is not None:
             self._decoders.remove(slot.id)
+        if slot.row is not None:
+            self._fixed.give_row(slot.row)
+            slot.row = None
         with self._lock:
             self._slots.pop(slot.id, None)
             self._finished[slot.id] = slot

@@ -71,6 +71,7 @@ class ServerOptions:
     source_options: dict[str, Any] | None = None
     decode_workers: int = 0
     stage_chunks: bool = False
+    fixed_batch: bool = False
 
 
 class AddStream(BaseModel):
@@ -202,7 +203,7 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
     pool = StreamPool(streamer, opts.chunk, max_streams=opts.max_streams, buffer_chunks=opts.buffer_chunks,
                       retries=opts.retries, backoff_s=opts.backoff_s, on_event=on_event, on_step=on_step,
                       source_options=opts.source_options, decode_workers=opts.decode_workers,
-                      stage_chunks=opts.stage_chunks)
+                      stage_chunks=opts.stage_chunks, fixed_batch=opts.fixed_batch)
     registry.register(_StreamCollector(pool))
 
     @asynccontextmanager
