@@ -260,3 +260,28 @@ def test_fixed_batch_rows_without_a_chunk_keep_their_state() -> None:
     np.testing.assert_allclose(first, alone.run([r], [c0])[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(second, alone.run([r], [c1[:3]])[0], rtol=1e-5, atol=1e-5)
     assert second.shape == (streamer.meta.num_classes, 3)
+
+
+@pytest.mark.gpu
+def test_the_captured_fixed_batch_step_matches_the_eager_streamer_on_a_gpu() -> None:
+    """On a GPU the fixed-batch step is compiled and captured in a CUDA graph: its logits for two streams,
+    one of them idle for a step, follow the eager `TorchStreamer` step of each stream alone."""
+    from streamseg.deploy.fixed_step import FixedBatchStep
+    from streamseg.deploy.runtime import TorchStreamer
+
+    from .test_infer import SIZE, _net
+
+    streamer = TorchStreamer(_net(torch.rand(1, 3, 12, *SIZE) * 2 - 1), tiny_meta(), device="cuda")
+    fixed = FixedBatchStep(streamer, rows=4, chunk=4)
+    fixed.warm_up()
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randint(0, 256, (4, 3, *SIZE), dtype=torch.uint8, generator=g) for _ in range(4)]
+    a, b = fixed.take_row(), fixed.take_row()
+    got_a = [fixed.run([a, b], chunks[:2])[0], fixed.run([b], chunks[2:3])[0], fixed.run([a], chunks[3:])[0]]
+    state = streamer.init_state(1)
+    want_a = []
+    for c in (chunks[0], chunks[3]):
+        logits, state = streamer.step_frames([c], state)
+        want_a.append(logits[0])
+    np.testing.assert_allclose(got_a[0], want_a[0], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(got_a[2], want_a[1], rtol=1e-3, atol=1e-3)
