@@ -7,8 +7,9 @@
 ``--model``: a trained run (or .ckpt), exported here (fp32, parity-checked); ``--onnx``: an existing fp32
 export; a whole-video features model (MS-TCN) takes folders of ``.npy`` features (D, T) as ``--calib`` and
 ``--check``, one call per file, and is timed on ``--chunk`` frames per call; ``--random``: the `-E chunk32`
-architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes) with random weights and BatchNorm statistics from
-one video (an agreement on random weights says little).
+architecture (TSM-MobileNetV2 + MemoryTCN, 11 classes; ``--num-blocks 4`` as the synth runs) with random
+weights and BatchNorm statistics from one video (an agreement on random weights says little; the speed
+does not depend on the weights).
 
 Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
 reduce_range, which op types, calibration method, `quant_pre_process`) is quantised from the same
@@ -121,13 +122,13 @@ def session(path: Path, level: str, threads: int, profile: str | None = None) ->
     return streamer
 
 
-def _random_model(frame: int, video: Path, out: Path) -> Path:
+def _random_model(frame: int, video: Path, out: Path, num_blocks: int | None = None) -> Path:
     from streamseg.data.video import VideoFileSource
     from streamseg.models import tsm_memtcn_mobilenet_v2
 
     torch.manual_seed(0)
     k, sr = 11, 2
-    net = tsm_memtcn_mobilenet_v2(k, frame_size=(frame, frame))
+    net = tsm_memtcn_mobilenet_v2(k, frame_size=(frame, frame), num_blocks=num_blocks)
     meta = DeployMeta(class_names=[f"c{i}" for i in range(k)], fps=15.0, sample_rate=sr, input_kind="frames",
                       sample_shape=[3, frame, frame], lookahead=0, chunk_size=32,
                       state_shapes=[list(t.shape[1:]) for t in net.init_state(1, "cpu")],
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gt", default=None, help="a groundTruth folder (<video>.txt, a class name per frame)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *AUTO])
     p.add_argument("--frame-size", type=int, default=32, help="--random: input H = W")
+    p.add_argument("--num-blocks", type=int, default=None,
+                   help="--random: keep MobileNetV2's first N feature blocks (the synth runs: 4; default all 19)")
     p.add_argument("--work", default="bench_int8", help="folder for the exported graphs")
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--batch", type=int, default=8)
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.random:
-        fp32_path = _random_model(args.frame_size, next(video_files(args.calib)), work / "model.onnx")
+        fp32_path = _random_model(args.frame_size, next(video_files(args.calib)), work / "model.onnx", args.num_blocks)
     elif args.model:
         fp32_path = export_trained(args.model, work / "model.onnx")[0]
     else:
@@ -290,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         feeds = [f for v in calib for f in v.feeds]
     ref = _labels(fp32, check_videos, args.chunk)
     ref_logits = [_logits(fp32, v, args.chunk) for v in check_videos] if args.margins and not features else None
-    result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}",
+    result: dict = {"model": args.model or args.onnx or f"random tsm_memtcn {args.frame_size}x{args.frame_size}"
+                             f" blocks {args.num_blocks or 'all'}",
                     "chunk": args.chunk, "batch": args.batch, "calibration_chunks": len(feeds),
                     "calib_videos": len(calib_videos), "check_videos": len(check_videos),
                     "fp32": _scores(ref, ref, gt), "variants": {}}

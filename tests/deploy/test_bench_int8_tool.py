@@ -27,3 +27,20 @@ def test_timed_sessions_do_not_spin_between_calls(tmp_path, threads) -> None:
     opts = streamer.session.get_session_options()
     assert opts.intra_op_num_threads == threads
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_random_model_keeps_the_asked_number_of_encoder_blocks(tmp_path, synth_video_root) -> None:
+    # `--random --num-blocks N`: the synth runs' 4-block encoder at any `--frame-size` (docs/benchmarks.md,
+    # "Larger frame sizes"); a dropped argument would build the full MobileNetV2 both times
+    import json
+
+    import onnx
+
+    video = sorted((synth_video_root / "Videos").glob("*.mp4"))[0]
+    convs = {}
+    for blocks in (2, 3):
+        path = _bench_int8()._random_model(40, video, tmp_path / f"b{blocks}" / "model.onnx", blocks)
+        convs[blocks] = sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
+        assert json.loads(path.with_suffix(".json").read_text())["sample_shape"] == [3, 40, 40]
+    # block 1 (t = 1): depthwise + project; block 2 (t = 6): expand + depthwise + project
+    assert convs[3] - convs[2] == 3

@@ -64,7 +64,8 @@ class Int8Options:
     x86 CPU with AVX512-VNNI (98.3 % label agreement with fp32 on a small trained run, the best of the
     variants; 99.6 % on a better-trained one): uint8 activations are the x86 kernels' native U8S8 form
     (int8 activations ran no faster than fp32 there). Speed on that CPU, with the fixed timing tool:
-    1.16-1.24x fp32 at batch 1 and 1.32-1.43x at batch 8 (docs/benchmarks.md, "A better-trained run").
+    1.16-1.24x fp32 at batch 1 and 1.32-1.43x at batch 8 (docs/benchmarks.md, "A better-trained run"), at
+    32x32; with the full MobileNetV2 at 224x224 2.0-2.3x (random weights: "Larger frame sizes").
 
     fmt: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs around float ops, fused by ONNX Runtime) or
     ``"qoperator"`` (QLinearConv, QLinearAdd, ... written out). activations: ``"uint8"`` (asymmetric,
