@@ -354,6 +354,10 @@ def test_serve_command_refuses_bad_settings_before_loading_the_model(tmp_path, m
         main(["serve", "--model", str(missing), "--token-file", str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="--buffer-chunks must be >= 1, got 0"):
         main(["serve", "--model", str(missing), "--buffer-chunks", "0"])
+    with pytest.raises(SystemExit, match="--decode-workers must be >= 0, got -1"):
+        main(["serve", "--model", str(missing), "--decode-workers", "-1"])
+    with pytest.raises(SystemExit, match="--fixed-batch needs a PyTorch model .* not an ONNX export: .*missing.onnx"):
+        main(["serve", "--model", str(missing), "--fixed-batch"])
     with pytest.raises(SystemExit, match="missing.json: no metadata file"):
         main(["serve", "--model", str(missing)])
 

@@ -78,6 +78,9 @@ def run_serve(args: argparse.Namespace) -> int:
             raise SystemExit(f"error: {flag} must be >= 1, got {value}")
     if args.decode_workers < 0:
         raise SystemExit(f"error: --decode-workers must be >= 0, got {args.decode_workers}")
+    if args.fixed_batch and str(args.model).endswith(".onnx"):
+        raise SystemExit(f"error: --fixed-batch needs a PyTorch model (a run directory or checkpoint), "
+                         f"not an ONNX export: {args.model}")
     source_options = {"fmt": args.format, "options": _options(args.input_option), "timeout_s": args.timeout,
                       "max_frames": args.max_frames}
     try:

@@ -3,10 +3,12 @@
 `StreamPool(fixed_batch=True)` (``streamseg serve --fixed-batch``) runs a PyTorch model through the same
 fixed-shape step as `bench_pipeline`: ``max_streams`` rows, chunks of the pool's length, uint8 frames
 normalised inside the step, and on a GPU compiled and captured in one CUDA graph, so that a step is one
-upload and one graph replay instead of one launch per operation. An eager step of the TSM + MemoryTCN
-model over 50 streams took 230-380 ms on one H100 with the server's threads around it (the GIL is taken
-for every launch), against about 40 ms for the captured graph of 64 streams (docs/benchmarks.md, "64 file
-sources through the server").
+upload and one graph replay instead of one launch per operation. With 64 file sources on one H200 and 8
+decode workers, the model call went from 234 to 191 ms (p50) and the server from 5,730 to 6,951 frames/s;
+with 15 workers, 130 ms and 7,127 frames/s (docs/benchmarks.md, "Fifth session"). Most of what remains
+is the engine thread copying each chunk into the pinned input rows before the upload; with
+``stage_chunks`` the pool's receiving threads upload the chunks instead and `run` copies them on the
+device (not measured).
 
 How the rows map to streams: a stream takes a free row when it is added and gives it back when it ends;
 its recurrent state lives in that row of the step's state (reset when the row is taken), so no state is

@@ -8,9 +8,9 @@ asked, and hand each chunk and the stream's end to its caller's callbacks.
 `DecodeWorkers` runs the readers in ``N`` worker processes (``StreamPool(decode_workers=N)``, ``streamseg
 serve --decode-workers N``). Why: a reader thread spends much of its time in Python (PyAV's per-frame
 objects, the conversion), holding the GIL that the engine thread needs for every operation of an eager
-model step. On one H100 with 64 file sources, reader threads made the model call 1.5-2x slower than
-alone (docs/benchmarks.md, "64 file sources through the server"), while `bench_pipeline`'s decode
-processes leave its step alone. Each worker runs one reader thread per stream it owns; a stream goes to
+model step. With 64 file sources on one H200, 8 workers instead of 64 reader threads took the eager
+model call from 316 to 234 ms (p50) and the server from 3,530 to 5,730 frames/s (docs/benchmarks.md,
+"Fifth session"); `bench_pipeline`'s decode processes do the same for its step. Each worker runs one reader thread per stream it owns; a stream goes to
 the worker that owns the fewest. Chunks travel back as shared-memory tensors (torch.multiprocessing) and
 are queued in the stream's slot by one receiver thread per worker.
 
@@ -27,7 +27,6 @@ pool starts a replacement for new streams.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -258,9 +257,4 @@ class DecodeWorkers:
         error = f"decode worker (pid {worker.process.pid}) exited with code {code}"
         for sid in orphans:
             self._deliver(sid, ("end", None, error))
-
-
-def default_decode_workers() -> int:
-    """Worker processes for `streamseg serve --decode-workers auto`: one per CPU but one (the engine's)."""
-    return max(1, (os.cpu_count() or 2) - 1)
 
