@@ -8,9 +8,10 @@ never shared or reused), a bounded queue of chunks and a `SegmentTracker`. One e
     group them by length T (a stream's last chunk is short), and per group:
         x = concat of the preprocessed chunks on the batch axis; state = concat of their states
         logits, state = streamer.step(x, state)        # one call for the whole group
-        (a PyTorch streamer instead takes the uint8 chunks: step_frames, normalised on its device; each
-        chunk was already moved there by the thread that made it, stage_frames, so that on a GPU the
-        uploads overlap the model instead of waiting between two of its calls)
+        (a PyTorch streamer instead takes the uint8 chunks: step_frames, normalised on its device; with
+        stage_chunks each chunk was moved there beforehand by the thread that made it, stage_frames;
+        with fixed_batch the chunks go to their streams' rows of one fixed-shape step, whose rows hold
+        the states: nothing is concatenated or split)
         split logits and state back to the slots; label; emit the segment events that closed
 
 Streams join and leave at any time: a new slot is picked up at the next step, a removed one is
