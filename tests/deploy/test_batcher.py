@@ -295,3 +295,44 @@ def test_the_captured_fixed_batch_step_matches_the_eager_streamer_on_a_gpu(no_tf
         want_a.append(logits[0])
     np.testing.assert_allclose(got_a[0], want_a[0], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got_a[2], want_a[1], rtol=1e-4, atol=1e-4)
+
+
+def test_decode_workers_exit_when_their_pool_process_is_killed(tmp_path) -> None:
+    """A server killed outright (SIGKILL: no close) leaves no decode worker behind."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import sys, time\n"
+        "from streamseg.deploy.batcher import StreamPool\n"
+        "from streamseg.deploy.runtime import DeployMeta\n"
+        "class Model:\n"
+        "    def __init__(self, meta): self.meta = meta\n"
+        "    def init_state(self, batch): return []\n"
+        "meta = DeployMeta(class_names=['a', 'b'], fps=15.0, sample_rate=1, input_kind='frames', sample_shape=[3, 8, 8],\n"
+        "                  lookahead=0, state_shapes=[], mean=[0.5] * 3, std=[0.5] * 3)\n"
+        "if __name__ == '__main__':  # the workers are spawned: they import this file\n"
+        "    pool = StreamPool(Model(meta), chunk=4, decode_workers=1)\n"
+        "    print(pool._decoders.pids[0], flush=True)\n"
+        "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def alive(pid: int) -> bool:  # a zombie (exited, not yet reaped by its new parent) counts as gone
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while alive(worker):
+        assert time.monotonic() < deadline, f"decode worker {worker} outlived its killed pool process"
+        time.sleep(0.1)

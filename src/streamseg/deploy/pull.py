@@ -22,11 +22,13 @@ Times (chunk arrival, pacing) are ``time.perf_counter()`` readings taken in the 
 monotonic clock, comparable across processes of one machine (Linux ``CLOCK_MONOTONIC``).
 
 A worker that dies (killed, crashed in native code) ends each of its streams with status ``error``; the
-pool starts a replacement for new streams.
+pool starts a replacement for new streams. A worker whose pool's process dies without closing it (killed)
+notices within a second (its parent process changes) and exits.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -115,8 +117,15 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
                     retrying=lambda attempt, delay, error: results.put(("retrying", sid, attempt, delay, error)),
                     put_chunk=put_chunk, end=lambda num, error: results.put(("end", sid, num, error)))
 
+    parent = os.getppid()
     while True:
-        cmd = commands.get()
+        try:
+            cmd = commands.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the pool's process died without closing us: do not linger
+                cmd = ("close",)
+            else:
+                continue
         if cmd[0] == "add":
             _, sid, source, realtime, credits = cmd
             stop, sem = threading.Event(), threading.Semaphore(credits)
