@@ -71,7 +71,15 @@ def run(paths: list[str], size: tuple[int, int], readers: int, mode: str, layer:
     if mode == "thread":
         ready = threading.Barrier(readers)
         outs: list[dict] = [{} for _ in picked]
-        threads = [threading.Thread(target=_decode, args=(p, size, layer, ready, o)) for p, o in zip(picked, outs)]
+
+        def reader(path: str, out: dict) -> None:
+            try:
+                _decode(path, size, layer, ready, out)
+            except Exception as e:  # noqa: BLE001 (reported; the other readers must not wait for this one)
+                ready.abort()
+                out["error"] = f"{type(e).__name__}: {e}"
+
+        threads = [threading.Thread(target=reader, args=(p, o)) for p, o in zip(picked, outs)]
         for t in threads:
             t.start()
         for t in threads:

@@ -25,8 +25,8 @@ class _Poisoned(_Brightness):
         return super().step(x, state)
 
 
-def _wait(pool: StreamPool, sid: str) -> dict:
-    deadline = time.monotonic() + 30
+def _wait(pool: StreamPool, sid: str, timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
     while (info := pool.info(sid))["status"] in ("starting", "running"):
         assert time.monotonic() < deadline, f"{sid} never finished"
         time.sleep(0.01)
@@ -336,3 +336,39 @@ def test_decode_workers_exit_when_their_pool_process_is_killed(tmp_path) -> None
     while alive(worker):
         assert time.monotonic() < deadline, f"decode worker {worker} outlived its killed pool process"
         time.sleep(0.1)
+
+
+class _FailingStage(_Staging):
+    def stage_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory (stand-in)")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_chunk_that_cannot_be_staged_ends_its_stream_with_the_reason(tmp_path, workers) -> None:
+    """A reader thread (or a worker's receiver thread) that fails to stage a chunk ends that stream with
+    the error instead of dying silently and leaving it running forever."""
+    pool = StreamPool(_FailingStage(tiny_meta(sample_rate=1)), chunk=8, stage_chunks=True, decode_workers=workers)
+    try:
+        info = _wait(pool, pool.add(str(_ramp_video(tmp_path / "v.mp4", frames=16))), timeout_s=20)
+    finally:
+        pool.close()
+    assert info["status"] == "error" and "RuntimeError: CUDA out of memory (stand-in)" in info["error"]
+
+
+def test_a_removed_stream_releases_its_queued_chunks_and_its_worker(tmp_path) -> None:
+    """Streams removed while their buffers are full (the model slower than decoding) keep no chunk in the
+    finished slot kept for status, and leave nothing in the decode workers' books."""
+    pool = StreamPool(_Slow(tiny_meta(sample_rate=1)), chunk=4, decode_workers=1, buffer_chunks=3)
+    try:
+        ids = [pool.add(str(_ramp_video(tmp_path / f"v{i}.mp4", frames=120))) for i in range(2)]
+        deadline = time.monotonic() + 30
+        while min(pool.info(s)["queued_chunks"] for s in ids) < 3:
+            assert time.monotonic() < deadline, "buffers never filled"
+            time.sleep(0.01)
+        for sid in ids:
+            pool.remove(sid)
+        infos = [_wait(pool, sid) for sid in ids]
+        assert [i["status"] for i in infos] == ["removed", "removed"] and [i["queued_chunks"] for i in infos] == [0, 0]
+        assert pool._decoders._owner == {} and all(not w.streams for w in pool._decoders._workers)
+    finally:
+        pool.close()

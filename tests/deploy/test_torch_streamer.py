@@ -47,9 +47,11 @@ def test_step_frames_gives_the_model_the_preprocessed_input_bit_for_bit(net) -> 
 
 
 @pytest.mark.gpu
-def test_chunks_staged_on_the_gpu_by_other_threads_give_the_same_step(net) -> None:
+def test_chunks_staged_on_the_gpu_by_other_threads_give_the_same_step(net, monkeypatch) -> None:
     """Chunks uploaded by reader threads (each on its own CUDA stream) give the logits and states of
-    the same chunks uploaded by the step itself, bit for bit."""
+    the same chunks uploaded by the step itself, bit for bit, and the step takes them as they are: only
+    the logits come back to the host (``device="cuda"`` once compared unequal to the chunks' ``cuda:0``,
+    and every staged chunk went back to the host and up again)."""
     from concurrent.futures import ThreadPoolExecutor
 
     streamer = TorchStreamer(net, tiny_meta(), device="cuda")
@@ -57,9 +59,14 @@ def test_chunks_staged_on_the_gpu_by_other_threads_give_the_same_step(net) -> No
     state = tuple(s.cuda() for s in _state(streamer, 4, seed=4))
     with ThreadPoolExecutor(4) as pool:
         staged = list(pool.map(streamer.stage_frames, chunks))
-    assert all(c.is_cuda for c in staged)
+    assert all(c.device == streamer.device for c in staged)
     want, want_state = streamer.step_frames(chunks, state)
+    to_host = []
+    real_cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: (to_host.append(self.shape), real_cpu(self, *a, **k))[1])
     got, got_state = streamer.step_frames(staged, state)
+    monkeypatch.undo()
+    assert len(to_host) == 1  # the logits
     np.testing.assert_array_equal(got, want)
     for a, b in zip(got_state, want_state):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

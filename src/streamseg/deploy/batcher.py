@@ -261,12 +261,19 @@ class StreamPool:
             fixed = self._fixed is not None  # its state lives in a row of the fixed step
             slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
                          None if fixed else self.streamer.init_state(1), row=self._fixed.take_row() if fixed else None)
+            if source is not None and self._decoders is not None:
+                # given to its worker before anyone can see the slot (remove, the engine's credits); the
+                # worker's first messages wait for this lock in _deliver, so none finds the slot missing
+                try:
+                    slot.worker = self._decoders.add(sid, source, realtime, self.buffer_chunks)
+                except RuntimeError:  # no worker left
+                    if slot.row is not None:
+                        self._fixed.give_row(slot.row)
+                    raise
             self._slots[sid] = slot
         if source is None:
             self._start_tracking(slot, slot.fps)
-        elif self._decoders is not None:
-            slot.worker = self._decoders.add(sid, source, realtime, self.buffer_chunks)
-        else:
+        elif self._decoders is None:
             threading.Thread(target=self._pull, args=(slot,), name=f"streamseg-pull-{sid}", daemon=True).start()
         self._wake.set()
         return sid
@@ -395,7 +402,13 @@ class StreamPool:
                              "error": error})
 
     def _pull(self, slot: _Slot) -> None:
-        """Reader thread of a pull stream in this process (`pull_stream`)."""
+        """Reader thread of a pull stream in this process (`pull_stream`); anything it raises ends the stream."""
+        try:
+            self._read(slot)
+        except Exception as e:  # noqa: BLE001 (e.g. staging a chunk on a full GPU: the stream ends, named)
+            self._put(slot, _End(None, f"reader failed: {type(e).__name__}: {e}"))
+
+    def _read(self, slot: _Slot) -> None:
         pull_stream(slot.source, self.meta, self.source_options, self.chunk, slot.realtime, self.retries,
                     self.backoff_s, slot.stop, running=lambda fps, live: self._running(slot, fps, live),
                     retrying=lambda attempt, delay, error: self._retrying(slot, attempt, delay, error),
@@ -413,13 +426,11 @@ class StreamPool:
             self._running(slot, msg[1], msg[2])
         elif kind == "retrying":
             self._retrying(slot, *msg[1:])
-        elif kind == "chunk":  # credits bound the chunks in flight to the slot's buffer: no wait here
+        elif kind == "chunk":  # credits bound the chunks in flight to the slot's buffer
             frames, arrived, due, media_s = msg[1:]
-            slot.queue.put(_Chunk(self._stage(frames) if self._stage is not None else frames, arrived, due, media_s))
-            self._wake.set()
-        elif kind == "end":
-            slot.queue.put(_End(msg[1], msg[2]))
-            self._wake.set()
+            self._put(slot, _Chunk(self._stage(frames) if self._stage is not None else frames, arrived, due, media_s))
+        elif kind == "end":  # (a dead worker's end may follow the worker's own: it waits for room, or the stop)
+            self._put(slot, _End(msg[1], msg[2]))
 
     def _loop(self) -> None:
         # torch's thread setting is also the default of threads started after it: the readers' one thread
@@ -503,6 +514,8 @@ class StreamPool:
         slot.frames, slot.status, slot.error = num, status, error
         slot.seconds = time.perf_counter() - slot.started
         slot.stop.set()
+        # chunks still queued (host, shared or GPU memory) go now, not with the finished slot kept for status
+        slot.queue = queue.Queue()
         if slot.worker is not None:
             self._decoders.remove(slot.id)
         if slot.row is not None:

@@ -6,15 +6,16 @@ normalised inside the step, and on a GPU compiled and captured in one CUDA graph
 upload and one graph replay instead of one launch per operation. With 64 file sources on one H200 and 8
 decode workers, the model call went from 234 to 191 ms (p50) and the server from 5,730 to 6,951 frames/s;
 with 15 workers, 130 ms and 7,127 frames/s (docs/benchmarks.md, "Fifth session"). Most of what remains
-is the engine thread copying each chunk into the pinned input rows before the upload; with
-``stage_chunks`` the pool's receiving threads upload the chunks instead and `run` copies them on the
-device (not measured).
+is probably the engine thread copying each chunk into the pinned input rows before the upload (not
+profiled); with ``stage_chunks`` the threads that read the chunks (or receive them from decode workers)
+upload them instead and `run` copies them on the device (not measured).
 
 How the rows map to streams: a stream takes a free row when it is added and gives it back when it ends;
 its recurrent state lives in that row of the step's state (reset when the row is taken), so no state is
 gathered or split per step. Each step runs all rows: the rows of streams with a chunk ready get it, the
-others get zeros and their state is put back afterwards, so an idle stream's state never moves. A short
-chunk (a stream's last) is padded and masked, as every contract model supports. The cost: a step costs
+others run on whatever frames their row last held and have their state put back afterwards, so an idle
+stream's state never moves. A short chunk (a stream's last) is padded and masked, as every contract
+model supports. The cost: a step costs
 the full batch whatever the number of ready streams, which is what the graph buys its speed with.
 
 Precision: ``bf16``/``fp16`` run as autocast (``bf16-mixed`` in `StreamStep`'s terms), as `TorchStreamer`

@@ -28,6 +28,7 @@ notices within a second (its parent process changes) and exits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -123,6 +124,7 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
             cmd = commands.get(timeout=1.0)
         except queue.Empty:
             if os.getppid() != parent:  # the pool's process died without closing us: do not linger
+                results.cancel_join_thread()  # nobody reads our queue any more: exit without flushing it
                 cmd = ("close",)
             else:
                 continue
@@ -175,13 +177,16 @@ class DecodeWorkers:
         self._lock = threading.Lock()
         self._owner: dict[str, _Worker] = {}
         self._next = workers
+        self._closed = False
         self._workers = [self._start(i) for i in range(workers)]
         deadline = time.perf_counter() + START_TIMEOUT_S  # started (imports done) before the first stream
         for w in self._workers:
-            if not w.ready.wait(max(0.0, deadline - time.perf_counter())):
-                self.close()
-                raise RuntimeError(f"decode worker {w.index} did not start within {START_TIMEOUT_S:.0f} s "
-                                   f"(exit code {w.process.exitcode})")
+            while not w.ready.wait(0.1):
+                if not w.process.is_alive() or time.perf_counter() > deadline:
+                    self.close()
+                    raise RuntimeError(f"decode worker {w.index} did not start ("
+                                       + (f"exit code {w.process.exitcode})" if w.process.exitcode is not None
+                                          else f"not ready within {START_TIMEOUT_S:.0f} s)"))
 
     def _start(self, index: int) -> _Worker:
         worker = _Worker(self._ctx, index, self._args)
@@ -196,7 +201,10 @@ class DecodeWorkers:
     def add(self, sid: str, source: str, realtime: bool, credits: int) -> int:
         """Give the stream to the worker owning the fewest; returns that worker's process id."""
         with self._lock:
-            worker = min(self._workers, key=lambda w: len(w.streams))
+            alive = [w for w in self._workers if w.process.is_alive()]
+            if not alive:
+                raise RuntimeError("no decode worker is running (they exited; see the streams' errors)")
+            worker = min(alive, key=lambda w: len(w.streams))
             worker.streams.add(sid)
             self._owner[sid] = worker
         worker.commands.put(("add", sid, source, realtime, credits))
@@ -219,6 +227,7 @@ class DecodeWorkers:
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
+            self._closed = True  # no replacement starts from now on
             workers = list(self._workers)
         for w in workers:
             w.closing = True
@@ -243,26 +252,39 @@ class DecodeWorkers:
             except (EOFError, OSError):  # the worker's end of the queue is gone
                 self._died(worker)
                 return
+            except Exception:  # noqa: BLE001 (a message that cannot be rebuilt: the worker's next ones may)
+                continue
             if msg[0] == "closed":
                 return
             if msg[0] == "ready":
                 worker.ready.set()
                 continue
             if msg[1] in self._owner:
-                self._deliver(msg[1], (msg[0], *msg[2:]))
+                try:
+                    self._deliver(msg[1], (msg[0], *msg[2:]))
+                except Exception as e:  # noqa: BLE001 (e.g. a full GPU while staging: that stream ends, named)
+                    with contextlib.suppress(Exception):
+                        self._deliver(msg[1], ("end", None, f"receiving its chunk failed: {type(e).__name__}: {e}"))
 
     def _died(self, worker: _Worker) -> None:
         if worker.closing:
             return
+        worker.process.join(1.0)  # a queue error can come just before the process is reaped
+        if worker.process.is_alive():  # the queue failed, not the worker: it cannot be trusted any more
+            worker.process.terminate()
+            worker.process.join(1.0)
         code = worker.process.exitcode
         with self._lock:
             orphans = sorted(worker.streams)
             worker.streams.clear()
             for sid in orphans:
                 self._owner.pop(sid, None)
-            replacement = self._start(self._next)  # new streams go to a fresh worker
-            self._next += 1
-            self._workers[self._workers.index(worker)] = replacement
+            # new streams go to a fresh worker, unless closing, or unless this one never started (a
+            # replacement would die the same way)
+            if not self._closed and worker.ready.is_set():
+                replacement = self._start(self._next)
+                self._next += 1
+                self._workers[self._workers.index(worker)] = replacement
         error = f"decode worker (pid {worker.process.pid}) exited with code {code}"
         for sid in orphans:
             self._deliver(sid, ("end", None, error))

@@ -214,6 +214,9 @@ class TorchStreamer:
     def __init__(self, net: nn.Module, meta: DeployMeta, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32, *, channels_last: bool = False, compile: bool = False) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            # tensors made on it say cuda:N, and torch.device("cuda") != torch.device("cuda:0")
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.meta = meta
         self.dtype = dtype
         frames = meta.input_kind == "frames"

@@ -271,6 +271,8 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
         except ValueError as e:
             rejected.labels("bad").inc()
             raise HTTPException(400, str(e)) from None
+        except RuntimeError as e:  # no decode worker left to read it
+            raise HTTPException(503, str(e)) from None
         return {"id": sid}
 
     @app.get("/streams/{sid}")
