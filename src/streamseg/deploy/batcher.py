@@ -25,8 +25,9 @@ thread, optionally paced at the source's frame rate (``realtime``). A reader dec
 thread (``decode_threads=1``, unless ``source_options`` say otherwise) and resizes with one torch thread:
 many readers share the cores, and one pool of threads per reader (FFmpeg's, OpenMP's) would only
 oversubscribe them. With ``decode_workers=N`` the readers run in N worker processes instead
-(`streamseg.deploy.pull.DecodeWorkers`: the engine then has the process's GIL to itself); ``add(source=None)`` makes a *push*
-slot fed by `push` (sampled uint8 frames ``(n, 3, H, W)`` at the model's input size) and `end`.
+(`streamseg.deploy.pull.DecodeWorkers`: the engine then has the process's GIL to itself).
+``add(source=None)`` makes a *push* slot fed by `push` (sampled uint8 frames ``(n, 3, H, W)`` at the
+model's input size) and `end`.
 
 Buffer policy: each slot holds at most ``buffer_chunks`` chunks. A full buffer blocks the producer (the
 reader thread stops decoding; a pushing client's `push` waits): nothing is ever dropped. A live source
@@ -203,7 +204,8 @@ class StreamPool:
         # PyTorch streamers take the uint8 chunks and normalise them on their device (TorchStreamer.step_frames);
         # the thread that makes a chunk (reader or pusher) moves it there first (stage_frames)
         self._step_frames = getattr(streamer, "step_frames", None)
-        self._stage = getattr(streamer, "stage_frames", None) if self._step_frames is not None and stage_chunks else None
+        stages = self._step_frames is not None and stage_chunks
+        self._stage = getattr(streamer, "stage_frames", None) if stages else None
         self._torch_threads = torch.get_num_threads()  # the engine's own (readers run one each)
         self.max_streams, self.buffer_chunks = max_streams, buffer_chunks
         self.retries, self.backoff_s = retries, backoff_s
@@ -372,10 +374,11 @@ class StreamPool:
                     raise TimeoutError(f"stream {slot.id}: buffer full for {timeout_s} s") from None
         return False
 
-    def _chunk(self, frames: torch.Tensor, due: float | None = None, media_s: float = 0.0) -> _Chunk:
-        """A chunk to queue, timed when its frames are complete, then moved to the model's device by this
-        thread (the reader's or the pusher's) when the streamer stages."""
-        arrived = time.perf_counter()
+    def _chunk(self, frames: torch.Tensor, due: float | None = None, media_s: float = 0.0,
+               arrived: float | None = None) -> _Chunk:
+        """A chunk to queue, timed when its frames were complete (``arrived``, default now), then moved to
+        the model's device by this thread (reader, pusher or receiver) when the pool stages chunks."""
+        arrived = time.perf_counter() if arrived is None else arrived
         return _Chunk(self._stage(frames) if self._stage is not None else frames, arrived, due, media_s)
 
     def _emit(self, sid: str, event: dict[str, Any]) -> None:
@@ -428,7 +431,7 @@ class StreamPool:
             self._retrying(slot, *msg[1:])
         elif kind == "chunk":  # credits bound the chunks in flight to the slot's buffer
             frames, arrived, due, media_s = msg[1:]
-            self._put(slot, _Chunk(self._stage(frames) if self._stage is not None else frames, arrived, due, media_s))
+            self._put(slot, self._chunk(frames, due, media_s, arrived))
         elif kind == "end":  # (a dead worker's end may follow the worker's own: it waits for room, or the stop)
             self._put(slot, _End(msg[1], msg[2]))
 

@@ -60,7 +60,10 @@ class FixedBatchStep:
         self._lock = threading.Lock()  # rows are taken and given by other threads than the stepping one
 
     def warm_up(self) -> None:
-        """Compile and capture now (before the first stream) rather than at the first step; the state is reset."""
+        """Compile and capture now (before the first stream) rather than at the first step; the state is
+        reset. On the CPU nothing is compiled, so nothing is done."""
+        if self.step.device.type != "cuda":
+            return
         self.step.step(self._x.permute(0, 2, 1, 3, 4))
         self.step.reset()
 

@@ -10,8 +10,8 @@ serve --decode-workers N``). Why: a reader thread spends much of its time in Pyt
 objects, the conversion), holding the GIL that the engine thread needs for every operation of an eager
 model step. With 64 file sources on one H200, 8 workers instead of 64 reader threads took the eager
 model call from 316 to 234 ms (p50) and the server from 3,530 to 5,730 frames/s (docs/benchmarks.md,
-"Fifth session"); `bench_pipeline`'s decode processes do the same for its step. Each worker runs one reader thread per stream it owns; a stream goes to
-the worker that owns the fewest. Chunks travel back as shared-memory tensors (torch.multiprocessing) and
+"Fifth session"); `bench_pipeline`'s decode processes do the same for its step. Each worker runs one
+reader thread per stream it owns; a stream goes to the worker that owns the fewest. Chunks travel back as shared-memory tensors (torch.multiprocessing) and
 are queued in the stream's slot by one receiver thread per worker.
 
 Flow control is per stream, by credits: a worker's reader may have at most ``buffer_chunks`` chunks
