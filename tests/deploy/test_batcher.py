@@ -171,6 +171,38 @@ def test_decode_workers_give_the_labels_and_events_of_reader_threads(tmp_path) -
     assert {info["worker"] for info, _, _ in got} == set(pids)
 
 
+class _LateReader(_Staging):
+    """Reads a step's chunks only 50 ms after the call starts (a slow upload): a worker that rewrote a ring
+    buffer during the step would change the labels."""
+
+    def step_frames(self, frames: list[torch.Tensor], state: list):
+        time.sleep(0.05)
+        return super().step_frames(frames, state)
+
+
+def test_a_ring_buffer_is_rewritten_only_after_the_step_that_read_it(tmp_path) -> None:
+    """A worker stream's chunks travel in a ring of ``buffer_chunks`` shared buffers; with one buffer, each
+    chunk's credit (the worker's right to rewrite it) comes back only once its step has read it, so the
+    labels are those of reader threads even when the step reads its chunks late."""
+    videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=40) for i in range(2)]
+    meta = tiny_meta(sample_rate=1)
+    threads = StreamPool(_Brightness(meta), chunk=4)
+    try:
+        want = _pulled(threads, videos)
+    finally:
+        threads.close()
+    workers = StreamPool(_LateReader(meta), chunk=4, decode_workers=1, buffer_chunks=1)
+    try:
+        got = _pulled(workers, videos)
+        rings = workers._decoders._rings
+    finally:
+        workers.close()
+    assert rings == {}  # each finished stream let go of its ring
+    for (info_w, labels_w, _), (info_g, labels_g, _) in zip(want, got):
+        assert info_g["status"] == "ended" and info_g["chunks"] == info_w["chunks"] == 10
+        np.testing.assert_array_equal(labels_g, labels_w)
+
+
 def test_a_decode_worker_retries_a_source_and_reports_it_gone(tmp_path) -> None:
     events = []
     pool = StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=8, decode_workers=1, retries=1, backoff_s=0.05,
@@ -297,6 +329,34 @@ def test_the_captured_fixed_batch_step_matches_the_eager_streamer_on_a_gpu(no_tf
     np.testing.assert_allclose(got_a[2], want_a[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.gpu
+def test_decode_workers_page_lock_their_rings_for_a_gpu_step(synth_video_root, no_tf32) -> None:
+    """With a PyTorch model on a GPU the workers' ring buffers are page-locked and the fixed-batch step
+    uploads from them directly; the labels are the eager pool's with reader threads."""
+    from streamseg.deploy.runtime import TorchStreamer
+
+    from .test_infer import varying_streamer
+
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))[:2]
+    cpu = varying_streamer(videos[0])
+    streamer = TorchStreamer(cpu.net, cpu.meta, device="cuda")
+    pinned: list[bool] = []
+    results = []
+    for workers, fixed in ((0, False), (1, True)):
+        pool = StreamPool(streamer, chunk=6, max_streams=2, fixed_batch=fixed, decode_workers=workers)
+        try:
+            ids = [pool.add(str(v)) for v in videos]
+            if workers:
+                pinned = [ring.pinned and ring.view(0, 1).is_pinned() for ring in pool._decoders._rings.values()]
+            results.append([(_wait(pool, s), pool.labels(s)) for s in ids])
+        finally:
+            pool.close()
+    assert pinned == [True, True]
+    for (info_w, labels_w), (info_g, labels_g) in zip(*results):
+        assert info_g["status"] == "ended" and info_g["worker"] is not None
+        np.testing.assert_array_equal(labels_g, labels_w)
+
+
 def test_decode_workers_exit_when_their_pool_process_is_killed(tmp_path) -> None:
     """A server killed outright (SIGKILL: no close) leaves no decode worker behind."""
     import signal
@@ -362,7 +422,7 @@ def test_a_removed_stream_releases_its_queued_chunks_and_its_worker(tmp_path) ->
     try:
         ids = [pool.add(str(_ramp_video(tmp_path / f"v{i}.mp4", frames=120))) for i in range(2)]
         deadline = time.monotonic() + 30
-        while min(pool.info(s)["queued_chunks"] for s in ids) < 3:
+        while min(pool.info(s)["queued_chunks"] for s in ids) < 2:  # the third is in a step, not yet credited
             assert time.monotonic() < deadline, "buffers never filled"
             time.sleep(0.01)
         for sid in ids:

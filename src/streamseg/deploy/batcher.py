@@ -230,8 +230,11 @@ class StreamPool:
 
             self._fixed = FixedBatchStep(streamer, max_streams, self.chunk)
             self._fixed.warm_up()
+        # the workers' chunk buffers are page-locked when a PyTorch model on a GPU uploads from them
+        device = getattr(streamer, "device", None)
+        pin = self._step_frames is not None and isinstance(device, torch.device) and device.type == "cuda"
         self._decoders = (DecodeWorkers(decode_workers, meta, self.source_options, self.chunk, retries, backoff_s,
-                                        self._deliver) if decode_workers else None)
+                                        self._deliver, pin=pin) if decode_workers else None)
         self._engine = threading.Thread(target=self._loop, name="streamseg-engine", daemon=True)
         self._engine.start()
 
@@ -459,8 +462,6 @@ class StreamPool:
                     self._finish(slot, item.num_frames, item.error, "error" if item.error else "ended")
                 else:
                     ready.append((slot, item))
-                    if slot.worker is not None:
-                        self._decoders.credit(slot.id)
             if ready:
                 self._wake.set()  # more may be queued: look again right after this step
             by_length: dict[int, list[tuple[_Slot, _Chunk]]] = {}
@@ -468,6 +469,10 @@ class StreamPool:
                 by_length.setdefault(len(chunk.frames), []).append((slot, chunk))
             for group in by_length.values():
                 self._step(group)
+                # a worker's chunk is a view of its stream's ring buffer: the worker may rewrite it only now
+                for slot, _ in group:
+                    if slot.worker is not None:
+                        self._decoders.credit(slot.id)
 
     def _step(self, group: list[tuple[_Slot, _Chunk]]) -> None:
         meta = self.meta

@@ -5,10 +5,10 @@ fixed-shape step as `bench_pipeline`: ``max_streams`` rows, chunks of the pool's
 normalised inside the step, and on a GPU compiled and captured in one CUDA graph, so that a step is one
 upload and one graph replay instead of one launch per operation. With 64 file sources on one H200 and 8
 decode workers, the model call went from 234 to 191 ms (p50) and the server from 5,730 to 6,951 frames/s;
-with 15 workers, 130 ms and 7,127 frames/s (docs/benchmarks.md, "Fifth session"). Most of what remains
-is probably the engine thread copying each chunk into the pinned input rows before the upload (not
-profiled); with ``stage_chunks`` the threads that read the chunks (or receive them from decode workers)
-upload them instead and `run` copies them on the device (not measured).
+with 15 workers, 130 ms and 7,127 frames/s (docs/benchmarks.md, "Fifth session"). Chunks from decode
+workers arrive in page-locked shared memory (`streamseg.deploy.pull.ChunkRing`) and are uploaded from
+there; other host chunks are first copied into this step's own pinned rows; with ``stage_chunks`` the
+threads that read the chunks upload them and `run` copies them on the device.
 
 How the rows map to streams: a stream takes a free row when it is added and gives it back when it ends;
 its recurrent state lives in that row of the step's state (reset when the row is taken), so no state is
@@ -92,11 +92,13 @@ class FixedBatchStep:
             fresh[reset] = True
             step.reset(fresh)
         for row, frames in zip(rows, chunks):
-            if self._pinned is not None and not frames.is_cuda:  # the previous step's uploads have finished
+            if self._pinned is not None and not frames.is_cuda and not frames.is_pinned():
+                # the previous step's uploads have finished (its logits were read): the row can be rewritten
                 self._pinned[row, :t].copy_(frames)
-                self._x[row, :t].copy_(self._pinned[row, :t], non_blocking=True)
-            else:
-                self._x[row, :t].copy_(frames)
+                frames = self._pinned[row, :t]
+            # page-locked memory (a decode worker's ring, or our own rows) uploads without blocking; the
+            # caller keeps it unchanged until this call returns
+            self._x[row, :t].copy_(frames, non_blocking=True)
         mask = None
         if t < self.chunk:
             mask = torch.zeros(self.rows, self.chunk)

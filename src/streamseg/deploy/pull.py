@@ -11,11 +11,20 @@ objects, the conversion), holding the GIL that the engine thread needs for every
 model step. With 64 file sources on one H200, 8 workers instead of 64 reader threads took the eager
 model call from 316 to 234 ms (p50) and the server from 3,530 to 5,730 frames/s (docs/benchmarks.md,
 "Fifth session"); `bench_pipeline`'s decode processes do the same for its step. Each worker runs one
-reader thread per stream it owns; a stream goes to the worker that owns the fewest. Chunks travel back as shared-memory tensors (torch.multiprocessing) and
-are queued in the stream's slot by one receiver thread per worker.
+reader thread per stream it owns; a stream goes to the worker that owns the fewest.
+
+Chunks travel through a ring per stream (`ChunkRing`): ``buffer_chunks`` chunk buffers in shared memory,
+made by the pool when the stream is added and handed to its worker once. The worker copies each chunk
+into the next buffer and sends only its index; one receiver thread per worker queues a view of that
+buffer in the stream's slot. Why not a shared-memory tensor per chunk (torch.multiprocessing's way, the
+first version): each chunk then cost a new shared-memory file, a file-descriptor hand-over through the
+worker and, in the pool's process, a fresh mapping whose every page faulted on the engine thread's first
+read, 64 times per step with 64 streams. When the pool uploads to a GPU the ring is also page-locked
+(``cudaHostRegister``), so a chunk goes from the worker's buffer to the GPU in one asynchronous copy.
 
 Flow control is per stream, by credits: a worker's reader may have at most ``buffer_chunks`` chunks
-queued in the pool; the engine gives one credit back for each chunk it takes. A full buffer stops that
+queued in the pool (one per ring buffer); the engine gives one credit back for each chunk once the step
+that read it has finished, so a buffer is never rewritten while it is read. A full buffer stops that
 stream's reader only (as in a thread), never the worker's other streams.
 
 Times (chunk arrival, pacing) are ``time.perf_counter()`` readings taken in the worker: the system-wide
@@ -42,7 +51,7 @@ import torch
 from .infer import open_source
 from .runtime import DeployMeta
 
-__all__ = ["DecodeWorkers", "MAX_BACKOFF_S", "pull_stream"]
+__all__ = ["ChunkRing", "DecodeWorkers", "MAX_BACKOFF_S", "pull_stream"]
 
 MAX_BACKOFF_S = 30.0
 START_TIMEOUT_S = 120.0  # a worker imports torch and PyAV before its first stream
@@ -96,20 +105,52 @@ def pull_stream(source: str, meta: DeployMeta, options: dict[str, Any], chunk: i
 
 # ---- decode worker processes ----
 
+class ChunkRing:
+    """``slots`` chunk buffers ``(chunk, 3, H, W)`` uint8 in shared memory for one worker stream; with
+    ``pin`` also page-locked for asynchronous uploads to the GPU (see the module docstring)."""
+
+    def __init__(self, slots: int, chunk: int, size: tuple[int, int], pin: bool = False) -> None:
+        self.frames = torch.empty((slots, chunk, 3, *size), dtype=torch.uint8).share_memory_()
+        self.pinned = False
+        if pin:
+            nbytes = self.frames.numel() * self.frames.element_size()
+            code = torch.cuda.cudart().cudaHostRegister(self.frames.data_ptr(), nbytes, 0)
+            if int(code) != 0:
+                raise RuntimeError(f"cannot page-lock a stream's chunk buffers ({nbytes} bytes): CUDA error {int(code)}")
+            self.pinned = True
+
+    def view(self, index: int, length: int) -> torch.Tensor:
+        return self.frames[index, :length]
+
+    def close(self) -> None:
+        """Unlock the pages (before the memory goes); the views must not be uploaded from afterwards."""
+        if self.pinned:
+            self.pinned = False
+            torch.cuda.cudart().cudaHostUnregister(self.frames.data_ptr())
+
 def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
                  commands: Any, results: Any) -> None:
     """A decode worker: one reader thread per stream it is given; commands ``("add", sid, source, realtime,
-    credits)``, ``("credit", sid)``, ``("remove", sid)``, ``("close",)``."""
+    ring)`` (a `ChunkRing`'s shared tensor: as many credits as it has buffers), ``("credit", sid)``,
+    ``("remove", sid)``, ``("close",)``."""
     torch.set_num_threads(1)
     streams: dict[str, tuple[threading.Event, threading.Semaphore]] = {}
     results.put(("ready", None))
 
-    def read(sid: str, source: str, realtime: bool, stop: threading.Event, credits: threading.Semaphore) -> None:
+    def read(sid: str, source: str, realtime: bool, stop: threading.Event, credits: threading.Semaphore,
+             ring: torch.Tensor) -> None:
+        sent = 0
+
         def put_chunk(frames: torch.Tensor, due: float, media_s: float) -> bool:
+            nonlocal sent
             arrived = time.perf_counter()
             while not stop.is_set():
                 if credits.acquire(timeout=0.05):
-                    results.put(("chunk", sid, frames, arrived, due, media_s))
+                    # a credit frees the oldest buffer: the pool reads the chunks in the order they are sent
+                    index = sent % len(ring)
+                    ring[index, :len(frames)].copy_(frames)
+                    sent += 1
+                    results.put(("chunk", sid, index, len(frames), arrived, due, media_s))
                     return True
             return False
 
@@ -129,10 +170,10 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
             else:
                 continue
         if cmd[0] == "add":
-            _, sid, source, realtime, credits = cmd
-            stop, sem = threading.Event(), threading.Semaphore(credits)
+            _, sid, source, realtime, ring = cmd
+            stop, sem = threading.Event(), threading.Semaphore(len(ring))
             streams[sid] = (stop, sem)
-            threading.Thread(target=read, args=(sid, source, realtime, stop, sem), name=f"streamseg-pull-{sid}",
+            threading.Thread(target=read, args=(sid, source, realtime, stop, sem, ring), name=f"streamseg-pull-{sid}",
                              daemon=True).start()
         elif cmd[0] == "credit" and cmd[1] in streams:
             streams[cmd[1]][1].release()
@@ -163,16 +204,21 @@ class DecodeWorkers:
     ``deliver(sid, message)`` gets, on a receiver thread, the worker's messages for stream ``sid``:
     ``("running", fps, live)``, ``("retrying", attempt, delay_s, error)``, ``("chunk", frames, arrived,
     due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker died gets ``("end", None,
-    error)``. It must not block for long (the worker's other streams wait behind it).
+    error)``. It must not block for long (the worker's other streams wait behind it). A chunk's
+    ``frames`` are a view of the stream's ring: its buffer is rewritten after `credit`, so the consumer
+    gives that credit only once it has read them. ``pin``: page-lock the rings (the consumer uploads them
+    to a GPU).
     """
 
     def __init__(self, workers: int, meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int,
-                 backoff_s: float, deliver: Callable[[str, tuple], None]) -> None:
+                 backoff_s: float, deliver: Callable[[str, tuple], None], pin: bool = False) -> None:
         if workers < 1:
             raise ValueError(f"decode_workers must be >= 1 for worker processes, got {workers}")
         # spawn: a forked child of a process that has started CUDA or torch's thread pools can deadlock
         self._ctx = torch.multiprocessing.get_context("spawn")
         self._args = (meta, dict(options), chunk, retries, backoff_s)
+        self._chunk, self._size, self._pin = chunk, tuple(meta.sample_shape[1:]), pin
+        self._rings: dict[str, ChunkRing] = {}  # until remove(): a dead worker's streams keep theirs
         self._deliver = deliver
         self._lock = threading.Lock()
         self._owner: dict[str, _Worker] = {}
@@ -199,15 +245,19 @@ class DecodeWorkers:
         return [w.process.pid for w in self._workers]
 
     def add(self, sid: str, source: str, realtime: bool, credits: int) -> int:
-        """Give the stream to the worker owning the fewest; returns that worker's process id."""
+        """Give the stream (a ring of ``credits`` chunk buffers) to the worker owning the fewest; returns
+        that worker's process id."""
+        ring = ChunkRing(credits, self._chunk, self._size, self._pin)
         with self._lock:
             alive = [w for w in self._workers if w.process.is_alive()]
             if not alive:
+                ring.close()
                 raise RuntimeError("no decode worker is running (they exited; see the streams' errors)")
             worker = min(alive, key=lambda w: len(w.streams))
             worker.streams.add(sid)
             self._owner[sid] = worker
-        worker.commands.put(("add", sid, source, realtime, credits))
+            self._rings[sid] = ring
+        worker.commands.put(("add", sid, source, realtime, ring.frames))
         return worker.process.pid
 
     def credit(self, sid: str) -> None:
@@ -217,11 +267,15 @@ class DecodeWorkers:
             worker.commands.put(("credit", sid))
 
     def remove(self, sid: str) -> None:
-        """Stop the stream's reader (if still running) and forget the stream."""
+        """Stop the stream's reader (if still running) and forget the stream; its chunks already delivered
+        must not be read any more (its ring is unlocked)."""
         with self._lock:
             worker = self._owner.pop(sid, None)
             if worker is not None:
                 worker.streams.discard(sid)
+            ring = self._rings.pop(sid, None)
+        if ring is not None:
+            ring.close()
         if worker is not None and worker.process.is_alive():
             worker.commands.put(("remove", sid))
 
@@ -239,6 +293,10 @@ class DecodeWorkers:
             if w.process.is_alive():
                 w.process.terminate()
                 w.process.join(1.0)
+        with self._lock:
+            rings, self._rings = list(self._rings.values()), {}
+        for ring in rings:
+            ring.close()
 
     def _receive(self, worker: _Worker) -> None:
         while True:
@@ -261,6 +319,11 @@ class DecodeWorkers:
                 continue
             if msg[1] in self._owner:
                 try:
+                    if msg[0] == "chunk":  # ("chunk", sid, index, length, ...): a view of its ring buffer
+                        ring = self._rings.get(msg[1])
+                        if ring is None:
+                            continue
+                        msg = ("chunk", msg[1], ring.view(msg[2], msg[3]), *msg[4:])
                     self._deliver(msg[1], (msg[0], *msg[2:]))
                 except Exception as e:  # noqa: BLE001 (e.g. a full GPU while staging: that stream ends, named)
                     with contextlib.suppress(Exception):
