@@ -253,7 +253,7 @@ def _texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(big, 0, 255).astype(np.uint8)
 
 
-def make_clip(path: str, h: int, w: int, frames: int, seed: int) -> str:
+def make_clip(path: str, h: int, w: int, frames: int, seed: int, crf: int = 23) -> str:
     import av
 
     rng = np.random.default_rng(seed)
@@ -261,7 +261,7 @@ def make_clip(path: str, h: int, w: int, frames: int, seed: int) -> str:
     with av.open(path, "w") as out:
         st = out.add_stream("libx264", rate=30)
         st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.options = {"preset": "veryfast", "crf": "23"}
+        st.options = {"preset": "veryfast", "crf": str(crf)}
         for i in range(frames):  # the camera pans across the texture: 2 px right, 1 px down per frame
             dy, dx = (i // 2) % h, (2 * i) % w
             img = np.ascontiguousarray(tex[dy:dy + h, dx:dx + w])
@@ -270,16 +270,18 @@ def make_clip(path: str, h: int, w: int, frames: int, seed: int) -> str:
     return path
 
 
-def _clips(folder: Path, h: int, w: int, n: int, frames: int) -> list[str]:
+def _clips(folder: Path, h: int, w: int, n: int, frames: int, crf: int = 23) -> list[str]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [str(folder / f"clip{h}_{i:03d}.mp4") for i in range(n)]
+    tag = "" if crf == 23 else f"_crf{crf}"  # the default keeps the names earlier runs cached
+    paths = [str(folder / f"clip{h}{tag}_{i:03d}.mp4") for i in range(n)]
     todo = [p for p in paths if not Path(p).is_file()]
     # spawn: forked children of a process that has used torch's thread pools can deadlock
     with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(make_clip, todo, [h] * len(todo), [w] * len(todo), [frames] * len(todo), range(len(todo))))
+        list(pool.map(make_clip, todo, [h] * len(todo), [w] * len(todo), [frames] * len(todo),
+                      [paths.index(p) for p in todo], [crf] * len(todo)))
     return paths
 
 

@@ -12,14 +12,22 @@ then decodes; the aggregate rate is all frames over the span from the first star
 
 What it tells: if threads scale far below processes, the readers serialise in the process (Python's
 GIL held by the decode call, or a per-process lock); if processes do not scale either, the bound is
-the decoder hardware or the driver. Needs a GPU with NVDEC and PyNvVideoCodec (``streamseg[gpu-decode]``).
+the decoder hardware or the driver. ``--utilisation`` tells those two apart: ``nvidia-smi`` samples the
+decoder engines' and the GPU's utilisation every 100 ms during each timed span (mean and max in the
+row); decoders near 100 % mean the NVDEC engines themselves are the bound. Each row also gives the
+clips' bit rate: the engines' H.264 throughput falls as the bit rate rises (entropy decoding), so
+``--crf`` (x264's quality, 23 by default; higher is fewer bits) shows how much the footage decides.
+Needs a GPU with NVDEC and PyNvVideoCodec (``streamseg[gpu-decode]``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -66,7 +74,41 @@ def _process(path: str, size: tuple[int, int], layer: str, ready, results) -> No
     results.put(out)
 
 
-def run(paths: list[str], size: tuple[int, int], readers: int, mode: str, layer: str) -> dict:
+class Utilisation:
+    """``nvidia-smi`` sampling the decoder and GPU utilisation (percent) every 100 ms while open."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=utilization.decoder,utilization.gpu", "--format=csv,noheader,nounits",
+             "-i", "0", "-lms", "100"]
+
+    def __enter__(self) -> Utilisation:
+        self.proc = subprocess.Popen(self.QUERY, stdout=subprocess.PIPE, text=True)
+        self.samples: list[tuple[float, float, float]] = []  # (time, decoder %, gpu %)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            parts = line.strip().split(",")
+            if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+                self.samples.append((time.time(), float(parts[0]), float(parts[1])))
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.reader.join(5)
+
+    def within(self, start: float, end: float) -> dict:
+        got = [(d, g) for t, d, g in self.samples if start <= t <= end]
+        if not got:
+            return {"util_samples": 0}
+        dec, gpu = zip(*got)
+        return {"util_samples": len(got), "decoder_util_mean": round(sum(dec) / len(dec), 1),
+                "decoder_util_max": max(dec), "gpu_util_mean": round(sum(gpu) / len(gpu), 1)}
+
+
+def run(paths: list[str], size: tuple[int, int], readers: int, mode: str, layer: str,
+        utilisation: Utilisation | None = None) -> dict:
     picked = [paths[i % len(paths)] for i in range(readers)]
     if mode == "thread":
         ready = threading.Barrier(readers)
@@ -97,9 +139,18 @@ def run(paths: list[str], size: tuple[int, int], readers: int, mode: str, layer:
     if errors:
         return {"mode": mode, "layer": layer, "readers": readers, "error": errors[0]}
     frames = sum(o["frames"] for o in outs)
-    span = max(o["end"] for o in outs) - min(o["start"] for o in outs)
-    return {"mode": mode, "layer": layer, "readers": readers, "frames": frames, "seconds": round(span, 3),
-            "frames_per_s": round(frames / span), "per_reader": round(frames / span / readers)}
+    start, end = min(o["start"] for o in outs), max(o["end"] for o in outs)
+    span = end - start
+    row = {"mode": mode, "layer": layer, "readers": readers, "frames": frames, "seconds": round(span, 3),
+           "frames_per_s": round(frames / span), "per_reader": round(frames / span / readers)}
+    if utilisation is not None:
+        row.update(utilisation.within(start, end))
+    return row
+
+
+def bit_rate_mbps(paths: list[str], frames: int, fps: float = 30.0) -> float:
+    """The clips' mean bit rate (megabits per second of video)."""
+    return round(sum(os.path.getsize(p) for p in paths) * 8 / (len(paths) * frames / fps) / 1e6, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,19 +162,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readers", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--modes", nargs="+", choices=["thread", "process"], default=["thread", "process"])
     p.add_argument("--layers", nargs="+", choices=["reader", "raw"], default=["reader", "raw"])
+    p.add_argument("--crf", type=int, nargs="+", default=[23], help="x264 CRF of the clips (one set per value)")
+    p.add_argument("--utilisation", action="store_true", help="sample NVDEC and GPU utilisation (nvidia-smi)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     h, w = _wh(args.size)
-    paths = _clips(Path(args.work) / "clips", h, w, args.clips, args.frames)
     rows = []
-    for layer in args.layers:
-        for mode in args.modes:
-            for n in args.readers:
-                rows.append(run(paths, (h, w), n, mode, layer))
-                print(json.dumps(rows[-1]), flush=True)
+    with Utilisation() if args.utilisation else contextlib.nullcontext() as util:
+        for crf in args.crf:
+            paths = _clips(Path(args.work) / "clips", h, w, args.clips, args.frames, crf)
+            mbps = bit_rate_mbps(paths, args.frames)
+            for layer in args.layers:
+                for mode in args.modes:
+                    for n in args.readers:
+                        rows.append({"crf": crf, "mbit_per_s": mbps, **run(paths, (h, w), n, mode, layer, util)})
+                        print(json.dumps(rows[-1]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"size": args.size, "rows": rows}, indent=1))
     return 0
+
 
 
 if __name__ == "__main__":
