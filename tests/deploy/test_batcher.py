@@ -142,6 +142,15 @@ def _pulled(pool: StreamPool, videos: list, **add) -> list[tuple[dict, np.ndarra
     return [(_wait(pool, sid), pool.labels(sid), pool.events(sid)) for sid in ids]
 
 
+def _pulled_by_threads(meta, videos: list, chunk: int) -> list[tuple[dict, np.ndarray, list[dict]]]:
+    """The reference: `_pulled` through a pool whose reader threads run in this process."""
+    threads = StreamPool(_Brightness(meta), chunk=chunk)
+    try:
+        return _pulled(threads, videos)
+    finally:
+        threads.close()
+
+
 def _same_events(a: list[dict], b: list[dict]) -> bool:
     strip = lambda events: [{k: v for k, v in e.items() if k != "latency_s"} for e in events]  # noqa: E731
     return strip(a) == strip(b)
@@ -152,11 +161,7 @@ def test_decode_workers_give_the_labels_and_events_of_reader_threads(tmp_path) -
     process; each stream says which worker read it, and the workers share the streams out."""
     videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=20 + 6 * i) for i in range(3)]
     meta = tiny_meta(sample_rate=1)
-    threads = StreamPool(_Brightness(meta), chunk=8)
-    try:
-        want = _pulled(threads, videos)
-    finally:
-        threads.close()
+    want = _pulled_by_threads(meta, videos, chunk=8)
     workers = StreamPool(_Brightness(meta), chunk=8, decode_workers=2, buffer_chunks=1)
     try:
         pids = workers._decoders.pids
@@ -186,11 +191,7 @@ def test_a_ring_buffer_is_rewritten_only_after_the_step_that_read_it(tmp_path) -
     labels are those of reader threads even when the step reads its chunks late."""
     videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=40) for i in range(2)]
     meta = tiny_meta(sample_rate=1)
-    threads = StreamPool(_Brightness(meta), chunk=4)
-    try:
-        want = _pulled(threads, videos)
-    finally:
-        threads.close()
+    want = _pulled_by_threads(meta, videos, chunk=4)
     workers = StreamPool(_LateReader(meta), chunk=4, decode_workers=1, buffer_chunks=1)
     try:
         got = _pulled(workers, videos)
