@@ -332,8 +332,8 @@ def test_the_captured_fixed_batch_step_matches_the_eager_streamer_on_a_gpu(no_tf
 
 @pytest.mark.gpu
 def test_decode_workers_page_lock_their_rings_for_a_gpu_step(synth_video_root, no_tf32) -> None:
-    """With a PyTorch model on a GPU the workers' ring buffers are page-locked and the fixed-batch step
-    uploads from them directly; the labels are the eager pool's with reader threads."""
+    """With a PyTorch model on a GPU the workers' ring buffers are page-locked and the eager and the
+    fixed-batch steps upload from them directly; the labels are the eager pool's with reader threads."""
     from streamseg.deploy.runtime import TorchStreamer
 
     from .test_infer import varying_streamer
@@ -343,19 +343,21 @@ def test_decode_workers_page_lock_their_rings_for_a_gpu_step(synth_video_root, n
     streamer = TorchStreamer(cpu.net, cpu.meta, device="cuda")
     pinned: list[bool] = []
     results = []
-    for workers, fixed in ((0, False), (1, True)):
+    for workers, fixed in ((0, False), (1, False), (1, True)):
         pool = StreamPool(streamer, chunk=6, max_streams=2, fixed_batch=fixed, decode_workers=workers)
         try:
             ids = [pool.add(str(v)) for v in videos]
             if workers:
-                pinned = [ring.pinned and ring.view(0, 1).is_pinned() for ring in pool._decoders._rings.values()]
+                pinned += [ring.pinned and ring.view(0, 1).is_pinned() for ring in pool._decoders._rings.values()]
             results.append([(_wait(pool, s), pool.labels(s)) for s in ids])
         finally:
             pool.close()
-    assert pinned == [True, True]
-    for (info_w, labels_w), (info_g, labels_g) in zip(*results):
-        assert info_g["status"] == "ended" and info_g["worker"] is not None
-        np.testing.assert_array_equal(labels_g, labels_w)
+    assert pinned == [True] * 4
+    want = results[0]
+    for got in results[1:]:
+        for (info_w, labels_w), (info_g, labels_g) in zip(want, got):
+            assert info_g["status"] == "ended" and info_g["worker"] is not None
+            np.testing.assert_array_equal(labels_g, labels_w)
 
 
 def test_decode_workers_exit_when_their_pool_process_is_killed(tmp_path) -> None:

@@ -283,14 +283,24 @@ class TorchStreamer:
         from ..data.streams import normalize_frames  # training's normalisation: the same float32 operations
 
         frames = list(frames)
-        staged = self.device.type == "cuda" and all(f.device == self.device for f in frames)
-        x = torch.stack(frames if staged else [f.cpu() for f in frames])  # (B, T, 3, H, W) uint8
-        _check_x(self.meta, x.permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")  # before the upload
+        gpu = self.device.type == "cuda"
+        staged = gpu and all(f.device == self.device for f in frames)
+        # page-locked host chunks (a decode worker's ring buffers) go up one by one, without a host copy;
+        # the caller keeps them unchanged until this call returns
+        pinned = gpu and not staged and len({f.shape for f in frames}) == 1 and all(f.is_pinned() for f in frames)
+        if pinned:
+            _check_x(self.meta, frames[0][None].permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")
+            x = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, device=self.device)
+            for row, f in zip(x, frames):
+                row.copy_(f, non_blocking=True)
+        else:
+            x = torch.stack(frames if staged else [f.cpu() for f in frames])  # (B, T, 3, H, W) uint8
+            _check_x(self.meta, x.permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")  # before the upload
         if staged:  # made on the stagers' streams: their memory is not reused before this stream has read it
             current = torch.cuda.current_stream(self.device)
             for f in frames:
                 f.record_stream(current)
-        elif self.device.type == "cuda":
+        elif gpu and not pinned:
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = normalize_frames(x.permute(0, 2, 1, 3, 4), self._mean, self._std).contiguous()  # (B, 3, T, H, W)
         logits, new_state = self.step_tensor(x, state)
