@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# A trained full-encoder TSM-MobileNetV2 + MemoryTCN at 224x224 for the INT8 comparison (issue #21 part 6):
+# trained on a GPU machine in a few minutes, exported as fp32 ONNX, then quantised and timed on the CPU
+# with tools/bench_int8.py. Random weights at this size give INT8 2.1-2.3x fp32 (docs/benchmarks.md,
+# "Larger frame sizes"); this measures the label agreement of a trained model of that architecture.
+#
+# 1. GPU machine, from the repository root (about 4 minutes; needs torch with CUDA, onnx, onnxruntime):
+#
+#      OUT=/some/dir PYTHONPATH=src bash tools/int8_trained_gpu.sh
+#
+#    writes the synthetic videos (`streamseg data synth`: 40 glyph videos of 200-600 frames rendered at
+#    224x224, seed 0, 24 train / 6 val / 10 test), trains `-D synth -M tsm_memtcn -E chunk32` with the
+#    full MobileNetV2 (model.num_blocks unset: all 19 blocks) at data/model frame_size 224x224, bf16, 8
+#    decode workers, at most EPOCHS epochs and at most TRAIN_SECONDS of wall clock (then SIGINT:
+#    Lightning stops cleanly and best.ckpt, written at each validation, is kept), scores best.ckpt on the
+#    test split, exports fp32 ONNX and copies to $OUT (flat, each file < 16 MiB):
+#      model.onnx, model.json      the fp32 export and its metadata
+#      metrics.json                test-split scores of best.ckpt (acc, edit, f1@...)
+#      run.tar.gz                  the run's config/ (parameters, overrides) and logs/csv/metrics.csv
+#                                  (validation scores per epoch)
+#      train.log                   the last 200 lines of the training output
+#      data.tar.gz                 the dataset's labels, splits, manifest and the train + test videos
+#      summary.txt                 what ran, how long, the test accuracy
+#    and prints the test accuracy ("TEST ACC ...").
+#
+# 2. This CPU, afterwards (OUT = the folder the GPU files were fetched to):
+#
+#      OUT=/fetched/dir PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
+#
+#    unpacks data.tar.gz (or, without it, regenerates the same videos: same spec and seed give byte-
+#    identical labels, and the same videos with the same FFmpeg build), makes folders of links to the
+#    train split (calibration) and test split (check), and runs
+#      python tools/bench_int8.py --onnx $OUT/model.onnx --calib CALIB --check CHECK --gt GT \
+#          --calib-chunks $CALIB_CHUNKS --sessions all-t2 all-t1 --rounds 5 --steps 3 --margins \
+#          --variants $VARIANTS --work $WORK/bench --out $WORK/bench_int8.json
+#    (VARIANTS default "default"; "default auto" adds the float-node search, slow at this size).
+#    Calibration memory: ONNX Runtime's MinMax calibrator keeps every calibration chunk's activations
+#    until the end, about 1 GB per chunk of 32 frames at 224x224 with the full encoder, hence
+#    CALIB_CHUNKS=8 by default.
+#
+# Tiny scale (check the whole flow on a CPU in a couple of minutes: 6 videos of 60-80 frames at 32x32,
+# 1 epoch, fp32, no workers; the full encoder all the same):
+#
+#      TINY=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh
+#      TINY=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
+#
+# Environment: OUT (required), WORK (scratch, default /tmp/int8_trained), PYTHON (default python3),
+# TINY, EPOCHS, TRAIN_SECONDS, SIZE (frame and video side), NUM_VIDEOS, WORKERS, CALIB_CHUNKS, VARIANTS.
+set -euo pipefail
+: "${OUT:?set OUT to the output folder}"
+MODE=${1:-gpu}
+PY=${PYTHON:-python3}
+WORK=${WORK:-/tmp/int8_trained}
+if [ "${TINY:-0}" = 1 ]; then
+  SIZE=${SIZE:-32}; NUM_VIDEOS=${NUM_VIDEOS:-6}; MIN_FRAMES=60; MAX_FRAMES=80; EPOCHS=${EPOCHS:-1}
+  ACCEL=cpu; PRECISION=32-true; WORKERS=${WORKERS:-0}; TRAIN_SECONDS=${TRAIN_SECONDS:-600}
+  CALIB_CHUNKS=${CALIB_CHUNKS:-4}; ROUNDS=1
+else
+  SIZE=${SIZE:-224}; NUM_VIDEOS=${NUM_VIDEOS:-40}; MIN_FRAMES=200; MAX_FRAMES=600; EPOCHS=${EPOCHS:-40}
+  ACCEL=gpu; PRECISION=bf16-mixed; WORKERS=${WORKERS:-8}; TRAIN_SECONDS=${TRAIN_SECONDS:-150}
+  CALIB_CHUNKS=${CALIB_CHUNKS:-8}; ROUNDS=5
+fi
+DATA=$WORK/synth$SIZE
+RUNS=$WORK/runs
+# the dataset spec, identical for `data synth`, `train` (its `ensure` finds the videos matching) and `check`
+SPEC=(-o data.root="$DATA" -o data.num_videos="$NUM_VIDEOS" -o data.synth_seed=0 -o data.height="$SIZE"
+      -o data.width="$SIZE" -o data.min_frames=$MIN_FRAMES -o data.max_frames=$MAX_FRAMES)
+synth() {
+  "$PY" -m streamseg.cli.main data synth --root "$DATA" --num-videos "$NUM_VIDEOS" --seed 0 --size "${SIZE}x${SIZE}" \
+    --min-frames $MIN_FRAMES --max-frames $MAX_FRAMES --jobs "$(nproc)"
+}
+mkdir -p "$OUT" "$WORK"
+
+if [ "$MODE" = check ]; then
+  if [ -f "$OUT/data.tar.gz" ]; then
+    rm -rf "$DATA" && mkdir -p "$DATA" && tar -xzf "$OUT/data.tar.gz" -C "$DATA"
+  else
+    synth
+  fi
+  rm -rf "$WORK/calib" "$WORK/check" && mkdir -p "$WORK/calib" "$WORK/check"
+  for n in $(sed 's/\.txt$//' "$DATA/splits/train.split1.bundle"); do ln -s "$DATA/Videos/$n.mp4" "$WORK/calib/"; done
+  for n in $(sed 's/\.txt$//' "$DATA/splits/test.split1.bundle"); do ln -s "$DATA/Videos/$n.mp4" "$WORK/check/"; done
+  # shellcheck disable=SC2086  # VARIANTS is a list of names
+  "$PY" tools/bench_int8.py --onnx "$OUT/model.onnx" --calib "$WORK/calib" --check "$WORK/check" \
+    --gt "$DATA/groundTruth" --calib-chunks "$CALIB_CHUNKS" --sessions all-t2 all-t1 --rounds $ROUNDS --steps 3 \
+    --margins --variants ${VARIANTS:-default} --work "$WORK/bench" --out "$WORK/bench_int8.json"
+  echo "results: $WORK/bench_int8.json"
+  exit 0
+elif [ "$MODE" != gpu ]; then
+  echo "int8_trained_gpu.sh: MODE must be gpu (default) or check, got '$MODE'" >&2; exit 2
+fi
+
+T0=$(date +%s)
+rm -rf "$RUNS"
+synth
+T1=$(date +%s)
+set +e  # a training stopped by the time limit still leaves best.ckpt
+timeout --signal=INT --kill-after=30 "$TRAIN_SECONDS" "$PY" -m streamseg.cli.main train -D synth -M tsm_memtcn \
+  -E chunk32 -R "$RUNS" --new --accelerator "$ACCEL" --devices 1 "${SPEC[@]}" \
+  -o data.frame_size="$SIZE,$SIZE" -o model.frame_size="$SIZE,$SIZE" -o train.epochs="$EPOCHS" \
+  -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" -o train.monitor=acc 2>&1 | tee "$WORK/train.log"
+TRAIN_RC=${PIPESTATUS[0]}
+set -e
+T2=$(date +%s)
+RUN=$(ls -d "$RUNS"/synth/tsm_memtcn_chunk32/version_* | tail -n 1)
+if [ ! -f "$RUN/checkpoints/best.ckpt" ]; then
+  echo "int8_trained_gpu.sh: no $RUN/checkpoints/best.ckpt (training rc $TRAIN_RC)" >&2; exit 1
+fi
+if [ ! -f "$RUN/metrics.json" ]; then  # stopped by the time limit: score best.ckpt on the test split
+  "$PY" -m streamseg.cli.main test -D synth -M tsm_memtcn -E chunk32 -R "$RUNS" --accelerator "$ACCEL" \
+    "${SPEC[@]}" -o data.frame_size="$SIZE,$SIZE" -o model.frame_size="$SIZE,$SIZE" \
+    -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" --ckpt best 2>&1 | tail -n 40
+fi
+T3=$(date +%s)
+"$PY" -m streamseg.cli.main export onnx "$RUN" --out "$WORK/export/model.onnx"
+T4=$(date +%s)
+cp "$WORK/export/model.onnx" "$WORK/export/model.json" "$RUN/metrics.json" "$OUT/"
+tar -czf "$OUT/run.tar.gz" -C "$RUN" config logs/csv/metrics.csv
+tail -n 200 "$WORK/train.log" > "$OUT/train.log"
+(cd "$DATA" && tar -czf "$OUT/data.tar.gz" synth.json groundTruth splits \
+  $(sed 's/\.txt$//; s|^|Videos/|; s|$|.mp4|' splits/train.split1.bundle splits/test.split1.bundle))
+ACC=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1])).get('acc'))" "$RUN/metrics.json")
+{
+  echo "run: $RUN (training rc $TRAIN_RC: 124/130 = stopped by the ${TRAIN_SECONDS}s limit)"
+  echo "frame ${SIZE}x${SIZE}, full MobileNetV2, $NUM_VIDEOS videos, epochs <= $EPOCHS, $PRECISION"
+  echo "seconds: synth $((T1 - T0)), train $((T2 - T1)), test $((T3 - T2)), export $((T4 - T3))"
+  echo "TEST ACC $ACC"
+} | tee "$OUT/summary.txt"
+ls -l "$OUT"
