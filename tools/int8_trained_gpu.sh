@@ -10,8 +10,9 @@
 #
 #    writes the synthetic videos (`streamseg data synth`: 40 glyph videos of 200-600 frames rendered at
 #    224x224, seed 0, 24 train / 6 val / 10 test), trains `-D synth -M tsm_memtcn -E chunk32` with the
-#    full MobileNetV2 (model.num_blocks unset: all 19 blocks) at data/model frame_size 224x224, bf16, 8
-#    decode workers, at most EPOCHS epochs and at most TRAIN_SECONDS of wall clock (then SIGINT:
+#    full MobileNetV2 (model.num_blocks unset: all 19 blocks) at data/model frame_size 224x224, bf16, 12
+#    decode workers (frames augmented on the GPU: data.preprocess=device-i420; PREPROCESS=cpu to do it in
+#    the workers), at most EPOCHS epochs and at most TRAIN_SECONDS of wall clock (then SIGINT:
 #    Lightning stops cleanly and best.ckpt, written at each validation, is kept), scores best.ckpt on the
 #    test split, exports fp32 ONNX and copies to $OUT (flat, each file < 16 MiB):
 #      model.onnx, model.json      the fp32 export and its metadata
@@ -19,7 +20,8 @@
 #      run.tar.gz                  the run's config/ (parameters, overrides) and logs/csv/metrics.csv
 #                                  (validation scores per epoch)
 #      train.log                   the last 200 lines of the training output
-#      data.tar.gz                 the dataset's labels, splits, manifest and the train + test videos
+#      videos_test.tar             the test split's videos, with the dataset's labels, splits and manifest
+#      videos_calib.tar            the first 12 train-split videos (calibration)
 #      summary.txt                 what ran, how long, the test accuracy
 #    and prints the test accuracy ("TEST ACC ...").
 #
@@ -27,16 +29,19 @@
 #
 #      OUT=/fetched/dir PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
 #
-#    unpacks data.tar.gz (or, without it, regenerates the same videos: same spec and seed give byte-
-#    identical labels, and the same videos with the same FFmpeg build), makes folders of links to the
-#    train split (calibration) and test split (check), and runs
+#    regenerates the same dataset here (same spec and seed: byte-identical labels, and the same videos
+#    with the same FFmpeg build), puts the GPU machine's videos from videos_*.tar in their place (saying
+#    for each whether it differed from the regenerated one), makes folders of links to the train split
+#    (calibration) and test split (check), and runs
 #      python tools/bench_int8.py --onnx $OUT/model.onnx --calib CALIB --check CHECK --gt GT \
 #          --calib-chunks $CALIB_CHUNKS --sessions all-t2 all-t1 --rounds 5 --steps 3 --margins \
 #          --variants $VARIANTS --work $WORK/bench --out $WORK/bench_int8.json
 #    (VARIANTS default "default"; "default auto" adds the float-node search, slow at this size).
-#    Calibration memory: ONNX Runtime's MinMax calibrator keeps every calibration chunk's activations
-#    until the end, about 1 GB per chunk of 32 frames at 224x224 with the full encoder, hence
-#    CALIB_CHUNKS=8 by default.
+#    CALIB = links to the first CALIB_VIDEOS (default 8) train-split videos, CALIB_CHUNKS (default
+#    CALIB_VIDEOS) = one chunk of 32 sampled frames from each (bench_int8 takes ceil(chunks / videos)
+#    from every video). Calibration memory: ONNX Runtime's MinMax calibrator keeps every chunk's
+#    activations until it has seen them all; with the full encoder at 224x224 bench_int8's peak RSS was
+#    3.2 GB at 1 chunk and 5.1 GB at 4 (random weights; about 0.6 GB a chunk), so 8 chunks take ~7.5 GB.
 #
 # Tiny scale (check the whole flow on a CPU in a couple of minutes: 6 videos of 60-80 frames at 32x32,
 # 1 epoch, fp32, no workers; the full encoder all the same):
@@ -45,7 +50,8 @@
 #      TINY=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
 #
 # Environment: OUT (required), WORK (scratch, default /tmp/int8_trained), PYTHON (default python3),
-# TINY, EPOCHS, TRAIN_SECONDS, SIZE (frame and video side), NUM_VIDEOS, WORKERS, CALIB_CHUNKS, VARIANTS.
+# TINY, EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video side, default 224),
+# NUM_VIDEOS (40), WORKERS (12), PREPROCESS (device-i420), CALIB_VIDEOS, CALIB_CHUNKS, VARIANTS.
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 MODE=${1:-gpu}
@@ -54,11 +60,13 @@ WORK=${WORK:-/tmp/int8_trained}
 if [ "${TINY:-0}" = 1 ]; then
   SIZE=${SIZE:-32}; NUM_VIDEOS=${NUM_VIDEOS:-6}; MIN_FRAMES=60; MAX_FRAMES=80; EPOCHS=${EPOCHS:-1}
   ACCEL=cpu; PRECISION=32-true; WORKERS=${WORKERS:-0}; TRAIN_SECONDS=${TRAIN_SECONDS:-600}
-  CALIB_CHUNKS=${CALIB_CHUNKS:-4}; ROUNDS=1
+  PREPROCESS=${PREPROCESS:-cpu}
+  CALIB_VIDEOS=${CALIB_VIDEOS:-4}; ROUNDS=1
 else
   SIZE=${SIZE:-224}; NUM_VIDEOS=${NUM_VIDEOS:-40}; MIN_FRAMES=200; MAX_FRAMES=600; EPOCHS=${EPOCHS:-40}
-  ACCEL=gpu; PRECISION=bf16-mixed; WORKERS=${WORKERS:-8}; TRAIN_SECONDS=${TRAIN_SECONDS:-150}
-  CALIB_CHUNKS=${CALIB_CHUNKS:-8}; ROUNDS=5
+  ACCEL=gpu; PRECISION=bf16-mixed; WORKERS=${WORKERS:-12}; TRAIN_SECONDS=${TRAIN_SECONDS:-140}
+  PREPROCESS=${PREPROCESS:-device-i420}
+  CALIB_VIDEOS=${CALIB_VIDEOS:-8}; ROUNDS=5
 fi
 DATA=$WORK/synth$SIZE
 RUNS=$WORK/runs
@@ -72,18 +80,26 @@ synth() {
 mkdir -p "$OUT" "$WORK"
 
 if [ "$MODE" = check ]; then
-  if [ -f "$OUT/data.tar.gz" ]; then
-    rm -rf "$DATA" && mkdir -p "$DATA" && tar -xzf "$OUT/data.tar.gz" -C "$DATA"
-  else
-    synth
-  fi
+  rm -rf "$DATA"; synth  # the same spec and seed: the labels byte-identical, the videos too with the same FFmpeg build
+  for t in "$OUT"/videos_test.tar "$OUT"/videos_calib.tar; do  # the GPU machine's own files replace them
+    [ -f "$t" ] || { echo "no $t: the regenerated videos stand in" >&2; continue; }
+    rm -rf "$WORK/shipped" && mkdir -p "$WORK/shipped" && tar -xf "$t" -C "$WORK/shipped"
+    for f in $(cd "$WORK/shipped" && find . -type f | sort); do
+      cmp -s "$WORK/shipped/$f" "$DATA/$f" && same=identical || same=DIFFERENT
+      echo "$(basename "$t"): $f $same to the regenerated one"
+      cp "$WORK/shipped/$f" "$DATA/$f"
+    done
+  done
   rm -rf "$WORK/calib" "$WORK/check" && mkdir -p "$WORK/calib" "$WORK/check"
-  for n in $(sed 's/\.txt$//' "$DATA/splits/train.split1.bundle"); do ln -s "$DATA/Videos/$n.mp4" "$WORK/calib/"; done
+  # the split files list the activities round-robin: the first CALIB_VIDEOS cover all four
+  for n in $(sed 's/\.txt$//' "$DATA/splits/train.split1.bundle" | head -n "$CALIB_VIDEOS"); do
+    ln -s "$DATA/Videos/$n.mp4" "$WORK/calib/"
+  done
   for n in $(sed 's/\.txt$//' "$DATA/splits/test.split1.bundle"); do ln -s "$DATA/Videos/$n.mp4" "$WORK/check/"; done
   # shellcheck disable=SC2086  # VARIANTS is a list of names
   "$PY" tools/bench_int8.py --onnx "$OUT/model.onnx" --calib "$WORK/calib" --check "$WORK/check" \
-    --gt "$DATA/groundTruth" --calib-chunks "$CALIB_CHUNKS" --sessions all-t2 all-t1 --rounds $ROUNDS --steps 3 \
-    --margins --variants ${VARIANTS:-default} --work "$WORK/bench" --out "$WORK/bench_int8.json"
+    --gt "$DATA/groundTruth" --calib-chunks "${CALIB_CHUNKS:-$CALIB_VIDEOS}" --sessions all-t2 all-t1 \
+    --rounds $ROUNDS --steps 3 --margins --variants ${VARIANTS:-default} --work "$WORK/bench" --out "$WORK/bench_int8.json"
   echo "results: $WORK/bench_int8.json"
   exit 0
 elif [ "$MODE" != gpu ]; then
@@ -98,7 +114,8 @@ set +e  # a training stopped by the time limit still leaves best.ckpt
 timeout --signal=INT --kill-after=30 "$TRAIN_SECONDS" "$PY" -m streamseg.cli.main train -D synth -M tsm_memtcn \
   -E chunk32 -R "$RUNS" --new --accelerator "$ACCEL" --devices 1 "${SPEC[@]}" \
   -o data.frame_size="$SIZE,$SIZE" -o model.frame_size="$SIZE,$SIZE" -o train.epochs="$EPOCHS" \
-  -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" -o train.monitor=acc 2>&1 | tee "$WORK/train.log"
+  -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" -o train.monitor=acc \
+  -o data.preprocess="$PREPROCESS" 2>&1 | tee "$WORK/train.log"
 TRAIN_RC=${PIPESTATUS[0]}
 set -e
 T2=$(date +%s)
@@ -109,7 +126,8 @@ fi
 if [ ! -f "$RUN/metrics.json" ]; then  # stopped by the time limit: score best.ckpt on the test split
   "$PY" -m streamseg.cli.main test -D synth -M tsm_memtcn -E chunk32 -R "$RUNS" --accelerator "$ACCEL" \
     "${SPEC[@]}" -o data.frame_size="$SIZE,$SIZE" -o model.frame_size="$SIZE,$SIZE" \
-    -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" --ckpt best 2>&1 | tail -n 40
+    -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" -o data.preprocess="$PREPROCESS" --ckpt best \
+    2>&1 | tail -n 40
 fi
 T3=$(date +%s)
 "$PY" -m streamseg.cli.main export onnx "$RUN" --out "$WORK/export/model.onnx"
@@ -117,8 +135,15 @@ T4=$(date +%s)
 cp "$WORK/export/model.onnx" "$WORK/export/model.json" "$RUN/metrics.json" "$OUT/"
 tar -czf "$OUT/run.tar.gz" -C "$RUN" config logs/csv/metrics.csv
 tail -n 200 "$WORK/train.log" > "$OUT/train.log"
-(cd "$DATA" && tar -czf "$OUT/data.tar.gz" synth.json groundTruth splits \
-  $(sed 's/\.txt$//; s|^|Videos/|; s|$|.mp4|' splits/train.split1.bundle splits/test.split1.bundle))
+# the videos themselves (about 1.1-1.5 kB a frame at 224x224): the test split's with the labels, and
+# the first 12 of the train split's (calibration); a tar over the 16 MiB a file that comes back is
+# dropped (`check` then uses the videos it regenerates)
+videos() { sed 's/\.txt$//; s|^|Videos/|; s|$|.mp4|' "splits/$1.split1.bundle"; }
+(cd "$DATA" && tar -cf "$OUT/videos_test.tar" synth.json groundTruth splits $(videos test) \
+  && tar -cf "$OUT/videos_calib.tar" $(videos train | head -n 12))
+for t in "$OUT"/videos_*.tar; do
+  if [ "$(stat -c %s "$t")" -gt $((16 * 1024 * 1024 - 4096)) ]; then echo "dropped $t: over 16 MiB" >&2; rm "$t"; fi
+done
 ACC=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1])).get('acc'))" "$RUN/metrics.json")
 {
   echo "run: $RUN (training rc $TRAIN_RC: 124/130 = stopped by the ${TRAIN_SECONDS}s limit)"
