@@ -13,8 +13,10 @@
 #    full MobileNetV2 (model.num_blocks unset: all 19 blocks) at data/model frame_size 224x224, bf16, 12
 #    decode workers (frames augmented on the GPU: data.preprocess=device-i420; PREPROCESS=cpu to do it in
 #    the workers), at most EPOCHS epochs and at most TRAIN_SECONDS of wall clock (then SIGINT:
-#    Lightning stops cleanly and best.ckpt, written at each validation, is kept), scores best.ckpt on the
-#    test split, exports fp32 ONNX and copies to $OUT (flat, each file < 16 MiB):
+#    Lightning stops and best.ckpt, written atomically at each validation, is kept; the decode workers
+#    get the SIGINT too, so a KeyboardInterrupt / "DataLoader worker exited unexpectedly" traceback is
+#    expected then), scores best.ckpt on the test split (`streamseg test` when the limit stopped it),
+#    exports fp32 ONNX and copies to $OUT (flat, each file < 16 MiB):
 #      model.onnx, model.json      the fp32 export and its metadata
 #      metrics.json                test-split scores of best.ckpt (acc, edit, f1@...)
 #      run.tar.gz                  the run's config/ (parameters, overrides) and logs/csv/metrics.csv
@@ -36,7 +38,10 @@
 #      python tools/bench_int8.py --onnx $OUT/model.onnx --calib CALIB --check CHECK --gt GT \
 #          --calib-chunks $CALIB_CHUNKS --sessions all-t2 all-t1 --rounds 5 --steps 3 --margins \
 #          --variants $VARIANTS --work $WORK/bench --out $WORK/bench_int8.json
-#    (VARIANTS default "default"; "default auto" adds the float-node search, slow at this size).
+#    (VARIANTS default "default"; "default auto" adds the float-node search of `export onnx --int8`:
+#    two extra quantisations when the plain graph already reaches 0.99 on the calibration videos, else
+#    one per candidate node, which at this size is far too slow for this CPU). About 5
+#    minutes here and ~10 GB peak memory (estimates from the tiny and random-weight runs at 224x224).
 #    CALIB = links to the first CALIB_VIDEOS (default 8) train-split videos, CALIB_CHUNKS (default
 #    CALIB_VIDEOS) = one chunk of 32 sampled frames from each (bench_int8 takes ceil(chunks / videos)
 #    from every video). Calibration memory: ONNX Runtime's MinMax calibrator keeps every chunk's
