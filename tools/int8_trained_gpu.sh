@@ -104,7 +104,8 @@ if [ "$MODE" = check ]; then
   # shellcheck disable=SC2086  # VARIANTS is a list of names
   "$PY" tools/bench_int8.py --onnx "$OUT/model.onnx" --calib "$WORK/calib" --check "$WORK/check" \
     --gt "$DATA/groundTruth" --calib-chunks "${CALIB_CHUNKS:-$CALIB_VIDEOS}" --sessions all-t2 all-t1 \
-    --rounds $ROUNDS --steps 3 --margins --variants ${VARIANTS:-default} --work "$WORK/bench" --out "$WORK/bench_int8.json"
+    --rounds $ROUNDS --steps 3 --margins --variants ${VARIANTS:-default} --work "$WORK/bench" \
+    --out "$WORK/bench_int8.json"
   echo "results: $WORK/bench_int8.json"
   exit 0
 elif [ "$MODE" != gpu ]; then
