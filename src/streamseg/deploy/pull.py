@@ -112,12 +112,10 @@ class ChunkRing:
     def __init__(self, slots: int, chunk: int, size: tuple[int, int], pin: bool = False) -> None:
         self.frames = torch.empty((slots, chunk, 3, *size), dtype=torch.uint8).share_memory_()
         self.pinned = False
-        if pin:
+        if pin:  # when the pages cannot be locked (a limit on locked memory), chunks are copied as from any host tensor
             nbytes = self.frames.numel() * self.frames.element_size()
-            code = torch.cuda.cudart().cudaHostRegister(self.frames.data_ptr(), nbytes, 0)
-            if int(code) != 0:
-                raise RuntimeError(f"cannot page-lock a stream's chunk buffers ({nbytes} bytes): CUDA error {int(code)}")
-            self.pinned = True
+            with contextlib.suppress(Exception):
+                self.pinned = int(torch.cuda.cudart().cudaHostRegister(self.frames.data_ptr(), nbytes, 0)) == 0
 
     def view(self, index: int, length: int) -> torch.Tensor:
         return self.frames[index, :length]
