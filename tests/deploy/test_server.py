@@ -356,10 +356,33 @@ def test_serve_command_refuses_bad_settings_before_loading_the_model(tmp_path, m
         main(["serve", "--model", str(missing), "--buffer-chunks", "0"])
     with pytest.raises(SystemExit, match="--decode-workers must be >= 0, got -1"):
         main(["serve", "--model", str(missing), "--decode-workers", "-1"])
+    with pytest.raises(SystemExit, match="--decode-threads must be >= 0, got -2"):
+        main(["serve", "--model", str(missing), "--decode-threads", "-2"])
     with pytest.raises(SystemExit, match="--fixed-batch needs a PyTorch model .* not an ONNX export: .*missing.onnx"):
         main(["serve", "--model", str(missing), "--fixed-batch"])
     with pytest.raises(SystemExit, match="missing.json: no metadata file"):
         main(["serve", "--model", str(missing)])
+
+
+def test_serve_command_gives_its_decode_threads_to_every_pulled_source(tmp_path, monkeypatch) -> None:
+    """``--decode-threads`` reaches the pool's source options (one FFmpeg thread per reader by default)."""
+    import streamseg.deploy.runtime as runtime
+    import streamseg.deploy.server as server
+    from streamseg.cli.main import main
+
+    class Built(Exception):
+        pass
+
+    def build_app(streamer, opts):
+        raise Built(opts.source_options["decode_threads"])
+
+    monkeypatch.delenv("STREAMSEG_TOKEN", raising=False)
+    monkeypatch.setattr(runtime, "open_streamer", lambda *a, **k: object())
+    monkeypatch.setattr(server, "build_app", build_app)
+    for argv, want in (([], 1), (["--decode-threads", "0"], 0), (["--decode-threads", "4"], 4)):
+        with pytest.raises(Built) as built:
+            main(["serve", "--model", str(tmp_path / "model.onnx"), *argv])
+        assert built.value.args == (want,)
 
 
 def test_a_source_that_dies_mid_stream_ends_alone(streamer, videos, expected, http_dir) -> None:

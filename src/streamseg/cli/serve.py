@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode-workers", type=int, default=0, metavar="N",
                    help="read pulled sources in N worker processes instead of threads of the server "
                         "(many sources with a GPU model: see docs/serve.md)")
+    p.add_argument("--decode-threads", type=int, default=1, metavar="N",
+                   help="FFmpeg decoder threads of each pulled source (default 1: many readers share the cores; "
+                        "0: FFmpeg's own choice, for a few very high resolution cameras)")
     p.add_argument("--fixed-batch", action="store_true",
                    help="PyTorch models: one fixed-batch step of --max-streams rows, compiled and captured in a "
                         "CUDA graph on a GPU (compiles at start; see docs/serve.md)")
@@ -76,13 +79,14 @@ def run_serve(args: argparse.Namespace) -> int:
                         ("--buffer-chunks", args.buffer_chunks), ("--max-frames", args.max_frames)):
         if value is not None and value < 1:
             raise SystemExit(f"error: {flag} must be >= 1, got {value}")
-    if args.decode_workers < 0:
-        raise SystemExit(f"error: --decode-workers must be >= 0, got {args.decode_workers}")
+    for flag, value in (("--decode-workers", args.decode_workers), ("--decode-threads", args.decode_threads)):
+        if value < 0:
+            raise SystemExit(f"error: {flag} must be >= 0, got {value}")
     if args.fixed_batch and str(args.model).endswith(".onnx"):
         raise SystemExit(f"error: --fixed-batch needs a PyTorch model (a run directory or checkpoint), "
                          f"not an ONNX export: {args.model}")
     source_options = {"fmt": args.format, "options": _options(args.input_option), "timeout_s": args.timeout,
-                      "max_frames": args.max_frames}
+                      "max_frames": args.max_frames, "decode_threads": args.decode_threads}
     try:
         token = read_token(args.token_file)
         check_host(args.host, token)
