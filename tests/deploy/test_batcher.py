@@ -435,3 +435,22 @@ def test_a_removed_stream_releases_its_queued_chunks_and_its_worker(tmp_path) ->
         assert pool._decoders._owner == {} and all(not w.streams for w in pool._decoders._workers)
     finally:
         pool.close()
+
+
+def test_a_stream_whose_chunk_buffers_cannot_be_made_is_refused_with_the_reason(tmp_path, monkeypatch) -> None:
+    """No room for a worker stream's ring in shared memory: `add` raises (the server answers 503) naming
+    the buffers, gives its fixed row back, and the pool serves the next stream."""
+    def no_room(self, *args, **kwargs):
+        raise RuntimeError("unable to write to file </torch_1_2>: No space left on device (28)")
+
+    pool = StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=4, decode_workers=1, max_streams=1)
+    try:
+        video = str(_ramp_video(tmp_path / "v.mp4", frames=12))
+        with monkeypatch.context() as m:
+            m.setattr(pull.ChunkRing, "__init__", no_room)
+            with pytest.raises(RuntimeError, match=r"stream v: cannot make its 4 chunk buffers of 4 frames 16x16 in "
+                                                   r"shared memory \(/dev/shm\): .*No space left"):
+                pool.add(video, name="v")
+        assert pool.list() == [] and _wait(pool, pool.add(video, name="v"))["status"] == "ended"
+    finally:
+        pool.close()

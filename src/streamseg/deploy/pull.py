@@ -245,7 +245,11 @@ class DecodeWorkers:
     def add(self, sid: str, source: str, realtime: bool, credits: int) -> int:
         """Give the stream (a ring of ``credits`` chunk buffers) to the worker owning the fewest; returns
         that worker's process id."""
-        ring = ChunkRing(credits, self._chunk, self._size, self._pin)
+        try:
+            ring = ChunkRing(credits, self._chunk, self._size, self._pin)
+        except RuntimeError as e:  # e.g. a container's small /dev/shm
+            raise RuntimeError(f"stream {sid}: cannot make its {credits} chunk buffers of {self._chunk} frames "
+                               f"{self._size[0]}x{self._size[1]} in shared memory (/dev/shm): {e}") from None
         with self._lock:
             alive = [w for w in self._workers if w.process.is_alive()]
             if not alive:
