@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.video import ycbcr420_to_rgb_float, ycbcr_matrix, ycbcr_name
+from .runtime import PRECISIONS as DTYPES
 
 __all__ = ["DTYPES", "IN_FORMATS", "PRECISIONS", "StreamStep", "bench_pipeline", "label_agreement"]
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # precision -> (dtype of weights/input/state, autocast dtype or None)
 PRECISIONS: dict[str, tuple[torch.dtype, torch.dtype | None]] = {
     **{name: (dtype, None) for name, dtype in DTYPES.items()},

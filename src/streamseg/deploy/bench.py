@@ -38,6 +38,7 @@ from torch import nn
 from ..data.streams import normalize_frames
 from ..data.video import VideoFileSource
 from ..flops import count_flops, count_params
+from .runtime import PRECISIONS
 
 __all__ = ["BACKENDS", "PRECISIONS", "bench_end_to_end", "bench_model", "bench_onnx_model", "environment",
            "model_cost", "onnx_streamer"]
@@ -45,7 +46,6 @@ __all__ = ["BACKENDS", "PRECISIONS", "bench_end_to_end", "bench_model", "bench_o
 Precision = Literal["fp32", "bf16", "fp16"]
 Backend = Literal["torch", "onnxruntime"]
 BACKENDS = ("torch", "onnxruntime")
-PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def environment(device: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .accel import StreamStep
-from .runtime import TorchStreamer
+from .runtime import PRECISIONS, TorchStreamer
 
 __all__ = ["FixedBatchStep"]
 
@@ -42,7 +42,9 @@ class FixedBatchStep:
         meta = streamer.meta
         if meta.input_kind != "frames":
             raise ValueError("fixed_batch: the model takes features; a fixed-batch pool serves video models")
-        precision = {torch.float32: "fp32", torch.bfloat16: "bf16-mixed", torch.float16: "fp16-mixed"}[streamer.dtype]
+        # the streamer's autocast dtype as StreamStep's precision: fp32, or autocast to bf16 / fp16
+        name = next(n for n, dtype in PRECISIONS.items() if dtype == streamer.dtype)
+        precision = name if name == "fp32" else f"{name}-mixed"
         gpu = streamer.device.type == "cuda"
         size = tuple(meta.sample_shape[1:])
         self.step = StreamStep(streamer.net, meta.sample_shape, streams=rows, chunk=chunk, device=streamer.device,

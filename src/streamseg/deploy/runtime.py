@@ -355,7 +355,8 @@ def deploy_meta(net: nn.Module, dm: Any, chunk_size: int, source: str = "") -> D
     )
 
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# the one table of precision names (CLI --precision, benchmarks, StreamStep's pure casts)
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def open_streamer(model: str | Path, device: str = "cpu", threads: int | None = None, *, precision: str = "fp32",
