@@ -454,3 +454,17 @@ def test_a_stream_whose_chunk_buffers_cannot_be_made_is_refused_with_the_reason(
         assert pool.list() == [] and _wait(pool, pool.add(video, name="v"))["status"] == "ended"
     finally:
         pool.close()
+
+
+def test_a_worker_reader_that_raises_ends_its_stream_with_the_reason(tmp_path) -> None:
+    """A reader in a decode worker that fails outside decoding (here: frames of another size than the
+    model's, which do not fit the stream's ring buffers) ends its stream with the error, instead of the
+    stream waiting forever for chunks that never come."""
+    meta = tiny_meta(sample_rate=1)
+    pool = StreamPool(_Brightness(meta), chunk=4, decode_workers=1)
+    try:
+        pool._decoders._size = (8, 8)  # the rings are made smaller than the frames the reader gives
+        info = _wait(pool, pool.add(str(_ramp_video(tmp_path / "v.mp4", frames=12))))
+    finally:
+        pool.close()
+    assert info["status"] == "error" and info["error"].startswith("reader failed: RuntimeError")

@@ -152,10 +152,13 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
                     return True
             return False
 
-        pull_stream(source, meta, options, chunk, realtime, retries, backoff_s, stop,
-                    running=lambda fps, live: results.put(("running", sid, fps, live)),
-                    retrying=lambda attempt, delay, error: results.put(("retrying", sid, attempt, delay, error)),
-                    put_chunk=put_chunk, end=lambda num, error: results.put(("end", sid, num, error)))
+        try:
+            pull_stream(source, meta, options, chunk, realtime, retries, backoff_s, stop,
+                        running=lambda fps, live: results.put(("running", sid, fps, live)),
+                        retrying=lambda attempt, delay, error: results.put(("retrying", sid, attempt, delay, error)),
+                        put_chunk=put_chunk, end=lambda num, error: results.put(("end", sid, num, error)))
+        except Exception as e:  # noqa: BLE001 (e.g. a chunk that does not fit its ring: the stream ends, named)
+            results.put(("end", sid, None, f"reader failed: {type(e).__name__}: {e}"))
 
     parent = os.getppid()
     while True:
