@@ -57,15 +57,15 @@
 # CPU scale (a short training of the same model, full encoder at 224x224, on this CPU instead of the
 # GPU recipe: 24 videos of 60-64 frames (one chunk of 32 sampled frames each), fp32, no workers, 1
 # stream a step (BATCH; the recipe's 4 took over 20 GB here and were killed), at most 5 epochs and
-# 840 s; check with
-# 4 calibration videos, 3 rounds; MIN_FRAMES / MAX_FRAMES / ROUNDS can be set; the same CPU=1 and
-# knobs for both calls, so that `check` regenerates the same dataset):
+# 840 s (about 14 minutes of training at load 3; its result in docs/benchmarks.md); check with 4
+# calibration videos, 3 rounds (about 3 minutes, 9.4 GB peak). MIN_FRAMES / MAX_FRAMES / ROUNDS can
+# be set; give both calls the same CPU=1 and knobs, so that `check` regenerates the same dataset):
 #
 #      CPU=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh
 #      CPU=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
 #
 # Environment: OUT (required), WORK (scratch, default /tmp/int8_trained), PYTHON (default python3),
-# TINY, CPU, EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video side, default 224),
+# TINY, CPU, BATCH (CPU only), EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video side, default 224),
 # NUM_VIDEOS (40), WORKERS (12), PREPROCESS (device-i420), CALIB_VIDEOS, CALIB_CHUNKS, VARIANTS.
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
