@@ -65,8 +65,9 @@
 #      CPU=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
 #
 # Environment: OUT (required), WORK (scratch, default /tmp/int8_trained), PYTHON (default python3),
-# TINY, CPU, BATCH (CPU only), EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video side, default 224),
-# NUM_VIDEOS (40), WORKERS (12), PREPROCESS (device-i420), CALIB_VIDEOS, CALIB_CHUNKS, VARIANTS.
+# TINY, CPU, BATCH (CPU only), EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video
+# side, default 224), NUM_VIDEOS (40), WORKERS (12), PREPROCESS (device-i420), CALIB_VIDEOS, CALIB_CHUNKS,
+# VARIANTS.
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 MODE=${1:-gpu}
