@@ -54,19 +54,37 @@
 #      TINY=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh
 #      TINY=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
 #
+# CPU scale (a short training of the same model, full encoder at 224x224, on this CPU instead of the
+# GPU recipe: 24 videos of 60-64 frames (one chunk of 32 sampled frames each), fp32, no workers, 1
+# stream a step (BATCH; the recipe's 4 took over 20 GB here and were killed), at most 5 epochs and
+# 840 s (about 14 minutes of training at load 3; its result in docs/benchmarks.md); check with 4
+# calibration videos, 3 rounds (about 3 minutes, 9.4 GB peak). MIN_FRAMES / MAX_FRAMES / ROUNDS can
+# be set; give both calls the same CPU=1 and knobs, so that `check` regenerates the same dataset):
+#
+#      CPU=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh
+#      CPU=1 OUT=/tmp/o PYTHONPATH=src nice -n 10 bash tools/int8_trained_gpu.sh check
+#
 # Environment: OUT (required), WORK (scratch, default /tmp/int8_trained), PYTHON (default python3),
-# TINY, EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video side, default 224),
-# NUM_VIDEOS (40), WORKERS (12), PREPROCESS (device-i420), CALIB_VIDEOS, CALIB_CHUNKS, VARIANTS.
+# TINY, CPU, BATCH (CPU only), EPOCHS (default 40), TRAIN_SECONDS (default 140), SIZE (frame and video
+# side, default 224), NUM_VIDEOS (40), WORKERS (12), PREPROCESS (device-i420), CALIB_VIDEOS, CALIB_CHUNKS,
+# VARIANTS.
 set -euo pipefail
 : "${OUT:?set OUT to the output folder}"
 MODE=${1:-gpu}
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/int8_trained}
+TRAIN_EXTRA=()  # more `train` overrides
 if [ "${TINY:-0}" = 1 ]; then
   SIZE=${SIZE:-32}; NUM_VIDEOS=${NUM_VIDEOS:-6}; MIN_FRAMES=60; MAX_FRAMES=80; EPOCHS=${EPOCHS:-1}
   ACCEL=cpu; PRECISION=32-true; WORKERS=${WORKERS:-0}; TRAIN_SECONDS=${TRAIN_SECONDS:-600}
   PREPROCESS=${PREPROCESS:-cpu}
   CALIB_VIDEOS=${CALIB_VIDEOS:-4}; ROUNDS=1
+elif [ "${CPU:-0}" = 1 ]; then  # a short training of the full encoder at 224x224 on this CPU
+  SIZE=${SIZE:-224}; NUM_VIDEOS=${NUM_VIDEOS:-24}; MIN_FRAMES=${MIN_FRAMES:-60}; MAX_FRAMES=${MAX_FRAMES:-64}
+  EPOCHS=${EPOCHS:-5}; ACCEL=cpu; PRECISION=32-true; WORKERS=${WORKERS:-0}
+  TRAIN_SECONDS=${TRAIN_SECONDS:-840}; PREPROCESS=${PREPROCESS:-cpu}
+  CALIB_VIDEOS=${CALIB_VIDEOS:-4}; ROUNDS=${ROUNDS:-3}
+  TRAIN_EXTRA=(-o train.batch_size="${BATCH:-1}")  # 4 streams of 2x32 frames at 224x224 took > 20 GB here
 else
   SIZE=${SIZE:-224}; NUM_VIDEOS=${NUM_VIDEOS:-40}; MIN_FRAMES=200; MAX_FRAMES=600; EPOCHS=${EPOCHS:-40}
   ACCEL=gpu; PRECISION=bf16-mixed; WORKERS=${WORKERS:-12}; TRAIN_SECONDS=${TRAIN_SECONDS:-140}
@@ -121,7 +139,7 @@ timeout --signal=INT --kill-after=30 "$TRAIN_SECONDS" "$PY" -m streamseg.cli.mai
   -E chunk32 -R "$RUNS" --new --accelerator "$ACCEL" --devices 1 "${SPEC[@]}" \
   -o data.frame_size="$SIZE,$SIZE" -o model.frame_size="$SIZE,$SIZE" -o train.epochs="$EPOCHS" \
   -o train.precision="$PRECISION" -o train.num_workers="$WORKERS" -o train.monitor=acc \
-  -o data.preprocess="$PREPROCESS" 2>&1 | tee "$WORK/train.log"
+  -o data.preprocess="$PREPROCESS" "${TRAIN_EXTRA[@]}" 2>&1 | tee "$WORK/train.log"
 TRAIN_RC=${PIPESTATUS[0]}
 set -e
 T2=$(date +%s)
