@@ -170,7 +170,8 @@ def test_decode_workers_give_the_labels_and_events_of_reader_threads(tmp_path) -
         workers.close()
     for (info_w, labels_w, events_w), (info_g, labels_g, events_g) in zip(want, got):
         assert info_w["worker"] is None and info_g["worker"] in pids
-        assert info_g["status"] == "ended" and info_g["frames"] == info_w["frames"] and info_g["chunks"] == info_w["chunks"]
+        assert info_g["status"] == "ended"
+        assert info_g["frames"] == info_w["frames"] and info_g["chunks"] == info_w["chunks"]
         np.testing.assert_array_equal(labels_g, labels_w)
         assert len(events_g) > 1 and _same_events(events_g, events_w)
     assert {info["worker"] for info, _, _ in got} == set(pids)

@@ -112,7 +112,7 @@ class ChunkRing:
     def __init__(self, slots: int, chunk: int, size: tuple[int, int], pin: bool = False) -> None:
         self.frames = torch.empty((slots, chunk, 3, *size), dtype=torch.uint8).share_memory_()
         self.pinned = False
-        if pin:  # when the pages cannot be locked (a limit on locked memory), chunks are copied as from any host tensor
+        if pin:  # pages that cannot be locked: the chunks are then copied as from any host tensor
             nbytes = self.frames.numel() * self.frames.element_size()
             with contextlib.suppress(Exception):
                 self.pinned = int(torch.cuda.cudart().cudaHostRegister(self.frames.data_ptr(), nbytes, 0)) == 0
@@ -125,6 +125,7 @@ class ChunkRing:
         if self.pinned:
             self.pinned = False
             torch.cuda.cudart().cudaHostUnregister(self.frames.data_ptr())
+
 
 def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
                  commands: Any, results: Any) -> None:
