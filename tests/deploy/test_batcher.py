@@ -361,6 +361,25 @@ def test_decode_workers_page_lock_their_rings_for_a_gpu_step(synth_video_root, n
             np.testing.assert_array_equal(labels_g, labels_w)
 
 
+@pytest.mark.gpu
+def test_a_ring_that_cannot_be_page_locked_leaves_no_cuda_error_behind() -> None:
+    """A failed ``cudaHostRegister`` sets its thread's last CUDA error, which PyTorch's check after the
+    next kernel launched on that thread reports as that kernel's failure; `host_register` fails cleanly."""
+    torch.ones(4, device="cuda").mul_(2)  # CUDA started
+    memory = torch.empty(1 << 20, dtype=torch.uint8)
+    cudart = torch.cuda.cudart()
+    assert int(cudart.cudaHostRegister(memory.data_ptr(), memory.numel(), 1)) == 0
+    try:
+        # the hazard, on this thread: registering the same pages again fails and poisons the next launch
+        assert int(cudart.cudaHostRegister(memory.data_ptr(), memory.numel(), 1)) != 0
+        with pytest.raises(RuntimeError):
+            torch.ones(4, device="cuda").mul_(2)
+        assert not pull.host_register(memory)  # already locked: refused, on its own thread
+        assert torch.ones(4, device="cuda").mul_(2).sum().item() == 8
+    finally:
+        cudart.cudaHostUnregister(memory.data_ptr())
+
+
 def test_decode_workers_exit_when_their_pool_process_is_killed(tmp_path) -> None:
     """A server killed outright (SIGKILL: no close) leaves no decode worker behind."""
     import signal
@@ -454,6 +473,45 @@ def test_a_stream_whose_chunk_buffers_cannot_be_made_is_refused_with_the_reason(
                 pool.add(video, name="v")
         assert pool.list() == [] and _wait(pool, pool.add(video, name="v"))["status"] == "ended"
     finally:
+        pool.close()
+
+
+def test_a_stream_whose_ring_is_being_made_does_not_hold_up_the_pool(tmp_path, monkeypatch) -> None:
+    """Making a worker stream's ring (mapping and page-locking hundreds of MB at HD sizes) happens outside
+    the pool's lock: the pool lists its streams and delivers the other streams' chunks meanwhile; and a
+    stream refused after its ring was made (its name taken) closes that ring."""
+    made, release = threading.Event(), threading.Event()
+    rings: list[pull.ChunkRing] = []
+    make = pull.ChunkRing.__init__
+
+    def slow(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        rings.append(self)
+        if len(rings) == 2:  # the second stream's ring: held until the test lets it go
+            made.set()
+            assert release.wait(30)
+
+    monkeypatch.setattr(pull.ChunkRing, "__init__", slow)
+    monkeypatch.setattr(pull.ChunkRing, "close", lambda self: setattr(self, "closed", True))
+    pool = StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=4, decode_workers=1, max_streams=4)
+    try:
+        video = str(_ramp_video(tmp_path / "v.mp4", frames=12))
+        first = pool.add(video, name="a")
+        adding = threading.Thread(target=pool.add, args=(video,), kwargs={"name": "b"})
+        adding.start()
+        assert made.wait(30)
+        listed = threading.Thread(target=pool.list, daemon=True)
+        listed.start()
+        listed.join(5)
+        ended = _wait(pool, first, timeout_s=10)  # its chunks go through the pool's lock (_deliver)
+        release.set()
+        adding.join(30)
+        assert not listed.is_alive() and ended["status"] == "ended" and ended["frames"] == 12
+        with pytest.raises(ValueError, match="is taken"):
+            pool.add(video, name="b")
+        assert len(rings) == 3 and getattr(rings[2], "closed", False) and not hasattr(rings[1], "closed")
+    finally:
+        release.set()
         pool.close()
 
 

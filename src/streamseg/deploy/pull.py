@@ -20,7 +20,9 @@ buffer in the stream's slot. Why not a shared-memory tensor per chunk (torch.mul
 first version): each chunk then cost a new shared-memory file, a file-descriptor hand-over through the
 worker and, in the pool's process, a fresh mapping whose every page faulted on the engine thread's first
 read, 64 times per step with 64 streams. When the pool uploads to a GPU the ring is also page-locked
-(``cudaHostRegister``), so a chunk goes from the worker's buffer to the GPU in one asynchronous copy.
+(``cudaHostRegister``), so a chunk goes from the worker's buffer to the GPU in one asynchronous copy. The
+pool makes a stream's ring before it takes its own lock: at 1280x720 four buffers of 32 frames are 354 MB
+to map and lock, which must not stall the engine's steps or the other streams' chunks.
 
 Flow control is per stream, by credits: a worker's reader may have at most ``buffer_chunks`` chunks
 queued in the pool (one per ring buffer); the engine gives one credit back for each chunk once the step
@@ -51,7 +53,7 @@ import torch
 from .infer import open_source
 from .runtime import DeployMeta
 
-__all__ = ["ChunkRing", "DecodeWorkers", "MAX_BACKOFF_S", "pull_stream"]
+__all__ = ["ChunkRing", "DecodeWorkers", "MAX_BACKOFF_S", "host_register", "pull_stream"]
 
 MAX_BACKOFF_S = 30.0
 START_TIMEOUT_S = 120.0  # a worker imports torch and PyAV before its first stream
@@ -105,17 +107,42 @@ def pull_stream(source: str, meta: DeployMeta, options: dict[str, Any], chunk: i
 
 # ---- decode worker processes ----
 
+def _on_own_thread(call: Callable[[], Any]) -> Any:
+    """``call()`` on a throwaway thread. For CUDA runtime calls made outside PyTorch's checks: a failed one
+    leaves its error as its thread's last CUDA error, which PyTorch's check after the next kernel launched
+    on that thread (``cudaGetLastError``) would report as that kernel's own failure."""
+    out: list[Any] = []
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            out.append(call())
+
+    thread = threading.Thread(target=run, name="streamseg-cuda-host", daemon=True)
+    thread.start()
+    thread.join()
+    return out[0] if out else None
+
+
+def host_register(tensor: torch.Tensor) -> bool:
+    """Page-lock a contiguous CPU tensor's memory in place for every CUDA context (``cudaHostRegister``,
+    flag ``cudaHostRegisterPortable``); False if it could not be (no error is left behind, see
+    `_on_own_thread`). Undo with `host_unregister` before the memory is freed."""
+    nbytes = tensor.numel() * tensor.element_size()
+    return _on_own_thread(lambda: int(torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), nbytes, 1))) == 0
+
+
+def host_unregister(tensor: torch.Tensor) -> None:
+    _on_own_thread(lambda: torch.cuda.cudart().cudaHostUnregister(tensor.data_ptr()))
+
+
 class ChunkRing:
     """``slots`` chunk buffers ``(chunk, 3, H, W)`` uint8 in shared memory for one worker stream; with
     ``pin`` also page-locked for asynchronous uploads to the GPU (see the module docstring)."""
 
     def __init__(self, slots: int, chunk: int, size: tuple[int, int], pin: bool = False) -> None:
         self.frames = torch.empty((slots, chunk, 3, *size), dtype=torch.uint8).share_memory_()
-        self.pinned = False
-        if pin:  # pages that cannot be locked: the chunks are then copied as from any host tensor
-            nbytes = self.frames.numel() * self.frames.element_size()
-            with contextlib.suppress(Exception):
-                self.pinned = int(torch.cuda.cudart().cudaHostRegister(self.frames.data_ptr(), nbytes, 0)) == 0
+        # pages that cannot be locked: the chunks are then copied as from any host tensor
+        self.pinned = pin and host_register(self.frames)
 
     def view(self, index: int, length: int) -> torch.Tensor:
         return self.frames[index, :length]
@@ -124,7 +151,7 @@ class ChunkRing:
         """Unlock the pages (before the memory goes); the views must not be uploaded from afterwards."""
         if self.pinned:
             self.pinned = False
-            torch.cuda.cudart().cudaHostUnregister(self.frames.data_ptr())
+            host_unregister(self.frames)
 
 
 def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
@@ -246,18 +273,21 @@ class DecodeWorkers:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers]
 
-    def add(self, sid: str, source: str, realtime: bool, credits: int) -> int:
-        """Give the stream (a ring of ``credits`` chunk buffers) to the worker owning the fewest; returns
-        that worker's process id."""
+    def ring(self, name: str, credits: int) -> ChunkRing:
+        """A new stream's ring of ``credits`` chunk buffers, for `add` (``name`` names the stream in the
+        error); the caller closes it if the stream is not added after all."""
         try:
-            ring = ChunkRing(credits, self._chunk, self._size, self._pin)
+            return ChunkRing(credits, self._chunk, self._size, self._pin)
         except RuntimeError as e:  # e.g. a container's small /dev/shm
-            raise RuntimeError(f"stream {sid}: cannot make its {credits} chunk buffers of {self._chunk} frames "
+            raise RuntimeError(f"stream {name}: cannot make its {credits} chunk buffers of {self._chunk} frames "
                                f"{self._size[0]}x{self._size[1]} in shared memory (/dev/shm): {e}") from None
+
+    def add(self, sid: str, source: str, realtime: bool, ring: ChunkRing) -> int:
+        """Give the stream and its `ring` (as many credits as buffers; owned from now on) to the worker
+        owning the fewest; returns that worker's process id."""
         with self._lock:
             alive = [w for w in self._workers if w.process.is_alive()]
             if not alive:
-                ring.close()
                 raise RuntimeError("no decode worker is running (they exited; see the streams' errors)")
             worker = min(alive, key=lambda w: len(w.streams))
             worker.streams.add(sid)
