@@ -251,3 +251,28 @@ def test_infer_cli_on_a_stream_url_with_annotation_live_view_and_summary(tmp_pat
     assert rt["paced"] is False and rt["chunks"] == -(-num_frames // (6 * SR)) and rt["late_chunks"] >= 0
     with av.open(str(tmp_path / "ann.mp4")) as annotated:
         assert sum(1 for _ in annotated.decode(video=0)) == num_frames
+
+
+def test_segment_events_are_the_runs_of_labels_whatever_the_chunking() -> None:
+    """`SegmentTracker` closes one event per run of equal labels, with the run's mean confidence, however
+    the frames are split into chunks (runs crossing chunks, one-frame runs, empty chunks)."""
+    from streamseg.deploy.infer import SegmentTracker
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(rng.integers(0, 4, 60), rng.integers(1, 6, 60))  # runs of 1-5, some merge
+    conf = rng.random(len(labels)).astype(np.float32)
+    want = []
+    start = 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[start]:
+            want.append((int(labels[start]), start, i, round(float(conf[start:i].astype(np.float64).mean()), 5)))
+            start = i
+    for cuts in ([], [1, 2, 2, 50, 51], list(range(1, len(labels))), sorted(rng.choice(len(labels), 20))):
+        events: list[dict] = []
+        tracker = SegmentTracker("v", ["a", "b", "c", "d"], 10.0, events.append)
+        for part_labels, part_conf in zip(np.split(labels, cuts), np.split(conf, cuts)):
+            tracker.push(part_labels, part_conf, time.perf_counter())
+        tracker.finish(len(labels), time.perf_counter())
+        got = [(e["label_id"], e["start"], e["end"], e["confidence"]) for e in events]
+        assert got == want and events == tracker.events
+        assert all(e["label"] == "abcd"[e["label_id"]] and e["end_s"] == e["end"] / 10.0 for e in events)

@@ -71,7 +71,8 @@ class SegmentTracker:
     _label: int = -1
     _start: int = 0
     _next: int = 0  # index of the next frame pushed
-    _conf: list[float] = field(default_factory=list)
+    _conf_sum: float = 0.0  # the open segment's confidences
+    _conf_count: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def _close(self, end: int, decoded: int, chunk_time: float) -> None:
@@ -79,7 +80,7 @@ class SegmentTracker:
             "video": self.video, "label": self.class_names[self._label], "label_id": self._label,
             "start": self._start, "end": end,
             "start_s": self._seconds(self._start), "end_s": self._seconds(end),
-            "confidence": round(float(np.mean(self._conf)), 5), "emitted_at_frame": decoded,
+            "confidence": round(self._conf_sum / self._conf_count, 5), "emitted_at_frame": decoded,
             "latency_s": round(time.perf_counter() - chunk_time, 6),
         }
         self.events.append(event)
@@ -91,14 +92,29 @@ class SegmentTracker:
         return round(frame / self.fps, 4) if self.fps else None
 
     def push(self, labels: np.ndarray, confidences: np.ndarray, chunk_time: float) -> None:
-        decoded = self._next + len(labels)  # frames that had arrived when this chunk was labelled
-        for label, conf in zip(labels.tolist(), confidences.tolist()):
+        n = len(labels)
+        if n == 0:
+            return
+        decoded = self._next + n  # frames that had arrived when this chunk was labelled
+        labels = np.asarray(labels)
+        # the chunk's runs of equal labels, found at once: a server labels every stream's chunk on its engine
+        # thread, and a model whose labels flicker (untrained, or near a boundary) makes a run of most frames
+        cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+        confidences = np.asarray(confidences, dtype=np.float64)
+        if len(cuts) == 0:  # one run (the common case)
+            runs = [(0, n, int(labels[0]), float(confidences.sum()))]
+        else:
+            starts = np.concatenate(([0], cuts))
+            runs = zip(starts.tolist(), [*cuts.tolist(), n], labels[starts].tolist(),
+                       np.add.reduceat(confidences, starts).tolist())
+        for start, end, label, total in runs:
             if label != self._label:
                 if self._label >= 0:
-                    self._close(self._next, decoded, chunk_time)
-                self._label, self._start, self._conf = label, self._next, []
-            self._conf.append(conf)
-            self._next += 1
+                    self._close(self._next + start, decoded, chunk_time)
+                self._label, self._start, self._conf_sum, self._conf_count = label, self._next + start, 0.0, 0
+            self._conf_sum += total
+            self._conf_count += end - start
+        self._next += n
 
     def finish(self, num_frames: int, chunk_time: float) -> None:
         if self._label >= 0:
