@@ -92,9 +92,10 @@ class Client:
         return self._call("GET", f"/streams/{sid}")
 
     def add(self, source: str | None = None, name: str | None = None, *, realtime: bool = False,
-            fps: float | None = None) -> str:
-        """A new stream pulled by the server from ``source`` (None: a push stream); returns its id."""
-        body = {"source": source, "name": name, "realtime": realtime, "fps": fps}
+            fps: float | None = None, reconnect: bool = False) -> str:
+        """A new stream pulled by the server from ``source`` (None: a push stream); returns its id.
+        ``reconnect``: open a live source again when it ends or fails, and go on (`StreamPool.add`)."""
+        body = {"source": source, "name": name, "realtime": realtime, "fps": fps, "reconnect": reconnect}
         return self._call("POST", "/streams", json=body)["id"]
 
     def remove(self, sid: str) -> None:

@@ -3,6 +3,7 @@ event handler that raises never stops the engine."""
 
 from __future__ import annotations
 
+import http.server
 import threading
 import time
 
@@ -513,6 +514,70 @@ def test_a_stream_whose_ring_is_being_made_does_not_hold_up_the_pool(tmp_path, m
     finally:
         release.set()
         pool.close()
+
+
+class _FlakyCamera(http.server.BaseHTTPRequestHandler):
+    """A live MPEG-TS stream over HTTP that drops its first connection half-way (the full length announced,
+    half the bytes sent), serves the whole stream on the second, and is gone (404) after that."""
+
+    data = b""
+    requests = 0
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        if type(self).requests > 2:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        self.wfile.write(self.data if type(self).requests == 2 else self.data[: len(self.data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_reconnecting_stream_goes_on_after_its_camera_drops(tmp_path, workers) -> None:
+    """``reconnect``: a live source whose connection is lost is opened again and the same stream goes on
+    (frames counting on, a ``running`` event with ``reconnected``); when it cannot be opened again within
+    the retries, the stream ends with ``error`` naming the loss and the failed reopening. A file cannot
+    be added with ``reconnect``."""
+    from .test_sources import remux_to_mpegts
+
+    meta = tiny_meta(sample_rate=1)
+    video = _ramp_video(tmp_path / "ramp.mp4", frames=48)
+    handler = type("Camera", (_FlakyCamera,), {"data": remux_to_mpegts(video, tmp_path / "cam.ts").read_bytes()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    events: list[dict] = []
+    pool = StreamPool(_Brightness(meta), chunk=4, decode_workers=workers, retries=1, backoff_s=0.05,
+                      on_event=lambda sid, e: events.append(e))
+    try:
+        with pytest.raises(ValueError, match="reconnect needs a live source .* not the file"):
+            pool.add(str(video), reconnect=True)
+        sid = pool.add(f"http://127.0.0.1:{server.server_address[1]}/cam.ts", name="cam", reconnect=True)
+        info = _wait(pool, sid)
+        labels = pool.labels(sid)
+        whole = _wait(pool, pool.add(str(video), name="file"))
+        want = pool.labels("file")
+    finally:
+        pool.close()
+        server.shutdown()
+        server.server_close()
+    assert whole["frames"] == 48 and handler.requests == 3
+    first = len(labels) - 48  # the frames of the dropped connection's chunks, then the whole stream
+    assert 0 < first < 48 and info["frames"] == len(labels) and info["reconnects"] == 1
+    assert info["status"] == "error" and info["error"].startswith("connection lost: the source ended; reopening "
+                                                                  "failed:") and "404" in info["error"]
+    np.testing.assert_array_equal(labels[first:], want)  # (the stand-in model keeps no state)
+    np.testing.assert_array_equal(labels[:first], want[:first])
+    status = [e for e in events if e.get("stream") == "cam" and "label" not in e]
+    assert [e["status"] for e in status] == ["running", "retrying", "running", "retrying", "error"]
+    assert status[1]["error"] == "the source ended" and status[2]["reconnected"] == 1
 
 
 def test_a_worker_reader_that_raises_ends_its_stream_with_the_reason(tmp_path) -> None:

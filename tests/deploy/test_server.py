@@ -173,6 +173,9 @@ def test_refusals_bad_requests_and_a_dead_source(streamer, videos, expected) -> 
             with pytest.raises(ServerError) as bad_name:
                 c.add(str(videos[0]), name="../etc")
             assert bad_name.value.status == 400 and "stream name" in str(bad_name.value)
+            with pytest.raises(ServerError) as replayed:  # reconnecting a file would replay it
+                c.add(str(videos[0]), reconnect=True)
+            assert replayed.value.status == 400 and "reconnect needs a live source" in str(replayed.value)
             extra = httpx.post(f"{server.url}/streams", json={"source": "x", "bogus": 1},
                                headers={"Authorization": f"Bearer {TOKEN}"})
             big = httpx.post(f"{server.url}/streams", content=b"{" + b" " * 2000 + b"}",
@@ -190,9 +193,10 @@ def test_refusals_bad_requests_and_a_dead_source(streamer, videos, expected) -> 
                     ws.recv()
             assert closed.value.rcvd.code == 1003 and "whole number of uint8 frames" in closed.value.rcvd.reason
 
-            dead = c.add("http://127.0.0.1:9/gone.ts", name="dead")  # nothing listens on port 9
+            dead = c.add("http://127.0.0.1:9/gone.ts", name="dead", reconnect=True)  # nothing listens on port 9
             final = c.wait(dead)
             assert final["status"] == "error" and final["retries"] == 2 and "gone.ts" in final["error"]
+            assert final["reconnect"] and final["reconnects"] == 0  # never open: nothing to reconnect
             assert c.wait(good)["status"] == "ended"
             assert_same_events(c.segments(good), expected[videos[3].stem].events, good)
             reader.join(10)
@@ -280,6 +284,8 @@ def test_serve_and_client_commands_with_an_onnx_model(tmp_path, videos) -> None:
         cli = ("client", "--server", url, "--token-file", str(tmp_path / "token"))
         refused = streamseg("client", "--server", url, "add", str(videos[5]))  # no token
         assert refused.returncode != 0 and "401" in refused.stderr and TOKEN not in refused.stderr
+        replayed = streamseg(*cli, "add", str(videos[5]), "--reconnect")  # a file cannot reconnect
+        assert replayed.returncode != 0 and "400" in replayed.stderr and "reconnect needs a live" in replayed.stderr
         pushed = streamseg(*cli, "push", str(videos[5]), "--name", "pushed")
         assert pushed.returncode == 0, pushed.stderr[-3000:]
         pulled = videos[4].stem  # the --source stream, started with the server
@@ -360,8 +366,11 @@ def test_serve_command_refuses_bad_settings_before_loading_the_model(tmp_path, m
         main(["serve", "--model", str(missing), "--decode-threads", "-2"])
     with pytest.raises(SystemExit, match="--fixed-batch needs a PyTorch model .* not an ONNX export: .*missing.onnx"):
         main(["serve", "--model", str(missing), "--fixed-batch"])
+    with pytest.raises(SystemExit, match="--reconnect needs live --source streams .* not the file .*v.mp4"):
+        main(["serve", "--model", str(missing), "--source", "rtsp://cam/1", "--source", str(tmp_path / "v.mp4"),
+              "--reconnect"])
     with pytest.raises(SystemExit, match="missing.json: no metadata file"):
-        main(["serve", "--model", str(missing)])
+        main(["serve", "--model", str(missing), "--source", "rtsp://cam/1", "--reconnect"])
 
 
 def test_serve_command_gives_its_decode_threads_to_every_pulled_source(tmp_path, monkeypatch) -> None:

@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add.add_argument("source")
     add.add_argument("--name", default=None)
     add.add_argument("--realtime", action="store_true", help="pace a file at its frame rate")
+    add.add_argument("--reconnect", action="store_true",
+                     help="a live source (URL, device) that ends or fails is opened again and the stream goes on")
     push = cmds.add_parser("push", help="decode a video here and push its frames; prints its events")
     push.add_argument("source")
     push.add_argument("--name", default=None)
@@ -63,7 +65,8 @@ def run_client(args: argparse.Namespace) -> int:
         with (Client(servers[0], token) if len(servers) == 1 else ReplicaClient(servers, token)) as client:
             cmd = args.client_command
             if cmd == "add":
-                print(client.add(args.source, args.name, realtime=args.realtime), flush=True)
+                print(client.add(args.source, args.name, realtime=args.realtime, reconnect=args.reconnect),
+                      flush=True)
             elif cmd == "push":
                 sid = client.push_video(args.source, args.name)
                 client.wait(sid)

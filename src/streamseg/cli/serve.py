@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--webhook", default=None, metavar="URL", help="POST every event (JSON) to this URL")
     p.add_argument("--source", action="append", default=[], help="a stream to pull from the start (repeatable)")
     p.add_argument("--realtime", action="store_true", help="pace the --source streams at their frame rate")
+    p.add_argument("--reconnect", action="store_true",
+                   help="open a live --source (URL, device) again when it ends or fails, and go on")
     p.add_argument("--format", default=None, help="FFmpeg input format for pulled sources (e.g. v4l2, mpegts)")
     p.add_argument("-O", "--input-option", action="append", default=[], metavar="KEY=VALUE",
                    help="FFmpeg input option for pulled sources (repeatable)")
@@ -85,6 +87,13 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.fixed_batch and str(args.model).endswith(".onnx"):
         raise SystemExit(f"error: --fixed-batch needs a PyTorch model (a run directory or checkpoint), "
                          f"not an ONNX export: {args.model}")
+    if args.reconnect:
+        from ..deploy.sources import is_stream
+
+        for source in args.source:
+            if not is_stream(source):
+                raise SystemExit(f"error: --reconnect needs live --source streams (URLs, devices), not the file "
+                                 f"{source}: opening it again would replay it")
     source_options = {"fmt": args.format, "options": _options(args.input_option), "timeout_s": args.timeout,
                       "max_frames": args.max_frames, "decode_threads": args.decode_threads}
     try:
@@ -97,7 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
                              decode_workers=args.decode_workers, fixed_batch=args.fixed_batch)
         app = build_app(streamer, opts)
         for source in args.source:
-            app.state.pool.add(source, realtime=args.realtime)
+            app.state.pool.add(source, realtime=args.realtime, reconnect=args.reconnect)
     except (FileNotFoundError, ValueError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
     import uvicorn

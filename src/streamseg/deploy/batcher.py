@@ -36,7 +36,13 @@ chunks: labelled after the next one had already arrived).
 
 Failures: opening a source is retried ``retries`` times with exponential backoff (1, 2, 4, ... s, at
 most 30 s), each attempt reported as a ``retrying`` status event; a source that fails for good, or
-fails mid-stream, ends its stream with status ``error`` (segments so far closed and emitted). A model
+fails mid-stream, ends its stream with status ``error`` (segments so far closed and emitted). A stream
+added with ``reconnect`` (live sources only) is opened again when its source ends or fails mid-stream,
+with the same retries (``retrying`` events saying why the connection was lost), and goes on where it
+was: same id, model state and open segment, frame numbers and media time counting on, a ``running``
+event with ``reconnected: n``; it ends with ``error`` only once the retries after a loss fail. Why
+keep the state: a camera that drops for seconds shows the same scene when it is back, as after a gap
+of dropped frames; a stream that must start afresh is removed and added again. A model
 step that raises fails only the streams of that batch.
 
 Events go to ``on_event(stream_id, event)``: segment events (the JSON objects `infer` prints; ``video``
@@ -61,7 +67,7 @@ import torch
 from .infer import LagMeter, SegmentTracker, frame_labels
 from .pull import DecodeWorkers, pull_stream
 from .runtime import Streamer
-from .sources import source_name
+from .sources import is_stream, source_name
 
 __all__ = ["PoolFull", "StepTiming", "StreamPool", "UnknownStream"]
 
@@ -125,6 +131,8 @@ class _Slot:
     frames: int = 0  # original frames labelled
     chunks: int = 0
     retries: int = 0
+    reconnect: bool = False
+    reconnects: int = 0
     created: float = field(default_factory=time.time)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
@@ -143,7 +151,8 @@ class _Slot:
                 "segments": len(self.tracker.events) if self.tracker else 0, "label": self.last_label,
                 "lag_s": round(lag.last, 4) if lag and lag.last is not None else None,
                 "max_lag_s": round(max(lag.lags), 4) if lag and lag.lags else None,
-                "late_chunks": lag.late if lag else 0, "retries": self.retries, "worker": self.worker,
+                "late_chunks": lag.late if lag else 0, "retries": self.retries, "reconnect": self.reconnect,
+                "reconnects": self.reconnects, "worker": self.worker,
                 "created": self.created,
                 "seconds": round(self.seconds or time.perf_counter() - self.started, 4)}
 
@@ -244,13 +253,18 @@ class StreamPool:
         return self._engine.is_alive() and not self._stop.is_set()
 
     def add(self, source: str | None = None, name: str | None = None, *, realtime: bool = False,
-            fps: float | None = None) -> str:
+            fps: float | None = None, reconnect: bool = False) -> str:
         """A new stream: pull ``source`` (file, URL, device), or a push slot when None. Returns its id
-        (``name``, else the source's name, made unique with ``-2``, ``-3``, ...)."""
+        (``name``, else the source's name, made unique with ``-2``, ``-3``, ...). ``reconnect``: a live
+        source (URL, device) that ends or fails is opened again and the stream goes on (`pull_stream`)."""
         if name is not None and not NAME.match(name):
             raise ValueError(f"stream name {name!r}: expected 1-64 characters of A-Z a-z 0-9 _ . -")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
+        if reconnect and (source is None or not is_stream(source)):
+            raise ValueError(f"reconnect needs a live source (a URL or a device), not "
+                             f"{'a push stream' if source is None else 'the file ' + repr(str(source))}: "
+                             "opening a file again would replay it")
         if len(self._slots) >= self.max_streams:  # (checked again under the lock) before making a ring
             raise PoolFull(f"all {self.max_streams} stream slots are taken")
         pulled = source is not None and self._decoders is not None
@@ -273,12 +287,12 @@ class StreamPool:
                 fixed = self._fixed is not None  # its state lives in a row of the fixed step
                 slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
                              None if fixed else self.streamer.init_state(1),
-                             row=self._fixed.take_row() if fixed else None)
+                             row=self._fixed.take_row() if fixed else None, reconnect=reconnect)
                 if ring is not None:
                     # given to its worker before anyone can see the slot (remove, the engine's credits); the
                     # worker's first messages wait for this lock in _deliver, so none finds the slot missing
                     try:
-                        slot.worker = self._decoders.add(sid, source, realtime, ring)
+                        slot.worker = self._decoders.add(sid, source, realtime, ring, reconnect)
                     except RuntimeError:  # no worker left
                         if slot.row is not None:
                             self._fixed.give_row(slot.row)
@@ -431,7 +445,14 @@ class StreamPool:
                     self.backoff_s, slot.stop, running=lambda fps, live: self._running(slot, fps, live),
                     retrying=lambda attempt, delay, error: self._retrying(slot, attempt, delay, error),
                     put_chunk=lambda frames, due, media_s: self._put(slot, self._chunk(frames, due, media_s)),
-                    end=lambda num, error: self._put(slot, _End(num, error)))
+                    end=lambda num, error: self._put(slot, _End(num, error)), reconnect=slot.reconnect,
+                    reconnected=lambda n: self._reconnected(slot, n))
+
+    def _reconnected(self, slot: _Slot, n: int) -> None:
+        """The stream's live source was lost and is open again (the ``n``-th time): the stream goes on, with
+        its model state and its open segment."""
+        slot.reconnects = n
+        self._emit(slot.id, {"stream": slot.id, "status": "running", "reconnected": n, "source": slot.source})
 
     def _deliver(self, sid: str, msg: tuple) -> None:
         """A decode worker's message for stream ``sid`` (on its receiver thread; see `DecodeWorkers`)."""
@@ -444,6 +465,8 @@ class StreamPool:
             self._running(slot, msg[1], msg[2])
         elif kind == "retrying":
             self._retrying(slot, *msg[1:])
+        elif kind == "reconnected":
+            self._reconnected(slot, msg[1])
         elif kind == "chunk":  # credits bound the chunks in flight to the slot's buffer
             frames, arrived, due, media_s = msg[1:]
             self._put(slot, self._chunk(frames, due, media_s, arrived))

@@ -62,47 +62,90 @@ START_TIMEOUT_S = 120.0  # a worker imports torch and PyAV before its first stre
 def pull_stream(source: str, meta: DeployMeta, options: dict[str, Any], chunk: int, realtime: bool, retries: int,
                 backoff_s: float, stop: threading.Event, *, running: Callable[[float, bool], None],
                 retrying: Callable[[int, float, str], None], put_chunk: Callable[[torch.Tensor, float, float], bool],
-                end: Callable[[int | None, str | None], None]) -> None:
+                end: Callable[[int | None, str | None], None], reconnect: bool = False,
+                reconnected: Callable[[int], None] = lambda n: None) -> None:
     """Read one pull stream until it ends, fails or ``stop`` is set.
 
     Callbacks: ``running(fps, live)`` once open; ``retrying(attempt, delay_s, error)`` before each retry;
     ``put_chunk(frames, due, media_s)`` for each chunk of ``chunk`` sampled frames (fewer at the end),
     returning False when the stream was stopped meanwhile; ``end(num_frames, error)`` once, unless the
     stream was stopped (its consumer then ends it itself).
+
+    ``reconnect``: a live source (URL, device) that ends or fails after it was open is opened again, with
+    the same ``retries`` and backoff as the first opening (``retrying`` before each attempt, the error
+    saying why the connection was lost), and the stream goes on: ``reconnected(n)`` after the ``n``-th
+    reconnection, then its chunks as before (their media times go on from where the lost connection
+    stopped). The frames of a chunk being read when the connection failed are lost with it. A file ends at
+    its end or at its first error, reconnect or not: opening it again would replay it.
     """
     # one intra-op thread for this thread's resizing: with torch's default, each of many readers would run
     # its own OpenMP team of one thread per core on the same cores
     torch.set_num_threads(1)
     shim = SimpleNamespace(meta=meta)  # open_source reads the model's sample rate and input size from .meta
-    for attempt in range(retries + 1):
-        try:
-            src = open_source(source, shim, **options)
-            break
-        except (ValueError, OSError) as e:  # DataError is a ValueError
-            error = str(e)
-            if attempt == retries or stop.is_set():
+
+    def reopen(error: str | None) -> tuple[Any, str | None]:
+        """(the opened source, None), or (None, the last error) after ``retries`` retries or a stop;
+        ``error``: why the stream must be opened again (None: the first opening, tried at once)."""
+        attempt = 0
+        while True:
+            if error is not None:
+                if attempt == retries or stop.is_set():
+                    return None, error
+                delay = min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
+                retrying(attempt + 1, delay, error)
+                if stop.wait(delay):
+                    return None, error
+                attempt += 1
+            try:
+                return open_source(source, shim, **options), None
+            except (ValueError, OSError) as e:  # DataError is a ValueError
+                error = str(e)
+
+    covered = 0  # original frames the chunks of earlier connections covered
+    media_offset = 0.0  # their media time
+    connections = 0
+    lost: str | None = None
+    while True:
+        src, error = reopen(lost)
+        if src is None:
+            if lost is None:
                 end(None, error)
-                return
-            delay = min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
-            retrying(attempt + 1, delay, error)
-            if stop.wait(delay):
-                end(None, error)
-                return
-    with src:
-        if stop.is_set():  # removed while it was being opened
+            else:
+                end(covered, f"connection lost: {lost}" + ("" if error == lost else f"; reopening failed: {error}"))
             return
-        running(src.fps or meta.fps, src.live)
-        try:
-            while not stop.is_set() and len(frames := src.read(chunk)) > 0:
-                now = time.perf_counter()
-                due = (src.first_frame_wall or now) + src.media_time_s
-                if realtime and due > now and stop.wait(due - now):
+        with src:
+            if stop.is_set():  # removed while it was being opened
+                return
+            if connections == 0:
+                running(src.fps or meta.fps, src.live)
+            else:
+                reconnected(connections)
+            connections += 1
+            again = reconnect and src.live
+            sent = 0  # sampled frames delivered from this connection
+            try:
+                while not stop.is_set() and len(frames := src.read(chunk)) > 0:
+                    now = time.perf_counter()
+                    due = (src.first_frame_wall or now) + src.media_time_s
+                    if realtime and due > now and stop.wait(due - now):
+                        return
+                    if not put_chunk(frames, due, media_offset + src.media_time_s):
+                        return
+                    sent += len(frames)
+                if stop.is_set():
                     return
-                if not put_chunk(frames, due, src.media_time_s):
+                if not again:
+                    end(covered + (src.num_frames if src.num_frames is not None and src.ended else src.decoded),
+                        None)
                     return
-            end(src.num_frames if src.num_frames is not None and src.ended else src.decoded, None)
-        except (ValueError, OSError) as e:
-            end(src.decoded, str(e))
+                lost = "the source ended"
+            except (ValueError, OSError) as e:
+                if not again:
+                    end(covered + src.decoded, str(e))
+                    return
+                lost = str(e)
+            covered += sent * meta.sample_rate
+            media_offset += src.media_time_s
 
 
 # ---- decode worker processes ----
@@ -157,14 +200,14 @@ class ChunkRing:
 def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
                  commands: Any, results: Any) -> None:
     """A decode worker: one reader thread per stream it is given; commands ``("add", sid, source, realtime,
-    ring)`` (a `ChunkRing`'s shared tensor: as many credits as it has buffers), ``("credit", sid)``,
+    reconnect, ring)`` (a `ChunkRing`'s shared tensor: as many credits as it has buffers), ``("credit", sid)``,
     ``("remove", sid)``, ``("close",)``."""
     torch.set_num_threads(1)
     streams: dict[str, tuple[threading.Event, threading.Semaphore]] = {}
     results.put(("ready", None))
 
-    def read(sid: str, source: str, realtime: bool, stop: threading.Event, credits: threading.Semaphore,
-             ring: torch.Tensor) -> None:
+    def read(sid: str, source: str, realtime: bool, reconnect: bool, stop: threading.Event,
+             credits: threading.Semaphore, ring: torch.Tensor) -> None:
         sent = 0
 
         def put_chunk(frames: torch.Tensor, due: float, media_s: float) -> bool:
@@ -184,7 +227,8 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
             pull_stream(source, meta, options, chunk, realtime, retries, backoff_s, stop,
                         running=lambda fps, live: results.put(("running", sid, fps, live)),
                         retrying=lambda attempt, delay, error: results.put(("retrying", sid, attempt, delay, error)),
-                        put_chunk=put_chunk, end=lambda num, error: results.put(("end", sid, num, error)))
+                        put_chunk=put_chunk, end=lambda num, error: results.put(("end", sid, num, error)),
+                        reconnect=reconnect, reconnected=lambda n: results.put(("reconnected", sid, n)))
         except Exception as e:  # noqa: BLE001 (e.g. a chunk that does not fit its ring: the stream ends, named)
             results.put(("end", sid, None, f"reader failed: {type(e).__name__}: {e}"))
 
@@ -199,11 +243,11 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
             else:
                 continue
         if cmd[0] == "add":
-            _, sid, source, realtime, ring = cmd
+            _, sid, source, realtime, reconnect, ring = cmd
             stop, sem = threading.Event(), threading.Semaphore(len(ring))
             streams[sid] = (stop, sem)
-            threading.Thread(target=read, args=(sid, source, realtime, stop, sem, ring), name=f"streamseg-pull-{sid}",
-                             daemon=True).start()
+            threading.Thread(target=read, args=(sid, source, realtime, reconnect, stop, sem, ring),
+                             name=f"streamseg-pull-{sid}", daemon=True).start()
         elif cmd[0] == "credit" and cmd[1] in streams:
             streams[cmd[1]][1].release()
         elif cmd[0] == "remove" and cmd[1] in streams:
@@ -231,8 +275,8 @@ class DecodeWorkers:
     """``workers`` decode processes reading pull streams for a pool (see the module docstring).
 
     ``deliver(sid, message)`` gets, on a receiver thread, the worker's messages for stream ``sid``:
-    ``("running", fps, live)``, ``("retrying", attempt, delay_s, error)``, ``("chunk", frames, arrived,
-    due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker died gets ``("end", None,
+    ``("running", fps, live)``, ``("retrying", attempt, delay_s, error)``, ``("reconnected", n)``,
+    ``("chunk", frames, arrived, due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker died gets ``("end", None,
     error)``. It must not block for long (the worker's other streams wait behind it). A chunk's
     ``frames`` are a view of the stream's ring: its buffer is rewritten after `credit`, so the consumer
     gives that credit only once it has read them. ``pin``: page-lock the rings (the consumer uploads them
@@ -282,7 +326,7 @@ class DecodeWorkers:
             raise RuntimeError(f"stream {name}: cannot make its {credits} chunk buffers of {self._chunk} frames "
                                f"{self._size[0]}x{self._size[1]} in shared memory (/dev/shm): {e}") from None
 
-    def add(self, sid: str, source: str, realtime: bool, ring: ChunkRing) -> int:
+    def add(self, sid: str, source: str, realtime: bool, ring: ChunkRing, reconnect: bool = False) -> int:
         """Give the stream and its `ring` (as many credits as buffers; owned from now on) to the worker
         owning the fewest; returns that worker's process id."""
         with self._lock:
@@ -293,7 +337,7 @@ class DecodeWorkers:
             worker.streams.add(sid)
             self._owner[sid] = worker
             self._rings[sid] = ring
-        worker.commands.put(("add", sid, source, realtime, ring.frames))
+        worker.commands.put(("add", sid, source, realtime, reconnect, ring.frames))
         return worker.process.pid
 
     def credit(self, sid: str) -> None:

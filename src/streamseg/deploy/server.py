@@ -7,7 +7,8 @@ Endpoints (JSON unless said; *control* ones need ``Authorization: Bearer <token>
     GET    /metrics                     Prometheus text format
     GET    /model                       the model's DeployMeta (class names, input size, sample rate, ...)
     GET    /streams                     every stream's status (active, then recently finished)
-    POST   /streams          control    {"source": URL|path|device|null, "name", "realtime", "fps"} -> 201 {"id"}
+    POST   /streams          control    {"source": URL|path|device|null, "name", "realtime", "fps",
+                                         "reconnect"} -> 201 {"id"}
     GET    /streams/{id}                one stream's status (frames, chunks, lag_s, late_chunks, error, ...)
     DELETE /streams/{id}     control    stop it (its open segment is closed and emitted)
     GET    /streams/{id}/events         its segment events so far
@@ -80,6 +81,7 @@ class AddStream(BaseModel):
     name: str | None = None
     realtime: bool = False
     fps: float | None = None
+    reconnect: bool = False
 
 
 class _Broker:
@@ -264,7 +266,7 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
     @app.post("/streams", status_code=201, dependencies=[Depends(control)])
     def add_stream(body: AddStream) -> dict:
         try:
-            sid = pool.add(body.source, body.name, realtime=body.realtime, fps=body.fps)
+            sid = pool.add(body.source, body.name, realtime=body.realtime, fps=body.fps, reconnect=body.reconnect)
         except PoolFull as e:
             rejected.labels("full").inc()
             raise HTTPException(429, str(e)) from None
