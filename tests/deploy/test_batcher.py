@@ -580,6 +580,21 @@ def test_a_reconnecting_stream_goes_on_after_its_camera_drops(tmp_path, workers)
     assert status[1]["error"] == "the source ended" and status[2]["reconnected"] == 1
 
 
+def test_a_ring_holds_the_readers_frames_in_their_own_channels_last_layout(tmp_path) -> None:
+    """A reader's frames are channels-last in memory (packed RGB, kept by the resize), and so are a ring's
+    buffers: a worker's copy into its buffer is a plain copy (no transposition on its one core), and the
+    buffer reads back as the frames."""
+    from streamseg.deploy.sources import StreamSource
+
+    with StreamSource(str(_ramp_video(tmp_path / "v.mp4", frames=12)), 1, (24, 20)) as src:
+        frames = src.read(6)
+    assert frames.shape == (6, 3, 24, 20) and frames.permute(0, 2, 3, 1).is_contiguous()
+    ring = pull.ChunkRing(2, 8, (24, 20))
+    ring.frames[1, :6].copy_(frames.permute(0, 2, 3, 1))  # as the worker does
+    view = ring.view(1, 6)
+    assert view.permute(0, 2, 3, 1).is_contiguous() and torch.equal(view, frames)
+
+
 def test_a_worker_reader_that_raises_ends_its_stream_with_the_reason(tmp_path) -> None:
     """A reader in a decode worker that fails outside decoding (here: frames of another size than the
     model's, which do not fit the stream's ring buffers) ends its stream with the error, instead of the

@@ -51,10 +51,11 @@ class FixedBatchStep:
                                precision=precision, channels_last=streamer.channels_last, compile=gpu, cuda_graph=gpu,
                                in_size=size, mean=meta.mean, std=meta.std)
         self.rows, self.chunk = rows, chunk
-        # (S, T, 3, H, W) on the step's device: each stream's chunk one contiguous block, uploaded from a
-        # pinned copy on a GPU; the step takes the (S, 3, T, H, W) view (and copies it into its own buffer
-        # on the device: a host tensor of that view would be made contiguous on the host, row by row)
-        shape = (rows, chunk, 3, *size)
+        # (S, T, H, W, 3) on the step's device: each stream's chunk one contiguous block, channels-last as
+        # the readers' frames and the decode workers' rings are (a plain copy up, from a ring or from a
+        # pinned copy); the step takes the (S, 3, T, H, W) view and copies it into its own buffer on the
+        # device, transposing there (a host tensor of that view would be made contiguous on the host)
+        shape = (rows, chunk, *size, 3)
         self._x = torch.zeros(shape, dtype=torch.uint8, device=streamer.device)
         self._pinned = torch.zeros(shape, dtype=torch.uint8, pin_memory=True) if gpu else None
         self._free = list(range(rows - 1, -1, -1))
@@ -66,7 +67,7 @@ class FixedBatchStep:
         reset. On the CPU nothing is compiled, so nothing is done."""
         if self.step.device.type != "cuda":
             return
-        self.step.step(self._x.permute(0, 2, 1, 3, 4))
+        self.step.step(self._x.permute(0, 4, 1, 2, 3))
         self.step.reset()
 
     def take_row(self) -> int:
@@ -94,7 +95,8 @@ class FixedBatchStep:
             fresh[reset] = True
             step.reset(fresh)
         for row, frames in zip(rows, chunks):
-            if self._pinned is not None and not frames.is_cuda and not frames.is_pinned():
+            frames = frames.permute(0, 2, 3, 1)  # (t, H, W, 3): contiguous for channels-last frames
+            if self._pinned is not None and not frames.is_cuda and not (frames.is_pinned() and frames.is_contiguous()):
                 # the previous step's uploads have finished (its logits were read): the row can be rewritten
                 self._pinned[row, :t].copy_(frames)
                 frames = self._pinned[row, :t]
@@ -111,7 +113,7 @@ class FixedBatchStep:
         idle = idle.nonzero().flatten().to(device)
         kept = [s.index_select(0, idle) for s in step.state]
         try:
-            out = step.step(self._x.permute(0, 2, 1, 3, 4), mask)
+            out = step.step(self._x.permute(0, 4, 1, 2, 3), mask)
             return out.index_select(0, index)[:, :, :t].float().cpu().numpy()
         finally:  # streams without a chunk this step keep their state, even when the step failed
             for s, k in zip(step.state, kept):

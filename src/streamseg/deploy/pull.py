@@ -179,16 +179,22 @@ def host_unregister(tensor: torch.Tensor) -> None:
 
 
 class ChunkRing:
-    """``slots`` chunk buffers ``(chunk, 3, H, W)`` uint8 in shared memory for one worker stream; with
-    ``pin`` also page-locked for asynchronous uploads to the GPU (see the module docstring)."""
+    """``slots`` chunk buffers of ``chunk`` frames ``H x W`` uint8 in shared memory for one worker stream,
+    stored channels-last (``(slots, chunk, H, W, 3)``); with ``pin`` also page-locked for asynchronous
+    uploads to the GPU (see the module docstring). Why channels-last: a reader's frames are channels-last
+    in memory (swscale's packed RGB, kept by the resize), so a worker's copy into its buffer is a plain
+    copy, where a channels-first buffer made it a byte-wise transposition on the worker's one core; the
+    GPU steps upload the buffer as it is and transpose on the device (`FixedBatchStep`,
+    `TorchStreamer.step_frames`)."""
 
     def __init__(self, slots: int, chunk: int, size: tuple[int, int], pin: bool = False) -> None:
-        self.frames = torch.empty((slots, chunk, 3, *size), dtype=torch.uint8).share_memory_()
+        self.frames = torch.empty((slots, chunk, *size, 3), dtype=torch.uint8).share_memory_()
         # pages that cannot be locked: the chunks are then copied as from any host tensor
         self.pinned = pin and host_register(self.frames)
 
     def view(self, index: int, length: int) -> torch.Tensor:
-        return self.frames[index, :length]
+        """Buffer ``index``'s first ``length`` frames as ``(length, 3, H, W)`` (a channels-last view)."""
+        return self.frames[index, :length].permute(0, 3, 1, 2)
 
     def close(self) -> None:
         """Unlock the pages (before the memory goes); the views must not be uploaded from afterwards."""
@@ -217,7 +223,7 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
                 if credits.acquire(timeout=0.05):
                     # a credit frees the oldest buffer: the pool reads the chunks in the order they are sent
                     index = sent % len(ring)
-                    ring[index, :len(frames)].copy_(frames)
+                    ring[index, :len(frames)].copy_(frames.permute(0, 2, 3, 1))  # (n, H, W, 3)
                     sent += 1
                     results.put(("chunk", sid, index, len(frames), arrived, due, media_s))
                     return True

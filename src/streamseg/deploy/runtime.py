@@ -290,9 +290,16 @@ class TorchStreamer:
         pinned = gpu and not staged and len({f.shape for f in frames}) == 1 and all(f.is_pinned() for f in frames)
         if pinned:
             _check_x(self.meta, frames[0][None].permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")
-            x = torch.empty((len(frames), *frames[0].shape), dtype=torch.uint8, device=self.device)
+            # in the chunks' own memory layout (the rings are channels-last), so that each upload is a
+            # plain copy: a layout change on the way would be made on the host first, into pageable memory
+            last = all(f.permute(0, 2, 3, 1).is_contiguous() for f in frames)
+            t, c, h, w = frames[0].shape
+            x = torch.empty((len(frames), t, h, w, c) if last else (len(frames), t, c, h, w), dtype=torch.uint8,
+                            device=self.device)
             for row, f in zip(x, frames):
-                row.copy_(f, non_blocking=True)
+                row.copy_(f.permute(0, 2, 3, 1) if last else f, non_blocking=True)
+            if last:
+                x = x.permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W)
         else:
             x = torch.stack(frames if staged else [f.cpu() for f in frames])  # (B, T, 3, H, W) uint8
             _check_x(self.meta, x.permute(0, 2, 1, 3, 4), "TorchStreamer.step_frames")  # before the upload
