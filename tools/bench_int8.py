@@ -34,6 +34,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +65,7 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-percentile": Int8Options(calibration="percentile"),
     "qdq-u8s8-firstfloat": Int8Options(float_prefixes=("net.head.", "net.encoder.blocks.0.")),  # + the first conv
     "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
+    "qdq-u8s8-dwfloat": Int8Options(),  # + every depthwise convolution (`_depthwise`)
     "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the INT8 graph's own states (`_int8_state_feeds`)
 }
 # name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
@@ -73,9 +75,8 @@ AUTO = {"auto": 0.99, "auto-0.995": 0.995}
 SESSIONS = {"all-t2": ("all", 2), "extended-t2": ("extended", 2), "basic-t2": ("basic", 2), "all-t1": ("all", 1)}
 
 
-def _after_encoder(fp32_path: Path, options: Int8Options) -> list[str]:
-    """The nodes of `prepare_graph`'s graph after the last one that reads a ``net.encoder.`` weight: the
-    temporal part (MemoryTCN with its state Concat/Slice and mask Mul), the residual Add and spatial mean."""
+def _prepared(fp32_path: Path, options: Int8Options) -> Any:
+    """The graph (``onnx.GraphProto``) that `quantize_graph` quantises, whose node names it takes."""
     import tempfile
 
     import onnx
@@ -83,7 +84,21 @@ def _after_encoder(fp32_path: Path, options: Int8Options) -> list[str]:
     from streamseg.deploy.quantize import prepare_graph
 
     with tempfile.TemporaryDirectory() as tmp:
-        graph = onnx.load(str(prepare_graph(fp32_path, Path(tmp), options)[0])).graph
+        return onnx.load(str(prepare_graph(fp32_path, Path(tmp), options)[0])).graph
+
+
+def _depthwise(fp32_path: Path, options: Int8Options) -> list[str]:
+    """The depthwise convolutions (``Conv`` with ``group`` > 1) of `prepare_graph`'s graph: MobileNetV2's
+    known weak spot under INT8 (one 3x3 filter per channel, so per-channel weight scales still leave each
+    channel's activation range to one scale)."""
+    return [n.name for n in _prepared(fp32_path, options).node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
+def _after_encoder(fp32_path: Path, options: Int8Options) -> list[str]:
+    """The nodes of `prepare_graph`'s graph after the last one that reads a ``net.encoder.`` weight: the
+    temporal part (MemoryTCN with its state Concat/Slice and mask Mul), the residual Add and spatial mean."""
+    graph = _prepared(fp32_path, options)
     weights = {i.name for i in graph.initializer if i.name.startswith("net.encoder.")}
     last = max(i for i, n in enumerate(graph.node) if weights.intersection(n.input))
     return [n.name for n in graph.node[last + 1:]]
@@ -307,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             if name in AUTO:
                 search = choose_float_nodes(fp32_path, calib, meta.state_names()[0], AUTO[name], options)
             extra = (search.float_nodes if search
-                     else _after_encoder(fp32_path, options) if name.endswith("tcnfloat") else ())
+                     else _after_encoder(fp32_path, options) if name.endswith("tcnfloat")
+                     else _depthwise(fp32_path, options) if name.endswith("dwfloat") else ())
             quantize_graph(fp32_path, out, iter(feeds), options, extra)
             if name.endswith("int8state"):
                 quantize_graph(fp32_path, out, iter(_int8_state_feeds(out, meta, calib)), options)

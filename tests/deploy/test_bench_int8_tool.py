@@ -44,3 +44,17 @@ def test_random_model_keeps_the_asked_number_of_encoder_blocks(tmp_path, synth_v
         assert json.loads(path.with_suffix(".json").read_text())["sample_shape"] == [3, 40, 40]
     # block 1 (t = 1): depthwise + project; block 2 (t = 6): expand + depthwise + project
     assert convs[3] - convs[2] == 3
+
+
+def test_the_depthwise_variant_keeps_exactly_the_depthwise_convolutions_in_float(tmp_path, synth_video_root) -> None:
+    # `--variants qdq-u8s8-dwfloat`: every Conv with group > 1 of the graph that is quantised, and no other
+    import onnx
+
+    bench = _bench_int8()
+    video = sorted((synth_video_root / "Videos").glob("*.mp4"))[0]
+    path = bench._random_model(40, video, tmp_path / "model.onnx", 3)
+    names = bench._depthwise(path, bench.VARIANTS["qdq-u8s8-dwfloat"])
+    graph = bench._prepared(path, bench.VARIANTS["qdq-u8s8-dwfloat"])
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in graph.node if n.op_type == "Conv"}
+    assert len(names) == 2  # the stem conv, then blocks 1 and 2 with one depthwise 3x3 each
+    assert sorted(names) == sorted(n for n, g in groups.items() if g > 1) and len(groups) > len(names)
