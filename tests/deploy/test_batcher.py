@@ -188,7 +188,7 @@ class _LateReader(_Staging):
 
 
 def test_a_ring_buffer_is_rewritten_only_after_the_step_that_read_it(tmp_path) -> None:
-    """A worker stream's chunks travel in a ring of ``buffer_chunks`` shared buffers; with one buffer, each
+    """A worker stream's chunks travel in a ring of ``buffer_chunks + 1`` shared buffers; with two, each
     chunk's credit (the worker's right to rewrite it) comes back only once its step has read it, so the
     labels are those of reader threads even when the step reads its chunks late."""
     videos = [_ramp_video(tmp_path / f"v{i}.mp4", frames=40) for i in range(2)]
@@ -469,7 +469,7 @@ def test_a_stream_whose_chunk_buffers_cannot_be_made_is_refused_with_the_reason(
         video = str(_ramp_video(tmp_path / "v.mp4", frames=12))
         with monkeypatch.context() as m:
             m.setattr(pull.ChunkRing, "__init__", no_room)
-            with pytest.raises(RuntimeError, match=r"stream v: cannot make its 4 chunk buffers of 4 frames 16x16 in "
+            with pytest.raises(RuntimeError, match=r"stream v: cannot make its 5 chunk buffers of 4 frames 16x16 in "
                                                    r"shared memory \(/dev/shm\): .*No space left"):
                 pool.add(video, name="v")
         assert pool.list() == [] and _wait(pool, pool.add(video, name="v"))["status"] == "ended"
@@ -511,6 +511,7 @@ def test_a_stream_whose_ring_is_being_made_does_not_hold_up_the_pool(tmp_path, m
         with pytest.raises(ValueError, match="is taken"):
             pool.add(video, name="b")
         assert len(rings) == 3 and getattr(rings[2], "closed", False) and not hasattr(rings[1], "closed")
+        assert [len(r.frames) for r in rings] == [4 + 1] * 3  # buffer_chunks waiting, one in a step
     finally:
         release.set()
         pool.close()

@@ -270,7 +270,8 @@ class StreamPool:
         pulled = source is not None and self._decoders is not None
         # a worker stream's ring is made before the lock is taken: mapping and page-locking its buffers
         # takes a while at HD sizes, and the engine's steps and the other streams' chunks need the lock
-        ring = self._decoders.ring(name or source_name(source), self.buffer_chunks) if pulled else None
+        # buffer_chunks waiting, and one more for the chunk a step reads (deploy.pull's flow control)
+        ring = self._decoders.ring(name or source_name(source), self.buffer_chunks + 1) if pulled else None
         try:
             with self._lock:
                 if len(self._slots) >= self.max_streams:
@@ -282,8 +283,9 @@ class StreamPool:
                         raise ValueError(f"stream name {name!r} is taken")
                     n += 1
                     sid = f"{base}-{n}"
-                # a worker's stream may queue its buffer's chunks and then its end (credits bound the chunks)
-                size = self.buffer_chunks + (1 if pulled else 0)
+                # a worker's stream may queue a chunk in each ring buffer and then its end (credits bound
+                # the chunks)
+                size = self.buffer_chunks + (2 if pulled else 0)
                 fixed = self._fixed is not None  # its state lives in a row of the fixed step
                 slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
                              None if fixed else self.streamer.init_state(1),

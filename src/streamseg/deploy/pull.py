@@ -13,7 +13,7 @@ model call from 316 to 234 ms (p50) and the server from 3,530 to 5,730 frames/s 
 "Fifth session"); `bench_pipeline`'s decode processes do the same for its step. Each worker runs one
 reader thread per stream it owns; a stream goes to the worker that owns the fewest.
 
-Chunks travel through a ring per stream (`ChunkRing`): ``buffer_chunks`` chunk buffers in shared memory,
+Chunks travel through a ring per stream (`ChunkRing`): ``buffer_chunks + 1`` chunk buffers in shared memory,
 made by the pool when the stream is added and handed to its worker once. The worker copies each chunk
 into the next buffer and sends only its index; one receiver thread per worker queues a view of that
 buffer in the stream's slot. Why not a shared-memory tensor per chunk (torch.multiprocessing's way, the
@@ -24,10 +24,13 @@ read, 64 times per step with 64 streams. When the pool uploads to a GPU the ring
 pool makes a stream's ring before it takes its own lock: at 1280x720 four buffers of 32 frames are 354 MB
 to map and lock, which must not stall the engine's steps or the other streams' chunks.
 
-Flow control is per stream, by credits: a worker's reader may have at most ``buffer_chunks`` chunks
-queued in the pool (one per ring buffer); the engine gives one credit back for each chunk once the step
-that read it has finished, so a buffer is never rewritten while it is read. A full buffer stops that
-stream's reader only (as in a thread), never the worker's other streams.
+Flow control is per stream, by credits, one per ring buffer: the engine gives one back for each chunk
+once the step that read it has finished, so a buffer is never rewritten while it is read. The ring has
+one buffer more than ``buffer_chunks`` for the chunk a step is reading: ``buffer_chunks`` still bounds
+the chunks waiting in the slot while one is in a step, as when the chunks were tensors of their own and
+a credit came back as soon as the engine took a chunk (one H100 run with ``buffer_chunks`` buffers in
+all found the server's steps with fewer streams ready than before the rings, docs/benchmarks.md). A
+full ring stops that stream's reader only (as in a thread), never the worker's other streams.
 
 Times (chunk arrival, pacing) are ``time.perf_counter()`` readings taken in the worker: the system-wide
 monotonic clock, comparable across processes of one machine (Linux ``CLOCK_MONOTONIC``).
