@@ -32,12 +32,13 @@ def load_revision(rev: str) -> ModuleType:
     """``src/streamseg/deploy/infer.py`` as it was at git revision ``rev``, as its own module."""
     text = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:src/streamseg/deploy/infer.py"],
                           check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="bench_labels_")) / "infer_at_rev.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location(f"streamseg.deploy.infer_at_{rev}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="bench_labels_") as tmp:
+        path = Path(tmp) / "infer_at_rev.py"
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"streamseg.deploy.infer_at_{rev}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
     return module
 
 

@@ -55,6 +55,7 @@ def test_the_depthwise_variant_keeps_exactly_the_depthwise_convolutions_in_float
     path = bench._random_model(40, video, tmp_path / "model.onnx", 3)
     names = bench._depthwise(path, bench.VARIANTS["qdq-u8s8-dwfloat"])
     graph = bench._prepared(path, bench.VARIANTS["qdq-u8s8-dwfloat"])
-    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in graph.node if n.op_type == "Conv"}
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1)
+              for n in graph.node if n.op_type == "Conv"}
     assert len(names) == 2  # the stem conv, then blocks 1 and 2 with one depthwise 3x3 each
     assert sorted(names) == sorted(n for n, g in groups.items() if g > 1) and len(groups) > len(names)

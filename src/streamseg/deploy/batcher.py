@@ -268,9 +268,9 @@ class StreamPool:
         if len(self._slots) >= self.max_streams:  # (checked again under the lock) before making a ring
             raise PoolFull(f"all {self.max_streams} stream slots are taken")
         pulled = source is not None and self._decoders is not None
-        # a worker stream's ring is made before the lock is taken: mapping and page-locking its buffers
-        # takes a while at HD sizes, and the engine's steps and the other streams' chunks need the lock
-        # buffer_chunks waiting, and one more for the chunk a step reads (deploy.pull's flow control)
+        # a worker stream's ring (buffer_chunks waiting chunks and one for the chunk a step reads, see
+        # deploy.pull) is made before the lock is taken: mapping and page-locking it takes a while at large
+        # input sizes, and the engine's steps and the other streams' chunks need the lock
         ring = self._decoders.ring(name or source_name(source), self.buffer_chunks + 1) if pulled else None
         try:
             with self._lock:

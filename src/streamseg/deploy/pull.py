@@ -21,8 +21,9 @@ first version): each chunk then cost a new shared-memory file, a file-descriptor
 worker and, in the pool's process, a fresh mapping whose every page faulted on the engine thread's first
 read, 64 times per step with 64 streams. When the pool uploads to a GPU the ring is also page-locked
 (``cudaHostRegister``), so a chunk goes from the worker's buffer to the GPU in one asynchronous copy. The
-pool makes a stream's ring before it takes its own lock: at 1280x720 four buffers of 32 frames are 354 MB
-to map and lock, which must not stall the engine's steps or the other streams' chunks.
+pool makes a stream's ring before it takes its own lock: the buffers are at the model's input size (five
+of 32 frames are 24 MB at 224x224, 442 MB for a model that takes 1280x720 frames) and mapping and
+locking them must not stall the engine's steps or the other streams' chunks.
 
 Flow control is per stream, by credits, one per ring buffer: the engine gives one back for each chunk
 once the step that read it has finished, so a buffer is never rewritten while it is read. The ring has
@@ -285,8 +286,8 @@ class DecodeWorkers:
 
     ``deliver(sid, message)`` gets, on a receiver thread, the worker's messages for stream ``sid``:
     ``("running", fps, live)``, ``("retrying", attempt, delay_s, error)``, ``("reconnected", n)``,
-    ``("chunk", frames, arrived, due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker died gets ``("end", None,
-    error)``. It must not block for long (the worker's other streams wait behind it). A chunk's
+    ``("chunk", frames, arrived, due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker
+    died gets ``("end", None, error)``. It must not block for long (the worker's other streams wait behind it). A chunk's
     ``frames`` are a view of the stream's ring: its buffer is rewritten after `credit`, so the consumer
     gives that credit only once it has read them. ``pin``: page-lock the rings (the consumer uploads them
     to a GPU).
