@@ -265,45 +265,35 @@ class StreamPool:
             raise ValueError(f"reconnect needs a live source (a URL or a device), not "
                              f"{'a push stream' if source is None else 'the file ' + repr(str(source))}: "
                              "opening a file again would replay it")
-        if len(self._slots) >= self.max_streams:  # (checked again under the lock) before making a ring
-            raise PoolFull(f"all {self.max_streams} stream slots are taken")
         pulled = source is not None and self._decoders is not None
-        # a worker stream's ring (buffer_chunks waiting chunks and one for the chunk a step reads, see
-        # deploy.pull) is made before the lock is taken: mapping and page-locking it takes a while at large
-        # input sizes, and the engine's steps and the other streams' chunks need the lock
-        ring = self._decoders.ring(name or source_name(source), self.buffer_chunks + 1) if pulled else None
-        try:
-            with self._lock:
-                if len(self._slots) >= self.max_streams:
-                    raise PoolFull(f"all {self.max_streams} stream slots are taken")
-                base = name or (source_name(source) if source is not None else "push")
-                sid, n = base, 1
-                while sid in self._slots or sid in self._finished:
-                    if name is not None:
-                        raise ValueError(f"stream name {name!r} is taken")
-                    n += 1
-                    sid = f"{base}-{n}"
-                # a worker's stream may queue a chunk in each ring buffer and then its end (credits bound
-                # the chunks)
-                size = self.buffer_chunks + (2 if pulled else 0)
-                fixed = self._fixed is not None  # its state lives in a row of the fixed step
-                slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
-                             None if fixed else self.streamer.init_state(1),
-                             row=self._fixed.take_row() if fixed else None, reconnect=reconnect)
-                if ring is not None:
-                    # given to its worker before anyone can see the slot (remove, the engine's credits); the
-                    # worker's first messages wait for this lock in _deliver, so none finds the slot missing
-                    try:
-                        slot.worker = self._decoders.add(sid, source, realtime, ring, reconnect)
-                    except RuntimeError:  # no worker left
-                        if slot.row is not None:
-                            self._fixed.give_row(slot.row)
-                        raise
-                    ring = None  # the workers own it now
-                self._slots[sid] = slot
-        finally:
-            if ring is not None:  # the stream was refused
-                ring.close()
+        with self._lock:
+            if len(self._slots) >= self.max_streams:
+                raise PoolFull(f"all {self.max_streams} stream slots are taken")
+            base = name or (source_name(source) if source is not None else "push")
+            sid, n = base, 1
+            while sid in self._slots or sid in self._finished:
+                if name is not None:
+                    raise ValueError(f"stream name {name!r} is taken")
+                n += 1
+                sid = f"{base}-{n}"
+            # a worker's stream may queue a chunk in each ring buffer and then its end (credits bound the chunks)
+            size = self.buffer_chunks + (2 if pulled else 0)
+            fixed = self._fixed is not None  # its state lives in a row of the fixed step
+            slot = _Slot(sid, source, realtime, float(fps or self.meta.fps), self.chunk, queue.Queue(size),
+                         None if fixed else self.streamer.init_state(1),
+                         row=self._fixed.take_row() if fixed else None, reconnect=reconnect)
+            if pulled:
+                # given to its worker before anyone can see the slot (remove, the engine's credits); the
+                # worker's first messages wait for this lock in _deliver, so none finds the slot missing. The
+                # worker makes the stream's ring (buffer_chunks waiting chunks and one for the chunk a step
+                # reads, see deploy.pull), so adding a stream costs this process no shared memory
+                try:
+                    slot.worker = self._decoders.add(sid, source, realtime, self.buffer_chunks + 1, reconnect)
+                except RuntimeError:  # no worker left
+                    if slot.row is not None:
+                        self._fixed.give_row(slot.row)
+                    raise
+            self._slots[sid] = slot
         if source is None:
             self._start_tracking(slot, slot.fps)
         elif self._decoders is None:

@@ -14,16 +14,20 @@ model call from 316 to 234 ms (p50) and the server from 3,530 to 5,730 frames/s 
 reader thread per stream it owns; a stream goes to the worker that owns the fewest.
 
 Chunks travel through a ring per stream (`ChunkRing`): ``buffer_chunks + 1`` chunk buffers in shared memory,
-made by the pool when the stream is added and handed to its worker once. The worker copies each chunk
-into the next buffer and sends only its index; one receiver thread per worker queues a view of that
-buffer in the stream's slot. Why not a shared-memory tensor per chunk (torch.multiprocessing's way, the
+made by the stream's worker when it is given the stream and sent to the pool once, ahead of the chunks.
+The worker copies each chunk into the next buffer and sends only its index; one receiver thread per
+worker queues a view of that buffer in the stream's slot. Why not a shared-memory tensor per chunk (torch.multiprocessing's way, the
 first version): each chunk then cost a new shared-memory file, a file-descriptor hand-over through the
 worker and, in the pool's process, a fresh mapping whose every page faulted on the engine thread's first
 read, 64 times per step with 64 streams. When the pool uploads to a GPU the ring is also page-locked
-(``cudaHostRegister``), so a chunk goes from the worker's buffer to the GPU in one asynchronous copy. The
-pool makes a stream's ring before it takes its own lock: the buffers are at the model's input size (five
-of 32 frames are 24 MB at 224x224, 442 MB for a model that takes 1280x720 frames) and mapping and
-locking them must not stall the engine's steps or the other streams' chunks.
+(``cudaHostRegister``, by the worker's receiver thread), so a chunk goes from the worker's buffer to the
+GPU in one asynchronous copy. Why the worker makes the ring: the buffers are at the model's input size
+(five of 32 frames are 24 MB at 224x224, 442 MB for a model that takes 1280x720 frames), and making them
+costs milliseconds of work that holds the GIL (about 8 ms at 224x224 on a 2-core VM: PyTorch reserves
+the file's pages). Made by `StreamPool.add`, they stalled the engine thread and delayed every later
+stream: 64 streams added one by one started over about a second. A worker makes its streams' rings in
+parallel with the other workers, off the pool's process; a ring that cannot be made (a small
+``/dev/shm``) ends its stream with status ``error`` naming it.
 
 Flow control is per stream, by credits, one per ring buffer: the engine gives one back for each chunk
 once the step that read it has finished, so a buffer is never rewritten while it is read. The ring has
@@ -57,7 +61,7 @@ import torch
 from .infer import open_source
 from .runtime import DeployMeta
 
-__all__ = ["ChunkRing", "DecodeWorkers", "MAX_BACKOFF_S", "host_register", "pull_stream"]
+__all__ = ["ChunkRing", "DecodeWorkers", "MAX_BACKOFF_S", "host_register", "pull_stream", "ring_buffers"]
 
 MAX_BACKOFF_S = 30.0
 START_TIMEOUT_S = 120.0  # a worker imports torch and PyAV before its first stream
@@ -182,17 +186,26 @@ def host_unregister(tensor: torch.Tensor) -> None:
     _on_own_thread(lambda: torch.cuda.cudart().cudaHostUnregister(tensor.data_ptr()))
 
 
-class ChunkRing:
-    """``slots`` chunk buffers of ``chunk`` frames ``H x W`` uint8 in shared memory for one worker stream,
-    stored channels-last (``(slots, chunk, H, W, 3)``); with ``pin`` also page-locked for asynchronous
-    uploads to the GPU (see the module docstring). Why channels-last: a reader's frames are channels-last
-    in memory (swscale's packed RGB, kept by the resize), so a worker's copy into its buffer is a plain
-    copy, where a channels-first buffer made it a byte-wise transposition on the worker's one core; the
-    GPU steps upload the buffer as it is and transpose on the device (`FixedBatchStep`,
-    `TorchStreamer.step_frames`)."""
+def ring_buffers(slots: int, chunk: int, size: tuple[int, int]) -> torch.Tensor:
+    """``slots`` chunk buffers ``(slots, chunk, H, W, 3)`` uint8 in new shared memory (what a `ChunkRing`
+    wraps). Made straight in shared memory: ``torch.empty(...).share_memory_()`` would also copy the whole
+    (unwritten) tensor into it. PyTorch reserves the file's pages when it makes it (``posix_fallocate``), so
+    a full ``/dev/shm`` fails here, with "No space left on device", and not later in a write."""
+    shape = (slots, chunk, *size, 3)
+    storage = torch.UntypedStorage._new_shared(slots * chunk * size[0] * size[1] * 3)
+    return torch.empty(0, dtype=torch.uint8).set_(storage, 0, shape)
 
-    def __init__(self, slots: int, chunk: int, size: tuple[int, int], pin: bool = False) -> None:
-        self.frames = torch.empty((slots, chunk, *size, 3), dtype=torch.uint8).share_memory_()
+
+class ChunkRing:
+    """The pool's side of one worker stream's chunk buffers: ``frames`` (`ring_buffers`, made by the worker,
+    channels-last ``(slots, chunk, H, W, 3)``), with ``pin`` also page-locked for asynchronous uploads to the
+    GPU (see the module docstring). Why channels-last: a reader's frames are channels-last in memory
+    (swscale's packed RGB, kept by the resize), so a worker's copy into its buffer is a plain copy, where a
+    channels-first buffer made it a byte-wise transposition on the worker's one core; the GPU steps upload
+    the buffer as it is and transpose on the device (`FixedBatchStep`, `TorchStreamer.step_frames`)."""
+
+    def __init__(self, frames: torch.Tensor, pin: bool = False) -> None:
+        self.frames = frames
         # pages that cannot be locked: the chunks are then copied as from any host tensor
         self.pinned = pin and host_register(self.frames)
 
@@ -210,7 +223,8 @@ class ChunkRing:
 def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
                  commands: Any, results: Any) -> None:
     """A decode worker: one reader thread per stream it is given; commands ``("add", sid, source, realtime,
-    reconnect, ring)`` (a `ChunkRing`'s shared tensor: as many credits as it has buffers), ``("credit", sid)``,
+    reconnect, buffers, (H, W))`` (the worker makes the stream's ring of ``buffers`` chunk buffers, sends it
+    as ``("ring", sid, tensor)`` before any chunk, and starts with as many credits), ``("credit", sid)``,
     ``("remove", sid)``, ``("close",)``."""
     torch.set_num_threads(1)
     streams: dict[str, tuple[threading.Event, threading.Semaphore]] = {}
@@ -253,8 +267,15 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
             else:
                 continue
         if cmd[0] == "add":
-            _, sid, source, realtime, reconnect, ring = cmd
-            stop, sem = threading.Event(), threading.Semaphore(len(ring))
+            _, sid, source, realtime, reconnect, buffers, size = cmd
+            try:
+                ring = ring_buffers(buffers, chunk, size)
+            except RuntimeError as e:  # e.g. a container's small /dev/shm
+                results.put(("end", sid, None, f"cannot make its {buffers} chunk buffers of {chunk} frames "
+                                               f"{size[0]}x{size[1]} in shared memory (/dev/shm): {e}"))
+                continue
+            results.put(("ring", sid, ring))  # ahead of the stream's chunks, on the same queue
+            stop, sem = threading.Event(), threading.Semaphore(buffers)
             streams[sid] = (stop, sem)
             threading.Thread(target=read, args=(sid, source, realtime, reconnect, stop, sem, ring),
                              name=f"streamseg-pull-{sid}", daemon=True).start()
@@ -327,18 +348,9 @@ class DecodeWorkers:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers]
 
-    def ring(self, name: str, credits: int) -> ChunkRing:
-        """A new stream's ring of ``credits`` chunk buffers, for `add` (``name`` names the stream in the
-        error); the caller closes it if the stream is not added after all."""
-        try:
-            return ChunkRing(credits, self._chunk, self._size, self._pin)
-        except RuntimeError as e:  # e.g. a container's small /dev/shm
-            raise RuntimeError(f"stream {name}: cannot make its {credits} chunk buffers of {self._chunk} frames "
-                               f"{self._size[0]}x{self._size[1]} in shared memory (/dev/shm): {e}") from None
-
-    def add(self, sid: str, source: str, realtime: bool, ring: ChunkRing, reconnect: bool = False) -> int:
-        """Give the stream and its `ring` (as many credits as buffers; owned from now on) to the worker
-        owning the fewest; returns that worker's process id."""
+    def add(self, sid: str, source: str, realtime: bool, buffers: int, reconnect: bool = False) -> int:
+        """Give the stream to the worker owning the fewest, which makes its ring of ``buffers`` chunk buffers
+        (as many credits); returns that worker's process id."""
         with self._lock:
             alive = [w for w in self._workers if w.process.is_alive()]
             if not alive:
@@ -346,8 +358,7 @@ class DecodeWorkers:
             worker = min(alive, key=lambda w: len(w.streams))
             worker.streams.add(sid)
             self._owner[sid] = worker
-            self._rings[sid] = ring
-        worker.commands.put(("add", sid, source, realtime, reconnect, ring.frames))
+        worker.commands.put(("add", sid, source, realtime, reconnect, buffers, self._size))
         return worker.process.pid
 
     def credit(self, sid: str) -> None:
@@ -407,6 +418,9 @@ class DecodeWorkers:
             if msg[0] == "ready":
                 worker.ready.set()
                 continue
+            if msg[0] == "ring":  # ("ring", sid, tensor): page-locked here, on this worker's receiver thread
+                self._keep_ring(msg[1], ChunkRing(msg[2], self._pin))
+                continue
             if msg[1] in self._owner:
                 try:
                     if msg[0] == "chunk":  # ("chunk", sid, index, length, ...): a view of its ring buffer
@@ -418,6 +432,16 @@ class DecodeWorkers:
                 except Exception as e:  # noqa: BLE001 (e.g. a full GPU while staging: that stream ends, named)
                     with contextlib.suppress(Exception):
                         self._deliver(msg[1], ("end", None, f"receiving its chunk failed: {type(e).__name__}: {e}"))
+
+    def _keep_ring(self, sid: str, ring: ChunkRing) -> None:
+        """A stream's ring from its worker: kept until `remove`, or closed at once if the stream was removed
+        (or the pool closed) meanwhile."""
+        with self._lock:
+            keep = sid in self._owner and not self._closed
+            if keep:
+                self._rings[sid] = ring
+        if not keep:
+            ring.close()
 
     def _died(self, worker: _Worker) -> None:
         if worker.closing:

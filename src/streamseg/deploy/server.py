@@ -273,7 +273,7 @@ def build_app(streamer: Streamer, options: ServerOptions | None = None) -> FastA
         except ValueError as e:
             rejected.labels("bad").inc()
             raise HTTPException(400, str(e)) from None
-        except RuntimeError as e:  # no decode worker left to read it, or no shared memory for its buffers
+        except RuntimeError as e:  # no decode worker left to read it
             raise HTTPException(503, str(e)) from None
         return {"id": sid}
 
