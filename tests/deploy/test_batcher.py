@@ -8,6 +8,8 @@ import re
 import threading
 import time
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -366,6 +368,33 @@ def test_decode_workers_page_lock_their_rings_for_a_gpu_step(synth_video_root, n
         for (info_w, labels_w), (info_g, labels_g) in zip(want, got):
             assert info_g["status"] == "ended" and info_g["worker"] is not None
             np.testing.assert_array_equal(labels_g, labels_w)
+
+
+def test_a_ring_is_page_locked_from_its_gpus_context_on_a_thread_of_its_own(monkeypatch) -> None:
+    """Page-locking runs on a throwaway thread whose current CUDA device would be device 0; for a model on
+    another GPU it first makes that GPU current, so no context is created on device 0 (CUDA stand-ins:
+    this records which device each runtime call was made from, and on which thread)."""
+    calls: list[tuple[str, Any, bool]] = []
+    current = threading.local()  # per thread, as CUDA's current device
+
+    class Cudart:
+        def cudaHostRegister(self, ptr, nbytes, flags):
+            calls.append(("register", getattr(current, "device", 0), threading.current_thread() is main))
+            return 0
+
+        def cudaHostUnregister(self, ptr):
+            calls.append(("unregister", getattr(current, "device", 0), threading.current_thread() is main))
+            return 0
+
+    main = threading.current_thread()
+    monkeypatch.setattr(torch.cuda, "cudart", Cudart)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: setattr(current, "device", d))
+    ring = pull.ChunkRing(pull.ring_buffers(2, 4, (8, 8)), torch.device("cuda", 1))
+    assert ring.pinned
+    ring.close()
+    pull.host_register(ring.frames)  # no device given: the current one, untouched
+    assert calls == [("register", torch.device("cuda", 1), False), ("unregister", torch.device("cuda", 1), False),
+                     ("register", 0, False)]
 
 
 @pytest.mark.gpu

@@ -241,7 +241,8 @@ class StreamPool:
             self._fixed.warm_up()
         # the workers' chunk buffers are page-locked when a PyTorch model on a GPU uploads from them
         device = getattr(streamer, "device", None)
-        pin = self._step_frames is not None and isinstance(device, torch.device) and device.type == "cuda"
+        gpu = self._step_frames is not None and isinstance(device, torch.device) and device.type == "cuda"
+        pin = device if gpu else None
         self._decoders = (DecodeWorkers(decode_workers, meta, self.source_options, self.chunk, retries, backoff_s,
                                         self._deliver, pin=pin) if decode_workers else None)
         self._engine = threading.Thread(target=self._loop, name="streamseg-engine", daemon=True)

@@ -174,16 +174,29 @@ def _on_own_thread(call: Callable[[], Any]) -> Any:
     return out[0] if out else None
 
 
-def host_register(tensor: torch.Tensor) -> bool:
+def _on_device(device: torch.device | None, call: Callable[[], Any]) -> Callable[[], Any]:
+    """``call`` made with ``device`` as the calling thread's current CUDA device: a new thread's current
+    device is device 0, and a runtime call there would create device 0's context (hundreds of MB of its
+    memory) for a server whose model runs on another GPU."""
+    def run() -> Any:
+        if device is not None and device.index is not None:
+            torch.cuda.set_device(device)
+        return call()
+    return run
+
+
+def host_register(tensor: torch.Tensor, device: torch.device | None = None) -> bool:
     """Page-lock a contiguous CPU tensor's memory in place for every CUDA context (``cudaHostRegister``,
-    flag ``cudaHostRegisterPortable``); False if it could not be (no error is left behind, see
-    `_on_own_thread`). Undo with `host_unregister` before the memory is freed."""
+    flag ``cudaHostRegisterPortable``), calling from ``device``'s context (default: the current device);
+    False if it could not be (no error is left behind, see `_on_own_thread`). Undo with `host_unregister`
+    before the memory is freed."""
     nbytes = tensor.numel() * tensor.element_size()
-    return _on_own_thread(lambda: int(torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), nbytes, 1))) == 0
+    register = _on_device(device, lambda: int(torch.cuda.cudart().cudaHostRegister(tensor.data_ptr(), nbytes, 1)))
+    return _on_own_thread(register) == 0
 
 
-def host_unregister(tensor: torch.Tensor) -> None:
-    _on_own_thread(lambda: torch.cuda.cudart().cudaHostUnregister(tensor.data_ptr()))
+def host_unregister(tensor: torch.Tensor, device: torch.device | None = None) -> None:
+    _on_own_thread(_on_device(device, lambda: torch.cuda.cudart().cudaHostUnregister(tensor.data_ptr())))
 
 
 def ring_buffers(slots: int, chunk: int, size: tuple[int, int]) -> torch.Tensor:
@@ -198,16 +211,16 @@ def ring_buffers(slots: int, chunk: int, size: tuple[int, int]) -> torch.Tensor:
 
 class ChunkRing:
     """The pool's side of one worker stream's chunk buffers: ``frames`` (`ring_buffers`, made by the worker,
-    channels-last ``(slots, chunk, H, W, 3)``), with ``pin`` also page-locked for asynchronous uploads to the
+    channels-last ``(slots, chunk, H, W, 3)``), with ``pin`` (the GPU) also page-locked for asynchronous uploads to the
     GPU (see the module docstring). Why channels-last: a reader's frames are channels-last in memory
     (swscale's packed RGB, kept by the resize), so a worker's copy into its buffer is a plain copy, where a
     channels-first buffer made it a byte-wise transposition on the worker's one core; the GPU steps upload
     the buffer as it is and transpose on the device (`FixedBatchStep`, `TorchStreamer.step_frames`)."""
 
-    def __init__(self, frames: torch.Tensor, pin: bool = False) -> None:
-        self.frames = frames
+    def __init__(self, frames: torch.Tensor, pin: torch.device | None = None) -> None:
+        self.frames, self._device = frames, pin
         # pages that cannot be locked: the chunks are then copied as from any host tensor
-        self.pinned = pin and host_register(self.frames)
+        self.pinned = pin is not None and host_register(self.frames, pin)
 
     def view(self, index: int, length: int) -> torch.Tensor:
         """Buffer ``index``'s first ``length`` frames as ``(length, 3, H, W)`` (a channels-last view)."""
@@ -217,7 +230,7 @@ class ChunkRing:
         """Unlock the pages (before the memory goes); the views must not be uploaded from afterwards."""
         if self.pinned:
             self.pinned = False
-            host_unregister(self.frames)
+            host_unregister(self.frames, self._device)
 
 
 def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int, backoff_s: float,
@@ -310,12 +323,12 @@ class DecodeWorkers:
     ``("chunk", frames, arrived, due, media_s)`` and ``("end", num_frames, error)``; a stream whose worker
     died gets ``("end", None, error)``. It must not block for long (the worker's other streams wait behind it). A chunk's
     ``frames`` are a view of the stream's ring: its buffer is rewritten after `credit`, so the consumer
-    gives that credit only once it has read them. ``pin``: page-lock the rings (the consumer uploads them
-    to a GPU).
+    gives that credit only once it has read them. ``pin``: the GPU the consumer uploads the chunks to, whose
+    context page-locks the rings (None: not locked).
     """
 
     def __init__(self, workers: int, meta: DeployMeta, options: dict[str, Any], chunk: int, retries: int,
-                 backoff_s: float, deliver: Callable[[str, tuple], None], pin: bool = False) -> None:
+                 backoff_s: float, deliver: Callable[[str, tuple], None], pin: torch.device | None = None) -> None:
         if workers < 1:
             raise ValueError(f"decode_workers must be >= 1 for worker processes, got {workers}")
         # spawn: a forked child of a process that has started CUDA or torch's thread pools can deadlock
