@@ -629,3 +629,22 @@ def test_a_worker_reader_that_raises_ends_its_stream_with_the_reason(tmp_path) -
     finally:
         pool.close()
     assert info["status"] == "error" and info["error"].startswith("reader failed: RuntimeError")
+
+
+def test_a_pool_closed_mid_stream_lets_its_workers_readers_stop_before_they_exit(tmp_path, capfd) -> None:
+    """Closing a pool whose workers are still decoding: each worker waits for its reader threads to stop
+    before it exits, so that no reader is inside FFmpeg or torch when the process ends (which aborted the
+    worker with "terminate called without an active exception" on the server's stderr)."""
+    meta = tiny_meta(sample_rate=1, sample_shape=[3, 224, 224])  # resizing to 224x224: time inside torch
+    pool = StreamPool(_Brightness(meta), chunk=32, decode_workers=1, max_streams=8)
+    try:
+        video = str(_ramp_video(tmp_path / "v.mp4", frames=3000))
+        ids = [pool.add(video, name=f"s{i}") for i in range(8)]
+        deadline = time.monotonic() + 30
+        while sum(pool.info(s)["chunks"] for s in ids) < 8:  # all reading, buffers filling
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        pool.close()
+    worker = pool._decoders._workers[0].process
+    assert worker.exitcode == 0 and "terminate called" not in capfd.readouterr().err

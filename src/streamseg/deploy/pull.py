@@ -65,6 +65,7 @@ __all__ = ["ChunkRing", "DecodeWorkers", "MAX_BACKOFF_S", "host_register", "pull
 
 MAX_BACKOFF_S = 30.0
 START_TIMEOUT_S = 120.0  # a worker imports torch and PyAV before its first stream
+CLOSE_READERS_S = 3.0  # a closing worker waits this long for its readers to stop (the pool waits 5 s for it)
 
 
 def pull_stream(source: str, meta: DeployMeta, options: dict[str, Any], chunk: int, realtime: bool, retries: int,
@@ -241,6 +242,7 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
     ``("remove", sid)``, ``("close",)``."""
     torch.set_num_threads(1)
     streams: dict[str, tuple[threading.Event, threading.Semaphore]] = {}
+    readers: list[threading.Thread] = []
     results.put(("ready", None))
 
     def read(sid: str, source: str, realtime: bool, reconnect: bool, stop: threading.Event,
@@ -290,8 +292,10 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
             results.put(("ring", sid, ring))  # ahead of the stream's chunks, on the same queue
             stop, sem = threading.Event(), threading.Semaphore(buffers)
             streams[sid] = (stop, sem)
-            threading.Thread(target=read, args=(sid, source, realtime, reconnect, stop, sem, ring),
-                             name=f"streamseg-pull-{sid}", daemon=True).start()
+            readers[:] = [t for t in readers if t.is_alive()]
+            readers.append(threading.Thread(target=read, args=(sid, source, realtime, reconnect, stop, sem, ring),
+                                            name=f"streamseg-pull-{sid}", daemon=True))
+            readers[-1].start()
         elif cmd[0] == "credit" and cmd[1] in streams:
             streams[cmd[1]][1].release()
         elif cmd[0] == "remove" and cmd[1] in streams:
@@ -299,6 +303,11 @@ def _worker_main(meta: DeployMeta, options: dict[str, Any], chunk: int, retries:
         elif cmd[0] == "close":
             for stop, _ in streams.values():
                 stop.set()
+            # the readers stop at their next chunk (or credit wait): let them, so that none is inside FFmpeg or
+            # torch when the process exits (which aborts with "terminate called without an active exception")
+            deadline = time.perf_counter() + CLOSE_READERS_S
+            for t in readers:
+                t.join(max(0.0, deadline - time.perf_counter()))
             results.put(("closed", None))
             return
 
