@@ -648,3 +648,25 @@ def test_a_pool_closed_mid_stream_lets_its_workers_readers_stop_before_they_exit
         pool.close()
     worker = pool._decoders._workers[0].process
     assert worker.exitcode == 0 and "terminate called" not in capfd.readouterr().err
+
+
+def test_a_ring_that_arrives_after_its_stream_was_removed_is_closed_not_kept(tmp_path, monkeypatch) -> None:
+    """A worker sends a stream's ring ahead of its chunks, but the stream may be removed (or the pool
+    closed) before the ring is received: it is then closed at once (its pages unlocked), not kept."""
+    closed: list[pull.ChunkRing] = []
+    monkeypatch.setattr(pull.ChunkRing, "close", lambda self: closed.append(self))
+    pool = StreamPool(_Brightness(tiny_meta(sample_rate=1)), chunk=4, decode_workers=1, max_streams=2)
+    try:
+        decoders = pool._decoders
+        late = pull.ChunkRing(pull.ring_buffers(2, 4, (16, 16)))
+        decoders._keep_ring("gone", late)  # no such stream (any more)
+        assert closed == [late] and "gone" not in decoders._rings
+        sid = pool.add(str(_ramp_video(tmp_path / "v.mp4", frames=12)), name="a")
+        _wait(pool, sid)
+        assert len(closed) == 2 and decoders._rings == {}  # its own ring: kept while it ran, closed at its end
+    finally:
+        pool.close()
+    after = pull.ChunkRing(pull.ring_buffers(2, 4, (16, 16)))
+    pool._decoders._owner["b"] = pool._decoders._workers[0]  # as if a stream were still owned
+    pool._decoders._keep_ring("b", after)  # the pool is closed: not kept
+    assert closed[-1] is after and pool._decoders._rings == {}
