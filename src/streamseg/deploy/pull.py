@@ -42,7 +42,9 @@ monotonic clock, comparable across processes of one machine (Linux ``CLOCK_MONOT
 
 A worker that dies (killed, crashed in native code) ends each of its streams with status ``error``; the
 pool starts a replacement for new streams. A worker whose pool's process dies without closing it (killed)
-notices within a second (its parent process changes) and exits.
+notices within a second (its parent process changes) and exits. A worker told to close stops its readers
+and waits for them (at most ``CLOSE_READERS_S``) before it exits: a reader thread still inside FFmpeg or
+torch when the process ends makes it abort ("terminate called without an active exception").
 """
 
 from __future__ import annotations
