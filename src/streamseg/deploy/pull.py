@@ -23,10 +23,10 @@ read, 64 times per step with 64 streams. When the pool uploads to a GPU the ring
 (``cudaHostRegister``, by the worker's receiver thread), so a chunk goes from the worker's buffer to the
 GPU in one asynchronous copy. Why the worker makes the ring: the buffers are at the model's input size
 (five of 32 frames are 24 MB at 224x224, 442 MB for a model that takes 1280x720 frames), and making them
-costs milliseconds of work that holds the GIL (about 8 ms at 224x224 on a 2-core VM: PyTorch reserves
-the file's pages). Made by `StreamPool.add`, they stalled the engine thread and delayed every later
-stream: 64 streams added one by one started over about a second. A worker makes its streams' rings in
-parallel with the other workers, off the pool's process; a ring that cannot be made (a small
+is work in the making process (PyTorch reserves the file's pages). Made by `StreamPool.add`, each add
+waited for it: 64 adds took 4.9-5.2 s (77-81 ms each) on a 2-core VM with 2 workers decoding, against
+0.002-0.011 s now (`tools/bench_pool_add.py`, docs/benchmarks.md "Eighth session"). A worker makes its
+streams' rings in parallel with the other workers, off the pool's process; a ring that cannot be made (a small
 ``/dev/shm``) ends its stream with status ``error`` naming it.
 
 Flow control is per stream, by credits, one per ring buffer: the engine gives one back for each chunk
@@ -345,7 +345,7 @@ class DecodeWorkers:
         # spawn: a forked child of a process that has started CUDA or torch's thread pools can deadlock
         self._ctx = torch.multiprocessing.get_context("spawn")
         self._args = (meta, dict(options), chunk, retries, backoff_s)
-        self._chunk, self._size, self._pin = chunk, tuple(meta.sample_shape[1:]), pin
+        self._size, self._pin = tuple(meta.sample_shape[1:]), pin
         self._rings: dict[str, ChunkRing] = {}  # until remove(): a dead worker's streams keep theirs
         self._deliver = deliver
         self._lock = threading.Lock()
