@@ -22,7 +22,10 @@ session (fp32 and each variant, at each ONNX Runtime setting of ``SESSIONS``) ti
 round, ``--rounds`` rounds, median over rounds: a busy machine slows them alike. ``--profile N`` adds ONNX
 Runtime's per-op profile (N steps at ``--batch``) of fp32 and the default INT8 graph: time per op type.
 ``--margins``: per variant, how many sampled frames of ``--check`` change label and fp32's top-2 softmax
-margin on them (near ties flip first), with the share of frames below a few margins.
+margin on them (near ties flip first), with the share of frames below a few margins; where in the videos
+they fall (per quarter, and in the first chunk, whose state is fresh), and how many flip when every chunk
+of the INT8 graph starts from the state fp32 carried to it (the error of one chunk alone: if the flips
+mostly vanish, the INT8 state drifting over a video is what flips them).
 """
 
 from __future__ import annotations
@@ -180,30 +183,54 @@ def _labels(streamer: OnnxStreamer, videos: list[Path], chunk: int | None) -> di
     return {v.stem: infer_video(streamer, v, chunk).labels for v in videos}
 
 
-def _logits(streamer: OnnxStreamer, video: Path, chunk: int) -> np.ndarray:
-    """(K, T) logits over a video's sampled frames, chunk by chunk, the streamer's own state carried."""
+def _logits(streamer: OnnxStreamer, video: Path, chunk: int, state_from: OnnxStreamer | None = None) -> np.ndarray:
+    """(K, T) logits over a video's sampled frames, chunk by chunk. The streamer carries its own state, or
+    with ``state_from`` every chunk starts from the state that streamer (fp32) carried to it: the logits
+    then hold one chunk's error of ``streamer``, none accumulated through the state."""
     from streamseg.deploy.infer import open_source
 
     with open_source(video, streamer) as source:
         state, out = streamer.init_state(1), []
         while len(frames := source.read(chunk)) > 0:
-            logits, state = streamer.step(streamer.meta.preprocess(frames), state)
+            x = streamer.meta.preprocess(frames)
+            logits, new_state = streamer.step(x, state)
+            state = new_state if state_from is None else state_from.step(x, state)[1]
             out.append(logits[0])
     return np.concatenate(out, axis=-1)
 
 
-def _margins(ref: list[np.ndarray], streamer: OnnxStreamer, videos: list[Path], chunk: int) -> dict:
-    """Where the labels differ: fp32's top-2 softmax margin there (near ties flip first), sampled frames."""
-    flipped, margins = [], []
+def _quarters(flipped: list[np.ndarray]) -> list[int]:
+    """Flipped frames in each quarter of their video's sampled frames (first to last): flips that the
+    state carries along pile up in the later quarters, rounding near ties does not."""
+    counts = [0, 0, 0, 0]
+    for f in flipped:
+        for i in np.flatnonzero(f):
+            counts[min(4 * int(i) // len(f), 3)] += 1
+    return counts
+
+
+def _margins(ref: list[np.ndarray], streamer: OnnxStreamer, videos: list[Path], chunk: int,
+             fp32: OnnxStreamer | None = None) -> dict:
+    """Where the labels differ: fp32's top-2 softmax margin there (near ties flip first), sampled frames;
+    the flips per quarter of the videos; with ``fp32``, also the flips when every chunk starts from fp32's
+    state (``flipped_from_fp32_state``: far fewer of those means the error is carried by the state)."""
+    flipped, margins, forced = [], [], []
     for logits, video in zip(ref, videos):
         p = np.exp(logits - logits.max(0))
         top2 = np.sort(p / p.sum(0), axis=0)[-2:]
         margins.append(top2[1] - top2[0])
         flipped.append(_logits(streamer, video, chunk).argmax(0) != logits.argmax(0))
+        if fp32 is not None:
+            forced.append(_logits(streamer, video, chunk, state_from=fp32).argmax(0) != logits.argmax(0))
     m, f = np.concatenate(margins), np.concatenate(flipped)
-    return {"sampled_frames": len(m), "flipped": int(f.sum()),
-            "largest_fp32_margin_flipped": round(float(m[f].max()), 4) if f.any() else None,
-            "share_fp32_margin_below": {t: round(float((m < t).mean()), 4) for t in (0.01, 0.02, 0.05)}}
+    out = {"sampled_frames": len(m), "flipped": int(f.sum()),
+           "largest_fp32_margin_flipped": round(float(m[f].max()), 4) if f.any() else None,
+           "share_fp32_margin_below": {t: round(float((m < t).mean()), 4) for t in (0.01, 0.02, 0.05)},
+           "flipped_by_quarter": _quarters(flipped),
+           "flipped_in_first_chunk": int(sum(x[:chunk].sum() for x in flipped))}
+    if fp32 is not None:
+        out["flipped_from_fp32_state"] = int(sum(x.sum() for x in forced))
+    return out
 
 
 def _features(path: Path) -> np.ndarray:
@@ -339,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             result["variants"][name]["int8_search"] = search.as_dict()
         if ref_logits is not None:
             result["variants"][name]["margins"] = _margins(ref_logits, OnnxStreamer(out, threads=2), check_videos,
-                                                           args.chunk)
+                                                           args.chunk, fp32)
         paths[name] = out
         print(f"{name}: {json.dumps(result['variants'][name])}", flush=True)
 

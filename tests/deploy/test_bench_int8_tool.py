@@ -59,3 +59,53 @@ def test_the_depthwise_variant_keeps_exactly_the_depthwise_convolutions_in_float
               for n in graph.node if n.op_type == "Conv"}
     assert len(names) == 2  # the stem conv, then blocks 1 and 2 with one depthwise 3x3 each
     assert sorted(names) == sorted(n for n, g in groups.items() if g > 1) and len(groups) > len(names)
+
+
+def test_flips_are_counted_in_the_quarter_of_their_video() -> None:
+    # `--margins`' drift check: flips late in long videos land in the last quarters whatever the lengths
+    import numpy as np
+
+    a = np.zeros(8, bool)
+    a[[0, 1, 7]] = True  # quarters of 8 frames: 0-1, 2-3, 4-5, 6-7
+    b = np.zeros(5, bool)
+    b[[2, 4]] = True  # 4 * 2 // 5 = 1, 4 * 4 // 5 = 3
+    assert _bench_int8()._quarters([a, b]) == [2, 1, 0, 2]
+
+
+def test_logits_from_fp32s_state_feed_each_chunk_the_state_fp32_carried(tmp_path, synth_video_root) -> None:
+    # `flipped_from_fp32_state`: the INT8 graph must see fp32's state at every chunk, never its own
+    import numpy as np
+
+    from streamseg.deploy.runtime import OnnxStreamer
+
+    bench = _bench_int8()
+    video = sorted((synth_video_root / "Videos").glob("*.mp4"))[0]
+    path = bench._random_model(40, video, tmp_path / "model.onnx", 2)
+    fp32, other = OnnxStreamer(path, threads=1), OnnxStreamer(path, threads=1)
+    seen, carried = [], []
+
+    class Recorder:
+        meta = other.meta
+
+        def init_state(self, batch):
+            return other.init_state(batch)
+
+        def step(self, x, state):
+            seen.append([s.copy() for s in state])
+            logits, new = other.step(x, state)
+            return logits, [s + 1.0 for s in new]  # a state of its own, unlike fp32's
+
+    class Carrier:
+        meta = fp32.meta
+
+        def init_state(self, batch):
+            return fp32.init_state(batch)
+
+        def step(self, x, state):
+            carried.append([s.copy() for s in state])
+            return fp32.step(x, state)
+
+    bench._logits(Recorder(), video, 8, state_from=Carrier())
+    assert len(seen) == len(carried) > 2
+    for mine, theirs in zip(seen, carried):
+        assert all(np.array_equal(a, b) for a, b in zip(mine, theirs))
