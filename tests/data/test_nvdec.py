@@ -200,3 +200,18 @@ def test_nvdec_planes_are_bit_exact_against_pyav_on_h264(tmp_path, size):
                 want, got = ref.read(n), nv.read(n)
                 assert got.is_cuda and got.shape == want.shape
                 assert torch.equal(got.cpu(), want), f"sample_rate {sample_rate}: planes differ"
+
+
+@pytest.mark.parametrize("n", [5, 8, 12])
+def test_a_prefetched_nvdec_source_reads_the_same_frames(tmp_path, fake_nvc, n):
+    # `prefetch` (a video opened ahead by StreamBatcher.open_pool) decodes the first chunk in the pool; reads
+    # afterwards, of that size or another, give the frames a plain reader gives
+    clip = _clip(tmp_path / "v.mp4", 21)
+    pool = ThreadPoolExecutor(2)
+    with VideoFileSource(clip, 1, pixel_path="i420") as ref, \
+            NvdecSource(clip, (48, 64), 1, device="cpu", pool=pool) as nv:
+        nv.prefetch(8)
+        assert nv._ahead is not None
+        got = [nv.read(n) for _ in range(-(-21 // n))]
+        want = [ref.read(n) for _ in range(-(-21 // n))]
+    assert all(torch.equal(g, w) for g, w in zip(got, want)) and sum(len(g) for g in got) == 21

@@ -457,3 +457,71 @@ def test_persistent_workers_serve_every_epoch_with_its_own_order_and_augmentatio
     assert pids[0] == pids[1] == pids[2] and os.getpid() not in pids[0]
     orders = {tuple(n for b in batches(reference) for n in b["names"]) for e in (0, 1, 2) if not reference.set_epoch(e)}
     assert len(orders) > 1  # the epochs really differ
+
+
+class _NowExecutor:
+    """An executor that runs each task at once, recording how many batches the consumer had by then."""
+
+    def __init__(self, received: list) -> None:
+        self.received, self.when = received, []
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        self.when.append((args[0].video, len(self.received)))
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def test_open_pool_opens_each_video_a_step_before_its_first_chunk_with_the_same_batches():
+    # in-process decoding (NVDEC): a slot's next video is opened while the step before it is produced, so
+    # its decoder's creation and first chunk do not stall the step that needs it
+    from streamseg.data.streams import OPEN_AHEAD
+
+    lengths = [10, 4, 5, 7, 3, 6]
+    plain = batches(StreamBatcher(fake_videos(lengths), batch_size=2, chunk_size=3, sample_shape=(3, 2, 2)))
+    batcher = StreamBatcher(fake_videos(lengths), batch_size=2, chunk_size=3, sample_shape=(3, 2, 2))
+    received: list = []
+    batcher.open_pool = _NowExecutor(received)
+    for batch in StreamLoader(batcher, num_workers=0):
+        received.append(batch)
+    assert len(received) == len(plain)
+    for got, want in zip(received, plain):
+        assert got["names"] == want["names"]
+        for key in ("x", "labels", "mask", "reset", "last", "index", "start"):
+            assert torch.equal(got[key], want[key]), key
+    first = {r.video: r.first_step for r in batcher.plan()[0]}
+    assert sorted(v for v, _ in batcher.open_pool.when) == list(range(len(lengths)))  # each opened once, ahead
+    for video, had in batcher.open_pool.when:
+        assert had == max(first[video] - OPEN_AHEAD, 0), (video, had, first[video])
+
+
+def test_videos_opened_ahead_are_closed_when_the_consumer_stops_early():
+    closed: list[int] = []
+
+    class Closing(FakeSource):
+        def close(self) -> None:
+            closed.append(self.vid)
+
+    videos = [StreamVideo(f"v{i}", functools.partial(Closing, i, n, 1), length=n) for i, n in enumerate([6, 3, 9, 3])]
+    batcher = StreamBatcher(videos, batch_size=2, chunk_size=3, sample_shape=(3, 2, 2))
+    batcher.open_pool = _NowExecutor([])
+    it = iter(StreamLoader(batcher, num_workers=0))
+    next(it)  # step 0: v0 and v1 play; v2 (slot 1, step 1) is already opened ahead
+    it.close()
+    assert sorted(closed) == [0, 1, 2]
+
+
+def test_a_source_opened_ahead_is_asked_to_prefetch_its_first_chunk():
+    asked: list[tuple[int, int]] = []
+
+    class Prefetching(FakeSource):
+        def prefetch(self, n: int) -> None:
+            asked.append((self.vid, n))
+
+    videos = [StreamVideo(f"v{i}", functools.partial(Prefetching, i, n, 1), length=n) for i, n in enumerate([6, 2, 9])]
+    batcher = StreamBatcher(videos, batch_size=2, chunk_size=3, sample_shape=(3, 2, 2))
+    batcher.open_pool = _NowExecutor([])
+    batches(batcher)
+    assert sorted(asked) == [(0, 3), (1, 2), (2, 3)]  # the first chunk's length: v1 has only 2 samples

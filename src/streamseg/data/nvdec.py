@@ -252,6 +252,12 @@ class NvdecSource:
             frames.record_stream(current)
         return frames
 
+    def prefetch(self, n: int) -> None:
+        """Start decoding the first ``n`` sampled frames in ``pool`` (no-op without a pool, or once reading
+        began): `StreamBatcher.open_pool` calls it when it opens a video ahead of its first chunk."""
+        if self.pool is not None and self._ahead is None and self._ready is None and self._next == 0:
+            self._ahead = self.pool.submit(self._decode, n)
+
     def read(self, n: int) -> torch.Tensor:
         if self._decoder is None:
             raise DataError(self.path, "read() after close()")

@@ -47,6 +47,7 @@ import copy
 import heapq
 import math
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,10 @@ from streamseg.data.augment import IDENTITY
 from streamseg.data.errors import DataError
 from streamseg.data.features import IGNORE_INDEX  # -100: torch's cross_entropy default ignore_index
 from streamseg.data.video import FrameSource
+
+# steps before its first chunk at which a slot's next video is opened, with `StreamBatcher.open_pool`: one
+# step lets the opening and the first chunk's decode run while the step before it is consumed
+OPEN_AHEAD = 1
 
 __all__ = [
     "IGNORE_INDEX",
@@ -292,6 +297,11 @@ class StreamBatcher(IterableDataset):
         # set by the owner for GPU decoding (`streamseg.data.nvdec`): frames are written into parts on
         # this device (sources then return frames there, or CPU frames that are copied in)
         self.frame_device: torch.device | None = None
+        # set by the owner for in-process decoding (num_workers=0, e.g. NVDEC): each slot's next video is
+        # opened in this executor `OPEN_AHEAD` steps before its first chunk is due, and its source's
+        # ``prefetch(n)`` (where it has one) starts decoding that chunk, so that opening a decoder and its
+        # first chunk do not stall the step loop (every other slot waits for a batch's slowest row)
+        self.open_pool: Executor | None = None
         # samples per video: frames 0, s, 2s, ... < L  ->  ceil(L / s); chunks: ceil(samples / T)
         self.num_samples = [math.ceil(v.length / sample_rate) for v in self.videos]
         self.num_chunks = [math.ceil(n / chunk_size) for n in self.num_samples]
@@ -349,7 +359,10 @@ class StreamBatcher(IterableDataset):
         runs, num_steps = self.plan()
         queues = {s: [r for r in runs if r.rank == self.rank and r.slot == s] for s in slots}  # by first_step
         playing: dict[int, tuple[SlotRun, FrameSource, Augment | np.ndarray | None]] = {}
+        pending: dict[int, Future] = {}  # slot -> its next run's (source, augment), opened ahead
         try:
+            if self.open_pool is not None:
+                self._open_ahead(queues, pending, 0)
             for step in range(num_steps):
                 if self.ring is not None:  # this worker's rows (a contiguous block) of a shared batch
                     rows = slice(slots[0], slots[-1] + 1)
@@ -361,7 +374,7 @@ class StreamBatcher(IterableDataset):
                 for i, s in enumerate(slots):
                     if s not in playing and queues[s] and queues[s][0].first_step == step:
                         run = queues[s].pop(0)
-                        playing[s] = (run, *self._start(run))
+                        playing[s] = (run, *(pending.pop(s).result() if s in pending else self._start(run)))
                     if s in playing:
                         run, source, augment = playing[s]
                         self._fill(part, i, run, step - run.first_step, source, augment)
@@ -370,10 +383,30 @@ class StreamBatcher(IterableDataset):
                             del playing[s]
                     else:  # an empty slot: zero frames (only the rows no video fills are zeroed)
                         part["x"][i].zero_()
+                if self.open_pool is not None:  # after this step's starts, so that a slot's next run is free
+                    self._open_ahead(queues, pending, step + 1)
                 yield part if self.ring is None else {"step": step, "first": slots[0], "names": part["names"]}
-        finally:  # also when the consumer stops early: close what is still open
+        finally:  # also when the consumer stops early: close what is still open, or opened ahead
             for _, source, _ in playing.values():
                 source.close()
+            for future in pending.values():
+                if not future.cancel():
+                    with contextlib.suppress(Exception):
+                        future.result()[0].close()
+
+    def _open_ahead(self, queues: dict[int, list[SlotRun]], pending: dict[int, Future], step: int) -> None:
+        """Open, in `open_pool`, each slot's next run that starts before ``step + OPEN_AHEAD`` (``step``: the
+        next step to be produced)."""
+        for s, queue in queues.items():
+            if queue and s not in pending and queue[0].first_step < step + OPEN_AHEAD:
+                pending[s] = self.open_pool.submit(self._start_ahead, queue[0])
+
+    def _start_ahead(self, run: SlotRun) -> tuple[FrameSource, Augment | np.ndarray | None]:
+        source, augment = self._start(run)
+        prefetch = getattr(source, "prefetch", None)
+        if prefetch is not None:
+            prefetch(min(self.chunk_size, self.num_samples[run.video]))
+        return source, augment
 
     def _start(self, run: SlotRun) -> tuple[FrameSource, Augment | np.ndarray | None]:
         video = self.videos[run.video]

@@ -308,7 +308,8 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     decoding + the worker -> main-process hand-over alone reach).
     ``decoder="nvdec"`` (``pixel_format="i420"``, a CUDA step): the GPU's hardware decoder instead of the
     worker processes (`streamseg.data.nvdec.NvdecSource`: one reader per video, each decoding its next
-    chunk ahead in a pool of ``S`` threads; ``workers`` and ``transfer`` are then unused; ``nvdec_threaded``:
+    chunk ahead in a pool of ``2 S`` threads, where each slot's next video is also opened a step ahead
+    (`StreamBatcher.open_pool`); ``workers`` and ``transfer`` are then unused; ``nvdec_threaded``:
     PyNvVideoCodec's ThreadedDecoder instead of its SimpleDecoder).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
     waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
@@ -348,7 +349,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
 
         from ..data.nvdec import NvdecSource
 
-        pool = ThreadPoolExecutor(step.streams, thread_name_prefix="nvdec")
+        pool = ThreadPoolExecutor(2 * step.streams, thread_name_prefix="nvdec")  # decode ahead + open ahead
     items = []
     for v in videos:
         n, _, h, w = probe(v)
@@ -371,6 +372,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     on_gpu = step.device.type == "cuda" and transfer != "none"
     if pool is not None:  # decoded on the GPU in this process, written straight into device batches
         batcher.frame_device = step.device
+        batcher.open_pool = pool  # each slot's next video opens (and decodes its first chunk) ahead
         loader = StreamLoader(batcher, num_workers=0, device=step.device)
     else:
         loader = StreamLoader(batcher, num_workers=workers, prefetch_factor=prefetch_factor,

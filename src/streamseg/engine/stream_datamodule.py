@@ -214,8 +214,9 @@ class VideoStreamDataModule(pl.LightningDataModule):
             source = partial(decoding, size=None, pixel_path="i420" if self.preprocess == "device-i420" else "rgb24")
         paths = {n: self.layout.video_path(n) for n in self.names[split]}
         if self.nvdec:
-            # one decode-ahead thread per slot: every slot's next chunk decodes at once, on the NVDEC engines
-            self._pool = self._pool or ThreadPoolExecutor(self.batch_size, thread_name_prefix="nvdec")
+            # two threads per slot: every slot's next chunk decodes at once, on the NVDEC engines, and its next
+            # video opens and decodes its first chunk beside it (StreamBatcher.open_pool)
+            self._pool = self._pool or ThreadPoolExecutor(2 * self.batch_size, thread_name_prefix="nvdec")
             gpu = partial(NvdecSource, size=self.native_size, sample_rate=self.sample_rate, device=self._device(),
                           pool=self._pool, threaded=self.nvdec_reader == "threaded")
             return [StreamVideo(n, partial(source if str(p) in self.pyav_files else gpu, p), labels=self.full_labels(n))
@@ -267,6 +268,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
         device = root if isinstance(root, torch.device) and root.type == "cuda" else None
         if self.nvdec:  # decoded on the GPU in this process; frames are written into device batches
             batcher.frame_device = self._device()
+            batcher.open_pool = self._pool  # next videos open ahead, beside the decoding
             return StreamLoader(batcher, num_workers=0, device=batcher.frame_device)
         return StreamLoader(batcher, num_workers=self.num_workers, device=device,
                             persistent=train and self.persistent_workers)
