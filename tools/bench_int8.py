@@ -70,6 +70,7 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
     "qdq-u8s8-dwfloat": Int8Options(),  # + every depthwise convolution (`_depthwise`)
     "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the INT8 graph's own states (`_int8_state_feeds`)
+    "qdq-u8s8-spread": Int8Options(),  # the calibration chunks spread over each video, not its first (`_spread_feeds`)
 }
 # name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
 # (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
@@ -118,6 +119,31 @@ def _int8_state_feeds(int8_path: Path, meta: DeployMeta, calib: list) -> list[di
         for feed in video.feeds:
             feeds.append({"x": feed["x"], **dict(zip(names, state))})
             _, state = int8.step(feed["x"], state)
+    return feeds
+
+
+def _spread_feeds(fp32: OnnxStreamer, videos: list[Path], chunk: int, chunks: int) -> list[dict[str, np.ndarray]]:
+    """``ceil(chunks / len(videos))`` chunks of each video, each with the state fp32 carried to it, at
+    positions stratified over the videos: video ``v`` of ``V`` takes its chunks at the fractions
+    ``(j V + v + 1/2) / (p V)`` of its length (``p`` per video), so that one chunk a video still covers
+    early, middle and late chunks. The default calibration takes each video's first chunks, whose state
+    starts at zero: the ranges of whatever the state feeds never see a video's later chunks."""
+    from streamseg.data.video import probe
+    from streamseg.deploy.infer import open_source
+
+    per_video, names, feeds = -(-chunks // max(len(videos), 1)), fp32.meta.state_names()[0], []
+    for v, video in enumerate(videos):
+        total = -(-(-(-probe(video)[0] // fp32.meta.sample_rate)) // chunk)  # chunks of sampled frames
+        fractions = (np.arange(per_video) * len(videos) + v + 0.5) / (per_video * len(videos))
+        keep = set(np.minimum((fractions * total).astype(int), total - 1).tolist())
+        with open_source(video, fp32) as source:
+            state, i = fp32.init_state(1), 0
+            while i <= max(keep) and len(frames := source.read(chunk)) > 0:
+                x = fp32.meta.preprocess(frames)
+                if i in keep:
+                    feeds.append({"x": x, **dict(zip(names, state))})
+                _, state = fp32.step(x, state)
+                i += 1
     return feeds
 
 
@@ -351,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = (search.float_nodes if search
                      else _after_encoder(fp32_path, options) if name.endswith("tcnfloat")
                      else _depthwise(fp32_path, options) if name.endswith("dwfloat") else ())
-            quantize_graph(fp32_path, out, iter(feeds), options, extra)
+            spread = _spread_feeds(fp32, calib_videos, args.chunk, args.calib_chunks) if name.endswith("spread") else None
+            quantize_graph(fp32_path, out, iter(spread or feeds), options, extra)
             if name.endswith("int8state"):
                 quantize_graph(fp32_path, out, iter(_int8_state_feeds(out, meta, calib)), options)
         except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)
