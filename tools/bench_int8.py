@@ -13,7 +13,7 @@ does not depend on the weights).
 
 Each variant of `--variants` (names in ``VARIANTS``: format, activation type, per-channel weights,
 reduce_range, which op types, calibration method, `quant_pre_process`) is quantised from the same
-calibration chunks (`calibration_videos` over ``--calib``, at most ``--calib-chunks`` spread over the videos;
+calibration chunks (`calibration_videos` over ``--calib``: about ``--calib-chunks`` in windows staggered over the videos;
 ``AUTO`` variants also choose the nodes kept in float on them, as `export onnx --int8`), and run over whole
 ``--check`` videos through `infer_video`: label agreement with fp32, and with ``--gt`` (a groundTruth
 folder of per-frame class names) the accuracy of each. Throughput: original frames per second of one
@@ -45,7 +45,7 @@ import torch
 from streamseg.deploy.infer import infer_video, video_files
 from streamseg.deploy.onnx_export import export_onnx, export_trained
 from streamseg.deploy.int8_search import calibration_videos, choose_float_nodes
-from streamseg.deploy.quantize import Int8Options, quantize_graph
+from streamseg.deploy.quantize import Int8Options, calibration_feeds, quantize_graph
 from streamseg.deploy.runtime import DeployMeta, OnnxStreamer, meta_path_for
 
 CONV_MATMUL = ("Conv", "MatMul", "Gemm")
@@ -70,7 +70,7 @@ VARIANTS: dict[str, Int8Options] = {
     "qdq-u8s8-tcnfloat": Int8Options(),  # + every node after the encoder's last weight (`_after_encoder`)
     "qdq-u8s8-dwfloat": Int8Options(),  # + every depthwise convolution (`_depthwise`)
     "qdq-u8s8-int8state": Int8Options(),  # calibrated again on the INT8 graph's own states (`_int8_state_feeds`)
-    "qdq-u8s8-spread": Int8Options(),  # the calibration chunks spread over each video, not its first (`_spread_feeds`)
+    "qdq-u8s8-first": Int8Options(),  # calibrated on each video's first chunks, as before the ninth session (`_first_feeds`)
 }
 # name -> min agreement: the default options with the nodes kept in float chosen on the calibration videos
 # (`int8_search.choose_float_nodes`, as `export onnx --int8` does)
@@ -115,36 +115,19 @@ def _int8_state_feeds(int8_path: Path, meta: DeployMeta, calib: list) -> list[di
     int8, names = OnnxStreamer(int8_path, threads=2), meta.state_names()[0]
     feeds = []
     for video in calib:
-        state = int8.init_state(1)
+        state = [video.feeds[0][n] for n in names]  # fp32's at the window's start, then the INT8 graph's own
         for feed in video.feeds:
             feeds.append({"x": feed["x"], **dict(zip(names, state))})
             _, state = int8.step(feed["x"], state)
     return feeds
 
 
-def _spread_feeds(fp32: OnnxStreamer, videos: list[Path], chunk: int, chunks: int) -> list[dict[str, np.ndarray]]:
-    """``ceil(chunks / len(videos))`` chunks of each video, each with the state fp32 carried to it, at
-    positions stratified over the videos: video ``v`` of ``V`` takes its chunks at the fractions
-    ``(j V + v + 1/2) / (p V)`` of its length (``p`` per video), so that one chunk a video still covers
-    early, middle and late chunks. The default calibration takes each video's first chunks, whose state
-    starts at zero: the ranges of whatever the state feeds never see a video's later chunks."""
-    from streamseg.data.video import probe
-    from streamseg.deploy.infer import open_source
-
-    per_video, names, feeds = -(-chunks // max(len(videos), 1)), fp32.meta.state_names()[0], []
-    for v, video in enumerate(videos):
-        total = -(-(-(-probe(video)[0] // fp32.meta.sample_rate)) // chunk)  # chunks of sampled frames
-        fractions = (np.arange(per_video) * len(videos) + v + 0.5) / (per_video * len(videos))
-        keep = set(np.minimum((fractions * total).astype(int), total - 1).tolist())
-        with open_source(video, fp32) as source:
-            state, i = fp32.init_state(1), 0
-            while i <= max(keep) and len(frames := source.read(chunk)) > 0:
-                x = fp32.meta.preprocess(frames)
-                if i in keep:
-                    feeds.append({"x": x, **dict(zip(names, state))})
-                _, state = fp32.step(x, state)
-                i += 1
-    return feeds
+def _first_feeds(fp32: OnnxStreamer, videos: list[Path], chunk: int, chunks: int) -> list[dict[str, np.ndarray]]:
+    """Each video's first ``ceil(chunks / len(videos))`` chunks, fp32's state carried from zero: the
+    calibration `calibration_videos` made before its windows were staggered over the videos (ninth
+    session), kept to compare against."""
+    per_video = -(-chunks // max(len(videos), 1))
+    return [feed for video in videos for feed in calibration_feeds(fp32, [video], chunk, per_video)]
 
 
 def session(path: Path, level: str, threads: int, profile: str | None = None) -> OnnxStreamer:
@@ -377,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = (search.float_nodes if search
                      else _after_encoder(fp32_path, options) if name.endswith("tcnfloat")
                      else _depthwise(fp32_path, options) if name.endswith("dwfloat") else ())
-            spread = _spread_feeds(fp32, calib_videos, args.chunk, args.calib_chunks) if name.endswith("spread") else None
-            quantize_graph(fp32_path, out, iter(spread or feeds), options, extra)
+            first = _first_feeds(fp32, calib_videos, args.chunk, args.calib_chunks) if name.endswith("first") else None
+            quantize_graph(fp32_path, out, iter(first or feeds), options, extra)
             if name.endswith("int8state"):
                 quantize_graph(fp32_path, out, iter(_int8_state_feeds(out, meta, calib)), options)
         except Exception as e:  # noqa: BLE001 (a variant ONNX Runtime cannot build is reported, not fatal)

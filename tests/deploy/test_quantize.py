@@ -182,16 +182,46 @@ def test_search_takes_the_fewest_ranked_nodes_that_reach_the_threshold(needed, e
     assert _best(report) == expect_k and set(report.tried) == expect_tried
 
 
-def test_calibration_runs_the_fp32_graph_once_per_chunk(tmp_path, synth_video_root) -> None:
+def test_calibration_logits_are_the_fp32_graphs_on_each_feed(tmp_path, synth_video_root) -> None:
     from streamseg.deploy.int8_search import calibration_videos
 
     videos = sorted((synth_video_root / "Videos").glob("*.mp4"))[:2]
     fp32 = OnnxStreamer(conv_onnx(tmp_path / "m.onnx"), threads=1)
+    calib = calibration_videos(fp32, videos, chunk=6, max_chunks=6)
+    assert sum(len(v.feeds) for v in calib) == 6  # 3 chunks a video
+    for v in calib:  # the reference logits are those of the feeds (the state each chunk starts from)
+        want = np.concatenate([fp32.step(f["x"], [f["state_in_0"]])[0][0] for f in v.feeds], axis=-1)
+        np.testing.assert_array_equal(v.logits, want)
+
+
+def test_calibration_windows_are_staggered_over_the_videos_with_fp32s_state(tmp_path, synth_video_root) -> None:
+    # each video's first chunks alone start from the zero state, so whatever the state feeds would be
+    # calibrated on ranges later chunks exceed (docs/benchmarks.md): video v of V starts its window at
+    # (v + 1/2) / V of the chunks before its last window, the state fp32 carried there in its feeds
+    from streamseg.data.video import probe
+    from streamseg.deploy.infer import open_source
+    from streamseg.deploy.int8_search import calibration_videos
+
+    videos = sorted((synth_video_root / "Videos").glob("*.mp4"))[:3]
+    fp32 = OnnxStreamer(conv_onnx(tmp_path / "m.onnx"), threads=1)
     calls = []
     step = fp32.step
-    fp32.step = lambda x, state: (calls.append(x.shape[2]), step(x, state))[1]
-    calib = calibration_videos(fp32, videos, chunk=6, max_chunks=6)
-    assert len(calls) == sum(len(v.feeds) for v in calib) == 6  # 3 chunks a video, each run once
-    for v in calib:  # the reference logits are those of the feeds (the state each chunk starts from)
-        want = np.concatenate([step(f["x"], [f["state_in_0"]])[0][0] for f in v.feeds], axis=-1)
-        np.testing.assert_array_equal(v.logits, want)
+    fp32.step = lambda x, state: (calls.append(1), step(x, state))[1]
+    calib = calibration_videos(fp32, videos, chunk=6, max_chunks=6)  # 2 chunks a video
+    assert [len(v.feeds) for v in calib] == [2, 2, 2]
+    ran = 0
+    for v, (video, got) in enumerate(zip(videos, calib)):
+        with open_source(video, fp32) as source:  # every chunk of the video, fp32's state carried
+            state, chunks = [np.zeros_like(got.feeds[0]["state_in_0"])], []
+            while len(frames := source.read(6)) > 0:
+                x = fp32.meta.preprocess(frames)
+                chunks.append((x, state))
+                state = step(x, state)[1]
+        assert len(chunks) == -(-(-(-probe(video)[0] // fp32.meta.sample_rate)) // 6)  # the header count
+        start = int((v + 0.5) / 3 * (len(chunks) - 2))
+        assert start > 0
+        for (x, state), feed in zip(chunks[start:start + 2], got.feeds):
+            np.testing.assert_array_equal(feed["x"], x)
+            np.testing.assert_array_equal(feed["state_in_0"], state[0])
+        ran += start + 2
+    assert len(calls) == ran  # the fp32 graph ran each chunk up to each window's end once
