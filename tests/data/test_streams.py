@@ -525,3 +525,10 @@ def test_a_source_opened_ahead_is_asked_to_prefetch_its_first_chunk():
     batcher.open_pool = _NowExecutor([])
     batches(batcher)
     assert sorted(asked) == [(0, 3), (1, 2), (2, 3)]  # the first chunk's length: v1 has only 2 samples
+
+
+def test_open_pool_is_refused_with_worker_processes():
+    batcher = StreamBatcher(fake_videos([6, 3]), batch_size=2, chunk_size=3, sample_shape=(3, 2, 2))
+    batcher.open_pool = _NowExecutor([])
+    with pytest.raises(ValueError, match="open_pool .* needs num_workers=0"):
+        StreamLoader(batcher, num_workers=2)

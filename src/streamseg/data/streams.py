@@ -568,6 +568,9 @@ class StreamLoader:
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"StreamLoader: num_workers must be >= 0, got {num_workers}")
+        if num_workers > 0 and batcher.open_pool is not None:
+            raise ValueError("StreamLoader: the batcher's open_pool (videos opened ahead in threads of this "
+                             "process) needs num_workers=0; worker processes open their own videos")
         self.batcher, self.num_workers = batcher, num_workers
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         # device: each worker's part goes there straight from shared memory and the step is merged
