@@ -44,9 +44,11 @@
 #    minutes here and ~10 GB peak memory (estimates from the tiny and random-weight runs at 224x224).
 #    CALIB = links to the first CALIB_VIDEOS (default 8) train-split videos, CALIB_CHUNKS (default
 #    CALIB_VIDEOS) = one chunk of 32 sampled frames from each (bench_int8 takes ceil(chunks / videos)
-#    from every video). Calibration memory: ONNX Runtime's MinMax calibrator keeps every chunk's
-#    activations until it has seen them all; with the full encoder at 224x224 bench_int8's peak RSS was
-#    3.2 GB at 1 chunk and 5.1 GB at 4 (random weights; about 0.6 GB a chunk), so 8 chunks take ~7.5 GB.
+#    from every video). Memory: with the full encoder at 224x224 bench_int8's peak RSS was 3.2 GB at 1
+#    calibration chunk and 5.1 GB at 4 (random weights), but the calibration is not what grew: ONNX
+#    Runtime's MinMax calibrator keeps only each chunk's per-tensor minima and maxima (the ReduceMin /
+#    ReduceMax outputs it adds), and `quantize_int8` alone peaked at 4.9 GB with 8 chunks and with 16
+#    (ninth session, the trained model); what else grew in bench_int8 was not investigated.
 #
 # Tiny scale (check the whole flow on a CPU in a couple of minutes: 6 videos of 60-80 frames at 32x32,
 # 1 epoch, fp32, no workers; the full encoder all the same):

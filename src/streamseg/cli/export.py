@@ -42,8 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="measure the INT8 graph's label agreement with fp32 on these videos")
     o.add_argument("--calib-chunks", type=int, default=64,
                    help="chunks of calibration data: a window of ceil(N / videos) consecutive chunks from each "
-                        "video, the windows staggered over the videos (default 64; calibration keeps every "
-                        "chunk's activations: about 0.6 GB a chunk for the full MobileNetV2 at 224x224)")
+                        "video, the windows staggered over the videos (default 64)")
     o.add_argument("--int8-min-agreement", type=float, default=0.99, metavar="FRACTION",
                    help="keep the most sensitive nodes in float until the INT8 labels agree with fp32's on this "
                         "fraction of the calibration videos' frames (default 0.99; 0: quantise every node)")
