@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"), help="the model's input size")
     p.add_argument("--chunk", type=int, default=32)
     args = p.parse_args(argv)
-    videos = [str(v) for v in video_files(args.videos)]
+    try:
+        videos = [str(v) for v in video_files(args.videos)]
+    except FileNotFoundError as e:  # a missing path, or a folder with no video in it
+        p.error(f"--videos {e}")
     meta = DeployMeta(class_names=[f"c{i}" for i in range(11)], fps=30.0, sample_rate=1, input_kind="frames",
                       sample_shape=[3, *args.size], lookahead=0, chunk_size=args.chunk, state_shapes=[],
                       mean=[0.5] * 3, std=[0.5] * 3)

@@ -84,32 +84,24 @@ def test_logits_from_fp32s_state_feed_each_chunk_the_state_fp32_carried(tmp_path
     fp32, other = OnnxStreamer(path, threads=1), OnnxStreamer(path, threads=1)
     seen, carried = [], []
 
-    class Recorder:
-        meta = other.meta
+    class Recording:
+        """Records the state each step is given; ``own``: then returns a state of its own, unlike fp32's."""
+
+        def __init__(self, streamer, log, own):
+            self.meta, self.streamer, self.log, self.own = streamer.meta, streamer, log, own
 
         def init_state(self, batch):
-            return other.init_state(batch)
+            return self.streamer.init_state(batch)
 
         def step(self, x, state):
-            seen.append([s.copy() for s in state])
-            logits, new = other.step(x, state)
-            return logits, [s + 1.0 for s in new]  # a state of its own, unlike fp32's
+            self.log.append([s.copy() for s in state])
+            logits, new = self.streamer.step(x, state)
+            return logits, [s + 1.0 for s in new] if self.own else new
 
-    class Carrier:
-        meta = fp32.meta
-
-        def init_state(self, batch):
-            return fp32.init_state(batch)
-
-        def step(self, x, state):
-            carried.append([s.copy() for s in state])
-            return fp32.step(x, state)
-
-    bench._logits(Recorder(), video, 8, state_from=Carrier())
+    bench._logits(Recording(other, seen, True), video, 8, state_from=Recording(fp32, carried, False))
     assert len(seen) == len(carried) > 2
     for mine, theirs in zip(seen, carried):
         assert all(np.array_equal(a, b) for a, b in zip(mine, theirs))
-
 
 
 def test_the_first_chunks_variant_calibrates_on_each_videos_first_chunks(tmp_path, synth_video_root) -> None:

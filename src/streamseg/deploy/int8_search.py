@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .quantize import Int8Options, prepare_graph, quantize_prepared
+from .quantize import Int8Options, calibration_steps, prepare_graph, quantize_prepared
 from .runtime import OnnxStreamer
 
 __all__ = ["CalibVideo", "Int8Search", "calibration_videos", "check_min_agreement", "choose_float_nodes"]
@@ -86,24 +86,16 @@ def calibration_videos(fp32: OnnxStreamer, videos: Sequence[str | Path], chunk: 
     activation the state feeds gets ranges that later chunks exceed. On a trained 224x224 TSM-MobileNetV2 +
     MemoryTCN, one chunk from each of 8 videos, the first chunks gave 99.02 % label agreement with fp32
     (21 flips of 2,142 frames, one with an fp32 margin of 0.85) and staggered ones 99.86 % (3 flips, all
-    near-ties) (docs/benchmarks.md, "Trained on a GPU")."""
+    near-ties) (docs/benchmarks.md, "Ninth session" under "Trained on a GPU")."""
     from ..data.video import probe
-    from .infer import open_source
 
-    per_video, in_names = -(-max_chunks // max(len(videos), 1)), fp32.meta.state_names()[0]
+    per_video = -(-max_chunks // max(len(videos), 1))
     out = []
     for v, video in enumerate(videos):
         total = -(-(-(-probe(video)[0] // fp32.meta.sample_rate)) // chunk)  # chunks of sampled frames
         start = int((v + 0.5) / len(videos) * max(total - per_video, 0))
-        window: deque[tuple[dict[str, np.ndarray], np.ndarray]] = deque(maxlen=per_video)
-        with open_source(video, fp32) as source:
-            state, i = fp32.init_state(1), 0
-            while i < start + per_video and len(frames := source.read(chunk)) > 0:
-                x = fp32.meta.preprocess(frames)
-                feed = {"x": x, **dict(zip(in_names, state))}
-                logits, state = fp32.step(x, state)
-                window.append((feed, logits))
-                i += 1
+        # the fp32 graph runs every chunk up to the window's end; the deque keeps the window's
+        window = deque(calibration_steps(fp32, [video], chunk, start + per_video), maxlen=per_video)
         if window:
             out.append(CalibVideo([feed for feed, _ in window], np.concatenate([lg[0] for _, lg in window], axis=-1)))
     return out
