@@ -88,6 +88,7 @@ def test_schedule_state_round_trips():
     (["train.early_stop_metric=loss"], "train.early_stop_metric"),
     (["train.early_stop_metric=acc", "train.early_stop_min_delta=-1"], "train.early_stop_min_delta"),
     (["train.early_stop_mode=up"], "train.early_stop_mode"),
+    (["train.cudnn_benchmark=true", "train.deterministic=true"], "train.cudnn_benchmark"),
 ])
 def test_invalid_options_are_refused_naming_the_key(overrides, key):
     configs = load_configs("synth", "mstcn", "quick")

@@ -56,6 +56,21 @@ def test_ddp_reaches_the_trainer(tmp_path):
     assert isinstance(_trainer(tmp_path, params, runner.Hardware("cpu", 1, 1)).strategy, SingleDeviceStrategy)
 
 
+def test_cudnn_benchmark_reaches_torch_and_off_leaves_the_session_setting(tmp_path, monkeypatch):
+    """train.cudnn_benchmark=true turns cuDNN's autotuning on through the Trainer; the default (false)
+    leaves whatever the session set (a Python API user's own torch.backends.cudnn.benchmark)."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    _, params = _params("train.cudnn_benchmark=true")
+    _trainer(tmp_path, params, runner.Hardware("cpu", 1, 1))
+    assert torch.backends.cudnn.benchmark is True
+    _, params = _params()
+    _trainer(tmp_path, params, runner.Hardware("cpu", 1, 1))
+    assert torch.backends.cudnn.benchmark is True  # the session's setting, left alone
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    _trainer(tmp_path, params, runner.Hardware("cpu", 1, 1))
+    assert torch.backends.cudnn.benchmark is False
+
+
 def test_fsdp_reaches_the_trainer_which_refuses_it_on_the_cpu(tmp_path):
     """The Trainer gets an FSDPStrategy: Lightning itself refuses it without CUDA (the reason
     `check_strategy` refuses train.strategy=fsdp on the CPU before any work)."""

@@ -45,7 +45,11 @@ class TrainParams:
     streams: the training loader's decode workers start once and serve every epoch (false: new workers
     each epoch, each a fork of the training process). val_every: validate every N
     epochs. log_every: optimizer steps between logged training losses. deterministic: Lightning's
-    deterministic mode (bit-exact resume on CPU). nonfinite: what a NaN/inf training loss does: "stop" the
+    deterministic mode (bit-exact resume on CPU). cudnn_benchmark: cuDNN times its convolution algorithms
+    for each new input shape and keeps the fastest (``torch.backends.cudnn.benchmark``, Lightning's
+    ``Trainer(benchmark=...)``): pays off on a GPU when few shapes recur (length buckets, stream batches),
+    costs a timing pass per new shape otherwise; not with deterministic (cuDNN's choice can differ between
+    runs). nonfinite: what a NaN/inf training loss does: "stop" the
     run with an error naming the step and the batch's videos, or "skip" that batch (warned with the same
     details, no optimizer step, counted in `train/skipped_steps`); never trained on. compile: run the
     network through ``torch.compile`` (in place, so checkpoints keep their parameter names; whole videos of
@@ -121,6 +125,7 @@ class TrainParams:
     val_every: int = 1
     log_every: int = 10
     deterministic: bool = False
+    cudnn_benchmark: bool = False
     nonfinite: Literal["stop", "skip"] = "stop"
     compile: bool = False
     length_bucket: int = 0

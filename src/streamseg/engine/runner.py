@@ -68,6 +68,7 @@ def _trainer(params: RunParams, run: RunDir, hw: Hardware, dm: Any, callbacks: l
         num_sanity_val_steps=0,
         log_every_n_steps=t.log_every,
         deterministic=t.deterministic,
+        benchmark=True if t.cudnn_benchmark else None,  # None: the session's own setting stays
         default_root_dir=str(run.path),
         logger=[
             TensorBoardLogger(str(run.logs), name="", version="tensorboard"),

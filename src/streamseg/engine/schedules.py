@@ -38,6 +38,8 @@ def check_train_options(t: TrainParams) -> None:
     need(t.length_bucket >= 0, "length_bucket", "sampled frames >= 0 (0 = batches padded to their longest video)")
     need(bool(t.compile_cache), "compile_cache", "'auto', 'off' or a folder")
     need(t.accumulate >= 1, "accumulate", "batches >= 1 per optimiser step")
+    need(not (t.cudnn_benchmark and t.deterministic), "cudnn_benchmark",
+         "false with train.deterministic=true (cuDNN's timed choice of algorithm can differ between runs)")
     if t.schedule == "cosine_restarts":
         need(t.restart_epochs >= 1, "restart_epochs", "epochs >= 1 before the first restart (T_0)")
         need(t.restart_mult >= 1, "restart_mult", "an integer factor >= 1 (T_mult)")
