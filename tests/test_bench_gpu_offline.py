@@ -53,3 +53,20 @@ def test_breakdown_splits_time_to_accuracy_at_the_first_training_batch(bench):
                    "startup_share": 0.4}
     assert "first_batch_to_target" not in bench._breakdown({"startup_clock": clock}, 100.0, {"seconds": None})
     assert bench._breakdown({}, 100.0, {"seconds": 20.0}) == {}  # a run from before startup_clock existed
+
+
+def test_train_e2e_writes_no_videos_for_the_ceilings_alone_and_refuses_too_few(bench, monkeypatch, tmp_path, capsys):
+    """`train-e2e --skip-train` without --loader-only times only the step ceilings, which read no videos: no
+    dataset is written (a 1280x720 one takes minutes of a lent GPU). A dataset it does write needs >= 3 videos
+    (train, val, test): refused with one line before any work, not after the ceilings' compile."""
+    calls = []
+    monkeypatch.setattr(bench, "_streamseg", lambda *a, **k: calls.append(a) or (0, ""))
+    monkeypatch.setattr(bench, "environment", lambda device: {})
+    argv = ["bench_gpu.py", "train-e2e", "--out", str(tmp_path), "--work", str(tmp_path), "--ceilings"]
+    monkeypatch.setattr("sys.argv", [*argv, "--skip-train", "--num-videos", "2"])
+    bench.main()
+    assert calls == [] and (tmp_path / "train-e2e.json").exists()
+    monkeypatch.setattr("sys.argv", [*argv, "--skip-train", "--loader-only", "--num-videos", "2"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--num-videos 2: train-e2e writes a dataset" in capsys.readouterr().err and calls == []

@@ -729,11 +729,12 @@ def part_train_e2e(args) -> dict:
     h0, w0 = _wh(args.size)
     data = Path(args.work) / ("cam320" if args.size == "320x240" else f"cam{args.size}")
     res["size"], res["decoder"] = args.size, args.decoder
-    t0 = time.perf_counter()
-    synth = ["--root", str(data), "--num-videos", str(args.num_videos), "--size", args.size, "--camera",
-             "--jobs", str(os.cpu_count())]
-    rc, _ = _streamseg("data", "synth", *synth)
-    res["synth"] = {"args": synth, "rc": rc, "seconds": time.perf_counter() - t0}
+    if not args.skip_train or args.loader_only:  # the step ceilings alone read no videos
+        t0 = time.perf_counter()
+        synth = ["--root", str(data), "--num-videos", str(args.num_videos), "--size", args.size, "--camera",
+                 "--jobs", str(os.cpu_count())]
+        rc, _ = _streamseg("data", "synth", *synth)
+        res["synth"] = {"args": synth, "rc": rc, "seconds": time.perf_counter() - t0}
     for prep in [] if args.skip_train else args.preprocess:
         extra = ["-D", "synth", "-M", "tsm_memtcn", "-E", "chunk32", "--accelerator", "gpu", "--devices", "1",
                  "-o", f"data.root={data}", "-o", f"data.num_videos={args.num_videos}", "-o", f"data.height={h0}",
@@ -856,6 +857,9 @@ def main() -> None:
     ap.add_argument("--preprocess", nargs="+", default=["device-i420", "cpu"],
                     choices=["cpu", "device-rgb", "device-i420"], help="train-e2e: data.preprocess values to run")
     args = ap.parse_args()
+    if args.part == "train-e2e" and (not args.skip_train or args.loader_only) and args.num_videos < 3:
+        ap.error(f"--num-videos {args.num_videos}: train-e2e writes a dataset of train, val and test videos, "
+                 "so at least 3 (or --skip-train without --loader-only: the step ceilings alone, no videos)")
     fn = {"model": part_model, "trained": part_trained, "e2e": part_e2e, "offline": part_offline,
           "stream-train": part_stream_train, "train-e2e": part_train_e2e, "decode": part_decode}[args.part]
     name = args.part if args.part != "stream-train" else f"stream-train-{args.devices}gpu-{args.launcher}"
