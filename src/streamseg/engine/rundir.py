@@ -13,6 +13,10 @@ Layout::
 
 Resume rule: the newest version without `DONE` is continued (from `checkpoints/last.ckpt` when it exists)
 if its saved params equal this run's params; otherwise a clear error tells the user to pass `--new`.
+Keys the saved params lack (a key added to streamseg or to a config after the run started, such as
+`train.cudnn_benchmark`) do not stop a resume: the run goes on with this run's values for them, with a
+`ParamsAddedWarning` naming each key and value (the snapshot then records them), as `load_jsonable`
+gives such keys their defaults when a finished run is loaded. Every other difference still refuses.
 A finished newest version makes the next run a new version.
 
 One process per version: the process that runs a version holds an exclusive `flock` on its `run.lock`
@@ -193,19 +197,51 @@ def claim_run_dir(exp_dir: Path, params_json: dict, new: bool = False) -> tuple[
         return RunDir(path, version, None), lock
 
 
+class ParamsAddedWarning(UserWarning):
+    """An unfinished run resumed with keys its saved params lack (added after it started)."""
+
+
 def _resume(latest: Path, version: int, params_json: dict, lock: RunLock) -> RunDir:
     saved = _saved_params(latest)
-    if saved is not None and saved != params_json:
+    added = _added(saved, params_json) if saved is not None else {}
+    if saved is not None and _without(params_json, added) != saved:
         lock.release()
         raise ConfigError(
             f"{latest} is an unfinished run with different params ({_diff(saved, params_json)}); "
             "re-run with the same params to resume it, or pass --new for a fresh version"
         )
+    if added:
+        warnings.warn(f"{latest}: resuming a run whose saved params lack "
+                      f"{', '.join(f'{k}={v!r}' for k, v in added.items())} (added since it started); "
+                      "it goes on with these values", ParamsAddedWarning, stacklevel=3)
     # checkpoint writes of a killed holder (each process writes its own <name>.<pid>.partial)
     for partial in (latest / "checkpoints").glob("*.partial"):
         partial.unlink(missing_ok=True)
     last = latest / "checkpoints" / "last.ckpt"
     return RunDir(latest, version, last if checkpoint_exists(last) else None)  # a file, or DeepSpeed's folder
+
+
+def _added(saved: dict, current: dict, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of the keys `current` has and `saved` lacks (inside sections both have)."""
+    out: dict[str, Any] = {}
+    for k, v in current.items():
+        if k not in saved:
+            out[prefix + k] = v
+        elif isinstance(v, dict) and isinstance(saved[k], dict):
+            out.update(_added(saved[k], v, f"{prefix}{k}."))
+    return out
+
+
+def _without(params: dict, dotted: dict[str, Any]) -> dict:
+    """A copy of `params` without the dotted keys."""
+    out = json.loads(json.dumps(params))
+    for key in dotted:
+        *path, leaf = key.split(".")
+        node = out
+        for part in path:
+            node = node[part]
+        del node[leaf]
+    return out
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:
