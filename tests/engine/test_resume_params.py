@@ -17,8 +17,8 @@ def _unfinished(exp, params: dict) -> None:
 
 def test_keys_added_since_the_run_started_resume_it_with_a_warning_naming_them(tmp_path):
     _unfinished(tmp_path, {"train": {"lr": 0.1}, "data": {"root": "x"}})
-    now = {"train": {"lr": 0.1, "cudnn_benchmark": False}, "data": {"root": "x"}, "extra": {"k": 1}}
-    with pytest.warns(ParamsAddedWarning, match=r"train\.cudnn_benchmark=False, extra=\{'k': 1\}"):
+    now = {"train": {"lr": 0.1, "cudnn_benchmark": False, "sub": {"k": 1}}, "data": {"root": "x", "n": 2}}
+    with pytest.warns(ParamsAddedWarning, match=r"train\.cudnn_benchmark=False, train\.sub=\{'k': 1\}, data\.n=2"):
         run, lock = claim_run_dir(tmp_path, now)
     lock.release()
     assert run.version == 0
@@ -32,6 +32,9 @@ def test_a_changed_key_still_refuses_beside_an_added_one(tmp_path):
     # a key the run had and this one lacks is a difference too (removed, not added)
     with pytest.raises(ConfigError, match=r"train\.lr: 0\.1 -> None"):
         claim_run_dir(tmp_path, {"train": {}})
+    # a whole section the saved params lack is not "added" (a damaged or foreign params.json)
+    with pytest.raises(ConfigError, match=r"model: None -> \{'n': 1\}"):
+        claim_run_dir(tmp_path, {"train": {"lr": 0.1}, "model": {"n": 1}})
     run, lock = claim_run_dir(tmp_path, {"train": {"lr": 0.1}})  # the lock was released by each refusal
     lock.release()
     assert run.version == 0

@@ -222,11 +222,13 @@ def _resume(latest: Path, version: int, params_json: dict, lock: RunLock) -> Run
 
 
 def _added(saved: dict, current: dict, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value} of the keys `current` has and `saved` lacks (inside sections both have)."""
+    """{dotted key: value} of the keys `current` has and `saved` lacks inside sections both have: a whole
+    section missing (`train`, `data`, `model`: a damaged or foreign params.json) is a difference."""
     out: dict[str, Any] = {}
     for k, v in current.items():
         if k not in saved:
-            out[prefix + k] = v
+            if prefix:
+                out[prefix + k] = v
         elif isinstance(v, dict) and isinstance(saved[k], dict):
             out.update(_added(saved[k], v, f"{prefix}{k}."))
     return out
