@@ -1,5 +1,7 @@
 import argparse
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -176,3 +178,12 @@ def test_plots_are_written(dataset):
     evaluate_dirs(root / "pred", root / "groundTruth", split_file=root / "test.split1.bundle", plots_dir=plots)
     for rel in ("videos/vid_a.png", "videos/vid_c.png", "confusion_matrix.png", "per_class.png"):
         assert (plots / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+
+
+def test_the_cli_parser_is_built_without_torch():
+    """Every command (`streamseg --help` too) imports each subcommand's module to build the parser; the
+    evaluate command's library reaches torch, so it is imported when used: `--help` stays instant."""
+    code = ("import sys; from streamseg.cli.main import build_parser; build_parser(); "
+            "print('torch' in sys.modules); from streamseg.cli.evaluate import read_split; print(callable(read_split))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr[-2000:]

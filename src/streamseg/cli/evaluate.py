@@ -17,10 +17,20 @@ import argparse
 import json
 from pathlib import Path
 
-# the library this command wraps (streamseg/evaluate.py); read_split is imported from here by callers
-from streamseg.evaluate import EvaluationInputError, evaluate_dirs, read_split  # noqa: F401
 from streamseg.metrics import PROTOCOLS
 from streamseg.metrics.io import LabelFileError
+
+# the library this command wraps (streamseg/evaluate.py), imported when first used: it reaches torch through
+# streamseg.data, and every `streamseg` command (`--help` included) imports this module to build its parser
+_LIBRARY = ("EvaluationInputError", "evaluate_dirs", "read_split")
+
+
+def __getattr__(name: str):
+    if name in _LIBRARY:  # callers import these names from here
+        from streamseg import evaluate
+
+        return getattr(evaluate, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``evaluate`` from parsed arguments; bad input raises ``SystemExit`` with the problems."""
+    from streamseg.evaluate import EvaluationInputError, evaluate_dirs
+
     try:
         result = evaluate_dirs(
             pred_dir=args.pred_dir,
