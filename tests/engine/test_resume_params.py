@@ -38,3 +38,16 @@ def test_a_changed_key_still_refuses_beside_an_added_one(tmp_path):
     run, lock = claim_run_dir(tmp_path, {"train": {"lr": 0.1}})  # the lock was released by each refusal
     lock.release()
     assert run.version == 0
+
+
+def test_a_password_in_a_params_value_is_masked_in_the_warning_and_the_refusal(tmp_path):
+    _unfinished(tmp_path, {"train": {"lr": 0.1, "store": "postgresql://u:old-secret@h/db"}})
+    with pytest.raises(ConfigError) as refused:
+        claim_run_dir(tmp_path, {"train": {"lr": 0.1, "store": "postgresql://u:new-secret@h/db"}})
+    assert "secret" not in str(refused.value) and "postgresql://u:***@h/db" in str(refused.value)
+    now = {"train": {"lr": 0.1, "store": "postgresql://u:old-secret@h/db", "url": "postgresql://u:pw-1234@h/db"}}
+    with pytest.warns(ParamsAddedWarning) as warned:
+        run, lock = claim_run_dir(tmp_path, now)
+    lock.release()
+    message = str(warned[0].message)
+    assert "pw-1234" not in message and "train.url='postgresql://u:***@h/db'" in message

@@ -29,6 +29,7 @@ held, the next command starts a new version and says which process holds the oth
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, redact_all
+from ..config import ConfigError, redact, redact_all
 from .checkpoint_io import checkpoint_exists
 
 _VERSION_RE = re.compile(r"^version_(\d+)$")
@@ -207,12 +208,12 @@ def _resume(latest: Path, version: int, params_json: dict, lock: RunLock) -> Run
     if saved is not None and _without(params_json, added) != saved:
         lock.release()
         raise ConfigError(
-            f"{latest} is an unfinished run with different params ({_diff(saved, params_json)}); "
+            f"{latest} is an unfinished run with different params ({redact(_diff(saved, params_json))}); "
             "re-run with the same params to resume it, or pass --new for a fresh version"
         )
     if added:
-        warnings.warn(f"{latest}: resuming a run whose saved params lack "
-                      f"{', '.join(f'{k}={v!r}' for k, v in added.items())} (added since it started); "
+        named = redact(", ".join(f"{k}={v!r}" for k, v in added.items()))  # e.g. a storage URL's password
+        warnings.warn(f"{latest}: resuming a run whose saved params lack {named} (added since it started); "
                       "it goes on with these values", ParamsAddedWarning, stacklevel=3)
     # checkpoint writes of a killed holder (each process writes its own <name>.<pid>.partial)
     for partial in (latest / "checkpoints").glob("*.partial"):
@@ -236,7 +237,7 @@ def _added(saved: dict, current: dict, prefix: str = "") -> dict[str, Any]:
 
 def _without(params: dict, dotted: dict[str, Any]) -> dict:
     """A copy of `params` without the dotted keys."""
-    out = json.loads(json.dumps(params))
+    out = copy.deepcopy(params)
     for key in dotted:
         *path, leaf = key.split(".")
         node = out
