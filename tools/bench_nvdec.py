@@ -6,7 +6,9 @@
 Each reader decodes whole clips (reader i takes clip i modulo ``--clips``) through
 `streamseg.data.nvdec.NvdecSource` in chunks of 32 (``--layer reader``: NV12 planes repacked as I420 on the
 GPU, as training and inference read them) or through PyNvVideoCodec's ``SimpleDecoder.get_batch_frames``
-alone (``--layer raw``: the decoder's own frames, nothing else). Decoder creation and, for processes, the
+alone (``--layer raw``: the decoder's own frames, nothing else), or through FFmpeg's own NVDEC decoder
+(``--layer ffmpeg``: PyAV's CUDA hardware acceleration, the frames kept in GPU memory and taken as DLPack
+tensors, nothing else; a second library driving the same engines). Decoder creation and, for processes, the
 imports and CUDA start-up are outside the timed span: every reader opens its decoder, waits at a barrier,
 then decodes; the aggregate rate is all frames over the span from the first start to the last end.
 
@@ -46,7 +48,21 @@ def _decode(path: str, size: tuple[int, int], layer: str, ready, out: dict) -> N
 
     from streamseg.data.nvdec import NvdecSource, import_pynvvideocodec
 
-    if layer == "raw":
+    if layer == "ffmpeg":
+        import av
+        from av.codec.hwaccel import HWAccel
+
+        container = av.open(path, hwaccel=HWAccel("cuda", allow_software_fallback=False, is_hw_owned=True))
+        ready.wait()
+        start, n = time.time(), 0
+        for frame in container.decode(video=0):
+            if frame.format.name != "cuda":
+                raise RuntimeError(f"FFmpeg decoded {path} in {frame.format.name}, not on the GPU")
+            # luma, interleaved chroma; PyAV exports CUDA planes only when asked without a stream
+            torch.from_dlpack(frame.planes[0].__dlpack__()), torch.from_dlpack(frame.planes[1].__dlpack__())
+            n += 1
+        container.close()
+    elif layer == "raw":
         nvc = import_pynvvideocodec()
         dec = nvc.SimpleDecoder(path, gpu_id=0, use_device_memory=True, output_color_type=nvc.OutputColorType.NATIVE)
         ready.wait()
@@ -161,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=300, help="frames per clip")
     p.add_argument("--readers", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--modes", nargs="+", choices=["thread", "process"], default=["thread", "process"])
-    p.add_argument("--layers", nargs="+", choices=["reader", "raw"], default=["reader", "raw"])
+    p.add_argument("--layers", nargs="+", choices=["reader", "raw", "ffmpeg"], default=["reader", "raw"])
     p.add_argument("--crf", type=int, nargs="+", default=[23], help="x264 CRF of the clips (one set per value)")
     p.add_argument("--utilisation", action="store_true", help="sample NVDEC and GPU utilisation (nvidia-smi)")
     p.add_argument("--out", default=None)
