@@ -18,9 +18,10 @@ Parts:
   decoded by N worker processes; decode alone, model alone and both, to say which bounds the pipeline;
   for each ``--pixel-formats``: ``rgb`` (swscale rgb24 in the workers) and ``i420`` (the decoder's planes
   shipped, colour conversion + resize + normalisation inside the compiled step on the GPU); with
-  ``--decoders pyav nvdec`` the i420 rows also run from NVDEC (`bench_pipeline(decoder="nvdec")`).
-* ``decode``: decoding alone per size, PyAV against NVDEC (PyNvVideoCodec, ``--nvdec-reader simple
-  threaded``): one reader on one clip, then the 16-stream loader over the clip list (PyAV worker
+  ``--decoders pyav nvdec`` the i420 rows also run from NVDEC (`bench_pipeline(decoder="nvdec")`), one row
+  per ``--nvdec-reader``.
+* ``decode``: decoding alone per size, PyAV against NVDEC (``--nvdec-reader simple threaded ffmpeg``:
+  PyNvVideoCodec's two decoders, FFmpeg's through PyAV): one reader on one clip, then the 16-stream loader over the clip list (PyAV worker
   processes, or one NVDEC reader per video decoding ahead in a thread pool); ``--decode-model eager`` adds
   the uncompiled inference step (a lower bound of the end-to-end rate, without compile time).
 * ``offline``: time-to-accuracy of MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic
@@ -298,12 +299,14 @@ def part_e2e(args) -> dict:
         res[f"clips_{w}x{h}"] = {"videos": n, "frames_each": frames, "generate_s": time.perf_counter() - t0}
         # rgb: workers convert with swscale (and resize to 224 with --resize-on cpu); i420: workers ship the
         # decoder's planes at the native size, colour conversion + resize run in the compiled step
+        decoders = [d for d in args.decoders if d == "pyav"]  # NVDEC: one row per reader (--nvdec-reader)
+        decoders += [f"nvdec-{r}" for r in args.nvdec_reader if "nvdec" in args.decoders]
         configs = [(fmt, where, dec) for fmt in args.pixel_formats
                    for where in (args.resize_on if fmt == "rgb" else ["device"])
-                   for dec in (args.decoders if fmt == "i420" else ["pyav"])]
+                   for dec in (decoders if fmt == "i420" else ["pyav"])]
         for workers in args.workers:
             for fmt, where, dec in configs:
-                if dec == "nvdec" and workers != args.workers[0]:
+                if dec != "pyav" and workers != args.workers[0]:
                     continue  # NVDEC uses no worker processes: one row per size
                 row = {"video": f"{w}x{h}", "workers": workers if dec == "pyav" else 0, "pixel_format": fmt,
                        "resize_on": where, "decoder": dec, "streams": args.e2e_streams}
@@ -322,7 +325,9 @@ def part_e2e(args) -> dict:
                     x = torch.zeros(step.input_shape(), dtype=torch.uint8, device="cuda")
                     row["model_only"] = time_step(step, x, 30, 3)  # also compiles and captures
                     size = None if where == "device" else (224, 224)
-                    common = dict(workers=workers, decode_size=size, repeat=args.repeat, pixel_format=fmt, decoder=dec)
+                    common = dict(workers=workers, decode_size=size, repeat=args.repeat, pixel_format=fmt,
+                                  decoder=dec.split("-")[0], nvdec_reader=dec.split("-")[-1] if dec != "pyav" else
+                                  "simple")
                     for transfer in (args.transfers if dec == "pyav" else ["pageable"]):  # decode alone (+ hand-over, + copy), then with the model
                         key = "" if transfer == args.transfers[0] else f"_{transfer}"
                         row[f"decode_only{key}"] = bench_pipeline(step, videos, run_model=False, transfer=transfer,
@@ -378,7 +383,7 @@ def part_decode(args) -> dict:
         clip = videos[0]
         row = {}
         readers = [("pyav", lambda: VideoFileSource(clip, pixel_path="i420"))]
-        readers += [(f"nvdec-{r}", lambda r=r: NvdecSource(clip, (h, w), 1, "cuda", threaded=r == "threaded"))
+        readers += [(f"nvdec-{r}", lambda r=r: NvdecSource(clip, (h, w), 1, "cuda", reader=r))
                     for r in args.nvdec_reader if "nvdec" in args.decoders]
         for name, make in readers:
             try:
@@ -400,13 +405,13 @@ def part_decode(args) -> dict:
         step = StreamStep(net, (3, 224, 224), streams=args.e2e_streams, chunk=args.chunk, device="cuda",
                           precision="bf16", channels_last=True, in_size=(h, w), mean=MEAN, std=STD, in_format="i420",
                           **colour)
-        decoders = [(d, r == "threaded") for d in args.decoders for r in (args.nvdec_reader if d == "nvdec" else [""])]
-        for (dec, threaded), model in [(d, m) for m in ([False, True] if args.decode_model == "eager" else [False])
+        decoders = [(d, r) for d in args.decoders for r in (args.nvdec_reader if d == "nvdec" else ["simple"])]
+        for (dec, reader), model in [(d, m) for m in ([False, True] if args.decode_model == "eager" else [False])
                                        for d in decoders]:
             try:
                 step.reset()
                 r = bench_pipeline(step, videos, run_model=model, workers=args.workers[0], repeat=args.repeat,
-                                   pixel_format="i420", decoder=dec, nvdec_threaded=threaded)
+                                   pixel_format="i420", decoder=dec, nvdec_reader=reader)
             except Exception as e:
                 r = {"decoder": dec, "model": model, "error": f"{type(e).__name__}: {e}"}
                 traceback.print_exc()
@@ -848,8 +853,9 @@ def main() -> None:
                     help="e2e: decoders for the i420 rows (nvdec: PyNvVideoCodec, streamseg[gpu-decode])")
     ap.add_argument("--decode-model", default="none", choices=["none", "eager"],
                     help="decode: also run each loader with the (uncompiled) inference step")
-    ap.add_argument("--nvdec-reader", nargs="+", default=["simple"], choices=["simple", "threaded"],
-                    help="decode: PyNvVideoCodec readers to time; train-e2e: data.nvdec_reader (the first)")
+    ap.add_argument("--nvdec-reader", nargs="+", default=["simple"], choices=["simple", "threaded", "ffmpeg"],
+                    help="decode, e2e: NVDEC readers to time (PyNvVideoCodec's simple / threaded, FFmpeg's); "
+                         "train-e2e: data.nvdec_reader (the first)")
     ap.add_argument("--decoder", default="pyav", choices=["pyav", "nvdec"],
                     help="train-e2e: data.decoder of the device-i420 run and the loader-only timing")
     ap.add_argument("--size", default="320x240", choices=["320x240", "1280x720"],

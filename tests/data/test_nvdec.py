@@ -21,6 +21,7 @@ import torch
 from streamseg.config import ConfigError
 from streamseg.data.errors import DataError
 from streamseg.data.nvdec import EXTRA, NvdecSource, NvdecUnavailable, nv12_to_i420, nvdec_plan
+from streamseg.data.nvdec import _ffmpeg_cuda as _real_ffmpeg_cuda
 from streamseg.data.video import VideoFileSource, i420_frames
 
 
@@ -92,6 +93,44 @@ def fake_nvc(monkeypatch):
     return module
 
 
+class _FakeFfmpeg(_FakeDecoder):
+    """`streamseg.data.nvdec._FfmpegDecoder`'s interface over PyAV's software decoder: frames as (luma,
+    chroma) planes, each a view into a wider (pitched) buffer as FFmpeg's CUDA frames are."""
+
+    closed: list[str] = []
+
+    def __init__(self, path, device):
+        super().__init__(str(path))
+        self.path = path
+
+    def get_batch_frames(self, n):
+        out = []
+        for nv12 in super().get_batch_frames(n):
+            hx, w = nv12.shape
+            h = hx * 2 // 3
+            pitched = torch.zeros((hx, w + 16), dtype=torch.uint8)
+            pitched[:, :w] = nv12
+            out.append((pitched[:h, :w], pitched[h:, :w].unflatten(1, (w // 2, 2))))
+        return out
+
+    def close(self):
+        _FakeFfmpeg.closed.append(str(self.path))
+
+
+@pytest.fixture
+def fake_ffmpeg(monkeypatch):
+    """FFmpeg's NVDEC reader replaced by `_FakeFfmpeg`, this PyAV taken as having CUDA acceleration, and no
+    PyNvVideoCodec at all (the ffmpeg reader must not need it)."""
+    import streamseg.data.nvdec as nvdec
+
+    monkeypatch.setattr(_FakeDecoder, "refuse", set())
+    monkeypatch.setattr(_FakeDecoder, "calls", [])
+    monkeypatch.setattr(_FakeFfmpeg, "closed", [])
+    monkeypatch.setattr(nvdec, "_FfmpegDecoder", _FakeFfmpeg)
+    monkeypatch.setattr(nvdec, "_ffmpeg_cuda", lambda: None)
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", None)
+
+
 @pytest.fixture
 def no_nvc(monkeypatch):
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", None)  # import raises ImportError
@@ -123,6 +162,52 @@ def test_nvdec_source_reads_the_pyav_frames_in_chunks(tmp_path, fake_nvc, sample
     assert NvdecSource.opens[str(clip)] >= 1 and _FakeDecoder.calls.count(str(clip)) == NvdecSource.opens[str(clip)]
 
 
+@pytest.mark.parametrize(("sample_rate", "chunks", "threads"), [(1, [8, 8, 8, 8, 8], 2), (3, [4, 5, 4, 4], 0)])
+def test_the_ffmpeg_reader_reads_the_pyav_frames_in_chunks(tmp_path, fake_ffmpeg, sample_rate, chunks, threads):
+    # FFmpeg's frames come as two pitched planes: repacked as I420 they equal PyAV's software planes; the
+    # reader needs no PyNvVideoCodec (the fixture removes it) and closes FFmpeg's decoder with itself
+    clip = _clip(tmp_path / "v.mp4", 37)
+    pool = ThreadPoolExecutor(threads) if threads else None
+    with VideoFileSource(clip, sample_rate, pixel_path="i420") as ref, \
+            NvdecSource(clip, (48, 64), sample_rate, device="cpu", pool=pool, reader="ffmpeg") as nv:
+        got = [nv.read(n) for n in chunks]
+        want = [ref.read(n) for n in chunks]
+    assert [len(g) for g in got] == [len(w) for w in want] and sum(len(w) for w in want) == -(-37 // sample_rate)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert _FakeFfmpeg.closed == [str(clip)]
+    with pytest.raises(ValueError, match=r"NVDEC reader must be one of \('simple', 'threaded', 'ffmpeg'\), got 'cuvid'"):
+        NvdecSource(clip, (48, 64), 1, device="cpu", reader="cuvid")
+
+
+def test_planes_to_i420_refuses_planes_that_are_not_8_bit_4_2_0():
+    from streamseg.data.nvdec import _plane_tensor
+
+    luma, cbcr = torch.zeros((4, 6), dtype=torch.uint8), torch.zeros((2, 3, 2), dtype=torch.uint8)
+    assert _plane_tensor((luma, cbcr), (4, 6)) == (luma, cbcr)
+    with pytest.raises(ValueError, match=r"torch.int16 \(4, 6\).*not 8-bit 4:2:0 NV12 \(4, 6\)"):  # 10-bit: P010
+        _plane_tensor((luma.short(), cbcr.short()), (4, 6))
+    with pytest.raises(ValueError, match=r"\(4, 6, 2\), not 8-bit 4:2:0"):  # 4:4:4 chroma
+        _plane_tensor((luma, torch.zeros((4, 6, 2), dtype=torch.uint8)), (4, 6))
+
+
+def test_the_ffmpeg_reader_plans_like_the_others_and_names_what_is_missing(tmp_path, fake_ffmpeg, monkeypatch):
+    import streamseg.data.nvdec as nvdec
+
+    good, bad = _clip(tmp_path / "a.mp4", 5), _clip(tmp_path / "b_unsupported.mp4", 5)
+    with pytest.warns(UserWarning, match=r"b_unsupported\.mp4: NVDEC cannot decode it.*decoding it with PyAV"):
+        assert nvdec_plan([good, bad], (48, 64), fallback=True, reader="ffmpeg") == (True, {str(bad)})
+    assert _FakeFfmpeg.closed == [str(good)]  # the trial decoder of each file it opened is closed
+    with pytest.raises(DataError, match=r"a\.mp4: .*not 8-bit 4:2:0 NV12"):
+        nvdec_plan([good], (32, 64), fallback=False, reader="ffmpeg")
+    # a PyAV whose FFmpeg has no CUDA acceleration: the real check, with the device list of such a build
+    monkeypatch.setattr(nvdec, "_ffmpeg_cuda", _real_ffmpeg_cuda)
+    monkeypatch.setattr("av.codec.hwaccel.hwdevices_available", lambda: ["vaapi"])
+    with pytest.raises(NvdecUnavailable, match=r"nvdec_reader=ffmpeg needs a PyAV whose FFmpeg has CUDA .*has: vaapi\)"):
+        nvdec_plan([good], (48, 64), fallback=False, reader="ffmpeg")
+    with pytest.warns(UserWarning, match=r"has: vaapi\).*decoding every video with PyAV"):
+        assert nvdec_plan([good], (48, 64), fallback=True, reader="ffmpeg") == (False, set())
+
+
 def test_plan_falls_back_per_file_with_a_warning_or_fails_naming_it(tmp_path, fake_nvc):
     good, bad = _clip(tmp_path / "a.mp4", 5), _clip(tmp_path / "b_unsupported.mp4", 5)
     with pytest.warns(UserWarning, match=r"b_unsupported\.mp4: NVDEC cannot decode it.*decoding it with PyAV"):
@@ -141,28 +226,31 @@ def test_plan_without_pynvvideocodec_names_the_extra(tmp_path, no_nvc):
         nvdec_plan([clip], (48, 64), fallback=False)
 
 
-def _dm(root, decoder: str, fallback: bool = True, preprocess: str = "device-i420"):
+def _dm(root, decoder: str, fallback: bool = True, preprocess: str = "device-i420", reader: str = "simple"):
     from streamseg.engine import VideoStreamDataModule
 
     dm = VideoStreamDataModule(str(root), 1, chunk_size=6, frame_size=(16, 16), batch_size=2, seed=0,
                                bg_classes=("background",), preprocess=preprocess, decoder=decoder,
-                               decoder_fallback=fallback)
+                               decoder_fallback=fallback, nvdec_reader=reader)
     dm.setup()
     return dm
 
 
-def test_nvdec_training_batches_equal_the_pyav_workers(synth_video_root, fake_nvc, monkeypatch):
+@pytest.mark.parametrize("reader", ["simple", "ffmpeg"])
+def test_nvdec_training_batches_equal_the_pyav_workers(synth_video_root, request, monkeypatch, reader):
     """The NVDEC loader (main process, decode-ahead threads, frames written into the batch) yields the
-    PyAV loader's batches, byte for byte, with one file (refused by NVDEC) falling back to PyAV."""
+    PyAV loader's batches, byte for byte, with one file (refused by NVDEC) falling back to PyAV; through
+    PyNvVideoCodec's reader and through FFmpeg's (data.nvdec_reader=ffmpeg)."""
     from streamseg.engine import VideoStreamDataModule
 
+    request.getfixturevalue("fake_ffmpeg" if reader == "ffmpeg" else "fake_nvc")
     # the fake decodes to CPU tensors: so does the loader, also where a GPU is present
     monkeypatch.setattr(VideoStreamDataModule, "_device", lambda self: torch.device("cpu"))
     root = synth_video_root
     videos = sorted((root / "Videos").iterdir())
     _FakeDecoder.refuse = {str(videos[0])}
     with pytest.warns(UserWarning, match=rf"{videos[0].name}: NVDEC cannot decode"):
-        nv = _dm(root, "nvdec")
+        nv = _dm(root, "nvdec", reader=reader)
     assert nv.nvdec and nv.pyav_files == {str(videos[0])}
     ref = _dm(root, "pyav")
     _FakeDecoder.calls.clear()
@@ -193,9 +281,28 @@ def test_nvdec_planes_are_bit_exact_against_pyav_on_h264(tmp_path, size):
     clip = _clip(tmp_path / "v.mp4", 75, size, codec="libx264")
     assert nvdec_plan([clip], size, fallback=False) == (True, set())
     pool = ThreadPoolExecutor(2)
-    for sample_rate, threaded in ((1, True), (2, True), (2, False)):
+    for sample_rate, reader in ((1, "threaded"), (2, "threaded"), (2, "simple")):
         with VideoFileSource(clip, sample_rate, pixel_path="i420") as ref, \
-                NvdecSource(clip, size, sample_rate, device="cuda", pool=pool, threaded=threaded) as nv:
+                NvdecSource(clip, size, sample_rate, device="cuda", pool=pool, reader=reader) as nv:
+            for n in (32, 32, 32):
+                want, got = ref.read(n), nv.read(n)
+                assert got.is_cuda and got.shape == want.shape
+                assert torch.equal(got.cpu(), want), f"sample_rate {sample_rate}: planes differ"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("size", [(240, 320), (720, 1280)])
+def test_ffmpegs_nvdec_planes_are_bit_exact_against_pyav_on_h264(tmp_path, size):
+    """Real NVDEC through FFmpeg (data.nvdec_reader=ffmpeg; PyAV's CUDA acceleration, no PyNvVideoCodec):
+    the 4:2:0 planes equal PyAV's software decoding exactly, at sample rates 1 and 3, with and without the
+    decode-ahead pool, and a file is planned for NVDEC."""
+    clip = _clip(tmp_path / "v.mp4", 75, size, codec="libx264")
+    assert nvdec_plan([clip], size, fallback=False, reader="ffmpeg") == (True, set())
+    pool = ThreadPoolExecutor(2)
+    for sample_rate, with_pool in ((1, True), (3, True), (1, False)):
+        with VideoFileSource(clip, sample_rate, pixel_path="i420") as ref, \
+                NvdecSource(clip, size, sample_rate, device="cuda", pool=pool if with_pool else None,
+                            reader="ffmpeg") as nv:
             for n in (32, 32, 32):
                 want, got = ref.read(n), nv.read(n)
                 assert got.is_cuda and got.shape == want.shape

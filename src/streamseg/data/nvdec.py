@@ -23,6 +23,13 @@ faster than 15 PyAV worker processes; the ThreadedDecoder reader (``threaded=Tru
 are still no faster than the PyAV processes, and one benchmark process aborted in native code
 (``malloc(): unaligned tcache chunk detected``) with it, so it stays opt-in.
 
+A third reader needs no extra package: ``data.nvdec_reader=ffmpeg`` drives the same NVDEC engines through
+FFmpeg's own decoder, reached by PyAV's CUDA hardware acceleration (``av.open(..., hwaccel=HWAccel("cuda",
+is_hw_owned=True))``, PyAV >= 16 wheels); its frames stay in GPU memory and are taken as DLPack tensors
+(luma, interleaved chroma), and FFmpeg writes them on CUDA's legacy default stream, which this reader's
+stream waits for. Measured on one H100 (docs/benchmarks.md, "Eleventh session"): 16-32 readers decode
+4,019-4,069 frames/s of 1280x720 H.264, 94 % of PyNvVideoCodec's 4,245-4,321 on the same host.
+
 Files NVDEC cannot decode like PyAV (a codec or profile NVDEC lacks, 10-bit or 4:2:2/4:4:4 planes, a
 display rotation or interlacing, which PyAV's decode layer corrects and NVDEC would not) are found
 before training by `nvdec_plan`: with fallback on (default) they are decoded by PyAV with a warning
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import math
 import warnings
 from collections import Counter
@@ -49,9 +57,11 @@ import torch
 
 from streamseg.data.errors import DataError
 
-__all__ = ["DECODERS", "EXTRA", "NvdecSource", "import_pynvvideocodec", "nv12_to_i420", "nvdec_plan"]
+__all__ = ["DECODERS", "EXTRA", "READERS", "NvdecSource", "import_pynvvideocodec", "nv12_to_i420", "nvdec_plan",
+           "planes_to_i420"]
 
 DECODERS = ("pyav", "nvdec")
+READERS = ("simple", "threaded", "ffmpeg")  # PyNvVideoCodec's two decoders, FFmpeg's through PyAV
 EXTRA = "streamseg[gpu-decode]"
 
 
@@ -74,24 +84,39 @@ def nv12_to_i420(nv12: torch.Tensor) -> torch.Tensor:
     ``uint8 (n, 1, H*3/2, W)`` as `streamseg.data.video.i420_frames` lays it out. Exact (a copy), any device."""
     n, hx, w = nv12.shape
     h = hx * 2 // 3
-    out = torch.empty((n, 1, hx, w), dtype=torch.uint8, device=nv12.device)
-    out[:, 0, :h] = nv12[:, :h]
-    cbcr = nv12[:, h:].reshape(n, h // 2, w // 2, 2)
+    return planes_to_i420(nv12[:, :h], nv12[:, h:].reshape(n, h // 2, w // 2, 2))
+
+
+def planes_to_i420(luma: torch.Tensor, cbcr: torch.Tensor) -> torch.Tensor:
+    """NV12's two planes, luma ``uint8 (n, H, W)`` and interleaved chroma ``(n, H/2, W/2, 2)`` (any strides:
+    FFmpeg's frames are pitched) -> packed I420 ``uint8 (n, 1, H*3/2, W)``. Exact (a copy), any device."""
+    n, h, w = luma.shape
+    out = torch.empty((n, 1, h * 3 // 2, w), dtype=torch.uint8, device=luma.device)
+    out[:, 0, :h] = luma
     q = h // 4  # a chroma plane (H/2 x W/2) is H/4 rows of W
     out[:, 0, h : h + q] = cbcr[..., 0].reshape(n, q, w)
     out[:, 0, h + q :] = cbcr[..., 1].reshape(n, q, w)
     return out
 
 
-def _plane_tensor(frame: Any, size: tuple[int, int]) -> torch.Tensor:
-    """A decoded frame (DLPack) as ``uint8 (H*3/2, W)`` NV12; ValueError for any other layout."""
+def _plane_tensor(frame: Any, size: tuple[int, int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """A decoded frame as ``uint8 (H*3/2, W)`` NV12 (PyNvVideoCodec's, DLPack), or as FFmpeg's two planes
+    ``(luma (H, W), chroma (H/2, W/2, 2))``; ValueError for any other layout."""
+    h, w = size
+    if isinstance(frame, tuple):  # `_FfmpegDecoder`'s planes
+        luma, cbcr = frame
+        if (luma.dtype, cbcr.dtype) != (torch.uint8, torch.uint8) or tuple(luma.shape) != (h, w) \
+                or tuple(cbcr.shape) != (h // 2, w // 2, 2):
+            raise ValueError(f"decoded planes are {luma.dtype} {tuple(luma.shape)} and {cbcr.dtype} "
+                             f"{tuple(cbcr.shape)}, not 8-bit 4:2:0 NV12 ({h}, {w}) and ({h // 2}, {w // 2}, 2) "
+                             "(a 10-bit or 4:2:2/4:4:4 stream?)")
+        return frame
     try:
         t = torch.from_dlpack(frame)
     except (TypeError, RuntimeError, BufferError, AttributeError):  # no DLPack: the CUDA array interface
         t = torch.as_tensor(frame, device="cuda")
     if t.dim() > 2:  # (H*3/2, W, 1) or (1, H*3/2, W)
         t = t.squeeze()
-    h, w = size
     if t.dtype != torch.uint8 or tuple(t.shape) != (h * 3 // 2, w):
         raise ValueError(f"decoded frames are {t.dtype} {tuple(t.shape)}, not 8-bit 4:2:0 NV12 "
                          f"uint8 ({h * 3 // 2}, {w}) (a 10-bit or 4:2:2/4:4:4 stream?)")
@@ -103,29 +128,85 @@ def _plane_tensor(frame: Any, size: tuple[int, int]) -> torch.Tensor:
 AHEAD = 64
 
 
-def _open_decoder(nvc: Any, path: Path, device: torch.device, stream: int, threaded: bool = False) -> Any:
-    """PyNvVideoCodec's ThreadedDecoder (``threaded``: decodes on its own native thread, ahead of the reader)
-    or SimpleDecoder (decodes inside each ``get_batch_frames`` call)."""
+class _FfmpegDecoder:
+    """FFmpeg's NVDEC decoder (PyAV's CUDA hardware acceleration) behind PyNvVideoCodec's sequential
+    interface: ``len()`` is the container's frame count (0 when its header has none), ``get_batch_frames(k)``
+    the next ``k`` frames (fewer at the end) as ``(luma, chroma)`` CUDA tensors that keep FFmpeg's frames
+    alive. FFmpeg writes them on CUDA's legacy default stream. A frame FFmpeg did not decode on the GPU is
+    an error (software fallback is off: a silent CPU decode would hide a codec NVDEC lacks)."""
+
+    def __init__(self, path: Path, device: torch.device) -> None:
+        import av
+        from av.codec.hwaccel import HWAccel
+
+        self.path = path
+        self._container = av.open(str(path), hwaccel=HWAccel("cuda", device=str(device.index or 0),
+                                                             allow_software_fallback=False, is_hw_owned=True))
+        stream = self._container.streams.video[0]
+        self._count = int(stream.frames or 0)
+        self._frames = self._container.decode(stream)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def get_batch_frames(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for frame in itertools.islice(self._frames, k):
+            if frame.format.name != "cuda":
+                raise ValueError(f"FFmpeg decoded a frame as {frame.format.name} on the CPU, not with NVDEC")
+            # PyAV exports CUDA planes only when asked without a stream (the order is the default stream's)
+            out.append((torch.from_dlpack(frame.planes[0].__dlpack__()),
+                        torch.from_dlpack(frame.planes[1].__dlpack__())))
+        return out
+
+    def close(self) -> None:
+        self._frames = iter(())
+        self._container.close()
+
+
+def _ffmpeg_cuda() -> None:
+    """`NvdecUnavailable` unless this PyAV's FFmpeg has CUDA hardware acceleration (``reader="ffmpeg"``)."""
+    from av.codec.hwaccel import hwdevices_available
+
+    if "cuda" not in hwdevices_available():
+        raise NvdecUnavailable("data.nvdec_reader=ffmpeg needs a PyAV whose FFmpeg has CUDA hardware "
+                               f"acceleration (this one has: {', '.join(hwdevices_available()) or 'none'}); "
+                               f"use data.nvdec_reader=simple with pip install '{EXTRA}'")
+
+
+def _open_decoder(nvc: Any, path: Path, device: torch.device, stream: int, reader: str = "simple") -> Any:
+    """PyNvVideoCodec's ThreadedDecoder (``"threaded"``: decodes on its own native thread, ahead of the
+    reader) or SimpleDecoder (``"simple"``: decodes inside each ``get_batch_frames`` call), or FFmpeg's
+    (``"ffmpeg"``, `_FfmpegDecoder`; ``nvc`` and ``stream`` unused)."""
+    if reader == "ffmpeg":
+        return _FfmpegDecoder(path, device)
     common = dict(gpu_id=device.index or 0, cuda_stream=stream, use_device_memory=True,
                   output_color_type=nvc.OutputColorType.NATIVE)
-    if threaded:
+    if reader == "threaded":
         return nvc.ThreadedDecoder(str(path), buffer_size=AHEAD, **common)
     return nvc.SimpleDecoder(str(path), **common)
 
 
+def _check_reader(reader: str) -> None:
+    if reader not in READERS:
+        raise ValueError(f"the NVDEC reader must be one of {READERS}, got {reader!r}")
+
+
 def nvdec_plan(paths: Iterable[str | Path], size: tuple[int, int], fallback: bool,
-               device: torch.device | str = "cuda") -> tuple[bool, set[str]]:
+               device: torch.device | str = "cuda", reader: str = "simple") -> tuple[bool, set[str]]:
     """Which files NVDEC decodes, decided before training: ``(use_nvdec, pyav_files)``.
 
     Each file is opened by NVDEC and its first frame decoded and checked (8-bit 4:2:0, ``size`` (H, W));
     its PyAV reading must need no rotation or deinterlacing. A file that fails goes to ``pyav_files``
-    with a warning naming it (``fallback``), or raises `DataError` naming it. PyNvVideoCodec missing:
-    ``(False, set())`` with a warning naming the extra (``fallback``), else `NvdecUnavailable`.
+    with a warning naming it (``fallback``), or raises `DataError` naming it. PyNvVideoCodec missing (or,
+    for ``reader="ffmpeg"``, a PyAV without CUDA acceleration): ``(False, set())`` with a warning naming
+    the extra (``fallback``), else `NvdecUnavailable`.
     """
     from streamseg.data.video import VideoFileSource  # PyAV: only to compare what it would do
 
+    _check_reader(reader)
     try:
-        nvc = import_pynvvideocodec()
+        nvc = _ffmpeg_cuda() if reader == "ffmpeg" else import_pynvvideocodec()
     except NvdecUnavailable as e:
         if not fallback:
             raise
@@ -139,12 +220,15 @@ def nvdec_plan(paths: Iterable[str | Path], size: tuple[int, int], fallback: boo
                 if ref.rotation or ref.interlaced:
                     raise ValueError(f"it is {'rotated' if ref.rotation else 'interlaced'}; PyAV corrects that, "
                                      "NVDEC would not")
-            decoder = _open_decoder(nvc, path, device, 0)
+            decoder = _open_decoder(nvc, path, device, 0, reader)
             first = decoder.get_batch_frames(1)
             if not first:
                 raise ValueError("NVDEC decoded no frame")
             _plane_tensor(first[0], size)
-            del first, decoder
+            del first
+            if isinstance(decoder, _FfmpegDecoder):
+                decoder.close()
+            del decoder
         except DataError:
             raise
         except Exception as e:  # the library raises plain RuntimeErrors for unsupported codecs/profiles
@@ -169,31 +253,35 @@ class NvdecSource:
         path: the video. size: its ``(H, W)`` (even), as `probe` gives it.
         sample_rate: keep every ``sample_rate``-th frame. device: the decoding GPU.
         pool: the thread pool that decodes ahead (None: decode when asked, on the caller's thread).
-        threaded: decode with PyNvVideoCodec's ThreadedDecoder (its own native thread decodes up to `AHEAD`
-            frames ahead) instead of its SimpleDecoder (decodes inside each call). SimpleDecoder is the
-            default because it is the one measured on the GPU (bit-exact; too slow for the targets, see
-            docs/benchmarks.md); ThreadedDecoder is tested on CPU with a stand-in only.
+        reader: ``"simple"``, PyNvVideoCodec's SimpleDecoder (decodes inside each call; the default, the
+            first one measured on the GPU: bit-exact), ``"threaded"``, its ThreadedDecoder (its own native
+            thread decodes up to `AHEAD` frames ahead; one benchmark process aborted with it), or
+            ``"ffmpeg"``, FFmpeg's NVDEC decoder through PyAV (`_FfmpegDecoder`; no PyNvVideoCodec needed).
+        threaded: the older spelling of ``reader="threaded"``.
     """
 
     opens: ClassVar[Counter[str]] = Counter()
 
     def __init__(self, path: str | Path, size: tuple[int, int], sample_rate: int = 1,
                  device: torch.device | str = "cuda", pool: ThreadPoolExecutor | None = None,
-                 threaded: bool = False) -> None:
+                 threaded: bool = False, reader: str | None = None) -> None:
         self.path, self.size, self.sample_rate = Path(path), (int(size[0]), int(size[1])), sample_rate
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
             raise DataError(self.path, f"sample_rate must be an int >= 1, got {sample_rate!r}")
         self.device, self.pool = torch.device(device), pool
         self._cuda = self.device.type == "cuda"
         self._stream = torch.cuda.Stream(self.device) if self._cuda else None
-        nvc = import_pynvvideocodec()
-        self._legacy = False  # the decoder works on CUDA's legacy default stream, not on ours
+        self.reader = reader or ("threaded" if threaded else "simple")
+        _check_reader(self.reader)
+        nvc = None if self.reader == "ffmpeg" else import_pynvvideocodec()
+        # the decoder works on CUDA's legacy default stream, not on ours: FFmpeg's always does
+        self._legacy = self._cuda and self.reader == "ffmpeg"
         try:
             try:
                 self._decoder = _open_decoder(nvc, self.path, self.device, self._stream.cuda_stream if self._cuda else 0,
-                                              threaded)
+                                              self.reader)
             except TypeError:  # a binding that takes no raw stream handle
-                self._decoder, self._legacy = _open_decoder(nvc, self.path, self.device, 0, threaded), self._cuda
+                self._decoder, self._legacy = _open_decoder(nvc, self.path, self.device, 0, self.reader), self._cuda
         except Exception as e:
             raise DataError(self.path, f"NVDEC cannot open it: {e}") from e
         NvdecSource.opens[str(self.path)] += 1
@@ -232,8 +320,12 @@ class NvdecSource:
                 self._ended = True
                 self.num_frames = self._next
             h, w = self.size
-            out = (nv12_to_i420(torch.stack(keep)) if keep
-                   else torch.empty((0, 1, h * 3 // 2, w), dtype=torch.uint8, device=self.device))
+            if not keep:
+                out = torch.empty((0, 1, h * 3 // 2, w), dtype=torch.uint8, device=self.device)
+            elif isinstance(keep[0], tuple):  # FFmpeg's frames: the two planes apart
+                out = planes_to_i420(torch.stack([y for y, _ in keep]), torch.stack([c for _, c in keep]))
+            else:
+                out = nv12_to_i420(torch.stack(keep))
             del frames, keep
             event = None
             if self._cuda:
@@ -280,6 +372,8 @@ class NvdecSource:
             with contextlib.suppress(Exception):
                 self._ahead.result()
             self._ahead = None
+        if isinstance(self._decoder, _FfmpegDecoder):
+            self._decoder.close()
         self._decoder, self._ready = None, None
 
     def __enter__(self) -> NvdecSource:

@@ -290,7 +290,7 @@ def label_agreement(reference: nn.Module, fast: StreamStep, chunks: Sequence[Ten
 def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int = 1, workers: int = 0,
                    decode_size: Sequence[int] | None = None, prefetch_factor: int = 4,
                    run_model: bool = True, repeat: int = 1, pixel_format: str = "rgb",
-                   transfer: str = "pageable", decoder: str = "pyav", nvdec_threaded: bool = False) -> dict:
+                   transfer: str = "pageable", decoder: str = "pyav", nvdec_reader: str = "simple") -> dict:
     """End to end from video files: ``workers`` decode processes (each owning a block of the S slots,
     `streamseg.data.streams.StreamLoader`) -> uint8 batches -> ``step`` on the device.
 
@@ -309,8 +309,9 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
     ``decoder="nvdec"`` (``pixel_format="i420"``, a CUDA step): the GPU's hardware decoder instead of the
     worker processes (`streamseg.data.nvdec.NvdecSource`: one reader per video, each decoding its next
     chunk ahead in a pool of ``2 S`` threads, where each slot's next video is also opened a step ahead
-    (`StreamBatcher.open_pool`); ``workers`` and ``transfer`` are then unused; ``nvdec_threaded``:
-    PyNvVideoCodec's ThreadedDecoder instead of its SimpleDecoder).
+    (`StreamBatcher.open_pool`); ``workers`` and ``transfer`` are then unused; ``nvdec_reader``: which
+    decoder reads (`NvdecSource`'s ``reader``: PyNvVideoCodec's ``"simple"`` or ``"threaded"``, or FFmpeg's
+    ``"ffmpeg"``).
     Returns frames (sampled, labelled by the model), wall seconds, frames/s, and the seconds the loop
     waited for the loader (``wait_s``: decode-bound when it is most of ``wall_s``).
     """
@@ -363,7 +364,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
                                  f"{ycbcr_name(step.colorspace, step.full_range)}; build it with "
                                  f"StreamStep(colorspace={colour[0]}, full_range={colour[1]})")
         opener = (_VideoOpener(str(v), sample_rate, size, pixel_path, 1 if workers else 0) if pool is None
-                  else partial(NvdecSource, v, (h, w), sample_rate, step.device, pool, nvdec_threaded))
+                  else partial(NvdecSource, v, (h, w), sample_rate, step.device, pool, reader=nvdec_reader))
         items += [StreamVideo(name=f"{r}:{v}", length=n, open=opener) for r in range(repeat)]
     h0, w0 = step.in_size
     sample_shape = (1, h0 * 3 // 2, w0) if pixel_format == "i420" else (3, h0, w0)
@@ -398,7 +399,7 @@ def bench_pipeline(step: StreamStep, videos: Sequence[str], *, sample_rate: int 
         pool.shutdown()
     frames = int(frames)
     return {"frames": frames, "wall_s": wall, "frames_per_s": frames / wall, "wait_s": wait,
-            "decoder": decoder if pool is None else f"nvdec-{'threaded' if nvdec_threaded else 'simple'}",
+            "decoder": decoder if pool is None else f"nvdec-{nvdec_reader}",
             "workers": workers, "decode_size": list(size) if size else "native", "videos": len(items),
             "model": run_model, "pixel_format": pixel_format, "transfer": transfer}
 

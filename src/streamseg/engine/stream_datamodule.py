@@ -158,7 +158,8 @@ class VideoStreamDataModule(pl.LightningDataModule):
         if self.decoder == "nvdec":  # before training: which files NVDEC decodes (or the one-line error)
             paths = [layout.video_path(n) for ns in names.values() for n in ns]
             try:
-                self.nvdec, self.pyav_files = nvdec_plan(paths, self.native_size, self.decoder_fallback)
+                self.nvdec, self.pyav_files = nvdec_plan(paths, self.native_size, self.decoder_fallback,
+                                                         reader=self.nvdec_reader)
             except NvdecUnavailable as e:
                 raise ConfigError(f"{e} (or set data.decoder_fallback=true to decode with PyAV)") from None
         self.names, self.layout = names, layout
@@ -218,7 +219,7 @@ class VideoStreamDataModule(pl.LightningDataModule):
             # video opens and decodes its first chunk beside it (StreamBatcher.open_pool)
             self._pool = self._pool or ThreadPoolExecutor(2 * self.batch_size, thread_name_prefix="nvdec")
             gpu = partial(NvdecSource, size=self.native_size, sample_rate=self.sample_rate, device=self._device(),
-                          pool=self._pool, threaded=self.nvdec_reader == "threaded")
+                          pool=self._pool, reader=self.nvdec_reader)
             return [StreamVideo(n, partial(source if str(p) in self.pyav_files else gpu, p), labels=self.full_labels(n))
                     for n, p in paths.items()]
         return [StreamVideo(n, partial(source, p), labels=self.full_labels(n)) for n, p in paths.items()]
