@@ -206,6 +206,10 @@ def test_the_ffmpeg_reader_plans_like_the_others_and_names_what_is_missing(tmp_p
         nvdec_plan([good], (48, 64), fallback=False, reader="ffmpeg")
     with pytest.warns(UserWarning, match=r"has: vaapi\).*decoding every video with PyAV"):
         assert nvdec_plan([good], (48, 64), fallback=True, reader="ffmpeg") == (False, set())
+    # an older PyAV whose hardware frames cannot stay on the GPU
+    monkeypatch.setattr("av.video.plane.VideoPlane", type("OldPlane", (), {}))
+    with pytest.raises(NvdecUnavailable, match=r"keeps decoded frames on the GPU \(PyAV >= 18; this is .*pip install -U av"):
+        nvdec_plan([good], (48, 64), fallback=False, reader="ffmpeg")
 
 
 def test_plan_falls_back_per_file_with_a_warning_or_fails_naming_it(tmp_path, fake_nvc):
@@ -307,6 +311,27 @@ def test_ffmpegs_nvdec_planes_are_bit_exact_against_pyav_on_h264(tmp_path, size)
                 want, got = ref.read(n), nv.read(n)
                 assert got.is_cuda and got.shape == want.shape
                 assert torch.equal(got.cpu(), want), f"sample_rate {sample_rate}: planes differ"
+
+
+@pytest.mark.gpu
+def test_the_ffmpeg_reader_opens_after_torch_made_the_cuda_context(tmp_path):
+    """The usual order in a run: torch initialises CUDA (the model, the trainer) before any video opens.
+    FFmpeg must then share torch's context, not ask for the primary context with its own flags (which
+    failed with EOPNOTSUPP). A fresh process, so that no earlier test made the context first."""
+    import subprocess
+
+    clip = _clip(tmp_path / "v.mp4", 40, (240, 320), codec="libx264")
+    code = ("import torch, sys; torch.zeros(1, device='cuda'); torch.cuda.synchronize()\n"
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "from streamseg.data.nvdec import NvdecSource, nvdec_plan\n"
+            "assert nvdec_plan([sys.argv[1]], (240, 320), fallback=False, reader='ffmpeg') == (True, set())\n"
+            "pool = ThreadPoolExecutor(2)\n"
+            "with NvdecSource(sys.argv[1], (240, 320), 1, 'cuda', pool=pool, reader='ffmpeg') as nv:\n"
+            "    nv.prefetch(16)\n"
+            "    print(sum(len(nv.read(16)) for _ in range(4)))\n")
+    got = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert got.stdout.split()[-1] == "40"
 
 
 @pytest.mark.parametrize("n", [5, 8, 12])

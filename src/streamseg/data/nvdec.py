@@ -25,7 +25,7 @@ are still no faster than the PyAV processes, and one benchmark process aborted i
 
 A third reader needs no extra package: ``data.nvdec_reader=ffmpeg`` drives the same NVDEC engines through
 FFmpeg's own decoder, reached by PyAV's CUDA hardware acceleration (``av.open(..., hwaccel=HWAccel("cuda",
-is_hw_owned=True))``, PyAV >= 16 wheels); its frames stay in GPU memory and are taken as DLPack tensors
+is_hw_owned=True))``, PyAV >= 18); its frames stay in GPU memory and are taken as DLPack tensors
 (luma, interleaved chroma), and FFmpeg writes them on CUDA's legacy default stream, which this reader's
 stream waits for. Measured on one H100 (docs/benchmarks.md, "Eleventh session"): 16-32 readers decode
 4,019-4,069 frames/s of 1280x720 H.264, 94 % of PyNvVideoCodec's 4,245-4,321 on the same host.
@@ -140,8 +140,16 @@ class _FfmpegDecoder:
         from av.codec.hwaccel import HWAccel
 
         self.path = path
-        self._container = av.open(str(path), hwaccel=HWAccel("cuda", device=str(device.index or 0),
-                                                             allow_software_fallback=False, is_hw_owned=True))
+        # FFmpeg's default for owned frames, the device's primary context, is refused ("Primary context
+        # already active with incompatible flags", EOPNOTSUPP) once torch has made that context with its
+        # own flags; so FFmpeg takes the context current on this thread, torch's primary context, which
+        # the stream query below makes current here
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.cuda.device(index):
+            torch.cuda.current_stream(index).query()
+            self._container = av.open(str(path), hwaccel=HWAccel(
+                "cuda", device=str(index), allow_software_fallback=False, is_hw_owned=True,
+                options={"primary_ctx": "0", "current_ctx": "1"}))
         stream = self._container.streams.video[0]
         self._count = int(stream.frames or 0)
         self._frames = self._container.decode(stream)
@@ -165,9 +173,22 @@ class _FfmpegDecoder:
 
 
 def _ffmpeg_cuda() -> None:
-    """`NvdecUnavailable` unless this PyAV's FFmpeg has CUDA hardware acceleration (``reader="ffmpeg"``)."""
-    from av.codec.hwaccel import hwdevices_available
+    """`NvdecUnavailable` unless this PyAV keeps decoded frames on the GPU (``HWAccel(is_hw_owned=True)``,
+    CUDA planes exported as DLPack: PyAV 18 has both) and its FFmpeg has CUDA hardware acceleration
+    (``reader="ffmpeg"``)."""
+    import av
+    from av.codec.hwaccel import HWAccel, hwdevices_available
+    from av.video.plane import VideoPlane
 
+    try:
+        HWAccel("cuda", is_hw_owned=True)
+    except TypeError:
+        owned = False
+    else:
+        owned = hasattr(VideoPlane, "__dlpack__")
+    if not owned:
+        raise NvdecUnavailable(f"data.nvdec_reader=ffmpeg needs a PyAV that keeps decoded frames on the GPU "
+                               f"(PyAV >= 18; this is {av.__version__}): pip install -U av")
     if "cuda" not in hwdevices_available():
         raise NvdecUnavailable("data.nvdec_reader=ffmpeg needs a PyAV whose FFmpeg has CUDA hardware "
                                f"acceleration (this one has: {', '.join(hwdevices_available()) or 'none'}); "
