@@ -87,7 +87,7 @@ class TASDatasetParams:
     # (decodes ahead on its own native thread: 1.9x one SimpleDecoder at 1280x720 on an H100, but one
     # benchmark process aborted in native code with it; docs/benchmarks.md "NVDEC decoding"), or "ffmpeg":
     # FFmpeg's own NVDEC decoder through PyAV's CUDA acceleration, no PyNvVideoCodec needed (94 % of
-    # SimpleDecoder's raw rate at 1280x720 on one H100, "Eleventh session")
+    # SimpleDecoder's raw rate at 1280x720 on one H100, "Eleventh session"; not yet run end to end on a GPU)
     nvdec_reader: Literal["simple", "threaded", "ffmpeg"] = "simple"
     # Features only: "memory" reads every video once and keeps it in RAM; "device" keeps it on the
     # training GPU (no per-step file reads, collation or host->device copies; needs num_workers=0).
