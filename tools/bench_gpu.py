@@ -21,9 +21,10 @@ Parts:
   ``--decoders pyav nvdec`` the i420 rows also run from NVDEC (`bench_pipeline(decoder="nvdec")`), one row
   per ``--nvdec-reader``.
 * ``decode``: decoding alone per size, PyAV against NVDEC (``--nvdec-reader simple threaded ffmpeg``:
-  PyNvVideoCodec's two decoders, FFmpeg's through PyAV): one reader on one clip, then the 16-stream loader over the clip list (PyAV worker
-  processes, or one NVDEC reader per video decoding ahead in a thread pool); ``--decode-model eager`` adds
-  the uncompiled inference step (a lower bound of the end-to-end rate, without compile time).
+  PyNvVideoCodec's two decoders, FFmpeg's through PyAV): one reader on one clip, then the 16-stream loader
+  over the clip list (PyAV worker processes, or one NVDEC reader per video decoding ahead in a thread
+  pool); ``--decode-model eager`` adds the uncompiled inference step (a lower bound of the end-to-end rate,
+  without compile time).
 * ``offline``: time-to-accuracy of MS-TCN (4 stages x 10 layers x 64 maps) on 50Salads-sized synthetic
   features (66 videos of 9,000-11,000 frames, 2048-d; 40 train / 10 val / 16 test): the official recipe
   (one video per step, fp32, eager, read per step, lr 5e-4, 50 epochs) and fast-path runs (features on the
